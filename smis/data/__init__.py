@@ -1,0 +1,37 @@
+"""Datasets: the built-in SynthScenes, a generic folder format and the paper's real datasets.
+
+`make_dataset(name, root, split, ...)` is the one entry point; `DATASETS` is the registry.
+"""
+from __future__ import annotations
+
+from smis.data.base import DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform, collate
+from smis.data.folder import make_folder_dataset
+from smis.data.synthetic import SynthScenes
+
+
+def make_synthscenes_dataset(root=None, split: str = "train", train: bool | None = None, size=64, length: int = 1000,
+                             seed: int = 0, flip: bool = True, **folder_kwargs):
+    """SynthScenes: generated on the fly when `root` is None, else read from a folder written by
+    `python -m smis.data.synthetic --out ROOT`."""
+    train = (split == "train") if train is None else train
+    if root is None:
+        return SynthScenes(size=size, length=length, split=split, seed=seed, flip=flip and train)
+    return make_folder_dataset(root, split, train=train, size=size, flip=flip, name="synthscenes", **folder_kwargs)
+
+
+# name -> builder(root, split, **kwargs) returning a torch Dataset with an `.info: DatasetInfo`
+DATASETS = {
+    "synthscenes": make_synthscenes_dataset,
+    "folder": make_folder_dataset,
+}
+
+
+def make_dataset(name: str, root=None, split: str = "train", **kwargs):
+    """Build dataset `name` (see `DATASETS`) from `root` for `split`; kwargs go to its builder."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}. Fix: use one of {sorted(DATASETS)}.")
+    return DATASETS[name](root, split, **kwargs)
+
+
+__all__ = ["DATASETS", "DatasetError", "DatasetInfo", "PairTransform", "PairedSegmentationDataset", "SynthScenes",
+           "collate", "make_dataset", "make_folder_dataset"]
