@@ -52,3 +52,24 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def project_root() -> Path:
+    """The repository root (the folder holding `smis/`), whatever the current directory."""
+    return Path(__file__).resolve().parents[1]
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A path relative to the repository root (absolute paths pass through)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def markdown_table(df, floatfmt: str = ".4g") -> str:
+    """A pandas DataFrame as a GitHub Markdown table (index included), without extra dependencies."""
+    idx_name = df.index.name or ""
+    cols = [idx_name] + [str(c) for c in df.columns]
+    fmt = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join([str(i)] + [fmt(v) for v in row]) + " |" for i, row in zip(df.index, df.itertuples(index=False))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,158 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smis.data import DATASETS, DatasetError, collate, make_dataset
+from smis.data.base import PairTransform, rgb_to_ids
+from smis.data.synthetic import PALETTE, generate
+
+NAMES = ["a", "b", "c", "d"]
+PAL = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]]
+
+
+def make_folder(root, n=3, size=(40, 56), split="train", rgb_labels=False, classes_json=True, seed=0):
+    rng = np.random.default_rng(seed)
+    (root / split / "images").mkdir(parents=True, exist_ok=True)
+    (root / split / "labels").mkdir(parents=True, exist_ok=True)
+    labels = []
+    for i in range(n):
+        img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        lab = rng.integers(0, 4, size).astype(np.uint8)
+        Image.fromarray(img).save(root / split / "images" / f"im{i}.png")
+        out = Image.fromarray(np.asarray(PAL, np.uint8)[lab]) if rgb_labels else Image.fromarray(lab, mode="L")
+        out.save(root / split / "labels" / f"im{i}.png")
+        labels.append(lab)
+    if classes_json:
+        (root / "classes.json").write_text(json.dumps({"names": NAMES, "palette": PAL, "dontcare": None}))
+    return labels
+
+
+def test_registry_lists_builtin_datasets():
+    assert {"synthscenes", "folder"} <= set(DATASETS)
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        make_dataset("nope", None)
+
+
+def test_folder_reads_ids_and_metadata(tmp_path):
+    labels = make_folder(tmp_path, split="val")
+    ds = make_dataset("folder", tmp_path, "val")
+    assert len(ds) == 3 and ds.info.num_classes == 4 and ds.info.class_names == tuple(NAMES)
+    s = ds[1]
+    assert s["image"].shape == (3, 40, 56) and s["label"].shape == (40, 56)
+    assert torch.equal(s["label"], torch.from_numpy(labels[1].astype(np.int64)))
+    assert -1 <= s["image"].min() and s["image"].max() <= 1
+    batch = collate([ds[0], ds[2]])
+    assert batch["image"].shape == (2, 3, 40, 56) and batch["index"].tolist() == [0, 2]
+
+
+def test_folder_rgb_labels_through_palette(tmp_path):
+    labels = make_folder(tmp_path, rgb_labels=True)
+    ds = make_dataset("folder", tmp_path, "train", train=False)
+    assert torch.equal(ds[0]["label"], torch.from_numpy(labels[0].astype(np.int64)))
+
+
+def test_rgb_label_without_palette_is_an_error(tmp_path):
+    make_folder(tmp_path, rgb_labels=True, classes_json=False)
+    ds = make_dataset("folder", tmp_path, "train", num_classes=4)
+    with pytest.raises(DatasetError, match=r"im0\.png is an RGB image but the dataset has no palette"):
+        ds[0]
+
+
+def test_unknown_colour_is_an_error():
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[...] = PAL[2]
+    rgb[1, 1] = (1, 2, 3)
+    assert rgb_to_ids(rgb[:1], np.asarray(PAL)).tolist() == [[2, 2]]
+    with pytest.raises(DatasetError, match=r"\(1, 2, 3\) at \(y=1, x=1\)"):
+        rgb_to_ids(rgb, np.asarray(PAL), "x.png")
+
+
+def test_no_classes_json_needs_num_classes(tmp_path):
+    make_folder(tmp_path, classes_json=False)
+    with pytest.raises(DatasetError, match="num_classes"):
+        make_dataset("folder", tmp_path, "train")
+
+
+def test_unpaired_files_are_named(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "train" / "labels" / "im1.png").unlink()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "train" / "labels" / "orphan.png")
+    with pytest.raises(DatasetError) as e:
+        make_dataset("folder", tmp_path, "train")
+    msg = str(e.value)
+    assert "im1.png" in msg and "orphan.png" in msg and "Fix:" in msg
+
+
+def test_label_id_beyond_class_count(tmp_path):
+    make_folder(tmp_path)
+    Image.fromarray(np.full((40, 56), 9, np.uint8), mode="L").save(tmp_path / "train" / "labels" / "im2.png")
+    ds = make_dataset("folder", tmp_path, "train")
+    ds[0]
+    with pytest.raises(DatasetError, match=r"im2\.png has class id 9, outside 0\.\.3"):
+        ds[2]
+
+
+def test_size_mismatch(tmp_path):
+    make_folder(tmp_path)
+    Image.fromarray(np.zeros((20, 56), np.uint8), mode="L").save(tmp_path / "train" / "labels" / "im0.png")
+    with pytest.raises(DatasetError, match=r"size mismatch: image .*im0\.png is 40x56 .* is 20x56"):
+        make_dataset("folder", tmp_path, "train")[0]
+
+
+def test_unreadable_file(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "train" / "images" / "im1.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"cannot read image .*im1\.png"):
+        make_dataset("folder", tmp_path, "train")[1]
+
+
+def test_empty_split_and_missing_root(tmp_path):
+    make_folder(tmp_path, n=0)
+    with pytest.raises(DatasetError, match="empty split"):
+        make_dataset("folder", tmp_path, "train")
+    with pytest.raises(DatasetError, match="does not exist"):
+        make_dataset("folder", tmp_path / "nowhere", "train")
+    with pytest.raises(DatasetError, match=r"folder .*test.* does not exist"):
+        make_dataset("folder", tmp_path, "test")
+
+
+def test_transforms_keep_labels_nearest_and_pair_flips(tmp_path):
+    img, label, _ = generate(0, (64, 96))
+    t = PairTransform(load_size=(80, 120), crop_size=(64, 64), flip=True, train=True)
+    seen_flip = False
+    for seed in range(8):
+        x, y = t(Image.fromarray(img), label, torch.Generator().manual_seed(seed))
+        assert x.shape == (3, 64, 64) and y.shape == (64, 64)
+        assert set(y.unique().tolist()) <= set(np.unique(label).tolist())  # nearest: no new ids
+        ref, _ = PairTransform(load_size=(80, 120), crop_size=(64, 64), train=False)(Image.fromarray(img), label)
+        seen_flip |= not torch.equal(x, ref)
+    assert seen_flip
+    # evaluation transform is deterministic (centre crop, no flip)
+    ev = PairTransform(load_size=(80, 120), crop_size=(64, 64), flip=True, train=False)
+    a, b = ev(Image.fromarray(img), label), ev(Image.fromarray(img), label)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # flipping moves image and label together
+    g = torch.Generator().manual_seed(0)
+    flips = [PairTransform(flip=True, train=True)(Image.fromarray(img), label, g) for _ in range(6)]
+    for x, y in flips:
+        flipped = not torch.equal(y, torch.from_numpy(label))
+        assert torch.equal(y, torch.from_numpy(label).flip(-1)) == flipped
+        assert torch.allclose(x, (torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1).flip(-1) if flipped
+                              else torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_folder_training_crop(tmp_path):
+    make_folder(tmp_path, size=(48, 48))
+    ds = make_dataset("folder", tmp_path, "train", size=32, load_size=40)
+    assert ds[0]["image"].shape == (3, 32, 32)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate)
+    assert next(iter(loader))["label"].shape == (2, 32, 32)
+
+
+def test_palette_colorize():
+    ds = make_dataset("synthscenes", None, "test", size=64, length=2)
+    rgb = ds.info.colorize(ds[0]["label"])
+    assert rgb.shape == (64, 64, 3) and tuple(rgb[0, 0]) == PALETTE[int(ds[0]["label"][0, 0])]
