@@ -4,8 +4,12 @@
 """
 from __future__ import annotations
 
+from smis.data.ade20k import make_ade20k_dataset
 from smis.data.base import DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform, collate
+from smis.data.cityscapes import make_cityscapes_dataset
+from smis.data.deepfashion import make_deepfashion_dataset
 from smis.data.folder import make_folder_dataset
+from smis.data.gta5 import make_gta5_dataset
 from smis.data.synthetic import SynthScenes
 
 
@@ -23,6 +27,10 @@ def make_synthscenes_dataset(root=None, split: str = "train", train: bool | None
 DATASETS = {
     "synthscenes": make_synthscenes_dataset,
     "folder": make_folder_dataset,
+    "ade20k": make_ade20k_dataset,
+    "deepfashion": make_deepfashion_dataset,
+    "gta5": make_gta5_dataset,
+    "cityscapes": make_cityscapes_dataset,
 }
 
 
@@ -34,4 +42,5 @@ def make_dataset(name: str, root=None, split: str = "train", **kwargs):
 
 
 __all__ = ["DATASETS", "DatasetError", "DatasetInfo", "PairTransform", "PairedSegmentationDataset", "SynthScenes",
-           "collate", "make_dataset", "make_folder_dataset"]
+           "collate", "make_ade20k_dataset", "make_cityscapes_dataset", "make_dataset", "make_deepfashion_dataset",
+           "make_folder_dataset", "make_gta5_dataset"]
