@@ -1,0 +1,194 @@
+"""The dataset checker: every finding on broken fixtures, histograms, the CLI's exit status, figures."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+matplotlib.use("Agg")
+
+from smis.data import DatasetError, make_dataset  # noqa: E402
+from smis.data.check import CheckReport, check_dataset, main, plot_class_histogram, plot_samples  # noqa: E402
+from smis.data.synthetic import write_synthscenes  # noqa: E402
+
+SAMPLES = Path(os.environ.get("SMIS_SAMPLES", Path(__file__).resolve().parents[1].parent / "shared" / "samples"))
+REPO = Path(__file__).resolve().parents[1]
+H, W = 16, 32
+
+
+def label_map(shift: int = 0, h: int = H, w: int = W) -> np.ndarray:
+    return ((np.arange(w)[None, :] // 8 + shift) % 4 + 0 * np.arange(h)[:, None]).astype(np.uint8)  # ids 0..3
+
+
+def save_image(path: Path, h: int = H, w: int = W):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(path)
+
+
+def save_label(path: Path, label: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(label.astype(np.uint8), mode="L").save(path)
+
+
+@pytest.fixture
+def broken_gta5(tmp_path):
+    """GTA-5 layout with one clean pair and one of every problem; an empty test split."""
+    img, lab = tmp_path / "RGB256Full" / "train", tmp_path / "LabelgrayFull20" / "train"
+    save_image(img / "a.png"), save_label(lab / "a.png", label_map(0))          # clean
+    save_image(img / "b.png")                                                    # image without label
+    save_label(lab / "c.png", label_map(0))                                      # label without image
+    img.joinpath("d.png").write_bytes(b"not a png at all")                       # unreadable image
+    save_label(lab / "d.png", label_map(1))
+    bad = label_map(0)
+    bad[3, 5] = 25
+    save_image(img / "e.png"), save_label(lab / "e.png", bad)                    # id 25 of 20 classes
+    save_image(img / "f.png"), save_label(lab / "f.png", label_map(2, w=W - 2))  # size mismatch
+    save_image(img / "g.png")
+    save_label(lab / "g.png", label_map(0))
+    data = (lab / "g.png").read_bytes()
+    (lab / "g.png").write_bytes(data[: len(data) // 2])                          # truncated label
+    (tmp_path / "RGB256Full" / "test").mkdir()
+    (tmp_path / "LabelgrayFull20" / "test").mkdir()                              # empty split
+    return tmp_path
+
+
+def test_every_finding_on_a_broken_dataset(broken_gta5):
+    rep = check_dataset(broken_gta5, "gta5", progress=False)
+    assert not rep.ok
+    found = {(p.kind, p.split, Path(p.path).relative_to(broken_gta5).as_posix()) for p in rep.problems}
+    assert found == {
+        ("unpaired", "train", "RGB256Full/train/b.png"),
+        ("unpaired", "train", "LabelgrayFull20/train/c.png"),
+        ("unreadable", "train", "RGB256Full/train/d.png"),
+        ("id_out_of_range", "train", "LabelgrayFull20/train/e.png"),
+        ("size_mismatch", "train", "LabelgrayFull20/train/f.png"),
+        ("unreadable", "train", "LabelgrayFull20/train/g.png"),
+        ("empty_split", "test", "RGB256Full/test"),
+    }
+    assert rep.counts() == {"unpaired": 2, "unreadable": 2, "id_out_of_range": 1, "size_mismatch": 1, "empty_split": 1}
+    msg = {p.kind: p.message for p in rep.problems}
+    assert "[25]" in msg["id_out_of_range"] and "0..19" in msg["id_out_of_range"] and "Fix:" in msg["id_out_of_range"]
+    assert "16x32" in msg["size_mismatch"] and "16x30" in msg["size_mismatch"]
+    tr = rep.splits["train"]
+    assert (tr.n_images, tr.n_labels, tr.n_pairs, tr.n_checked) == (6, 6, 5, 5)
+    # rows follow the dataset order a, d, e, f, g; e (bad id) and g (unreadable) have no counts
+    rows = tr.per_image
+    per_class = H * W // 4
+    assert rows.shape == (5, 20)
+    assert rows[0, :4].tolist() == [per_class] * 4 and rows[1, :4].tolist() == [per_class] * 4
+    assert rows[2].sum() == 0 and rows[4].sum() == 0 and rows[3].sum() == H * (W - 2)
+    assert rep.histogram("train")[:4].sum() == 2 * H * W + H * (W - 2) and rep.histogram()[4:].sum() == 0
+    md = rep.to_markdown()
+    for text in ("7 problem(s)", "## unpaired (2)", "## unreadable (2)", "## id_out_of_range (1)", "## size_mismatch (1)",
+                 "## empty_split (1)", "b.png", "e.png", "| train | 6 | 6 | 5 | 5 |"):
+        assert text in md, text
+
+
+def test_missing_split_and_clean_dataset(tmp_path):
+    for name in ("x", "y"):
+        save_image(tmp_path / "RGB256Full" / "train" / f"{name}.png")
+        save_label(tmp_path / "LabelgrayFull20" / "train" / f"{name}.png", label_map(1))
+    rep = check_dataset(tmp_path, "gta5", progress=False)
+    assert [(p.kind, p.split) for p in rep.problems] == [("missing_split", "test")]
+    assert "RGB256Full/test does not exist" in rep.problems[0].message
+    clean = check_dataset(tmp_path, "gta5", splits=["train"], progress=False)
+    assert clean.ok and "OK: no problems found" in clean.to_markdown()
+    assert clean.histogram("train")[:4].tolist() == [2 * H * W // 4] * 4
+    assert len(make_dataset("gta5", tmp_path, "train")) == 2  # what the checker passes, the loader reads
+
+
+def test_workers_give_the_same_report(broken_gta5):
+    a = check_dataset(broken_gta5, "gta5", progress=False)
+    b = check_dataset(broken_gta5, "gta5", num_workers=2, progress=False)
+    assert sorted(map(vars, a.problems), key=str) == sorted(map(vars, b.problems), key=str)
+    assert np.array_equal(a.per_image_histograms("train"), b.per_image_histograms("train"))
+
+
+def test_max_files_opens_only_the_first(broken_gta5):
+    rep = check_dataset(broken_gta5, "gta5", splits=["train"], max_files=1, progress=False)
+    assert rep.splits["train"].n_checked == 1 and rep.splits["train"].n_pairs == 5
+    assert rep.counts() == {"unpaired": 2}  # listing problems are still found; d..g were not opened
+
+
+def test_ade20k_raw_ids_beyond_the_table(tmp_path):
+    img, lab = tmp_path / "images" / "training", tmp_path / "annotations" / "training"
+    raw = label_map(0)
+    raw[0, 0] = 151
+    save_image(img / "ADE_train_1.jpg"), save_label(lab / "ADE_train_1.png", raw)
+    rep = check_dataset(tmp_path, "ade20k", splits=["train"], progress=False)
+    assert [p.kind for p in rep.problems] == ["id_out_of_range"] and "[151]" in rep.problems[0].message
+
+
+def test_ade20k_samples_are_clean():
+    if not (SAMPLES / "ade20k").is_dir():
+        pytest.skip(f"ADE20K samples not found at {SAMPLES}")
+    rep = check_dataset(SAMPLES / "ade20k", "ade20k", progress=False)
+    assert rep.ok and rep.splits["train"].n_pairs == 4 and rep.splits["val"].n_pairs == 2
+    pixels = sum(h * w * n for r in rep.splits.values() for (h, w), n in r.sizes.items())
+    assert rep.histogram().sum() == pixels
+    unknown = sum(int((np.asarray(Image.open(p)) == 0).sum()) for p in (SAMPLES / "ade20k" / "annotations").rglob("*.png"))
+    assert rep.histogram()[150] == unknown > 0
+
+
+def test_folder_and_synthscenes_formats(tmp_path):
+    root = tmp_path / "folder"
+    (root / "train" / "images").mkdir(parents=True)
+    save_image(root / "train" / "images" / "a.png")
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:, W // 2:] = (255, 0, 0)
+    (root / "train" / "labels").mkdir()
+    Image.fromarray(rgb).save(root / "train" / "labels" / "a.png")
+    with pytest.raises(DatasetError, match="no classes.json"):
+        check_dataset(root, "folder", progress=False)
+    (root / "classes.json").write_text(json.dumps({"names": ["bg", "red"], "palette": [[0, 0, 0], [255, 0, 0]]}))
+    rep = check_dataset(root, "folder", progress=False)
+    assert rep.ok and rep.histogram().tolist() == [H * W // 2] * 2
+    rgb[0, 0] = (0, 255, 0)  # a colour that is not in the palette
+    Image.fromarray(rgb).save(root / "train" / "labels" / "a.png")
+    rep = check_dataset(root, "folder", progress=False)
+    assert [p.kind for p in rep.problems] == ["unreadable"] and "(0, 255, 0)" in rep.problems[0].message
+
+    synth = write_synthscenes(tmp_path / "synth", n_train=2, n_test=1, size=64, progress=False)
+    rep = check_dataset(synth, "synthscenes", progress=False)
+    assert rep.ok and {s: r.n_pairs for s, r in rep.splits.items()} == {"train": 2, "test": 1}
+    assert rep.histogram().sum() == 3 * 64 * 64
+
+
+def test_cli_exit_status_json_and_figure(broken_gta5, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(broken_gta5), "--format", "gta5", "--quiet", "--json", str(out / "r.json"),
+                 "--figure", str(out / "h.png")]) == 1
+    assert "## size_mismatch (1)" in capsys.readouterr().out
+    saved = json.loads((out / "r.json").read_text())
+    assert saved["ok"] is False and saved["counts"]["unpaired"] == 2 and len(saved["class_names"]) == 20
+    assert Image.open(out / "h.png").size[0] > 100
+    assert main([str(broken_gta5), "--format", "gta5", "--quiet", "--splits", "nope"]) == 1  # missing split
+    assert main([str(tmp_path / "absent"), "--format", "gta5", "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_as_a_module(tmp_path):
+    save_image(tmp_path / "RGB256Full" / "train" / "a.png")
+    save_label(tmp_path / "LabelgrayFull20" / "train" / "a.png", label_map(0))
+    cmd = [sys.executable, "-m", "smis.data.check", str(tmp_path), "--format", "gta5", "--quiet"]
+    bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)  # the test split is missing
+    assert bad.returncode == 1 and "## missing_split (1)" in bad.stdout and "| train | 1 | 1 | 1 | 1 |" in bad.stdout
+
+
+def test_figures(tmp_path):
+    for name in ("x", "y", "z"):
+        save_image(tmp_path / "RGB256Full" / "train" / f"{name}.png")
+        save_label(tmp_path / "LabelgrayFull20" / "train" / f"{name}.png", label_map(2))
+    rep = check_dataset(tmp_path, "gta5", splits=["train"], progress=False)
+    assert isinstance(rep, CheckReport)
+    fig = plot_class_histogram(rep, "train", path=tmp_path / "figs" / "hist.png")
+    assert (tmp_path / "figs" / "hist.png").stat().st_size > 0 and len(fig.axes[0].patches) == 20
+    ds = make_dataset("gta5", tmp_path, "train", size=(H, W))
+    fig = plot_samples(ds, n=2, path=tmp_path / "figs" / "samples.png")
+    assert len(fig.axes) == 4 and Image.open(tmp_path / "figs" / "samples.png").size[0] > 50
+    assert not list((tmp_path / "figs").glob(".*.tmp"))  # atomic writes leave no temporaries
