@@ -170,21 +170,26 @@ class LPIPS(nn.Module):
         return self.distance_from_features(self.features(x), self.features(y))
 
     @torch.no_grad()
-    def pairwise(self, feats: Sequence[torch.Tensor], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    def pairwise(self, feats: Sequence[torch.Tensor], dtype: torch.dtype = torch.float64,
+                 chunk_elements: int = 1 << 23) -> torch.Tensor:
         """All pairwise LPIPS distances (K, K) between the K images of cached `feats`.
 
         Per layer, sum_c w_c (a_c - b_c)^2 summed over pixels is G_aa + G_bb - 2 G_ab with the
         weighted Gram matrix G = (F w) F^T of the flattened features F (K, C HW); one matrix
-        product replaces the K^2 differences. Computed in float64 to avoid cancellation.
+        product replaces the K^2 differences. Computed in float64 to avoid cancellation, over
+        channel chunks of at most `chunk_elements` values (64 MB in float64) at a time.
         """
         weights = self.channel_weights([f.shape[1] for f in feats])
         k = feats[0].shape[0]
         d = torch.zeros(k, k, dtype=dtype, device=feats[0].device)
         for f, w in zip(feats, weights):
-            flat = f.to(dtype).flatten(2)                     # (K, C, HW)
-            gram = (flat * w.to(dtype).view(1, -1, 1)).flatten(1) @ flat.flatten(1).T   # (K, K)
+            gram = torch.zeros(k, k, dtype=dtype, device=f.device)
+            step = max(1, chunk_elements // (k * f[0, 0].numel()))   # channels per chunk
+            for fc, wc in zip(f.split(step, dim=1), w.split(step)):   # bounds the float64 copies
+                flat = fc.to(dtype).flatten(1)                # (K, c HW)
+                gram += (fc.to(dtype) * wc.to(dtype).view(1, -1, 1, 1)).flatten(1) @ flat.T   # (K, K)
             sq = gram.diagonal()
-            d += (sq[:, None] + sq[None, :] - 2 * gram) / flat.shape[2]
+            d += (sq[:, None] + sq[None, :] - 2 * gram) / f[0, 0].numel()
         d.fill_diagonal_(0.0)
         return d
 

@@ -83,6 +83,7 @@ def test_cached_pairwise_equals_lpips_package(lpips_rand):
     d = metric.pairwise(metric.features(x, batch_size=3))
     torch.testing.assert_close(d[i, j], expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(d, d.T)
+    torch.testing.assert_close(metric.pairwise(metric.features(x), chunk_elements=1000), d)   # 1 channel a chunk
     assert M.diversity(x, metric) == pytest.approx(expected.mean().item(), abs=1e-5)
     torch.testing.assert_close(metric.distance(x[i], x[j]).double(), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(M.pairwise_by_calls(x, metric, pairs_per_call=5), d, atol=1e-5, rtol=0)
