@@ -47,6 +47,13 @@ def _freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+class FrozenModule(nn.Module):
+    """A module that stays in eval mode (BatchNorm on running stats) even inside a `.train()` parent."""
+
+    def train(self, mode: bool = True) -> "FrozenModule":
+        return super().train(False)
+
+
 def _check_images(x: torch.Tensor) -> None:
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W) in [-1, 1], got {tuple(x.shape)}; "
@@ -175,7 +182,7 @@ def efficientnet_lite0(pretrained: bool = True, device: str | torch.device | Non
     return _freeze(model).to(pick_device(device))
 
 
-class EffNetFeatures(nn.Module):
+class EffNetFeatures(FrozenModule):
     """Frozen EfficientNet-Lite0 trunk: [-1, 1] images -> 5 feature maps (strides 2 .. 32)."""
 
     name = "efficientnet_lite0"
@@ -193,7 +200,7 @@ class EffNetFeatures(nn.Module):
         return self.net.stages(x)
 
 
-class VGG19Features(nn.Module):
+class VGG19Features(FrozenModule):
     """Frozen torchvision VGG19 trunk: [-1, 1] images -> relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 
     The slices are those of the pix2pixHD / SPADE `VGGLoss`. Unlike SPADE, which feeds [-1, 1]

@@ -78,6 +78,11 @@ def test_effnet_features_shapes_strides_and_frozen():
     assert [f.shape[1] for f in feats] == list(B.LITE0_FEATURE_CHANNELS)
     assert [tuple(f.shape[2:]) for f in feats] == [(32, 24), (16, 12), (8, 6), (4, 3), (2, 2)]
     assert not net.training and not any(p.requires_grad for p in net.parameters())
+    nn.ModuleList([net]).train()               # a training loop's .train() must not unfreeze BN
+    assert not net.training and not net.net._bn0.training
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    net(x)[-1].sum().backward()                         # gradients reach the image (perceptual loss)
+    assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         net(torch.zeros(3, 32, 32))
 
