@@ -213,11 +213,15 @@ def test_gta5_fixture(tmp_path):
     assert len(labels) == 2
 
 
-def test_gta5_out_of_range_label(tmp_path):
-    bad = gta_label()
-    bad[0, 0] = 20
-    write_pair(tmp_path / "RGB256Full" / "test" / "a.png", tmp_path / "LabelgrayFull20" / "test" / "a.png", bad)
+def test_gta5_ignore_id_is_others_and_bad_ids_fail(tmp_path):
+    lab = gta_label()
+    lab[0, :7] = 255
+    write_pair(tmp_path / "RGB256Full" / "test" / "a.png", tmp_path / "LabelgrayFull20" / "test" / "a.png", lab)
     ds = make_dataset("gta5", tmp_path, "test")
+    got = ds[0]["label"]
+    assert (got[0, :7] == 19).all() and torch.equal(got[1:], torch.from_numpy(lab[1:]))
+    lab[0, 0] = 20
+    write_pair(tmp_path / "RGB256Full" / "test" / "a.png", tmp_path / "LabelgrayFull20" / "test" / "a.png", lab)
     with pytest.raises(DatasetError, match=r"a.png has class id 20"):
         ds[0]
 

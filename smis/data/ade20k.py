@@ -1,6 +1,7 @@
 """ADE20K scene parsing (ADEChallengeData2016), as the paper uses it: 150 classes + "unknown" = 151.
 
-Layout under `root` (the unpacked ADEChallengeData2016 folder):
+Layout under `root` (ADEChallengeData2016.zip of the MIT Scene Parsing benchmark,
+sceneparsing.csail.mit.edu, unpacked):
     images/{training,validation}/ADE_*.jpg
     annotations/{training,validation}/ADE_*.png   8-bit ids: 0 = unknown, 1..150 = classes
 

@@ -63,7 +63,7 @@ def get_format(fmt: str, root, num_classes: int | None = None) -> Format:
     if fmt == "deepfashion":
         return Format(fmt, deepfashion.info(None, root), deepfashion.SPLITS, deepfashion.list_split)
     if fmt == "gta5":
-        return Format(fmt, gta5.info(None), gta5.SPLITS, gta5.list_split)
+        return Format(fmt, gta5.info(None), gta5.SPLITS, gta5.list_split, gta5.LUT)
     if fmt == "cityscapes":
         return Format(fmt, cityscapes.info(None), cityscapes.SPLITS, cityscapes.list_split, cityscapes.LUT)
     if fmt == "synthscenes":

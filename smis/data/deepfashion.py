@@ -4,7 +4,12 @@ Layout under `root`:
     {train,test}/<stem>.jpg  +  {train,test}/<stem>_label.png   (8-bit ids 0..15, 0 = background)
     color_palette.txt        (optional) the 16 RGB colours, index = class id: [[0,0,0],[144,238,144],...]
 
-Paper preprocessing: a non-square photo is padded with white left and right (label: background) to a
+Photos: DeepFashion In-shop Clothes Retrieval (mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html,
+where the paper's repository points); the 16-class parsing maps in this layout are the ones the paper
+trained on, not a file of the official DeepFashion release.
+
+Paper preprocessing (images without face labels were excluded by the authors when they built the
+split; nothing here filters them): a non-square photo is padded with white left and right (label: background) to a
 square, then resized to 256x256; `remove_padding` takes that padding off a result for display.
 
 Class names are not published with the data, so the classes are called "background", "class_1", ...,

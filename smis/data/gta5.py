@@ -4,9 +4,15 @@ Layout under `root`:
     RGB256Full/{train,test}/*.png         512x256 (W x H) colour frames
     LabelgrayFull20/{train,test}/*.png    same stems, 8-bit ids 0..19
 
-Classes: the 19 Cityscapes train ids in their usual order, then 19 = "others". Frames stay
-non-square (H, W) = (256, 512). `rarity_weights` gives per-image weights for
-`torch.utils.data.WeightedRandomSampler` so that frames with rare classes are drawn more often.
+Classes: the 19 Cityscapes train ids in their usual order, then 19 = "others". A raw 255 (the usual
+"ignore" id of train-id label files) is read as 19 too. Frames stay non-square (H, W) = (256, 512).
+The pre-processed frames come from the cIMLE repository (github.com/zth667/Diverse-Image-Synthesis-
+from-Semantic-Layout), made from Playing for Data (download.visinf.tu-darmstadt.de/data/from_games/).
+
+`rarity_weights` gives per-image weights for `torch.utils.data.WeightedRandomSampler` so that frames
+with rare classes are drawn more often. It is our own, simpler scheme: cIMLE (and the paper's code)
+rebalance by *appearance* rarity (a density estimate of each class's mean colour), which is not
+reproduced here.
 """
 from __future__ import annotations
 
@@ -33,6 +39,9 @@ NUM_CLASSES = 20
 CLASS_NAMES = CITYSCAPES_TRAIN_NAMES + ("others",)
 PALETTE = CITYSCAPES_TRAIN_PALETTE + ((0, 0, 0),)
 SIZE = (256, 512)  # (H, W)
+# raw id -> class id: 0..19 as stored, 255 -> others; 20..254 stay themselves and fail the range check
+LUT = np.arange(256, dtype=np.int64)
+LUT[255] = OTHERS
 
 
 def info(size=SIZE, name: str = NAME) -> DatasetInfo:
@@ -61,7 +70,7 @@ def make_gta5_dataset(
     train = (split == "train") if train is None else train
     size = as_hw(size)
     pairs = match_pairs(*list_split(root, split))
-    return PairedSegmentationDataset(pairs, info(size), PairTransform(load_size=size, flip=flip, train=train))
+    return PairedSegmentationDataset(pairs, info(size), PairTransform(load_size=size, flip=flip, train=train), lut=LUT)
 
 
 def rarity_weights(
