@@ -1,0 +1,109 @@
+"""The variant registry and the one builder every variant and ablation goes through.
+
+    variant         encoder   global z1   class codes                          CSE blocks
+    gaugan          -         -           -                                    - (one-hot mask)
+    gaugan_vae      yes       yes         -                                    - (one-hot mask)
+    clvae           yes       yes         layers 1..5, per class               yes   (the paper)
+    no_classwise    yes       yes         layers 1..5, one code for all        yes
+    no_layerwise    yes       yes         layer 3 only, per class, all blocks  yes
+    clvae_L3..L5    yes       yes         layers 1..L-1, per class             yes   (encoder depth L)
+
+Encoder depth L (`depth=`, 3..6; `clvae` is L = 6) keeps encoder layers 1..L: layers 1..L-1 give
+class codes, layer L the global code. Generator blocks wired to a missing layer (l >= L) are
+conditioned on the class embedding W[L] alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from smis.config import Preset, get_preset
+from smis.networks.discriminator import Discriminator
+from smis.networks.encoder import MAX_DEPTH, Encoder
+from smis.networks.generator import Generator
+from smis.networks.latents import LatentSpec
+from smis.networks.ops import init_weights
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the registry: which parts of the model exist."""
+
+    encoder: bool = True            # has an encoder and a global code z1
+    class_codes: bool = True        # class- and layer-wise codes + CSE conditioning
+    classwise: bool = True          # False: one code per layer for all classes (ablation)
+    layerwise: bool = True          # False: one latent layer (the middle one) feeds every block
+    depth: int = MAX_DEPTH          # encoder conv layers L
+
+
+VARIANTS: dict[str, Variant] = {
+    "gaugan": Variant(encoder=False, class_codes=False),
+    "gaugan_vae": Variant(class_codes=False),
+    "clvae": Variant(),
+    "no_classwise": Variant(classwise=False),
+    "no_layerwise": Variant(layerwise=False),
+    "clvae_L3": Variant(depth=3),
+    "clvae_L4": Variant(depth=4),
+    "clvae_L5": Variant(depth=5),
+}
+MIDDLE_LAYER = 3                    # the no_layerwise ablation's single latent layer
+
+
+def latent_spec(variant: Variant, preset: Preset) -> LatentSpec:
+    """The LatentSpec a variant implies for a preset."""
+    if not variant.encoder:
+        return LatentSpec(0, 0, preset.num_classes)
+    if not variant.class_codes:
+        return LatentSpec(preset.z_dim, 0, preset.num_classes)
+    layers = (MIDDLE_LAYER,) if not variant.layerwise else tuple(range(1, variant.depth))
+    return LatentSpec(preset.z_dim, preset.z_dim_local, preset.num_classes, layers,
+                      classwise=variant.classwise, layerwise=variant.layerwise)
+
+
+class Networks(nn.Module):
+    """Container of G, E (None for gaugan), D (None if not built) and their LatentSpec."""
+
+    def __init__(self, G: Generator, E: Encoder | None, D: Discriminator | None,
+                 spec: LatentSpec, variant: str, preset: Preset):
+        super().__init__()
+        self.G, self.E, self.D = G, E, D
+        self.spec, self.variant, self.preset = spec, variant, preset
+
+    def param_counts(self) -> dict[str, int]:
+        """Number of trainable parameters of G, E and D (0 for a missing network)."""
+        count = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())
+        return {"G": count(self.G), "E": count(self.E), "D": count(self.D)}
+
+
+def build_networks(variant: str = "clvae",
+                   preset: Preset | str = "synthscenes",   # a Preset or a preset name
+                   depth: int | None = None,                # encoder depth L (3..6); None = the variant's
+                   discriminator: bool = True,              # also build D (not needed for inference)
+                   device: torch.device | str | None = None,
+                   init_gain: float | None = 0.02,          # SPADE's Xavier init gain; None keeps PyTorch's
+                   ) -> Networks:
+    """Build G, E and D for `variant` (see VARIANTS) at the sizes of `preset`."""
+    if variant not in VARIANTS:
+        raise KeyError(f"unknown variant {variant!r}; valid variants: {sorted(VARIANTS)}")
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    v = VARIANTS[variant]
+    if depth is not None:
+        if not 3 <= depth <= MAX_DEPTH:
+            raise ValueError(f"depth={depth} must be in 3..{MAX_DEPTH}")
+        if not v.class_codes or not v.layerwise:
+            raise ValueError(f"depth= applies to the layer-wise variants, not {variant!r}")
+        v = replace(v, depth=depth)
+    spec = latent_spec(v, preset)
+    G = Generator(spec, preset.image_size, preset.ngf, preset.upsampling, cse=v.class_codes,
+                  norm=preset.norm_G, spade_hidden=preset.spade_hidden)
+    E = Encoder(spec, preset.nef, preset.enc_size, v.depth) if v.encoder else None
+    D = Discriminator(preset.num_classes, preset.ndf, preset.num_D, preset.n_layers_D) if discriminator else None
+    nets = Networks(G, E, D, spec, variant, preset)
+    if init_gain is not None:
+        for m in (G, E, D):
+            if m is not None:
+                init_weights(m, init_gain)
+    return nets.to(device) if device is not None else nets

@@ -1,0 +1,143 @@
+"""Tests of smis.losses against hand computations."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from smis.losses import (VGG_WEIGHTS, PerceptualLoss, d_hinge_loss, feature_matching_loss, g_hinge_loss,
+                         kl_divergence, make_perceptual_loss)
+from smis.networks import Latents
+
+
+def test_hinge_losses_by_hand():
+    real = [[torch.zeros(1), torch.tensor([[0.5, 2.0]])], [torch.zeros(1), torch.tensor([[-1.0]])]]
+    fake = [[torch.zeros(1), torch.tensor([[-0.5, -3.0]])], [torch.zeros(1), torch.tensor([[1.0]])]]
+    # scale 0: real relu(1-0.5)=0.5, relu(1-2)=0 -> 0.25; fake relu(1-0.5)=0.5, relu(1-3)=0 -> 0.25
+    # scale 1: real relu(1+1)=2; fake relu(1+1)=2 -> 4; mean over scales (0.5 + 4) / 2
+    assert d_hinge_loss(real, fake).item() == pytest.approx(2.25)
+    # G: scale 0 -mean(-0.5, -3) = 1.75; scale 1 -1 -> mean 0.375
+    assert g_hinge_loss(fake).item() == pytest.approx(0.375)
+
+
+def test_feature_matching_by_hand_and_detaches_real():
+    r1, r2 = torch.ones(1, 2, 2, 2, requires_grad=True), torch.zeros(1, 1, 3, 3, requires_grad=True)
+    f1, f2 = torch.full((1, 2, 2, 2), 3.0, requires_grad=True), torch.full((1, 1, 3, 3), -1.0, requires_grad=True)
+    logits = torch.full((1, 1, 2, 2), 100.0)                            # ignored: last stage
+    real = [[r1, logits], [r2, logits]]
+    fake = [[f1, logits * 0], [f2, logits * 0]]
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() == pytest.approx((2.0 + 1.0) / 2)
+    loss.backward()
+    assert r1.grad is None and r2.grad is None
+    assert torch.allclose(f1.grad, torch.full_like(f1, 0.5 / 8))       # d|f - r| / n, halved by the scale mean
+
+
+def kl_reference(mu, logvar):
+    total = 0.0
+    B = mu.z.shape[0]
+    for b in range(B):
+        m, lv = mu.z[b].double(), logvar.z[b].double()
+        total += float(0.5 * (m ** 2 + lv.exp() - 1 - lv).sum())
+        for l in range(mu.zc.shape[1]):
+            terms = [float(0.5 * (mu.zc[b, l, c].double() ** 2 + logvar.zc[b, l, c].double().exp() - 1
+                                  - logvar.zc[b, l, c].double()).sum())
+                     for c in range(mu.zc.shape[2]) if mu.present[b, l, c]]
+            total += sum(terms) / max(len(terms), 1)
+    return total
+
+
+def test_kl_matches_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    B, L, K, N = 3, 4, 6, 5
+    present = torch.rand(B, L, K, generator=g) > 0.4
+    present[0, 1] = False                                               # a layer with no class at all
+    mu = Latents(torch.randn(B, 7, generator=g), torch.randn(B, L, K, N, generator=g) * present[..., None], present)
+    lv = Latents(torch.randn(B, 7, generator=g), torch.randn(B, L, K, N, generator=g) * present[..., None], present)
+    ref = kl_reference(mu, lv)
+    assert kl_divergence(mu, lv).item() == pytest.approx(ref, rel=1e-5)
+    assert kl_divergence(mu, lv, "mean").item() == pytest.approx(ref / B, rel=1e-5)
+    assert kl_divergence(mu, lv, "none").shape == (B,)
+    # the prior has zero KL; global-only latents give the global term alone
+    zero = Latents(torch.zeros(2, 3), torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, dtype=torch.bool))
+    assert kl_divergence(zero, zero).item() == 0
+    m = Latents(torch.ones(1, 4))
+    assert kl_divergence(m, Latents(torch.zeros(1, 4))).item() == pytest.approx(2.0)   # 4 * 0.5 * 1
+    with pytest.raises(ValueError, match="reduction"):
+        kl_divergence(mu, lv, "avg")
+
+
+def test_kl_absent_classes_change_nothing():
+    present = torch.tensor([[[True, False]]])
+    mu = Latents(torch.zeros(1, 1), torch.tensor([[[[1.0], [0.0]]]]), present)
+    lv = Latents(torch.zeros(1, 1), torch.zeros(1, 1, 2, 1), present)
+    mu_big = Latents(mu.z, torch.tensor([[[[1.0], [50.0]]]]), present)
+    assert kl_divergence(mu, lv).item() == pytest.approx(0.5)           # mean over present classes only
+    assert kl_divergence(mu_big, lv).item() == pytest.approx(0.5)
+
+
+class TinyExtractor(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        return [h, self.b(h)]
+
+
+def test_perceptual_loss_by_hand():
+    ext = TinyExtractor()
+    loss = PerceptualLoss(ext, weights=(0.25, 2.0))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    y = torch.rand(2, 3, 16, 16) * 2 - 1
+    fx, fy = ext(x), ext(y)
+    expect = 0.25 * (fx[0] - fy[0]).abs().mean() + 2.0 * (fx[1] - fy[1]).abs().mean()
+    assert loss(x, y).item() == pytest.approx(expect.item(), rel=1e-6)
+    assert loss(x, x).item() == 0
+    fake = x.clone().requires_grad_()
+    real = y.clone().requires_grad_()
+    loss(fake, real).backward()
+    assert fake.grad.abs().sum() > 0 and real.grad is None
+    assert all(p.grad is None and not p.requires_grad for p in ext.parameters())
+    loss.train()
+    assert not loss.extractor.training
+
+
+def test_perceptual_weights_default_and_errors():
+    ext = TinyExtractor()
+    x, y = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    fx, fy = ext(x), ext(y)
+    plain = PerceptualLoss(ext)                                         # 2 maps, no layer_weights: all 1
+    assert plain(x, y).item() == pytest.approx(sum((a - b).abs().mean() for a, b in zip(fx, fy)).item(), rel=1e-6)
+    ext.layer_weights = (3.0, 0.0)
+    assert PerceptualLoss(ext)(x, y).item() == pytest.approx(3 * (fx[0] - fy[0]).abs().mean().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one weight per map"):
+        PerceptualLoss(TinyExtractor(), weights=VGG_WEIGHTS)(x, y)
+
+
+def test_make_perceptual_loss_uses_the_backbone_factory(monkeypatch, caplog):
+    calls = []
+
+    def fake_factory(device=None, prefer="vgg19"):
+        calls.append((device, prefer))
+        ext = TinyExtractor()
+        ext.layer_weights = (1.0, 0.5)
+        return ext, "efficientnet_lite0"
+
+    mod = types.ModuleType("smis.backbones")
+    mod.perceptual_extractor = fake_factory
+    monkeypatch.setitem(sys.modules, "smis.backbones", mod)
+    with caplog.at_level(logging.INFO, logger="smis.losses"):
+        loss = make_perceptual_loss(device="cpu")
+    assert calls == [("cpu", "vgg19")]
+    assert loss.backbone == "efficientnet_lite0" and loss.weights == (1.0, 0.5)
+    assert "efficientnet_lite0" in caplog.text
+    assert math.isfinite(loss(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)).item())
