@@ -6,3 +6,8 @@ the numbered notebooks in `notebooks/` call into.
 """
 
 __version__ = "0.1.0"
+
+
+def load_official(*args, **kwargs):
+    from smis.official import load_official as _load
+    return _load(*args, **kwargs)
