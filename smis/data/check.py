@@ -340,7 +340,7 @@ def plot_samples(dataset, n: int = 6, path=None, seed: int = 0):
         img = ((s["image"].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()  # (H, W, 3)
         axes[0, j].imshow(img)
         axes[1, j].imshow(dataset.info.colorize(s["label"]))
-        axes[0, j].set_title(Path(s["path"]).stem[-18:], fontsize=7)
+        axes[0, j].set_title(Path(s["path"]).stem[-24:], fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()

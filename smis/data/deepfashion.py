@@ -5,12 +5,13 @@ Layout under `root`:
     color_palette.txt        (optional) the 16 RGB colours, index = class id: [[0,0,0],[144,238,144],...]
 
 Photos: DeepFashion In-shop Clothes Retrieval (mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html,
-where the paper's repository points); the 16-class parsing maps in this layout are the ones the paper
-trained on, not a file of the official DeepFashion release.
+where the paper's repository points). The 16-class parsing maps are the ones the paper trained on; the
+paper does not document their origin.
 
-Paper preprocessing (images without face labels were excluded by the authors when they built the
-split; nothing here filters them): a non-square photo is padded with white left and right (label: background) to a
-square, then resized to 256x256; `remove_padding` takes that padding off a result for display.
+Paper preprocessing: the authors left out images without face labels when they built the split
+(nothing here filters them); a non-square photo is padded with white left and right (label:
+background) to a square, then resized to 256x256; `remove_padding` takes that padding off a result
+for display.
 
 Class names are not published with the data, so the classes are called "background", "class_1", ...,
 "class_15". (Unofficial, from looking at a few samples: 1 looks like skin, 3 trousers, 4 top,
