@@ -157,7 +157,11 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     a = torch.load(tmp_path / "ddp" / "checkpoints" / "step_00000003.pt", weights_only=False)
     b = torch.load(tmp_path / "one" / "checkpoints" / "step_00000003.pt", weights_only=False)
+    init = T.Trainer(cfg(tmp_path, preset_overrides={**TINY, "norm_G": "instance"})).nets
     for net in ("G", "E", "D"):
-        for k, v in a[net].items():
-            if v.is_floating_point() and not k.endswith(("weight_u", "weight_v")):  # power-iteration buffers drift
-                assert torch.allclose(v, b[net][k], atol=1e-4, rtol=1e-3), f"{net}.{k}"
+        keys = [k for k, v in a[net].items() if v.is_floating_point() and not k.endswith(("weight_u", "weight_v"))]
+        start = getattr(init, net).state_dict()
+        da = torch.cat([(a[net][k] - start[k]).flatten() for k in keys])  # what 3 DDP steps changed
+        db = torch.cat([(b[net][k] - start[k]).flatten() for k in keys])  # what 3 single-process steps changed
+        assert db.norm() > 0
+        assert (da - db).norm() / db.norm() < 0.05, net  # same updates up to float summation order
