@@ -237,7 +237,7 @@ class Trainer:
         self.perceptual_name = "none"
         if cfg.perceptual != "none" and self.preset.lambda_perceptual > 0:
             from smis.losses import make_perceptual_loss
-            self.perceptual = make_perceptual_loss(self.device, prefer="vgg19" if cfg.perceptual == "auto" else "effnet")
+            self.perceptual = make_perceptual_loss(self.device, prefer="vgg19" if cfg.perceptual == "auto" else "efficientnet_lite0")
             self.perceptual_name = self.perceptual.backbone
             if cfg.channels_last:
                 self.perceptual = self.perceptual.to(memory_format=torch.channels_last)
