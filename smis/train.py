@@ -372,7 +372,8 @@ class Trainer:
                 "instead of fp16, or check the data for broken images.")
 
     # -- the loop --------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> Path:
+    def fit(self, resume: bool = False, callback=None) -> Path:
+        """Train to `total_steps`; `callback(trainer, step, losses)` runs at every log step (e.g. a live plot)."""
         cfg = self.cfg
         if resume and (last := self.latest_checkpoint()) is not None:
             self.load_checkpoint(last)
@@ -422,6 +423,8 @@ class Trainer:
                                 ips=f"{ips:.1f}")
                 if self.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                     log.write(self.step, losses)
+                    if callback is not None:
+                        callback(self, self.step, losses)
                     if tb is not None:
                         for k, v in losses.items():
                             tb.add_scalar(f"loss/{k}" if k not in ("images_per_s", "lr_factor") else f"speed/{k}", v, self.step)

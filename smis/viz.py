@@ -65,3 +65,44 @@ def show(image: np.ndarray, title: str | None = None, scale: float = 1.0):
     if title:
         ax.set_title(title)
     return fig
+
+
+class LiveLossPlot:
+    """A training callback: redraws the loss curves in place in a notebook (or only collects them)."""
+
+    def __init__(self, keys=("g_gan", "g_fm", "g_perceptual", "kl", "d_hinge"), every: int = 1):
+        self.keys, self.every, self.history, self._handle = tuple(keys), every, [], None
+
+    def __call__(self, trainer, step: int, losses: dict):
+        self.history.append({"step": step, **losses})
+        if len(self.history) % self.every == 0:
+            self.draw()
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(self.keys), figsize=(3.2 * len(self.keys), 2.6))
+        steps = [h["step"] for h in self.history]
+        for ax, k in zip(axes, self.keys):
+            ax.plot(steps, [h.get(k, float("nan")) for h in self.history], lw=1.2)
+            ax.set_title(k)
+            ax.set_xlabel("step")
+        fig.tight_layout()
+        return fig
+
+    def draw(self):
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None or not self.history:
+            return
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
