@@ -1,0 +1,130 @@
+"""Every command in README.md is run by a test (or by CI), so the README stays true."""
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from smis.utils import project_root
+
+ROOT = project_root()
+README = (ROOT / "README.md").read_text()
+REFERENCE = ROOT.parent / "shared" / "reference" / "official_checkpoint_keys.json"
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def commands() -> list[str]:
+    return [line.split("#")[0].strip() for b in blocks("bash") for line in b.splitlines() if line.split("#")[0].strip()]
+
+
+COVERED = {
+    "bash run.sh demo": "test_main_demo_command",
+    "bash run.sh test": "CI: .ci/run",
+    "bash run.sh lab": "test_lab_command_serves_jupyterlab",
+    "python -m smis.data.synthetic --out data/synthscenes --train 2000 --test 200 --size 128": "test_dataset_commands",
+    "python -m smis.data.check data/synthscenes --format synthscenes": "test_dataset_commands",
+    "python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae": "test_train_command",
+}
+
+
+def env():
+    venv_bin = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": venv_bin + os.pathsep + os.environ["PATH"], "PYTHONPATH": str(ROOT),
+            "SMIS_VENV": str(Path(sys.executable).parents[1])}
+
+
+def test_every_readme_command_is_covered():
+    assert set(commands()) == set(COVERED), "README commands changed: cover the new ones in this file"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash run.sh test" in ci
+
+
+def test_two_command_quick_start_comes_first():
+    first = blocks("bash")[0]
+    assert [l.split("#")[0].strip() for l in first.strip().splitlines()] == ["bash run.sh demo", "bash run.sh test"]
+
+
+@pytest.mark.slow
+def test_dataset_commands():
+    for cmd in [c for c, t in COVERED.items() if t == "test_dataset_commands"]:
+        r = subprocess.run(shlex.split(cmd), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+
+
+def test_train_command(tmp_path):
+    cmd = next(c for c, t in COVERED.items() if t == "test_train_command")
+    # the README's command, with a short run in a temporary folder appended (argparse: the last value wins)
+    extra = ["--steps", "2", "--batch-size", "2", "--run-dir", str(tmp_path / "run"), "--data-length", "8",
+             "--perceptual", "none", "--no-tensorboard", "--no-progress", "--set", "ngf=8", "nef=8", "ndf=8"]
+    r = subprocess.run(shlex.split(cmd) + extra, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_lab_command_serves_jupyterlab():
+    port = _free_port()
+    cmd = shlex.split(next(c for c, t in COVERED.items() if t == "test_lab_command_serves_jupyterlab"))
+    p = subprocess.Popen(cmd + ["--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=t"],
+                         cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, body = time.time() + 120, ""
+        while time.time() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token=t", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(1)
+        assert '"smis"' in body  # the workbook's kernel is offered
+        nb = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/notebooks?token=t", timeout=10).read().decode()
+        assert "01_prepare_data.ipynb" in nb
+    finally:
+        os.killpg(p.pid, 15)
+        p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_main_demo_command():
+    cmd = next(c for c, t in COVERED.items() if t == "test_main_demo_command")
+    r = subprocess.run(shlex.split(cmd), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = (ROOT / "outputs" / "demo" / "REPORT.md").read_text()
+    assert "01_prepare_data" in report
+    assert (ROOT / "outputs" / "demo" / "01_prepare_data.ipynb").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared/reference is not beside this clone")
+def test_official_checkpoint_snippet(tmp_path, monkeypatch):
+    """The README's Python snippet, on state dicts with the published names and shapes (random values)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_official import random_state, reference
+
+    ref = reference("ade20k")
+    (tmp_path / "ade20k").mkdir()
+    torch.save(random_state(ref["netG"]), tmp_path / "ade20k" / "latest_net_G.pth")
+    torch.save(random_state(ref["netE"], seed=1), tmp_path / "ade20k" / "latest_net_E.pth")
+    monkeypatch.chdir(tmp_path)
+    label = torch.randint(0, 151, (1, 256, 256))
+    photo = torch.rand(1, 3, 256, 256) * 2 - 1
+    scope = {"label": label, "photo": photo}
+    with torch.no_grad():
+        exec(blocks("python")[0], scope)
+    assert scope["images"].shape == (1, 3, 256, 256)
+    assert scope["mu"].zc.shape[:3] == (1, 5, 151)
