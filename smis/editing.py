@@ -1,0 +1,530 @@
+"""Editing with class- and layer-wise latents (Sec. 4.4) and how to measure it.
+
+Every function is pure: latents in, new latents (or images) out, nothing edited in place;
+randomness comes from a passed `torch.Generator` (on the latents' device). Layer positions index
+the L axis of `zc`: 0 = the shallowest latent layer (fine, texture-like, feeds `up_2`), L - 1 = the
+deepest (coarse, colour-like, feeds `head_0`); see `smis.networks.generator`.
+
+    sample_images          N images for one mask in one batched generator call        (Fig. 12)
+    encode / encode_dataset  encoder means of photos' codes
+    style_latents          a reference's codes for shared classes, the prior elsewhere (4.4.1, Fig. 13)
+    resample, Latents.replace  new codes for chosen classes x layers, all others kept  (4.4.2, Fig. 14)
+    paste_classes          copy chosen classes' pixels from the source photo (identity)
+    principal_directions   PCA of each class's codes at each layer over a dataset      (4.4.3, Fig. 15)
+    move / interpolate     walk one class's code along directions / between two codes
+    edit_locality          share of an object edit's pixel change inside the edited region
+    layer_factor_effects   colour vs texture change when one layer's code is resampled
+
+Command line (writes the numbers the README quotes):
+    python -m smis.editing --model checkpoints/synthscenes_clvae.pt --n 200 --out benchmarks/results/editing_demo.json
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from smis.networks import Latents, LatentSpec, Networks, label_presence
+
+# --------------------------------------------------------------------------------------------
+# Generation and encoding
+
+
+def _labels(label: torch.Tensor) -> torch.Tensor:
+    """(H, W) or (B, H, W) ids -> (B, H, W) long."""
+    if label.dim() == 2:
+        label = label[None]
+    if label.dim() != 3:
+        raise ValueError(f"label must be (H, W) or (B, H, W) class ids, got shape {tuple(label.shape)}")
+    return label.long()
+
+
+def _need_codes(latents: Latents, what: str):
+    if latents.zc is None:
+        raise ValueError(f"{what} needs class codes (zc), but these latents have none: the variant has no "
+                         "class- and layer-wise codes (gaugan, gaugan_vae). Fix: use a clvae model, or edit the "
+                         "global code with global_code=True")
+
+
+@torch.no_grad()
+def synthesize(nets: Networks, label: torch.Tensor, latents: Latents | None) -> torch.Tensor:
+    """label (B, H, W) + latents (batch B) -> images (B, 3, H, W) in [-1, 1]; one generator call."""
+    return nets.G(_labels(label), latents)
+
+
+@torch.no_grad()
+def sample_images(nets: Networks, label: torch.Tensor, n: int,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, Latents]:
+    """n prior samples for one mask (H, W) or (1, H, W): images (n, 3, H, W) and their latents."""
+    label = _labels(label)
+    if label.shape[0] != 1:
+        raise ValueError(f"sample_images takes one mask, got a batch of {label.shape[0]}; loop over masks "
+                         "or pass label[i]")
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    labels = label.expand(n, -1, -1)                                       # (n, H, W), no copy
+    latents = Latents.prior(nets.spec, labels, generator=generator)
+    return nets.G(labels, latents), latents
+
+
+@torch.no_grad()
+def encode(nets: Networks, image: torch.Tensor, label: torch.Tensor) -> Latents:
+    """Encoder means of a photo's codes: image (B, 3, H, W) in [-1, 1], label (B, H, W) -> Latents.
+
+    `present` says which classes the encoder saw at each layer (absent ones have mean 0, the prior's).
+    """
+    if nets.E is None:
+        raise ValueError(f"the {nets.variant!r} variant has no encoder; style-guided synthesis and photo "
+                         "editing need one (use clvae or gaugan_vae)")
+    label = _labels(label)
+    if image.dim() == 3:
+        image = image[None]
+    return nets.E(image, label)[0]
+
+
+@torch.no_grad()
+def encode_dataset(nets: Networks, dataset, n: int | None = None, batch_size: int = 32,
+                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, Latents]:
+    """The first n samples of `dataset`: images (M, 3, H, W), labels (M, H, W), encoder means (M, ...)."""
+    device = torch.device(device) if device is not None else next(nets.G.parameters()).device
+    n = len(dataset) if n is None else min(n, len(dataset))
+    if n < 1:
+        raise ValueError(f"encode_dataset needs at least one sample; the dataset has {len(dataset)}, n={n}")
+    images, labels, codes = [], [], []
+    for start in range(0, n, batch_size):                                  # batches, not samples
+        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        img = torch.stack([it["image"] for it in items]).to(device)
+        lab = torch.stack([it["label"] for it in items]).to(device)
+        images.append(img), labels.append(lab), codes.append(encode(nets, img, lab))
+    return torch.cat(images), torch.cat(labels), Latents.cat(codes)
+
+
+# --------------------------------------------------------------------------------------------
+# Which codes an edit touches
+
+
+def code_mask(shape: tuple[int, int], classes: Sequence[int] | None = None, layers: Sequence[int] | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """(L, K) bool: True at `classes` x `layers` (None = all, [] = none) of a zc with shape (., L, K, .)."""
+    L, K = shape
+    pick = torch.zeros(L, K, dtype=torch.bool, device=device)
+    rows = torch.arange(L) if layers is None else torch.as_tensor(list(layers), dtype=torch.long)
+    cols = torch.arange(K) if classes is None else torch.as_tensor(list(classes), dtype=torch.long)
+    if rows.numel() and (rows.min() < 0 or rows.max() >= L):
+        raise ValueError(f"layers {list(layers)} out of range: the codes have L = {L} latent layers; use 0..{L - 1} "
+                         "(0 = shallowest / texture, L-1 = deepest / colour)")
+    if cols.numel() and (cols.min() < 0 or cols.max() >= K):
+        raise ValueError(f"classes {list(classes)} out of range: the codes have K = {K} classes; use 0..{K - 1}")
+    pick[rows.to(pick.device)[:, None], cols.to(pick.device)[None, :]] = True
+    return pick
+
+
+def shared_classes(label: torch.Tensor, ref_label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, C) bool: classes present in both masks (ref_label may have batch 1)."""
+    return label_presence(_labels(label), num_classes) & label_presence(_labels(ref_label), num_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Style-guided synthesis (4.4.1)
+
+
+def style_latents(spec: LatentSpec, label: torch.Tensor, reference: Latents, ref_label: torch.Tensor,
+                  generator: torch.Generator | None = None, classes: Sequence[int] | None = None,
+                  layers: Sequence[int] | None = None, global_code: bool = True) -> Latents:
+    """Latents for `label` (B, H, W) in the style of a reference photo's codes (batch 1 or B).
+
+    A class code comes from the reference where the class is in both masks, was seen by the encoder
+    at that layer (`reference.present`) and is among `classes` x `layers` (None = all); every other
+    code is a prior draw from `generator` (drawn exactly as `Latents.prior` draws). global_code:
+    also take the reference's z1 (else the prior's).
+    """
+    label = _labels(label)
+    prior = Latents.prior(spec, label, generator=generator)
+    z = prior.z
+    if global_code:
+        if reference.z is None:
+            raise ValueError("global_code=True but the reference latents have no global code")
+        z = reference.z.to(prior.z.dtype).expand_as(prior.z).clone()
+    if prior.zc is None:
+        if classes or layers:
+            raise ValueError("this variant has no class codes: only the global code can be taken (classes=None, layers=None)")
+        return Latents(z)
+    _need_codes(reference, "style_latents")
+    if reference.zc.shape[1:] != prior.zc.shape[1:]:
+        raise ValueError(f"reference codes {tuple(reference.zc.shape)} do not match this model's {tuple(prior.zc.shape)}")
+    B, L, K, _ = prior.zc.shape
+    chosen = code_mask((L, K), classes, layers, label.device)                          # (L, K)
+    if spec.classwise:
+        both = shared_classes(label, _labels(ref_label).to(label.device), spec.num_classes)  # (B, C)
+    else:
+        both = torch.ones(B, 1, dtype=torch.bool, device=label.device)
+    take = chosen[None] & both[:, None, :] & reference.present                          # (B, L, K)
+    zc = torch.where(take[..., None], reference.zc.to(prior.zc.dtype), prior.zc)         # (B, L, K, N)
+    return Latents(z, zc, prior.present)
+
+
+# --------------------------------------------------------------------------------------------
+# Object editing (4.4.2)
+
+
+def resample(latents: Latents, classes: Sequence[int] | None, layers: Sequence[int] | None = None,
+             generator: torch.Generator | None = None, global_code: bool = False) -> Latents:
+    """New prior draws for `classes` x `layers` (None = all; [] = none); every other code kept exactly.
+
+    A full (B, L, K, N) normal tensor is drawn, then picked from, so a seed gives a class the same
+    new code whatever is edited alongside it. global_code: also draw a new z1 (drawn first).
+    To replace codes by another sample's instead, use `latents.replace(other, classes, layers)`.
+    """
+    if latents.zc is None:
+        if classes or layers:
+            _need_codes(latents, "resampling class codes")
+        return resample_where(latents, None, generator, global_code)
+    take = code_mask(latents.zc.shape[1:3], classes, layers, latents.zc.device)   # (L, K)
+    return resample_where(latents, take[None], generator, global_code)
+
+
+def paste_classes(image: torch.Tensor, source: torch.Tensor, label: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """`image` with the pixels of `classes` copied from `source` (e.g. face and skin, to keep identity).
+
+    image, source (B, 3, H, W) (source may have batch 1); label (B, H, W) or (H, W).
+    """
+    label = _labels(label)
+    if image.shape[-2:] != label.shape[-2:] or source.shape[-2:] != label.shape[-2:]:
+        raise ValueError(f"image {tuple(image.shape)}, source {tuple(source.shape)} and label {tuple(label.shape)} "
+                         "must share (H, W)")
+    keep = torch.isin(label, torch.as_tensor(list(classes), dtype=label.dtype, device=label.device))   # (B, H, W)
+    return torch.where(keep[:, None], source.to(image.dtype), image)
+
+
+# --------------------------------------------------------------------------------------------
+# Material editing (4.4.3)
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Principal directions of the encoded codes, per latent layer and class."""
+
+    mean: torch.Tensor          # (L, K, N) mean code
+    components: torch.Tensor    # (L, K, D, N) unit directions, largest variance first
+    std: torch.Tensor           # (L, K, D) standard deviation of the codes along each direction
+    count: torch.Tensor         # (L, K) number of codes the PCA saw (< 2: directions meaningless)
+
+
+def principal_directions(codes: Latents, k: int = 3) -> Directions:
+    """PCA of the present codes of every class at every layer, all (L, K) pairs in one batch.
+
+    codes: encoder means over a dataset (M samples; see `encode_dataset`). Absent codes are left out.
+    The covariance matrices (L, K, N, N) are decomposed with one batched `torch.linalg.eigh`, which
+    equals the SVD of the centred present codes (cheaper than the SVD when M >> N). Signs are fixed so
+    each direction's largest-magnitude entry is positive.
+    """
+    _need_codes(codes, "principal_directions")
+    x, present = codes.zc.double(), codes.present                          # (M, L, K, N), (M, L, K)
+    N = x.shape[-1]
+    if not 1 <= k <= N:
+        raise ValueError(f"k={k} directions requested; the codes have N = {N} dimensions, so use 1..{N}")
+    w = present.to(x.dtype)[..., None]                                     # (M, L, K, 1)
+    count = w.sum(0)[..., 0]                                                # (L, K)
+    mean = (x * w).sum(0) / count.clamp(min=1)[..., None]                   # (L, K, N)
+    xc = (x - mean) * w                                                     # absent rows -> 0
+    cov = torch.einsum("mlkn,mlko->lkno", xc, xc) / (count - 1).clamp(min=1)[..., None, None]   # (L, K, N, N)
+    evals, evecs = torch.linalg.eigh(cov)                                   # ascending
+    evals, evecs = evals.flip(-1)[..., :k], evecs.flip(-1)[..., :k]          # (L, K, k), (L, K, N, k)
+    comps = evecs.transpose(-1, -2)                                         # (L, K, k, N)
+    sign = torch.sign(comps.gather(-1, comps.abs().argmax(-1, keepdim=True)))   # (L, K, k, 1)
+    comps = comps * torch.where(sign == 0, 1.0, sign)
+    dt = codes.zc.dtype
+    return Directions(mean.to(dt), comps.to(dt), evals.clamp(min=0).sqrt().to(dt), count.long())
+
+
+def random_direction(dim: int, generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A random unit vector (dim,)."""
+    v = torch.randn(dim, generator=generator, device=device, dtype=dtype)
+    return v / v.norm()
+
+
+def move(latents: Latents, cls: int, layer: int, direction: torch.Tensor, alpha) -> Latents:
+    """zc[:, layer, cls] += alpha . direction; every other code kept exactly.
+
+    direction (N,) with alpha a scalar or (B,) (one step per sample), or directions (D, N) with
+    alpha (D,) or (B, D) (a weighted sum). Broadcasting a batch-1 `latents` to a sweep of alphas:
+    `move(latents.expand(len(alphas)), ...)`.
+    """
+    _need_codes(latents, "move")
+    B, L, K, N = latents.zc.shape
+    if not (0 <= layer < L and 0 <= cls < K):
+        raise ValueError(f"(cls, layer) = ({cls}, {layer}) out of range: the codes have K = {K} classes and L = {L} layers")
+    d = direction.to(latents.zc).reshape(-1, N) if direction.shape[-1] == N else None
+    if d is None or direction.dim() > 2:
+        raise ValueError(f"direction must be (N,) or (D, N) with N = {N}, got {tuple(direction.shape)}")
+    a = torch.as_tensor(alpha, dtype=latents.zc.dtype, device=latents.zc.device)
+    if direction.dim() == 1:
+        a = a.reshape(-1, 1)                                                # (1 or B, 1)
+    elif a.dim() == 1:
+        a = a[None]                                                         # (1, D)
+    if a.dim() != 2 or a.shape[1] != d.shape[0] or a.shape[0] not in (1, B):
+        raise ValueError(f"alpha of shape {tuple(torch.as_tensor(alpha).shape)} does not fit {d.shape[0]} direction(s) "
+                         f"and a batch of {B}: give a scalar or (B,) for one direction, (D,) or (B, D) for D")
+    step = torch.zeros_like(latents.zc)
+    step[:, layer, cls] = a @ d                                             # (1 or B, N) broadcast to (B, N)
+    return Latents(latents.z, latents.zc + step, latents.present)
+
+
+def interpolate(start: Latents, end: Latents, t, classes: Sequence[int] | None = None,
+                layers: Sequence[int] | None = None, global_code: bool = False) -> Latents:
+    """A batch of len(t) latents: `classes` x `layers` codes (and z1 if global_code) lerp from start
+    (t = 0) to end (t = 1); all other codes stay start's. start and end have batch 1."""
+    if start.batch_size != 1 or end.batch_size != 1:
+        raise ValueError(f"interpolate takes batch-1 latents, got {start.batch_size} and {end.batch_size}; index with [i]")
+    ref = start.zc if start.zc is not None else start.z
+    t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device).reshape(-1)   # (T,)
+    lerp = lambda a, b, w: None if a is None else torch.lerp(a, b.to(a), w)   # exact at t = 0 and t = 1
+    mid = Latents(lerp(start.z, end.z, t[:, None]) if start.z is not None else None,
+                  lerp(start.zc, end.zc, t[:, None, None, None]), None if start.zc is None else start.present.expand(len(t), -1, -1))
+    return start.expand(len(t)).replace(mid, classes=classes if start.zc is not None else [],
+                                        layers=layers if start.zc is not None else [], global_code=global_code)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements: edit locality and which factor each layer controls
+
+
+def case_mask(latents: Latents, classes: torch.Tensor, layers: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, K) bool: sample b edits class classes[b] at layer layers[b] (None = every layer)."""
+    _need_codes(latents, "case_mask")
+    B, L, K, _ = latents.zc.shape
+    classes = torch.as_tensor(classes, device=latents.zc.device).long().reshape(-1)
+    if classes.numel() != B or classes.min() < 0 or classes.max() >= K:
+        raise ValueError(f"classes must hold one id in 0..{K - 1} per sample ({B}), got {classes.tolist()}")
+    take = torch.zeros(B, L, K, dtype=torch.bool, device=latents.zc.device)
+    rows = torch.arange(B, device=take.device)
+    if layers is None:
+        take[rows, :, classes] = True
+    else:
+        layers = torch.as_tensor(layers, device=take.device).long().reshape(-1).expand(B)
+        if layers.min() < 0 or layers.max() >= L:
+            raise ValueError(f"layers must lie in 0..{L - 1}, got {layers.tolist()}")
+        take[rows, layers, classes] = True
+    return take
+
+
+def resample_where(latents: Latents, take: torch.Tensor | None, generator: torch.Generator | None = None,
+                   global_code: bool = False) -> Latents:
+    """New prior draws where take (B, L, K) is True (None: no class code); z1 too if global_code.
+
+    Draws z1 first (when asked), then a full (B, L, K, N) tensor to pick from, like `Latents.prior`."""
+    z = latents.z
+    if global_code:
+        if z is None:
+            raise ValueError("global_code=True but these latents have no global code")
+        z = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    if take is None or latents.zc is None:
+        return Latents(z, latents.zc, latents.present)
+    fresh = torch.randn(latents.zc.shape, generator=generator, device=latents.zc.device, dtype=latents.zc.dtype)
+    return Latents(z, torch.where(take[..., None], fresh, latents.zc), latents.present)
+
+
+def resample_cases(latents: Latents, classes: torch.Tensor, layers: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> Latents:
+    """Per-sample edit: new codes for class classes[b] at layer layers[b] (None = every layer) of sample b."""
+    return resample_where(latents, case_mask(latents, classes, layers), generator)
+
+
+def _region_stats(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean of values (B, D, H, W) over the True pixels of region (B, H, W) -> (B, D); NaN if empty."""
+    w = region[:, None].to(values.dtype)
+    return (values * w).sum((-1, -2)) / w.sum((-1, -2))
+
+
+def _interior(label: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool: pixels whose 4 neighbours share their class (edge-padded, like estimate_factors)."""
+    p = F.pad(label[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
+    c = p[:, 1:-1, 1:-1]
+    return (c == p[:, :-2, 1:-1]) & (c == p[:, 2:, 1:-1]) & (c == p[:, 1:-1, :-2]) & (c == p[:, 1:-1, 2:])
+
+
+def high_frequency_energy(image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean squared 4-neighbour Laplacian of the luminance over region (B, H, W) -> (B,).
+
+    Pass interior pixels as region so the stencil never crosses a class boundary."""
+    lum = image.mean(1, keepdim=True)                                       # (B, 1, H, W)
+    kernel = lum.new_tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]])[None, None]
+    lap = F.conv2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), kernel)     # (B, 1, H, W)
+    return _region_stats(lap ** 2, region)[:, 0]
+
+
+@torch.no_grad()
+def edit_locality(nets: Networks, label: torch.Tensor, latents: Latents, classes: torch.Tensor,
+                  layers: Sequence[int] | None = None, generator: torch.Generator | None = None,
+                  global_code: bool = False, margin: int = 2) -> dict[str, torch.Tensor]:
+    """Resample class classes[b]'s codes in sample b (the layers given, default all) and measure where
+    the image changed. Returns per-sample tensors (B,):
+
+        inside   share of the summed |after - before| that lies inside the edited class's region
+        near     the same within `margin` pixels of the region (the generator's convolutions blur edges)
+        area     the region's share of the image (what a change spread evenly would score)
+        change   mean |after - before| per pixel and channel, in [0, 2] image units
+
+    For a variant without class codes pass global_code=True (the only code it has to resample).
+    """
+    label = _labels(label)
+    B = label.shape[0]
+    classes = torch.as_tensor(classes, device=label.device).long().reshape(-1)
+    take = None
+    if latents.zc is not None:
+        take = case_mask(latents, classes) & code_mask(latents.zc.shape[1:3], None, layers, label.device)[None]
+    elif not global_code:
+        raise ValueError("these latents have no class codes: pass global_code=True to measure resampling z1")
+    edited = resample_where(latents, take, generator, global_code)
+    both = nets.G(torch.cat([label, label]), Latents.cat([latents, edited]))  # one generator call
+    before, after = both[:B], both[B:]
+    diff = (after - before).abs().sum(1)                                    # (B, H, W)
+    region = label == classes[:, None, None]
+    near = F.max_pool2d(region[:, None].float(), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0
+    total = diff.sum((-1, -2))
+    return {"inside": (diff * region).sum((-1, -2)) / total, "near": (diff * near).sum((-1, -2)) / total,
+            "area": region.float().mean((-1, -2)), "change": diff.mean((-1, -2)) / 3}
+
+
+def _estimate(image_uint8: np.ndarray, label: np.ndarray, cls: np.ndarray, estimate: Callable) -> tuple[list, list]:
+    """Colour mode and texture kind of class cls[b] in each image (None where not estimated)."""
+    modes, textures = [], []
+    for im, lab, c in zip(image_uint8, label, cls):                         # the estimator is per image (numpy)
+        f = estimate(im, lab).get(int(c))
+        modes.append(None if f is None else f["colour_mode"])
+        textures.append(None if f is None else f["texture"])
+    return modes, textures
+
+
+@torch.no_grad()
+def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, classes: torch.Tensor,
+                         layers: torch.Tensor, generator: torch.Generator | None = None,
+                         estimate: Callable | None = None) -> dict[str, np.ndarray]:
+    """Resample class classes[b]'s code at layer layers[b] only, and measure what changed there.
+
+    Returns per-sample arrays (B,):
+        colour_shift   distance between the region's mean RGB (in [0, 1]) before and after
+        hf_change      |log2| of the ratio of the region's high-frequency energy after / before
+        mode_changed   the estimated colour mode changed (1 / 0; NaN where not estimable)
+        texture_changed the estimated texture kind changed (1 / 0; NaN where not estimable)
+    `estimate(image_uint8 (H, W, 3), label (H, W)) -> {class: {"colour_mode", "texture"}}` reads the
+    factors from pixels (default: SynthScenes' `estimate_factors`; the mode / texture entries need it).
+    """
+    from smis.data.synthetic import estimate_factors
+    from smis.viz import to_uint8
+
+    estimate = estimate_factors if estimate is None else estimate
+    label = _labels(label)
+    B = label.shape[0]
+    classes = torch.as_tensor(classes, device=label.device).long().reshape(-1)
+    edited = resample_cases(latents, classes, layers, generator)
+    both = nets.G(torch.cat([label, label]), Latents.cat([latents, edited]))
+    before, after = (both[:B] + 1) / 2, (both[B:] + 1) / 2                  # [0, 1]
+    region = (label == classes[:, None, None]) & _interior(label)          # (B, H, W)
+    shift = (_region_stats(after, region) - _region_stats(before, region)).norm(dim=1)
+    eps = 1e-6
+    hf = (torch.log2(high_frequency_energy(after, region) + eps) - torch.log2(high_frequency_energy(before, region) + eps)).abs()
+    out = {"colour_shift": shift.cpu().numpy(), "hf_change": hf.cpu().numpy()}
+    lab_np, cls_np = label.cpu().numpy(), classes.cpu().numpy()
+    m0, t0 = _estimate(to_uint8(both[:B]), lab_np, cls_np, estimate)
+    m1, t1 = _estimate(to_uint8(both[B:]), lab_np, cls_np, estimate)
+    changed = lambda a, b: np.array([np.nan if x is None or y is None else float(x != y) for x, y in zip(a, b)])
+    out["mode_changed"], out["texture_changed"] = changed(m0, m1), changed(t0, t1)
+    return out
+
+
+def edit_cases(label: torch.Tensor, num_classes: int, min_pixels: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (sample, class) pairs where the class covers at least min_pixels: (sample ids, class ids)."""
+    label = _labels(label)
+    counts = F.one_hot(label.reshape(label.shape[0], -1), num_classes).sum(1)   # (B, C)
+    return torch.nonzero(counts >= min_pixels, as_tuple=True)
+
+
+@torch.no_grad()
+def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, generator: torch.Generator,
+                   batch_size: int = 64, min_pixels: int = 48) -> dict:
+    """Edit locality over every (image, class) case and, for class-code models, the colour / texture
+    effect of each layer. labels (M, H, W), latents (M, ...) (encoder means). Returns plain floats."""
+    samples, classes = edit_cases(labels, nets.spec.num_classes, min_pixels)
+    has_codes = latents.zc is not None
+    acc: dict[str, list] = {}
+    for s in range(0, len(samples), batch_size):                          # batches of cases
+        i, c = samples[s:s + batch_size], classes[s:s + batch_size]
+        r = edit_locality(nets, labels[i], latents[i], c, generator=generator, global_code=not has_codes)
+        for k, v in r.items():
+            acc.setdefault(k, []).append(v.cpu())
+    loc = {k: torch.cat(v) for k, v in acc.items()}
+    ok = loc["change"] > 0
+    report = {"cases": int(len(samples)), "images": int(labels.shape[0]),
+              "edit": "resample one class's codes at every layer" if has_codes else "resample the global code (no class codes)",
+              "locality": {k: float(loc[k][ok].mean()) for k in ("inside", "near", "area", "change")}
+              | {"inside_median": float(loc["inside"][ok].median())}}
+    if not has_codes:
+        return report
+    L = latents.zc.shape[1]
+    present = nets.spec.presence(labels)[samples, :, classes]             # (cases, L) class at that CSE block's scale
+    per_layer = []
+    cases_i = samples.repeat_interleave(L)                                  # every case at every layer
+    cases_c = classes.repeat_interleave(L)
+    cases_l = torch.arange(L, device=samples.device).repeat(len(samples))
+    keep = present.reshape(-1)
+    cases_i, cases_c, cases_l = cases_i[keep], cases_c[keep], cases_l[keep]
+    acc = {}
+    for s in range(0, len(cases_i), batch_size):
+        i, c, l = cases_i[s:s + batch_size], cases_c[s:s + batch_size], cases_l[s:s + batch_size]
+        r = layer_factor_effects(nets, labels[i], latents[i], c, l, generator)
+        for k, v in r.items():
+            acc.setdefault(k, []).append(v)
+    eff = {k: np.concatenate(v) for k, v in acc.items()}
+    lay = cases_l.cpu().numpy()
+    for l in range(L):                                                      # summary table rows
+        m = lay == l
+        row = {"layer": l, "encoder_layer": int(nets.spec.layers[l]), "cases": int(m.sum())}
+        for k in ("colour_shift", "hf_change", "mode_changed", "texture_changed"):
+            row[k] = float(np.nanmean(eff[k][m])) if m.any() else float("nan")
+        per_layer.append(row)
+    report["layers"] = per_layer
+    return report
+
+
+def main(argv=None) -> int:
+    from smis.data import make_dataset
+    from smis.train import device_name, load_model
+    from smis.utils import atomic_write_json, resolve
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", default=["checkpoints/synthscenes_clvae.pt", "checkpoints/synthscenes_gaugan_vae.pt"])
+    p.add_argument("--n", type=int, default=200, help="SynthScenes test images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/editing_demo.json")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    results = {"n_images": a.n, "seed": a.seed, "dataset": "synthscenes test split, 64x64, seed 0",
+               "device": device_name(torch.device("cpu")), "models": {}}
+    for path in a.model:
+        t0 = time.time()
+        nets = load_model(resolve(path), "cpu")
+        size = nets.preset.image_size
+        ds = make_dataset("synthscenes", None, "test", size=size, length=a.n)
+        _, labels, mu = encode_dataset(nets, ds)
+        g = torch.Generator().manual_seed(a.seed)
+        rep = editing_report(nets, labels, mu, g)
+        rep.update(variant=nets.variant, step=(getattr(nets, "meta", {}) or {}).get("step"), seconds=round(time.time() - t0, 1))
+        results["models"][str(path)] = rep
+        print(f"{path}: {rep['locality']}")
+        for row in rep.get("layers", []):
+            print("  ", row)
+    atomic_write_json(results, resolve(a.out))
+    print("wrote", a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
