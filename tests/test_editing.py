@@ -12,7 +12,7 @@ from smis import editing
 from smis.config import get_preset
 from smis.networks import Latents, build_networks, cse_map
 
-TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4)
+TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")   # instance: no untrained running stats
 C = 10
 
 

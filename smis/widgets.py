@@ -1,0 +1,288 @@
+"""An ipywidgets editor over `smis.editing`: pick a photo, a class and a layer, then edit.
+
+    editor = Editor(nets, images, labels, info.class_names, info.palette, codes=mu, directions=dirs)
+    editor.widget            # display it in a notebook
+
+Shown: mask | before | after (before = the image when the current edit began). Controls: the
+photo to edit, the class (named; those in the mask), the latent layer (0 = fine / texture ...
+L-1 = coarse / colour), sliders along the top principal directions of that class's codes at that
+layer (in standard deviations of the encoded codes), resample (that layer or all layers), a
+reference photo for style-guided synthesis, undo and save PNG. Every handler calls the pure
+functions of `smis.editing`; tests drive the handlers from Python (set `slider.value`, call
+`button.click()`) and compare `editor.after` with those functions' output.
+"""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Sequence
+
+import ipywidgets as W
+import numpy as np
+import torch
+
+from smis import editing
+from smis.networks import Latents, Networks
+from smis.utils import resolve
+from smis.viz import colorize, save_png, to_uint8
+
+
+def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes, upscaled by `scale` with nearest neighbour (fast zlib level 1)."""
+    from PIL import Image
+
+    if scale > 1:
+        image = image.repeat(scale, 0).repeat(scale, 1)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def layer_names(nets: Networks) -> list[tuple[str, int]]:
+    """Dropdown options for the L latent layers: (label, position on the L axis)."""
+    L = len(nets.spec.layers)
+    def role(i):
+        return "fine / texture" if i == 0 else "coarse / colour" if i == L - 1 else "mid"
+    return [(f"{i}: encoder layer {l} ({role(i)})", i) for i, l in enumerate(nets.spec.layers)]
+
+
+class Editor:
+    """Interactive class- and layer-wise editing of photos (see module docstring)."""
+
+    def __init__(self,
+                 nets: Networks,                         # clvae-style networks with an encoder, eval mode
+                 images: torch.Tensor,                   # (M, 3, H, W) photos in [-1, 1] to edit / use as references
+                 labels: torch.Tensor,                   # (M, H, W) their masks
+                 class_names: Sequence[str],             # C names
+                 palette: Sequence[Sequence[int]],       # C mask colours
+                 codes: Latents | None = None,           # encoder means of the photos (None: encoded here)
+                 directions: editing.Directions | None = None,   # PCA per (layer, class); None: from `codes`
+                 index: int = 0,                         # photo to start with
+                 n_sliders: int = 3,                     # principal directions shown
+                 slider_range: float = 3.0,              # slider extent in standard deviations
+                 scale: int = 4,                         # display upscaling (nearest)
+                 seed: int = 0,                          # seed of the resample / prior draws
+                 out_dir: str | Path = "outputs/editor",  # where "save PNG" writes (relative to the repo root)
+                 ):
+        if nets.spec.z_dim_local <= 0 or not nets.spec.has_class_codes:
+            raise ValueError(f"the editor needs class- and layer-wise codes; the {nets.variant!r} variant has none. "
+                             "Fix: load a clvae model")
+        if nets.E is None:
+            raise ValueError("the editor needs an encoder to edit photos")
+        if len(images) != len(labels) or len(images) == 0:
+            raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) must be equally many and not empty")
+        self.nets, self.images, self.labels = nets, images, labels.long()
+        self.class_names, self.palette, self.scale = list(class_names), palette, scale
+        self.codes = codes if codes is not None else editing.encode(nets, images, self.labels)
+        K = nets.spec.code_classes
+        self.directions = directions if directions is not None else editing.principal_directions(self.codes, n_sliders)
+        self.n_sliders = min(n_sliders, self.directions.components.shape[2])
+        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+        self.out_dir = resolve(out_dir)
+        self.history: list[tuple[int, Latents]] = []
+        self.timings: list[float] = []             # seconds per slider update, end to end
+        self.saved: list[Path] = []
+        self._quiet = False                          # set while resetting controls: no edits fire
+
+        # -- controls ------------------------------------------------------------------------
+        self.photo = W.Dropdown(options=[(f"photo {i}", i) for i in range(len(images))], value=index, description="photo")
+        self.cls = W.Dropdown(description="class")
+        self.layer = W.Dropdown(options=layer_names(nets), value=len(nets.spec.layers) - 1, description="layer")
+        self.sliders = [W.FloatSlider(value=0.0, min=-slider_range, max=slider_range, step=0.1, description=f"PC{i + 1}",
+                                      continuous_update=True, readout_format=".1f") for i in range(self.n_sliders)]
+        for i, s in enumerate(self.sliders):
+            s.add_class(f"smis-pc{i}")
+        self.all_layers = W.Checkbox(value=False, description="all layers", indent=False)
+        self.resample_button = W.Button(description="resample", tooltip="new prior codes for this class")
+        self.prior_button = W.Button(description="sample all", tooltip="every code from the prior (a new image of this mask)")
+        self.reset_button = W.Button(description="encode photo", tooltip="back to the photo's own codes")
+        self.reference = W.Dropdown(options=[(f"photo {i}", i) for i in range(len(images))],
+                                    value=(index + 1) % len(images), description="reference")
+        self.style_layer_only = W.Checkbox(value=False, description="this layer only", indent=False)
+        self.style_global = W.Checkbox(value=True, description="global code too", indent=False)
+        self.style_button = W.Button(description="apply style", tooltip="style-guided synthesis from the reference")
+        self.undo_button = W.Button(description="undo")
+        self.save_button = W.Button(description="save PNG")
+        self.status = W.HTML()
+        view = lambda name: W.Image(format="png", layout=W.Layout(width=f"{images.shape[-1] * scale}px"))
+        self.mask_view, self.before_view, self.after_view = view("mask"), view("before"), view("after")
+        self.ref_view = W.Image(format="png", layout=W.Layout(width=f"{images.shape[-1] * max(1, scale // 2)}px"))
+        self.after_view.add_class("smis-after")
+        self.before_view.add_class("smis-before")
+
+        # -- wiring --------------------------------------------------------------------------
+        self.photo.observe(self.on_photo, "value")
+        self.cls.observe(self.on_select, "value")
+        self.layer.observe(self.on_select, "value")
+        for s in self.sliders:
+            s.observe(self.on_slider, "value")
+        self.resample_button.on_click(self.on_resample)
+        self.prior_button.on_click(self.on_prior)
+        self.reset_button.on_click(self.on_reset)
+        self.reference.observe(self.on_reference, "value")
+        self.style_button.on_click(self.on_style)
+        self.undo_button.on_click(self.on_undo)
+        self.save_button.on_click(self.on_save)
+
+        caption = lambda t: W.HTML(f"<b>{t}</b>")
+        views = W.HBox([W.VBox([caption("mask"), self.mask_view]), W.VBox([caption("before"), self.before_view]),
+                        W.VBox([caption("after"), self.after_view])])
+        edit = W.VBox([W.HBox([self.photo, self.reset_button, self.prior_button]), W.HBox([self.cls, self.layer]),
+                       *self.sliders, W.HBox([self.resample_button, self.all_layers])])
+        style = W.VBox([W.HBox([self.reference, self.ref_view]), W.HBox([self.style_layer_only, self.style_global]),
+                        self.style_button])
+        self.widget = W.VBox([views, W.HBox([edit, style]), W.HBox([self.undo_button, self.save_button]), self.status])
+        self.widget.add_class("smis-editor")
+        self._load(index)
+        self.on_reference()
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def label(self) -> torch.Tensor:
+        return self.labels[self.photo.value][None]                          # (1, H, W)
+
+    @property
+    def selection(self) -> tuple[int, int]:
+        """(class id, layer position) being edited."""
+        return self.cls.value, self.layer.value
+
+    def render(self, latents: Latents) -> np.ndarray:
+        """The image the generator makes of the current mask with `latents`, as (H, W, 3) uint8."""
+        return to_uint8(editing.synthesize(self.nets, self.label, latents)[0])
+
+    def _show(self, view: W.Image, image: np.ndarray):
+        view.value = png_bytes(image, self.scale)
+
+    def _set_latents(self, latents: Latents, push: bool = True, before: np.ndarray | None = None):
+        """Make `latents` current and the start of a new edit (sliders back to 0)."""
+        if push:
+            self.history.append((self.photo.value, self.latents))
+        self.latents = self.anchor = latents
+        self.after = self.render(latents)
+        self.before = self.after if before is None else before
+        self._reset_sliders()
+        self._show(self.before_view, self.before)
+        self._show(self.after_view, self.after)
+
+    def _reset_sliders(self):
+        self._quiet = True
+        try:
+            for s in self.sliders:
+                s.value = 0.0
+        finally:
+            self._quiet = False
+        self._pushed = False
+
+    def _load(self, index: int):
+        lab = self.labels[index]
+        present = torch.unique(lab).tolist()
+        self._quiet = True
+        try:
+            self.cls.options = [(self.class_names[c], c) for c in present]
+            self.cls.value = present[0]
+        finally:
+            self._quiet = False
+        self.mask = colorize(lab, self.palette)
+        self._show(self.mask_view, self.mask)
+        self._set_latents(self.codes[index], push=False)
+        self._say(f"photo {index}: its encoded codes")
+
+    def _say(self, text: str):
+        self.status.value = text
+
+    def _direction(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(D, N) directions and (D,) stds for the selection: PCA when the class had >= 2 codes there."""
+        c, l = self.selection
+        d = self.directions
+        if int(d.count[l, c]) >= 2:
+            return d.components[l, c, :self.n_sliders], d.std[l, c, :self.n_sliders], "principal directions"
+        g = torch.Generator().manual_seed(1000 * l + c)                      # fixed per selection
+        comps = torch.stack([editing.random_direction(d.components.shape[-1], g) for _ in range(self.n_sliders)])
+        return comps.to(self.latents.zc), torch.ones(self.n_sliders).to(self.latents.zc), "random directions (too few codes for PCA)"
+
+    def slider_latents(self) -> Latents:
+        """The latents the sliders ask for: anchor + sum_i value_i * std_i * direction_i."""
+        comps, std, _ = self._direction()
+        alpha = torch.tensor([s.value for s in self.sliders], dtype=comps.dtype, device=comps.device) * std
+        c, l = self.selection
+        return editing.move(self.anchor, c, l, comps, alpha)
+
+    # -- handlers ------------------------------------------------------------------------------
+    def on_slider(self, change=None):
+        if self._quiet:
+            return
+        t0 = time.perf_counter()
+        if not self._pushed:                          # one undo step per slider session
+            self.history.append((self.photo.value, self.anchor))
+            self._pushed = True
+        self.latents = self.slider_latents()
+        self.after = self.render(self.latents)
+        self._show(self.after_view, self.after)
+        self.timings.append(time.perf_counter() - t0)
+
+    def on_select(self, change=None):
+        if self._quiet:
+            return
+        self._set_latents(self.latents, push=False, before=self.after)
+        _, _, kind = self._direction()
+        c, l = self.selection
+        self._say(f"editing <b>{self.class_names[c]}</b> at layer {l}: sliders follow {kind}")
+
+    def on_resample(self, button=None):
+        c, l = self.selection
+        layers = None if self.all_layers.value else [l]
+        self._set_latents(editing.resample(self.latents, [c], layers, self.generator), before=self.after)
+        self._say(f"resampled {self.class_names[c]} at {'all layers' if layers is None else f'layer {l}'}")
+
+    def on_prior(self, button=None):
+        self._set_latents(Latents.prior(self.nets.spec, self.label, generator=self.generator), before=self.after)
+        self._say("every code drawn from the prior")
+
+    def on_reset(self, button=None):
+        self._set_latents(self.codes[self.photo.value], before=self.after)
+        self._say("back to the photo's encoded codes")
+
+    def on_reference(self, change=None):
+        self.ref_view.value = png_bytes(to_uint8(self.images[self.reference.value]), max(1, self.scale // 2))
+
+    def on_style(self, button=None):
+        i = self.reference.value
+        layers = [self.layer.value] if self.style_layer_only.value else None
+        new = editing.style_latents(self.nets.spec, self.label, self.codes[i], self.labels[i][None], self.generator,
+                                    layers=layers, global_code=self.style_global.value)
+        self._set_latents(new, before=self.after)
+        self._say(f"style of photo {i} for the classes both masks share, prior elsewhere")
+
+    def on_photo(self, change=None):
+        if self._quiet:
+            return
+        self.history.append((change["old"] if change else self.photo.value, self.latents))
+        self._load(self.photo.value)
+
+    def on_undo(self, button=None):
+        if not self.history:
+            self._say("nothing to undo")
+            return
+        index, latents = self.history.pop()
+        if index != self.photo.value:
+            self._quiet = True
+            try:
+                self.photo.value = index
+            finally:
+                self._quiet = False
+            self._load(index)
+        self._set_latents(latents, push=False, before=self.after)
+        self._say("undone")
+
+    def panel(self) -> np.ndarray:
+        """mask | before | after as one (H, 3W + 4, 3) uint8 image."""
+        from smis.viz import grid
+        return grid([[self.mask, self.before, self.after]])
+
+    def on_save(self, button=None) -> Path:
+        path = self.out_dir / f"edit_photo{self.photo.value}_{len(self.saved):03d}.png"
+        save_png(self.panel(), path)
+        self.saved.append(path)
+        self._say(f"saved {path}")
+        return path

@@ -1,0 +1,170 @@
+"""The editor's handlers, driven from Python, give exactly the images of the pure smis.editing functions."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smis import editing
+from smis.config import get_preset
+from smis.data import make_dataset
+from smis.networks import Latents, build_networks
+from smis.viz import to_uint8
+from smis.widgets import Editor, layer_names, png_bytes
+
+TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")   # instance: no untrained running stats
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    nets = build_networks("clvae", get_preset("synthscenes", **TINY), discriminator=False).eval()
+    ds = make_dataset("synthscenes", None, "test", size=64, length=6)
+    images, labels, codes = editing.encode_dataset(nets, ds)
+    return nets, images, labels, codes, ds.info
+
+
+@pytest.fixture
+def editor(setup, tmp_path):
+    nets, images, labels, codes, info = setup
+    return Editor(nets, images, labels, info.class_names, info.palette, codes=codes, seed=7, out_dir=tmp_path)
+
+
+def expected(nets, label, latents):
+    return to_uint8(editing.synthesize(nets, label, latents)[0])
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def pick_pca_selection(ed):
+    """A (class, layer) of the current photo with a real PCA (>= 2 codes)."""
+    for c in [v for _, v in ed.cls.options]:
+        for l in range(len(ed.nets.spec.layers)):
+            if ed.directions.count[l, c] >= 2:
+                return c, l
+    raise AssertionError("no class with enough codes")
+
+
+def test_initial_state_shows_the_photo_reconstruction(editor, setup):
+    nets, images, labels, codes, info = setup
+    want = expected(nets, labels[0][None], codes[0])
+    assert np.array_equal(editor.after, want) and np.array_equal(editor.before, want)
+    assert np.array_equal(decode(editor.after_view.value), want.repeat(4, 0).repeat(4, 1))
+    assert [v for _, v in editor.cls.options] == torch.unique(labels[0]).tolist()
+    assert editor.cls.options[0][0] == info.class_names[editor.cls.options[0][1]]
+    assert [v for _, v in editor.layer.options] == list(range(5)) and "texture" in layer_names(nets)[0][0]
+
+
+def test_sliders_give_exactly_move_along_the_principal_directions(editor, setup):
+    nets, images, labels, codes, _ = setup
+    c, l = pick_pca_selection(editor)
+    editor.cls.value, editor.layer.value = c, l
+    editor.sliders[0].value = 2.0
+    editor.sliders[2].value = -1.5
+    d = editor.directions
+    alpha = torch.tensor([2.0, 0.0, -1.5]) * d.std[l, c]
+    want_lat = editing.move(codes[0], c, l, d.components[l, c, :3], alpha)
+    assert torch.equal(editor.latents.zc, want_lat.zc)
+    want = expected(nets, labels[0][None], want_lat)
+    assert np.array_equal(editor.after, want)
+    assert np.array_equal(decode(editor.after_view.value), want.repeat(4, 0).repeat(4, 1))
+    assert np.array_equal(editor.before, expected(nets, labels[0][None], codes[0]))
+    assert len(editor.timings) == 2 and len(editor.history) == 1            # one undo step for the slider session
+    # the edit touched only that class at that layer
+    other = torch.ones(editor.latents.zc.shape[1:3], dtype=torch.bool)
+    other[l, c] = False
+    assert torch.equal(editor.latents.zc[0][other], codes.zc[0][other])
+
+
+def test_changing_the_selection_starts_a_new_edit_without_generating(editor):
+    c, l = pick_pca_selection(editor)
+    editor.cls.value, editor.layer.value = c, l
+    editor.sliders[0].value = 1.0
+    edited, n = editor.after.copy(), len(editor.timings)
+    editor.layer.value = (l + 1) % 5
+    assert all(s.value == 0.0 for s in editor.sliders) and len(editor.timings) == n
+    assert np.array_equal(editor.before, edited) and np.array_equal(editor.after, edited)
+    assert torch.equal(editor.anchor.zc, editor.latents.zc)
+
+
+def test_resample_and_style_buttons_call_the_pure_functions(editor, setup):
+    nets, images, labels, codes, _ = setup
+    g = torch.Generator().manual_seed(7)                                   # the editor's seed
+    c = editor.cls.options[1][1]
+    editor.cls.value, editor.layer.value = c, 1
+    editor.resample_button.click()
+    want = editing.resample(codes[0], [c], [1], g)
+    assert torch.equal(editor.latents.zc, want.zc) and np.array_equal(editor.after, expected(nets, labels[0][None], want))
+    editor.all_layers.value = True
+    editor.resample_button.click()
+    want = editing.resample(want, [c], None, g)
+    assert torch.equal(editor.latents.zc, want.zc)
+    editor.reference.value = 3
+    editor.style_global.value = False
+    editor.style_button.click()
+    want = editing.style_latents(nets.spec, labels[0][None], codes[3], labels[3][None], g, global_code=False)
+    assert torch.equal(editor.latents.zc, want.zc) and torch.equal(editor.latents.z, want.z)
+    assert np.array_equal(editor.after, expected(nets, labels[0][None], want))
+    assert np.array_equal(decode(editor.ref_view.value), to_uint8(images[3]).repeat(2, 0).repeat(2, 1))
+    editor.prior_button.click()
+    want = Latents.prior(nets.spec, labels[0][None], generator=g)
+    assert torch.equal(editor.latents.zc, want.zc)
+
+
+def test_undo_walks_back_through_edits_and_photos(editor, setup):
+    nets, images, labels, codes, _ = setup
+    states = [editor.latents]
+    c, l = pick_pca_selection(editor)
+    editor.cls.value, editor.layer.value = c, l
+    editor.sliders[1].value = 3.0
+    states.append(editor.latents)
+    editor.resample_button.click()
+    states.append(editor.latents)
+    assert not torch.equal(states[1].zc, states[2].zc) and not torch.equal(states[0].zc, states[1].zc)
+    editor.photo.value = 2
+    assert np.array_equal(editor.after, expected(nets, labels[2][None], codes[2]))
+    for want in reversed(states):                                          # back to photo 0, step by step
+        editor.undo_button.click()
+        assert editor.photo.value == 0 and torch.equal(editor.latents.zc, want.zc)
+        assert np.array_equal(editor.after, expected(nets, labels[0][None], want))
+        assert all(s.value == 0 for s in editor.sliders)
+    editor.undo_button.click()
+    assert "nothing to undo" in editor.status.value
+
+
+def test_save_writes_the_panel(editor, tmp_path):
+    editor.sliders[0].value = 1.0
+    editor.save_button.click()
+    (path,) = editor.saved
+    assert path.parent == tmp_path and np.array_equal(np.asarray(Image.open(path).convert("RGB")), editor.panel())
+    assert editor.panel().shape == (64, 3 * 64 + 4, 3)
+
+
+def test_random_directions_where_pca_has_too_few_codes(setup, tmp_path):
+    nets, images, labels, codes, info = setup
+    few = editing.principal_directions(codes[:1], 3)                        # one photo: no class has 2 codes
+    ed = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=few, out_dir=tmp_path)
+    ed.sliders[0].value = 1.0
+    comps, std, kind = ed._direction()
+    assert kind.startswith("random") and torch.allclose(comps.norm(dim=-1), torch.ones(3)) and torch.equal(std, torch.ones(3))
+    c, l = ed.selection
+    want = editing.move(codes[0], c, l, comps, torch.tensor([1.0, 0.0, 0.0]))
+    assert np.array_equal(ed.after, expected(nets, labels[0][None], want))
+
+
+def test_editor_refuses_models_without_class_codes(setup):
+    _, images, labels, _, info = setup
+    vae = build_networks("gaugan_vae", get_preset("synthscenes", **TINY), discriminator=False).eval()
+    with pytest.raises(ValueError, match="load a clvae model"):
+        Editor(vae, images, labels, info.class_names, info.palette)
+
+
+def test_png_bytes_upscales_with_nearest_neighbour():
+    im = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    out = decode(png_bytes(im, 3))
+    assert out.shape == (6, 9, 3) and np.array_equal(out[::3, ::3], im)
