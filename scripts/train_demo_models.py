@@ -54,8 +54,8 @@ def main(argv=None):
         if proc.wait() != 0:
             failed.append(v)
             continue
-        wall = time.time() - start
         ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+        wall = torch.load(ckpts[-1], map_location="cpu", weights_only=False).get("wall_time_s") or time.time() - start
         cfg = json.loads((run_dir / "config.json").read_text())
         provenance = {
             "command": "python " + " ".join(cmd[1:]).replace(str(ROOT) + "/", ""),

@@ -255,6 +255,11 @@ class Trainer:
         else:
             self.d_plain = nets.D
         self.step = 0
+        self._wall_before, self._wall_start = 0.0, time.perf_counter()
+
+    def wall_time(self) -> float:
+        """Training wall time in seconds, summed over resumed runs."""
+        return self._wall_before + time.perf_counter() - self._wall_start
 
     # -- schedule --------------------------------------------------------------------------------
     def lr_factor(self, step: int) -> float:
@@ -271,7 +276,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "format": CKPT_FORMAT, "step": self.step, "config": asdict(self.cfg), "preset": asdict(self.preset),
+            "format": CKPT_FORMAT, "step": self.step, "wall_time_s": self.wall_time(), "config": asdict(self.cfg), "preset": asdict(self.preset),
             "variant": self.cfg.variant, "perceptual": self.perceptual_name,
             "G": self.nets.G.state_dict(), "E": None if self.nets.E is None else self.nets.E.state_dict(),
             "D": self.nets.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
@@ -305,6 +310,7 @@ class Trainer:
         np.random.set_state(ck["rng"]["numpy"])
         random.setstate(ck["rng"]["python"])
         self.step = int(ck["step"])
+        self._wall_before = float(ck.get("wall_time_s", 0.0))
 
     def latest_checkpoint(self) -> Path | None:
         ckpts = sorted((self.run_dir / "checkpoints").glob("step_*.pt"))
@@ -404,7 +410,8 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                    desc=f"train {cfg.variant}", dynamic_ncols=True)
         self.nets.train()
-        t0, seen = time.perf_counter(), 0
+        self._wall_start = t0 = time.perf_counter()
+        seen = 0
         try:
             for batch in loader:
                 image = batch["image"].to(self.device, non_blocking=True)
