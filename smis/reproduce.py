@@ -4,10 +4,21 @@
     python -m smis.reproduce --profile smoke           # tiny, CPU, minutes (CI)
     python -m smis.reproduce --profile demo --only 01  # some notebooks only
     python -m smis.reproduce --profile demo --resume   # skip notebooks already run with the same parameters
+    python -m smis.reproduce --profile ade20k --set DATA_ROOT=/data/ADEChallengeData2016 05.MODELS=...
+
+Profiles: `smoke` (CI), `demo` (SynthScenes with the shipped checkpoints in `checkpoints/`), and the
+paper's settings `ade20k`, `deepfashion`, `gta5` (K = 40 samples, full test sets; they need the
+dataset under `data/` or `--set DATA_ROOT=...`, the authors' CLVAE weights under
+`checkpoints/official/<dataset>/latest_net_{G,E}.pth`, and the other variants trained with
+`python -m smis.train --run-dir outputs/runs/<dataset>_<variant>`).
 
 Each executed notebook lands in `outputs/<profile>/NN_topic.ipynb`, its figures and tables in
 `outputs/<profile>/NN_topic/`, and `outputs/<profile>/REPORT.md` gathers every table (`*.md`).
-A failing notebook stops the run with a non-zero exit that names the notebook and the cell.
+A parameter string may hold `{out}`, replaced by the profile's output folder. `--set NAME=VALUE`
+(VALUE read as JSON, else as a string) overrides a parameter in every notebook, `--set 05.NAME=VALUE`
+in the notebooks starting with `05`. A failing notebook stops the run with a non-zero exit that
+names the notebook and the cell. Notebook kernels run with OPENBLAS_NUM_THREADS=1 unless set: the
+Fréchet distance's eigendecompositions are otherwise up to 40x slower on a busy 2-core machine.
 """
 from __future__ import annotations
 
@@ -20,15 +31,67 @@ from pathlib import Path
 
 from smis.utils import atomic_write_json, atomic_write_text, project_root
 
+# The shipped SynthScenes demo models (scripts/train_demo_models.py).
+DEMO_MODELS = "clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt"
+ABLATIONS = "clvae,no_classwise,no_layerwise,clvae_L3,clvae_L5"
+
+
+def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str, dict]:
+    """The paper's evaluation of one dataset: full test split, K = 40, the published CLVAE weights,
+    GauGAN-VAE and the ablations from the user's training runs (outputs/runs/<dataset>_<variant>)."""
+    runs = f"outputs/runs/{dataset}"
+    data = {"DATASET": dataset, "DATA_ROOT": root, "SPLIT": split, "N_TEST": 0, "BATCH": batch}
+    clvae = f"clvae:official:{dataset}:checkpoints/official/{dataset}"
+    return {
+        "01_prepare_data": {"DATA_ROOT": root, "DATA_FORMAT": dataset},
+        # the baseline has no published weights: 02 trains it (the preset's full schedule; GPUs)
+        "02_train": {"VARIANT": "gaugan_vae", "PRESET": dataset, "DATASET": dataset, "DATA_ROOT": root, "STEPS": None,
+                     "BATCH": None, "RUN_DIR": f"{runs}_gaugan_vae"},
+        "03_reconstruction_rq1": {**data, "MODELS": f"{clvae},gaugan_vae:{runs}_gaugan_vae"},
+        "04_diversity_rq2": {**data, "MODELS": f"{clvae},gaugan_vae:{runs}_gaugan_vae", "K": 40, "N_STYLE": 0,
+                             "FACTORS": False, "MASKS_PER_BATCH": 4},
+        "05_ablations": {**data, "TRAIN_STEPS": 0, "K": 40, "VARIANTS": ABLATIONS,
+                         "MODELS": ",".join([clvae] + [f"{v}:{runs}_{v}" for v in ABLATIONS.split(",")[1:]])},
+    }
+
+
 # profile -> notebook stem -> papermill parameters (OUT_DIR is added per notebook)
 PROFILES: dict[str, dict[str, dict]] = {
     "smoke": {
         "01_prepare_data": {"SMOKE": True, "DATA_DIR": "outputs/smoke/data/synthscenes"},
+        "02_train": {"SMOKE": True, "VARIANT": "clvae", "RUN_DIR": "{out}/runs/02_clvae"},
+        "03_reconstruction_rq1": {"SMOKE": True, "MODELS": DEMO_MODELS},
+        "04_diversity_rq2": {"SMOKE": True, "MODELS": DEMO_MODELS},
+        "05_ablations": {"SMOKE": True, "TRAIN_STEPS": 2, "RUN_ROOT": "{out}/runs_ablation"},
     },
     "demo": {
         "01_prepare_data": {"SIZE": 128, "N_TRAIN": 2000, "N_TEST": 200, "DATA_DIR": "data/synthscenes"},
+        "02_train": {"STEPS": 300, "VARIANT": "clvae", "RUN_DIR": "{out}/runs/02_clvae"},
+        "03_reconstruction_rq1": {"MODELS": DEMO_MODELS, "N_TEST": 200},
+        "04_diversity_rq2": {"MODELS": DEMO_MODELS, "N_TEST": 100, "K": 20, "N_STYLE": 100},
+        "05_ablations": {"VARIANTS": ABLATIONS, "TRAIN_STEPS": 150, "TRAIN_BATCH": 8, "N_TEST": 50, "K": 10,
+                         "RUN_ROOT": "{out}/runs_ablation"},
     },
+    "ade20k": _paper_profile("ade20k", "data/ADEChallengeData2016", "val", 16),
+    "deepfashion": _paper_profile("deepfashion", "data/deepfashion", "test", 16),
+    "gta5": _paper_profile("gta5", "data/gta5", "test", 8),
 }
+
+
+def parse_overrides(items: list[str] | None) -> list[tuple[str, str, object]]:
+    """`NAME=VALUE` / `NN.NAME=VALUE` -> [(notebook prefix or "", NAME, value)]; VALUE as JSON, else a string."""
+    out = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: write NAME=VALUE or NN.NAME=VALUE (e.g. N_TEST=50, 05.K=20)")
+        prefix, _, name = key.rpartition(".")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.append((prefix, name, value))
+    return out
 
 
 class NotebookFailed(RuntimeError):
@@ -40,10 +103,15 @@ def _digest(params: dict) -> str:
 
 
 def run_profile(profile: str, only: list[str] | None = None, resume: bool = False, out_root: str | Path = "outputs",
-                kernel: str = "smis", log=print, profiles: dict | None = None, notebook_dir: Path | None = None) -> Path:
+                kernel: str = "smis", log=print, profiles: dict | None = None, notebook_dir: Path | None = None,
+                overrides: list[str] | None = None) -> Path:
     """Execute the profile's notebooks in order; return the profile's output folder."""
+    import os
+
     import papermill as pm
 
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # inherited by the kernels (see the module docstring)
+    sets = parse_overrides(overrides)
     profiles = PROFILES if profiles is None else profiles
     if profile not in profiles:
         raise SystemExit(f"unknown profile {profile!r}. Fix: use one of {sorted(profiles)}.")
@@ -58,13 +126,24 @@ def run_profile(profile: str, only: list[str] | None = None, resume: bool = Fals
         if unknown:
             raise SystemExit(f"--only {unknown} matches no notebook of profile {profile!r}: {list(notebooks)}")
         notebooks = {nb: p for nb, p in notebooks.items() if any(nb.startswith(o) for o in only)}
+    bad = sorted({p for p, _, _ in sets if p and not any(nb.startswith(p) for nb in notebooks)})
+    if bad:
+        raise SystemExit(f"--set prefixes {bad} match no notebook to run: {list(notebooks)}")
+    out_str = str(out.relative_to(root)) if out.is_relative_to(root) else str(out)
+    nb_dir = notebook_dir or root / "notebooks"
+    absent = [stem for stem in notebooks if not (nb_dir / f"{stem}.ipynb").exists()]
+    if absent:
+        raise SystemExit(f"notebooks {absent} of profile {profile!r} are not in {nb_dir}. Fix: build them with "
+                         "`python scripts/build_notebooks.py`, or leave them out with --only.")
     for stem, params in notebooks.items():
-        params = {**params, "OUT_DIR": str((out / stem).relative_to(root)) if out.is_relative_to(root) else str(out / stem)}
+        params = {**params, **{n: v for p, n, v in sets if stem.startswith(p)}}
+        params = {k: v.replace("{out}", out_str) if isinstance(v, str) else v for k, v in params.items()}
+        params["OUT_DIR"] = f"{out_str}/{stem}"
         key = _digest(params)
         if resume and state.get(stem) == key and (out / f"{stem}.ipynb").exists():
             log(f"[reproduce] {stem}: already done with these parameters, skipped (--resume)")
             continue
-        src = (notebook_dir or root / "notebooks") / f"{stem}.ipynb"
+        src = nb_dir / f"{stem}.ipynb"
         dst = out / f"{stem}.ipynb"
         log(f"[reproduce] {profile}: running {stem} with {params}")
         t0 = time.time()
@@ -76,6 +155,10 @@ def run_profile(profile: str, only: list[str] | None = None, resume: bool = Fals
                                  f"{e.ename}: {e.evalue}. The executed copy with the traceback is {dst}.") from None
         state[stem] = key
         atomic_write_json(state, state_path)
+        timings_path = out / "timings.json"
+        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        timings[stem] = round(time.time() - t0, 1)
+        atomic_write_json(timings, timings_path)
         log(f"[reproduce] {stem} done in {time.time() - t0:.0f} s -> {dst.relative_to(root) if dst.is_relative_to(root) else dst}")
     write_report(out, profile)
     return out
@@ -86,8 +169,13 @@ def write_report(out: Path, profile: str) -> Path:
     parts = [f"# smis report: profile `{profile}`\n",
              "Tables written by the notebooks (metric and backbone names as measured; a fallback metric is never "
              "reported under the paper's name).\n"]
+    timings_path = out / "timings.json"
+    if timings_path.exists():
+        timings = json.loads(timings_path.read_text())
+        parts.append("\nWall time of the last run of each notebook: "
+                     + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(timings.items())) + ".\n")
     for nb_dir in sorted(p for p in out.iterdir() if p.is_dir() and p.name[:2].isdigit()):
-        tables = sorted(nb_dir.glob("*.md"))
+        tables = sorted(nb_dir.glob("*.md"), key=lambda t: (t.stat().st_mtime_ns, t.name))   # the order written
         if not tables:
             continue
         parts.append(f"\n## {nb_dir.name}\n")
@@ -106,9 +194,10 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="skip notebooks already run with the same parameters")
     p.add_argument("--out", default="outputs", help="output root (relative to the repository)")
     p.add_argument("--kernel", default="smis", help="Jupyter kernel name")
+    p.add_argument("--set", nargs="+", metavar="[NN.]NAME=VALUE", help="override notebook parameters (VALUE as JSON)")
     a = p.parse_args(argv)
     try:
-        out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel)
+        out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel, overrides=a.set)
     except NotebookFailed as e:
         print(f"[reproduce] FAILED: {e}", file=sys.stderr)
         return 1

@@ -1,9 +1,11 @@
 """The notebooks run headlessly, the reproduce command gathers their tables, and failures are named."""
 import json
+import re
 import subprocess
 import sys
 
 import nbformat
+import pandas as pd
 import pytest
 
 from smis import reproduce
@@ -27,12 +29,44 @@ def test_each_notebook_has_one_parameters_cell_first_in_code():
         assert nb.cells[0].cell_type == "markdown" and "In this notebook we" in nb.cells[0].source, path.name
 
 
+def _params_of(stem: str) -> set[str]:
+    nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return {line.split("=")[0].strip() for line in cell.source.splitlines() if re.match(r"^[A-Z][A-Z0-9_]*\s*=", line)}
+
+
+@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+def test_profiles_name_existing_notebooks_and_parameters(profile):
+    for stem, params in reproduce.PROFILES[profile].items():
+        assert (ROOT / "notebooks" / f"{stem}.ipynb").exists(), f"{profile}: notebook {stem} is not built"
+        unknown = set(params) - _params_of(stem)
+        assert not unknown, f"{profile}: {stem} has no parameters {sorted(unknown)}"
+
+
+@pytest.mark.slow
 def test_smoke_profile_end_to_end(tmp_path):
     out = reproduce.run_profile("smoke", out_root=tmp_path, log=lambda *a: None)
     report = (out / "REPORT.md").read_text()
     assert "## 01_prepare_data" in report and "factor_recovery" in report
     for name in ["samples.png", "label_statistics.png", "one_mask_many_images.png", "factor_recovery.csv"]:
         assert (out / "01_prepare_data" / name).stat().st_size > 100, name
+    expected = {"03_reconstruction_rq1": ["table1_reconstruction.csv", "fig6_reconstructions.png"],
+                "04_diversity_rq2": ["table2_diversity_top1.csv", "paired_clvae_vs_baseline.csv", "per_class_diversity.csv",
+                                     "factors_in_distribution.csv", "style_guided_factors.csv", "fig7_samples_clvae.png",
+                                     "fig10_hist_diversity.png"],
+                "05_ablations": ["table5_ablations.csv", "fig11_ablation_samples.png"]}
+    for stem, names in expected.items():
+        assert f"## {stem}" in report, stem
+        for name in names:
+            assert (out / stem / name).stat().st_size > 100, f"{stem}/{name}"
+    table2 = pd.read_csv(out / "04_diversity_rq2" / "table2_diversity_top1.csv", index_col=0)
+    assert list(table2.index) == ["clvae", "gaugan_vae"]
+    lpips_cols = [c for c in table2.columns if c.startswith("diversity (lpips_")]
+    assert len(lpips_cols) == 2 and (table2[lpips_cols[0]] > 0).all()
+    if "lpips_effnet" in lpips_cols[0]:      # a fallback metric never appears under the paper's name
+        assert "lpips_alex" not in report and "(fid)" not in report
+    table5 = pd.read_csv(out / "05_ablations" / "table5_ablations.csv", index_col=0)
+    assert len(table5) == 5 and "trained here" in (out / "05_ablations" / "table5_ablations.md").read_text()
     nb = nbformat.read(out / "01_prepare_data.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["SMOKE"] is True
     state = json.loads((out / ".completed.json").read_text())
@@ -40,7 +74,43 @@ def test_smoke_profile_end_to_end(tmp_path):
     # --resume skips what is done
     said = []
     reproduce.run_profile("smoke", out_root=tmp_path, resume=True, log=said.append)
-    assert any("skipped" in s for s in said)
+    assert sum("skipped" in s for s in said) == len(reproduce.PROFILES["smoke"])
+
+
+def _echo_notebook(folder, stem="98_echo"):
+    """A notebook that writes its parameters to OUT_DIR/params.json."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "smis", "display_name": "Python (smis)", "language": "python"}
+    params = nbformat.v4.new_code_cell('SMOKE = False\nA = 0\nB = ""\nRUN = ""\nOUT_DIR = ""')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell("import json, os, pathlib\np = pathlib.Path(OUT_DIR); p.mkdir(parents=True)\n"
+                                     "(p / 'params.json').write_text(json.dumps(dict(A=A, B=B, RUN=RUN, "
+                                     "BLAS=os.environ.get('OPENBLAS_NUM_THREADS'))))")
+    nb.cells = [params, body]
+    folder.mkdir(exist_ok=True)
+    nbformat.write(nb, folder / f"{stem}.ipynb")
+
+
+def test_overrides_and_out_placeholder(tmp_path):
+    _echo_notebook(tmp_path / "nbs")
+    profiles = {"p": {"98_echo": {"A": 1, "B": "b", "RUN": "{out}/runs"}}}
+    out = reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",
+                                log=lambda *a: None, overrides=["A=[2, 3]", '98.B="x"'])
+    got = json.loads((out / "98_echo" / "params.json").read_text())
+    assert got["A"] == [2, 3] and got["B"] == "x" and got["RUN"] == f"{out}/runs"
+    assert got["BLAS"] is not None
+    assert "98_echo" in json.loads((out / "timings.json").read_text())
+    with pytest.raises(SystemExit, match="match no notebook"):
+        reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",
+                              log=lambda *a: None, overrides=["05.K=3"])
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        reproduce.parse_overrides(["K"])
+
+
+def test_missing_notebook_is_named(tmp_path):
+    with pytest.raises(SystemExit, match=r"notebooks \['97_missing'\].*build_notebooks"):
+        reproduce.run_profile("p", out_root=tmp_path, profiles={"p": {"97_missing": {}}}, notebook_dir=tmp_path,
+                              log=lambda *a: None)
 
 
 def test_failure_names_notebook_and_cell(tmp_path):
