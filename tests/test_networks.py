@@ -13,6 +13,11 @@ from smis.networks import (BLOCK_LAYER, VARIANTS, Latents, LatentSpec, build_net
 TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4)
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)                                                # weight init uses the global RNG
+
+
 def tiny(name: str = "synthscenes", **kw):
     return get_preset(name, **{**TINY, **kw})
 
@@ -133,7 +138,7 @@ def test_every_variant_shapes(variant):
     assert fake.shape == (B, 3, 64, 64)
     assert fake.abs().max() <= 1
     zp = Latents.prior(spec, label, torch.Generator().manual_seed(0))
-    assert nets.G(label, zp if spec.z_dim else None).shape == (B, 3, 64, 64)
+    assert nets.G(label, zp).shape == (B, 3, 64, 64)                    # gaugan: an empty Latents
     feats = nets.D(label, fake)
     assert len(feats) == 2 and all(len(f) == 5 for f in feats)
     assert feats[0][-1].shape[:2] == (B, 1) and feats[1][-1].shape[-1] < feats[0][-1].shape[-1]
@@ -229,7 +234,8 @@ def test_generator_blocks_get_the_right_cse_map(variant):
 
 def test_codes_of_absent_classes_do_not_change_the_image_but_present_ones_do():
     # instance norm: an untrained batch-norm G in eval mode saturates tanh at +-1
-    nets = build_networks("clvae", tiny(norm_G="instance"), discriminator=False).eval()
+    # PyTorch's default init: SPADE's gain-0.02 init makes the conditioning's effect tiny at step 0
+    nets = build_networks("clvae", tiny(norm_G="instance"), discriminator=False, init_gain=None).eval()
     label = random_label(1, 64, 64, 10, seed=7, absent=(9,))
     z = Latents.prior(nets.spec, label, torch.Generator().manual_seed(3))
     other = Latents.prior(nets.spec, label, torch.Generator().manual_seed(4))
@@ -238,7 +244,7 @@ def test_codes_of_absent_classes_do_not_change_the_image_but_present_ones_do():
         same = nets.G(label, z.replace(other, classes=[9]))
         diff = nets.G(label, z.replace(other, classes=[int(label[0, 0, 0])], layers=[0]))
     assert torch.equal(base, same)
-    assert (base - diff).abs().max() > 1e-4
+    assert (base - diff).abs().max() > 1e-3
 
 
 # -- encoder presence and masking -------------------------------------------------------------------

@@ -65,8 +65,14 @@ def latent_spec(variant: Variant, preset: Preset) -> LatentSpec:
 class Networks(nn.Module):
     """Container of G, E (None for gaugan), D (None if not built) and their LatentSpec."""
 
-    def __init__(self, G: Generator, E: Encoder | None, D: Discriminator | None,
-                 spec: LatentSpec, variant: str, preset: Preset):
+    def __init__(self,
+                 G: Generator,                  # generator
+                 E: Encoder | None,             # encoder; None for gaugan
+                 D: Discriminator | None,       # discriminator; None when not built
+                 spec: LatentSpec,              # the latents G takes and E produces
+                 variant: str,                  # key of VARIANTS
+                 preset: Preset,                # sizes and training constants
+                 ):
         super().__init__()
         self.G, self.E, self.D = G, E, D
         self.spec, self.variant, self.preset = spec, variant, preset

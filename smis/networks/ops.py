@@ -20,7 +20,7 @@ def check_labels(label: torch.Tensor, num_classes: int, size: tuple[int, int] | 
     if size is not None and tuple(label.shape[1:]) != tuple(size):
         raise ValueError(f"label is {tuple(label.shape[1:])} (H, W) but this network was built for {tuple(size)}; "
                          "resize the label map with smis.networks.resize_labels or build for that size")
-    if label.numel():
+    if label.numel() and not torch.compiler.is_compiling():            # no graph break under torch.compile
         lo, hi = int(label.min()), int(label.max())                    # one device sync
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"label ids must lie in [0, {num_classes}), found [{lo}, {hi}]; map the "
