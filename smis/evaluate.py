@@ -30,6 +30,7 @@ import torch
 from smis.metrics import LPIPS, FrechetDistance, diversity, per_class_diversity, top1_gt_similarity
 from smis.networks import Latents, Networks
 from smis.networks.ops import label_presence
+from smis.viz import to_uint8
 
 COLOUR_TOLERANCE = 0.10            # RGB distance to the nearest tinted colour mode (see module docstring)
 SCALE_RANGE = (0.5, 1.5)           # brightness x texture-mean factors allowed when fitting a mode
@@ -271,12 +272,6 @@ def style_match(images: np.ndarray, labels: np.ndarray, ref_images: np.ndarray, 
                          "texture_match": m["texture"] == m["texture_ref"]})
 
 
-def _u8(x: torch.Tensor) -> np.ndarray:
-    from smis.viz import to_uint8
-
-    return to_uint8(x)
-
-
 # ---------------------------------------------------------------------------------------------
 # Evaluation loops
 
@@ -379,7 +374,7 @@ def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], k: int, metr
         if fd is not None:
             fd.update(samples[:, 0])
         if factors:
-            f = factor_rows(_u8(samples.flatten(0, 1)), label.repeat_interleave(kk, 0).cpu().numpy())
+            f = factor_rows(to_uint8(samples.flatten(0, 1)), label.repeat_interleave(kk, 0).cpu().numpy())
             pos = f.pop("image").to_numpy()                                      # b K' + j
             f.insert(0, "sample", pos % kk)
             f.insert(0, "index", np.asarray(idx, dtype=np.int64)[pos // kk])
@@ -417,7 +412,7 @@ def evaluate_style(nets: Networks, dataset, targets: Sequence[int], references: 
         g = torch.Generator(device=device).manual_seed(mask_seed(seed, targets[s][0]))   # same draws either way
         fake = (style_guided(nets, label, ref_image, ref_label, g, chunk=batch) if guided
                 else sample_prior(nets, label, 1, g, batch)[:, 0])
-        m = style_match(_u8(fake), label.cpu().numpy(), _u8(ref_image), ref_label.cpu().numpy())
+        m = style_match(to_uint8(fake), label.cpu().numpy(), to_uint8(ref_image), ref_label.cpu().numpy())
         pos = m.pop("image").to_numpy()
         m.insert(0, "reference", np.asarray(references[s], dtype=np.int64)[pos])
         m.insert(0, "index", np.asarray(targets[s], dtype=np.int64)[pos])
@@ -529,7 +524,7 @@ def example_grid(label: torch.Tensor, image: torch.Tensor | None, columns: Seque
                  palette: Sequence[Sequence[int]]) -> np.ndarray:
     """One row per mask: the mask, the ground truth (if given), then every image of `columns`, each
     (B, 3, H, W) or (B, n, 3, H, W) (n columns). uint8 (H', W', 3)."""
-    from smis.viz import colorize, grid, to_uint8
+    from smis.viz import colorize, grid
 
     masks = colorize(label, palette)
     parts = [c if c.dim() == 5 else c[:, None] for c in columns]

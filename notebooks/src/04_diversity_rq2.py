@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from smis import evaluate as ev
 from smis.metrics import LPIPS, plot_score_histograms
 from smis.utils import pick_device, resolve
-from smis.viz import save_figure, save_png, show
+from smis.viz import save_figure, save_png, show, to_uint8
 
 if SMOKE:
     N_TEST, K, N_STYLE, N_SHOW, N_SHOW_SAMPLES, MASKS_PER_BATCH = 4, 3, 4, 2, 3, 2
@@ -178,7 +178,7 @@ if PER_CLASS:
 # %%
 if FACTORS:
     real_img, real_lab = ev.load_pairs(test, indices)
-    rows = {"real test images": ev.factor_rows(ev._u8(real_img), real_lab.numpy())}
+    rows = {"real test images": ev.factor_rows(to_uint8(real_img), real_lab.numpy())}
     rows.update({k: r.factors for k, r in results.items()})
     factors = ev.factor_table(rows)
     ev.write_table(factors, out_dir, "factors_in_distribution",
