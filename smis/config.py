@@ -86,7 +86,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Published configurations (checkpoint shapes in /work/shared/reference/official_checkpoint_keys.json).
+    # Published configurations (checkpoint shapes listed in shared/reference/official_checkpoint_keys.json).
     "ade20k": Preset(name="ade20k", num_classes=151, image_size=(256, 256), upsampling="normal",
                      ngf=64, z_dim=256, z_dim_local=151, ndf=64, nef=64, encoder_size=(256, 256),
                      dontcare_id=150, batch_size=32, epochs_const=100, epochs_decay=100),
@@ -96,9 +96,10 @@ PRESETS: dict[str, Preset] = {
     "gta5": Preset(name="gta5", num_classes=20, image_size=(256, 512), upsampling="more",
                    ngf=64, z_dim=256, z_dim_local=20, ndf=64, nef=64, encoder_size=(256, 256),
                    dontcare_id=None, batch_size=16, epochs_const=100, epochs_decay=100),
-    # SPADE's Cityscapes setup (35 label ids, 256x512), with the CLVAE latents; no published CLVAE weights.
-    "cityscapes": Preset(name="cityscapes", num_classes=35, image_size=(256, 512), upsampling="normal",
-                         ngf=64, z_dim=256, z_dim_local=35, ndf=64, nef=64, encoder_size=(256, 256),
+    # Cityscapes as our loader yields it (19 train ids + 19 = everything else, like GTA-5), 256x512,
+    # SPADE's "normal" upsampling, with the CLVAE latents; no published CLVAE weights.
+    "cityscapes": Preset(name="cityscapes", num_classes=20, image_size=(256, 512), upsampling="normal",
+                         ngf=64, z_dim=256, z_dim_local=20, ndf=64, nef=64, encoder_size=(256, 256),
                          dontcare_id=None, batch_size=16, epochs_const=100, epochs_decay=100),
     # CPU-trainable toy preset for the SynthScenes data set (10 classes, ids 0..9, no dontcare).
     "synthscenes": Preset(name="synthscenes", num_classes=10, image_size=(64, 64), upsampling="normal",

@@ -9,7 +9,7 @@ import pytest
 
 from smis.config import PRESETS, Preset, get_preset
 
-REFERENCE = Path("/work/shared/reference/official_checkpoint_keys.json")
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_checkpoint_keys.json"  # ../shared beside the clone
 
 
 def test_all_dataset_presets_exist_and_are_frozen():
@@ -74,3 +74,15 @@ def test_preset_is_a_plain_dataclass():
     assert dataclasses.is_dataclass(Preset)
     d = dataclasses.asdict(get_preset("gta5"))
     assert d["image_size"] == (256, 512) and json.dumps(d)
+
+
+def test_presets_match_their_dataset_loaders():
+    """One name selects both: each preset's class count and dontcare id are its loader's."""
+    import importlib
+
+    for name in ("ade20k", "deepfashion", "gta5", "cityscapes", "synthscenes"):
+        module = importlib.import_module(f"smis.data.{name if name != 'synthscenes' else 'synthetic'}")
+        info = module.info()
+        preset = get_preset(name)
+        assert preset.num_classes == info.num_classes, name
+        assert preset.dontcare_id == info.dontcare, name

@@ -11,7 +11,7 @@ import smis
 from smis.official import CheckpointMismatch, check_state_dict, load_official
 from smis.networks import Latents, resize_labels
 
-REFERENCE = Path("/work/shared/reference/official_checkpoint_keys.json")
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_checkpoint_keys.json"  # ../shared beside the clone
 pytestmark = pytest.mark.skipif(not REFERENCE.is_file(), reason="reference JSON not present")
 
 
