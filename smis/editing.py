@@ -260,9 +260,9 @@ def move(latents: Latents, cls: int, layer: int, direction: torch.Tensor, alpha)
     B, L, K, N = latents.zc.shape
     if not (0 <= layer < L and 0 <= cls < K):
         raise ValueError(f"(cls, layer) = ({cls}, {layer}) out of range: the codes have K = {K} classes and L = {L} layers")
-    d = direction.to(latents.zc).reshape(-1, N) if direction.shape[-1] == N else None
-    if d is None or direction.dim() > 2:
+    if direction.dim() not in (1, 2) or direction.shape[-1] != N:
         raise ValueError(f"direction must be (N,) or (D, N) with N = {N}, got {tuple(direction.shape)}")
+    d = direction.to(latents.zc).reshape(-1, N)                              # (D, N)
     a = torch.as_tensor(alpha, dtype=latents.zc.dtype, device=latents.zc.device)
     if direction.dim() == 1:
         a = a.reshape(-1, 1)                                                # (1 or B, 1)

@@ -166,6 +166,8 @@ def test_move_changes_one_code_by_alpha_times_direction(data):
         editing.move(lat, 0, 0, dirs, torch.ones(3))
     with pytest.raises(ValueError, match="out of range"):
         editing.move(lat, 10, 0, d, 1.0)
+    with pytest.raises(ValueError, match=r"direction must be \(N,\) or \(D, N\) with N = 4"):
+        editing.move(lat, 0, 0, torch.ones(3), 1.0)
 
 
 def test_interpolate_lerps_only_the_chosen_codes(data):
