@@ -212,6 +212,8 @@ class Editor:
     def on_slider(self, change=None):
         if self._quiet:
             return
+        if not self._pushed and all(s.value == 0 for s in self.sliders):
+            return                                    # back at the anchor (e.g. the browser echoing a reset)
         t0 = time.perf_counter()
         if not self._pushed:                          # one undo step per slider session
             self.history.append((self.photo.value, self.anchor))

@@ -131,7 +131,11 @@ def test_slider_changes_the_displayed_image(jupyterlab):
             after = page.locator(".smis-editor img.smis-after").first
             after.wait_for(state="visible", timeout=60_000)
             after.scroll_into_view_if_needed()
+            readout = page.locator(".smis-editor .smis-pc0 .widget-readout").first
+            assert float(readout.inner_text()) == 0.0, "the editor should start with its sliders at 0"
             before_png, before_src = after.screenshot(), after.get_attribute("src")
+            page.wait_for_timeout(1000)
+            assert after.get_attribute("src") == before_src, "the image changes without any input"
             handle = page.locator(".smis-editor .smis-pc0 .noUi-handle").first
             handle.scroll_into_view_if_needed()
             box = handle.bounding_box()
@@ -139,7 +143,6 @@ def test_slider_changes_the_displayed_image(jupyterlab):
             page.mouse.down()
             page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2, steps=5)
             page.mouse.up()
-            readout = page.locator(".smis-editor .smis-pc0 .widget-readout").first
             deadline = time.time() + 60
             while time.time() < deadline:                                 # the kernel renders, the front end shows it
                 if after.get_attribute("src") != before_src and after.screenshot() != before_png:

@@ -100,6 +100,9 @@ def test_changing_the_selection_starts_a_new_edit_without_generating(editor):
     assert all(s.value == 0.0 for s in editor.sliders) and len(editor.timings) == n
     assert np.array_equal(editor.before, edited) and np.array_equal(editor.after, edited)
     assert torch.equal(editor.anchor.zc, editor.latents.zc)
+    steps = len(editor.history)
+    editor.on_slider({"name": "value", "old": 1.0, "new": 0.0})            # a browser echoing the reset
+    assert len(editor.history) == steps and len(editor.timings) == n       # no empty undo step, no render
 
 
 def test_resample_and_style_buttons_call_the_pure_functions(editor, setup):
