@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     editor = Editor(nets, images, labels, ds.info.class_names, ds.info.palette, codes=codes, scale=a.scale,
                     out_dir="outputs/bench_editor")
     c = max((v for _, v in editor.cls.options), key=lambda k: int((labels[0] == k).sum()))   # the largest region
-    editor.cls.value, editor.layer.value = c, len(nets.spec.layers) - 1
+    editor.cls.value, editor.layer.value = c, 0
     rows = [bench(editor, a.updates, t) for t in a.threads]
     result = {
         "model": str(a.model), "variant": nets.variant, "step": (nets.meta or {}).get("step"),

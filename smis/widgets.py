@@ -6,7 +6,8 @@
 Shown: mask | before | after (before = the image when the current edit began). Controls: the
 photo to edit, the class (named; those in the mask), the latent layer (0 = fine / texture ...
 L-1 = coarse / colour), sliders along the top principal directions of that class's codes at that
-layer (in standard deviations of the encoded codes), resample (that layer or all layers), a
+layer (in steps of the prior's standard deviation, or of the encoded codes' with
+slider_unit="pca"), resample (that layer or all layers), a
 reference photo for style-guided synthesis, undo and save PNG. Every handler calls the pure
 functions of `smis.editing`; tests drive the handlers from Python (set `slider.value`, call
 `button.click()`) and compare `editor.after` with those functions' output.
@@ -59,8 +60,10 @@ class Editor:
                  codes: Latents | None = None,           # encoder means of the photos (None: encoded here)
                  directions: editing.Directions | None = None,   # PCA per (layer, class); None: from `codes`
                  index: int = 0,                         # photo to start with
+                 layer: int = 0,                         # latent layer to start with (0 = finest)
                  n_sliders: int = 3,                     # principal directions shown
-                 slider_range: float = 3.0,              # slider extent in standard deviations
+                 slider_range: float = 3.0,              # slider extent, in slider units
+                 slider_unit: str = "prior",             # "prior": 1 (the prior's sd); "pca": sd of the codes along the direction
                  scale: int = 4,                         # display upscaling (nearest)
                  seed: int = 0,                          # seed of the resample / prior draws
                  out_dir: str | Path = "outputs/editor",  # where "save PNG" writes (relative to the repo root)
@@ -70,6 +73,9 @@ class Editor:
                              "Fix: load a clvae model")
         if nets.E is None:
             raise ValueError("the editor needs an encoder to edit photos")
+        if slider_unit not in ("prior", "pca"):
+            raise ValueError(f"slider_unit={slider_unit!r}: use 'prior' (steps of the prior's sd, 1) or 'pca' (of the codes' sd)")
+        self.slider_unit = slider_unit
         if len(images) != len(labels) or len(images) == 0:
             raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) must be equally many and not empty")
         self.nets, self.images, self.labels = nets, images, labels.long()
@@ -88,7 +94,9 @@ class Editor:
         # -- controls ------------------------------------------------------------------------
         self.photo = W.Dropdown(options=[(f"photo {i}", i) for i in range(len(images))], value=index, description="photo")
         self.cls = W.Dropdown(description="class")
-        self.layer = W.Dropdown(options=layer_names(nets), value=len(nets.spec.layers) - 1, description="layer")
+        if not 0 <= layer < len(nets.spec.layers):
+            raise ValueError(f"layer={layer} out of range: the model has {len(nets.spec.layers)} latent layers (0..{len(nets.spec.layers) - 1})")
+        self.layer = W.Dropdown(options=layer_names(nets), value=layer, description="layer")
         self.sliders = [W.FloatSlider(value=0.0, min=-slider_range, max=slider_range, step=0.1, description=f"PC{i + 1}",
                                       continuous_update=True, readout_format=".1f") for i in range(self.n_sliders)]
         for i, s in enumerate(self.sliders):
@@ -192,17 +200,18 @@ class Editor:
         self.status.value = text
 
     def _direction(self) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """(D, N) directions and (D,) stds for the selection: PCA when the class had >= 2 codes there."""
+        """(D, N) directions and (D,) slider units for the selection: PCA when the class had >= 2 codes there."""
         c, l = self.selection
         d = self.directions
         if int(d.count[l, c]) >= 2:
-            return d.components[l, c, :self.n_sliders], d.std[l, c, :self.n_sliders], "principal directions"
+            comps, std = d.components[l, c, :self.n_sliders], d.std[l, c, :self.n_sliders]
+            return comps, (std if self.slider_unit == "pca" else torch.ones_like(std)), "principal directions"
         g = torch.Generator().manual_seed(1000 * l + c)                      # fixed per selection
         comps = torch.stack([editing.random_direction(d.components.shape[-1], g) for _ in range(self.n_sliders)])
         return comps.to(self.latents.zc), torch.ones(self.n_sliders).to(self.latents.zc), "random directions (too few codes for PCA)"
 
     def slider_latents(self) -> Latents:
-        """The latents the sliders ask for: anchor + sum_i value_i * std_i * direction_i."""
+        """The latents the sliders ask for: anchor + sum_i value_i * unit_i * direction_i."""
         comps, std, _ = self._direction()
         alpha = torch.tensor([s.value for s in self.sliders], dtype=comps.dtype, device=comps.device) * std
         c, l = self.selection

@@ -70,14 +70,16 @@ def test_initial_state_shows_the_photo_reconstruction(editor, setup):
     assert [v for _, v in editor.layer.options] == list(range(5)) and "texture" in layer_names(nets)[0][0]
 
 
-def test_sliders_give_exactly_move_along_the_principal_directions(editor, setup):
-    nets, images, labels, codes, _ = setup
+@pytest.mark.parametrize("unit", ["prior", "pca"])
+def test_sliders_give_exactly_move_along_the_principal_directions(setup, tmp_path, unit):
+    nets, images, labels, codes, info = setup
+    editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, slider_unit=unit, out_dir=tmp_path)
     c, l = pick_pca_selection(editor)
     editor.cls.value, editor.layer.value = c, l
     editor.sliders[0].value = 2.0
     editor.sliders[2].value = -1.5
     d = editor.directions
-    alpha = torch.tensor([2.0, 0.0, -1.5]) * d.std[l, c]
+    alpha = torch.tensor([2.0, 0.0, -1.5]) * (d.std[l, c] if unit == "pca" else 1.0)
     want_lat = editing.move(codes[0], c, l, d.components[l, c, :3], alpha)
     assert torch.equal(editor.latents.zc, want_lat.zc)
     want = expected(nets, labels[0][None], want_lat)
@@ -170,11 +172,17 @@ def test_random_directions_where_pca_has_too_few_codes(setup, tmp_path):
     assert np.array_equal(ed.after, expected(nets, labels[0][None], want))
 
 
-def test_editor_refuses_models_without_class_codes(setup):
-    _, images, labels, _, info = setup
+def test_editor_refuses_bad_arguments(setup):
+    nets, images, labels, codes, info = setup
     vae = build_networks("gaugan_vae", get_preset("synthscenes", **TINY), discriminator=False).eval()
     with pytest.raises(ValueError, match="load a clvae model"):
         Editor(vae, images, labels, info.class_names, info.palette)
+    with pytest.raises(ValueError, match=r"layer=5 out of range.*0\.\.4"):
+        Editor(nets, images, labels, info.class_names, info.palette, codes=codes, layer=5)
+    with pytest.raises(ValueError, match="slider_unit='sd'"):
+        Editor(nets, images, labels, info.class_names, info.palette, codes=codes, slider_unit="sd")
+    ed = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, layer=3)
+    assert ed.layer.value == 3
 
 
 def test_png_bytes_upscales_with_nearest_neighbour():

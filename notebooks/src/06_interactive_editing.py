@@ -144,9 +144,10 @@ show(figure, "region | reconstruction | 4 resampled objects; last: photo pixels 
 # %% [markdown]
 # ## Material editing (Sec. 4.4.3, Fig. 15)
 # One class's code at one layer is moved along the first principal direction of that class's codes
-# at that layer (over the encoded test set), from -3 to +3 standard deviations, for the deepest layer
-# (coarse) and the shallowest (fine). Last row: the class's codes at all layers interpolated from this
-# photo's to another photo's.
+# at that layer (over the encoded test set) by -3 ... +3 (in code units: the prior's standard deviation
+# is 1), for the deepest layer (coarse) and the shallowest (fine). The printed standard deviation of the
+# encoded codes along that direction tells how much of that range the photos themselves use. Last row:
+# the class's codes at all layers interpolated from this photo's to another photo's.
 
 # %%
 c = edit_classes[0]
@@ -154,15 +155,18 @@ alphas = torch.linspace(-3, 3, 7)
 rows = []
 for l in (L - 1, 0):                                                   # coarse, then fine
     d = directions.components[l, c, 0]
-    lat = editing.move(codes[src].expand(len(alphas)), c, l, d, alphas * directions.std[l, c, 0])
+    lat = editing.move(codes[src].expand(len(alphas)), c, l, d, alphas)
     rows.append(list(gen(labels[src][None].expand(len(alphas), -1, -1), lat)))
 other = next(i for i in range(1, len(test)) if bool((labels[i] == c).any()))
 lat = editing.interpolate(codes[src], codes[other], torch.linspace(0, 1, 7), classes=[c])
 rows.append(list(gen(labels[src][None].expand(7, -1, -1), lat)))
 figure = grid(rows)
 save_png(figure, out_dir / "material_editing.png")
-print(f"class {names[c]}: PC1 std at layer {L - 1}: {directions.std[L - 1, c, 0]:.3f}, at layer 0: "
+print(f"class {names[c]}: sd of its encoded codes along PC1 at layer {L - 1}: {directions.std[L - 1, c, 0]:.3f}, at layer 0: "
       f"{directions.std[0, c, 0]:.3f} ({int(directions.count[0, c])} codes); interpolation towards photo {other}")
+used = (codes.zc.abs().mean(-1) * codes.present).sum((0, 2)) / codes.present.sum((0, 2))   # (L,)
+print("mean |encoder mean| per layer, 0 (fine) .. L-1 (coarse); near 0 = collapsed to the prior:",
+      ", ".join(f"{v:.3f}" for v in used.tolist()))
 show(figure, f"{names[c]}: PC1 at the deepest layer | PC1 at the shallowest layer | interpolation to photo {other}", scale=scale);
 
 # %% [markdown]
@@ -215,7 +219,8 @@ layers
 # %% [markdown]
 # ## The live editor
 # Pick a photo, a class (by name) and a latent layer; the sliders move that class's code along the
-# top three principal directions of its codes at that layer (in standard deviations). *resample* draws
+# top three principal directions of its codes at that layer (in code units, the prior's standard
+# deviation; `slider_unit="pca"` uses the encoded codes' instead). *resample* draws
 # a new code for the class at this layer (or all layers); *apply style* does style-guided synthesis from
 # the reference photo; *undo* steps back; *save PNG* writes mask | before | after under `OUT_DIR`.
 # Without a running kernel (e.g. in a saved or papermill-executed copy) the editor cannot respond, so
@@ -224,7 +229,7 @@ layers
 # %%
 editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
                 index=src, seed=SEED, out_dir=out_dir / "editor")
-editor.cls.value, editor.layer.value = edit_classes[0], L - 1
+editor.cls.value, editor.layer.value = edit_classes[0], 0
 display(editor.widget)
 
 # %% [markdown]
@@ -236,7 +241,7 @@ display(editor.widget)
 # %%
 probe = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
                index=src, seed=SEED, out_dir=out_dir / "editor")
-probe.cls.value, probe.layer.value = edit_classes[0], L - 1
+probe.cls.value, probe.layer.value = edit_classes[0], 0
 for v in np.linspace(-2.5, 2.5, 30):
     probe.sliders[0].value = float(v)
 panel = probe.panel()
@@ -252,7 +257,7 @@ if bench.exists():
           ", ".join(f"{r['threads']} thread(s): median {r['end_to_end']['median_ms']:.0f} ms" for r in b["results"]),
           f"(target <= {b['target_median_ms']:.0f} ms)")
 display(latency)
-show(panel, "editor: mask | before | after (slider at +2.5 sd on PC1)", scale=scale)
+show(panel, "editor: mask | before | after (+2.5 along PC1 at layer 0)", scale=scale)
 probe.undo_button.click()
 assert torch.equal(probe.latents.zc, codes[src].zc)
 print(probe.status.value)
