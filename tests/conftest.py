@@ -4,7 +4,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Tests use tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waiting when the
+# machine is busy (two threads on a loaded 2-core CPU made single steps 20x slower).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
