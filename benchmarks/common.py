@@ -1,0 +1,202 @@
+"""Helpers shared by the training-step, inference and profiling benchmarks.
+
+Reuses `bench_pooling` (machine description, device sync, Voronoi masks) and adds: where results
+go (`$OUT` when set, as on the GPU machine, else `benchmarks/results/`), CUDA-synchronised step
+timing, peak memory, a realistic fixed batch (ADE20K-like Voronoi masks with ~17 classes, or real
+SynthScenes renders), a VGG19-shaped perceptual loss with random weights when the ImageNet file is
+absent (same cost), and a `smis.train.Trainer` for any preset with the speed options as arguments.
+"""
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+from bench_pooling import machine, sync, voronoi_masks  # noqa: E402
+from smis.utils import atomic_write_json, atomic_write_text, pick_device  # noqa: E402
+
+__all__ = ["machine_info", "sync", "voronoi_masks", "results_path", "write_json", "write_text", "time_steps",
+           "reset_peak", "peak_gib", "fixed_batch", "perceptual_loss", "make_trainer", "pick_device", "summary"]
+
+
+# -- where results go and what they record ----------------------------------------------------------
+
+def results_path(name: str) -> Path:
+    """`$OUT/name` when OUT is set (the GPU machine collects it), else benchmarks/results/name."""
+    out = os.environ.get("OUT")
+    return (Path(out) if out else BENCH / "results") / name
+
+
+def write_json(result: dict, name: str) -> Path:
+    path = results_path(name)
+    atomic_write_json(result, path)
+    print(f"wrote {path}")
+    return path
+
+
+def write_text(text: str, name: str) -> Path:
+    path = results_path(name)
+    atomic_write_text(text, path)
+    print(f"wrote {path}")
+    return path
+
+
+def machine_info(device: torch.device) -> dict:
+    """bench_pooling.machine plus the date, the 1/5/15-min load, CUDA details and other smis trainings running."""
+    info = machine(device)
+    info["date_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    info["load_avg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    info["other_smis_trainings"] = _other_trainings()
+    if device.type == "cuda":
+        prop = torch.cuda.get_device_properties(device)
+        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    gpu_memory_gib=round(prop.total_memory / 2**30, 1), sm_count=prop.multi_processor_count)
+    return info
+
+
+def _other_trainings() -> int:
+    """How many `smis.train --variant` processes run beside this one (they make CPU timings meaningless)."""
+    n = 0
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmd = p.read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        n += b"smis.train --variant" in cmd and p.parent.name != str(os.getpid())
+    return n
+
+
+# -- timing -----------------------------------------------------------------------------------------
+
+def time_steps(fn, device: torch.device, warmup: int, steps: int) -> list[float]:
+    """Wall seconds of each of `steps` calls of fn after `warmup` untimed ones; the device is
+    synchronised around every timed call."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times)}
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    """torch.cuda.max_memory_allocated in GiB (None on the CPU)."""
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+
+def fixed_batch(preset, batch: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(image (B, 3, H, W) in [-1, 1], label (B, H, W), description) for `preset`.
+
+    SynthScenes: real renders of the data set. Otherwise: Voronoi label maps with ~17 classes per
+    mask (as real ADE20K masks; ids drawn from the preset's classes) and images painted with one
+    colour per region plus noise. The cost of a step does not depend on pixel values.
+    """
+    H, W = preset.image_size
+    if preset.name == "synthscenes":
+        from smis.data import make_dataset
+        ds = make_dataset("synthscenes", None, "train", size=preset.image_size, length=batch, seed=seed)
+        items = [ds[i] for i in range(batch)]
+        image = torch.stack([it["image"] for it in items])
+        label = torch.stack([it["label"] for it in items]).long()
+        what = "SynthScenes renders"
+    else:
+        g = torch.Generator().manual_seed(seed)
+        k = min(17, preset.num_classes)
+        label = voronoi_masks(batch, max(H, W), classes_per_mask=k, generator=g)[:, :H, :W] % preset.num_classes
+        colours = torch.rand(batch, preset.num_classes, 3, generator=g) * 2 - 1
+        image = colours.gather(1, label.reshape(batch, -1, 1).expand(-1, -1, 3)).reshape(batch, H, W, 3)
+        image = (image.permute(0, 3, 1, 2) + 0.1 * torch.randn(batch, 3, H, W, generator=g)).clamp(-1, 1)
+        what = f"Voronoi masks, {k} classes each, region colours + noise"
+    return image.contiguous().to(device), label.to(device), what
+
+
+def perceptual_loss(kind: str, device: torch.device):
+    """(PerceptualLoss or None, description). kind: "vgg19" (ImageNet weights if cached, else the same
+    VGG19 shape with random weights: same cost), "effnet" (EfficientNet-Lite0, the CPU fallback), "none"."""
+    if kind == "none":
+        return None, "none"
+    from smis.backbones import VGG19_FILE, EffNetFeatures, VGG19Features, hub_checkpoint
+    from smis.losses import PerceptualLoss
+    if kind == "effnet":
+        return PerceptualLoss(EffNetFeatures()).to(device), "efficientnet_lite0 (ImageNet weights)"
+    if kind != "vgg19":
+        raise ValueError(f"perceptual kind {kind!r}; choose vgg19, effnet or none")
+    path = hub_checkpoint(VGG19_FILE)
+    if path is not None:
+        return PerceptualLoss(VGG19Features(path)).to(device), "vgg19 (ImageNet weights)"
+    ext = VGG19Features(_random_vgg19_file())
+    return PerceptualLoss(ext).to(device), "vgg19 shape, random weights (ImageNet file absent; same cost)"
+
+
+_VGG_FILE: list[Path] = []
+
+
+def _random_vgg19_file() -> Path:
+    """A file with VGG19's conv trunk (torchvision layout `features.*`) at random init, made once per process."""
+    if not _VGG_FILE:
+        from torchvision.models.vgg import cfgs, make_layers
+        tmp = tempfile.mkdtemp(prefix="smis_vgg_")
+        atexit.register(shutil.rmtree, tmp, True)
+        path = Path(tmp) / "vgg19_features_random.pth"
+        torch.save({f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}, path)
+        _VGG_FILE.append(path)
+    return _VGG_FILE[0]
+
+
+def make_trainer(preset: str, batch: int, device: torch.device, *, variant: str = "clvae",
+                 overrides: dict | None = None, perceptual: str = "vgg19", precision: str = "fp32",
+                 channels_last: bool = False, fused_adam: bool = False, compile: bool = False):
+    """A `smis.train.Trainer` for `preset` at `batch` with the given speed options, and a description
+    of its perceptual network. Non-SynthScenes presets get a 2-file ADE20K-layout fixture as their
+    data set (the Trainer checks the class count; the benchmark feeds its own fixed batch)."""
+    from smis.train import Trainer, TrainConfig
+    tmp = tempfile.mkdtemp(prefix="smis_bench_")
+    atexit.register(shutil.rmtree, tmp, True)
+    data = dict(dataset="synthscenes", data_length=max(batch, 8))
+    if preset != "synthscenes":
+        from bench_dataloader import make_fixture
+        make_fixture(Path(tmp) / "ade", 2)
+        data = dict(dataset="ade20k", data_root=str(Path(tmp) / "ade"))
+    cfg = TrainConfig(run_dir=str(Path(tmp) / "run"), variant=variant, preset=preset,
+                      preset_overrides=dict(overrides or {}), batch_size=batch, perceptual="none", device=str(device),
+                      precision=precision, channels_last=channels_last, fused_adam=fused_adam, compile=compile,
+                      tensorboard=False, progress=False, steps=10**6, **data)
+    trainer = Trainer(cfg)
+    if trainer.dataset.info.num_classes != trainer.preset.num_classes:
+        raise ValueError("fixture data set does not match the preset")
+    loss, what = perceptual_loss(perceptual, trainer.device)
+    if loss is not None and trainer.preset.lambda_perceptual > 0:
+        if channels_last:
+            loss = loss.to(memory_format=torch.channels_last)
+        trainer.perceptual, trainer.perceptual_name = loss, what
+    trainer.nets.train()
+    return trainer, what
