@@ -17,16 +17,23 @@ Each executed notebook lands in `outputs/<profile>/NN_topic.ipynb`, its figures 
 A parameter string may hold `{out}`, replaced by the profile's output folder. `--set NAME=VALUE`
 (VALUE read as JSON, else as a string) overrides a parameter in every notebook, `--set 05.NAME=VALUE`
 in the notebooks starting with `05`. A failing notebook stops the run with a non-zero exit that
-names the notebook and the cell. Notebook kernels run with OPENBLAS_NUM_THREADS=1 unless set: the
-Fréchet distance's eigendecompositions are otherwise up to 40x slower on a busy 2-core machine.
+names the notebook and the cell.
+
+Threads: kernels run with OMP_WAIT_POLICY=PASSIVE and OPENBLAS_NUM_THREADS=1 unless these are set.
+On a 2-core machine shared with other jobs, spinning OpenMP / OpenBLAS threads made a training step
+5.9 s instead of 1.1 s (PASSIVE) and a Fréchet distance's eigendecomposition 40x slower. `--threads N`
+also sets the kernels' torch threads (OMP_NUM_THREADS); on that busy machine 1 thread was fastest
+(0.64 s per step).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from smis.utils import atomic_write_json, atomic_write_text, project_root
@@ -69,7 +76,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "02_train": {"STEPS": 300, "VARIANT": "clvae", "RUN_DIR": "{out}/runs/02_clvae"},
         "03_reconstruction_rq1": {"MODELS": DEMO_MODELS, "N_TEST": 200},
         "04_diversity_rq2": {"MODELS": DEMO_MODELS, "N_TEST": 100, "K": 20, "N_STYLE": 100},
-        "05_ablations": {"VARIANTS": ABLATIONS, "TRAIN_STEPS": 150, "TRAIN_BATCH": 8, "N_TEST": 50, "K": 10,
+        "05_ablations": {"VARIANTS": ABLATIONS, "TRAIN_STEPS": 100, "TRAIN_BATCH": 8, "N_TEST": 50, "K": 10,
                          "RUN_ROOT": "{out}/runs_ablation"},
     },
     "ade20k": _paper_profile("ade20k", "data/ADEChallengeData2016", "val", 16),
@@ -104,13 +111,36 @@ def _digest(params: dict) -> str:
 
 def run_profile(profile: str, only: list[str] | None = None, resume: bool = False, out_root: str | Path = "outputs",
                 kernel: str = "smis", log=print, profiles: dict | None = None, notebook_dir: Path | None = None,
-                overrides: list[str] | None = None) -> Path:
+                overrides: list[str] | None = None, threads: int | None = None) -> Path:
     """Execute the profile's notebooks in order; return the profile's output folder."""
-    import os
+    if threads is not None and threads < 1:
+        raise SystemExit(f"--threads {threads}: give at least 1")
+    with _kernel_env(threads):
+        return _run_profile(profile, only, resume, out_root, kernel, log, profiles, notebook_dir, overrides)
 
+
+@contextmanager
+def _kernel_env(threads: int | None):
+    """Thread settings the kernels inherit (see the module docstring); the caller's environment is restored."""
+    keys = ("OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_profile(profile, only, resume, out_root, kernel, log, profiles, notebook_dir, overrides) -> Path:
     import papermill as pm
 
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # inherited by the kernels (see the module docstring)
     sets = parse_overrides(overrides)
     profiles = PROFILES if profiles is None else profiles
     if profile not in profiles:
@@ -195,9 +225,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="outputs", help="output root (relative to the repository)")
     p.add_argument("--kernel", default="smis", help="Jupyter kernel name")
     p.add_argument("--set", nargs="+", metavar="[NN.]NAME=VALUE", help="override notebook parameters (VALUE as JSON)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the notebooks (default: torch's)")
     a = p.parse_args(argv)
     try:
-        out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel, overrides=a.set)
+        out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel, overrides=a.set, threads=a.threads)
     except NotebookFailed as e:
         print(f"[reproduce] FAILED: {e}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """The notebooks run headlessly, the reproduce command gathers their tables, and failures are named."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -85,7 +86,8 @@ def _echo_notebook(folder, stem="98_echo"):
     params.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell("import json, os, pathlib\np = pathlib.Path(OUT_DIR); p.mkdir(parents=True)\n"
                                      "(p / 'params.json').write_text(json.dumps(dict(A=A, B=B, RUN=RUN, "
-                                     "BLAS=os.environ.get('OPENBLAS_NUM_THREADS'))))")
+                                     "BLAS=os.environ.get('OPENBLAS_NUM_THREADS'), OMP=os.environ.get('OMP_NUM_THREADS'), "
+                                     "WAIT=os.environ.get('OMP_WAIT_POLICY'))))")
     nb.cells = [params, body]
     folder.mkdir(exist_ok=True)
     nbformat.write(nb, folder / f"{stem}.ipynb")
@@ -93,12 +95,14 @@ def _echo_notebook(folder, stem="98_echo"):
 
 def test_overrides_and_out_placeholder(tmp_path):
     _echo_notebook(tmp_path / "nbs")
+    omp_before = os.environ.get("OMP_NUM_THREADS")
     profiles = {"p": {"98_echo": {"A": 1, "B": "b", "RUN": "{out}/runs"}}}
     out = reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",
-                                log=lambda *a: None, overrides=["A=[2, 3]", '98.B="x"'])
+                                log=lambda *a: None, overrides=["A=[2, 3]", '98.B="x"'], threads=1)
     got = json.loads((out / "98_echo" / "params.json").read_text())
     assert got["A"] == [2, 3] and got["B"] == "x" and got["RUN"] == f"{out}/runs"
-    assert got["BLAS"] is not None
+    assert got["BLAS"] is not None and got["WAIT"] is not None and got["OMP"] == "1"
+    assert os.environ.get("OMP_NUM_THREADS") == omp_before          # the caller's environment is restored
     assert "98_echo" in json.loads((out / "timings.json").read_text())
     with pytest.raises(SystemExit, match="match no notebook"):
         reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",

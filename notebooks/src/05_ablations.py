@@ -19,7 +19,7 @@
 
 # %% tags=["parameters"]
 VARIANTS = "clvae,no_classwise,no_layerwise,clvae_L3,clvae_L5"  # smis.networks.VARIANTS keys
-TRAIN_STEPS = 150         # > 0: train every variant here for this many steps; 0: load MODELS
+TRAIN_STEPS = 100         # > 0: train every variant here for this many steps; 0: load MODELS
 TRAIN_BATCH = 8           # training batch
 TRAIN_SEED = 0            # training seed (weights, data order, noise)
 PRESET = "synthscenes"    # preset for the training
