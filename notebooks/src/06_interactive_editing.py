@@ -12,8 +12,8 @@
 # same functions (its tests check that they produce exactly the same images).
 
 # %% tags=["parameters"]
-MODEL = "checkpoints/synthscenes_clvae.pt"           # exported clvae model; empty = untrained (checks the machinery only)
-BASELINE = "checkpoints/synthscenes_gaugan_vae.pt"   # model without class codes, for the locality comparison; empty = none
+MODEL = "checkpoints/synthscenes_clvae.pt"           # exported clvae model; empty: untrained (checks the machinery only)
+BASELINE = "checkpoints/synthscenes_gaugan_vae.pt"   # model without class codes, for the locality comparison; empty: none
 N_TEST = 200          # SynthScenes test photos encoded (PCA directions, references, measurements)
 N_EVAL = 100          # photos whose every class is edited for the measurements
 N_SAMPLES = 6         # samples per mask in the figures
