@@ -17,15 +17,6 @@ C = 10
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these convs are tiny, and on a busy 2-core machine two threads spin-wait
-    (a tiny generator call measured 2 s with 2 threads vs 27 ms with 1 while trainings ran)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def nets():
     torch.manual_seed(0)

@@ -19,15 +19,6 @@ TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G=
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these convs are tiny, and on a busy 2-core machine two threads spin-wait
-    (a tiny generator call measured 2 s with 2 threads vs 27 ms with 1 while trainings ran)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
