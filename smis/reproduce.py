@@ -70,6 +70,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "03_reconstruction_rq1": {"SMOKE": True, "MODELS": DEMO_MODELS},
         "04_diversity_rq2": {"SMOKE": True, "MODELS": DEMO_MODELS},
         "05_ablations": {"SMOKE": True, "TRAIN_STEPS": 2, "RUN_ROOT": "{out}/runs_ablation"},
+        "06_interactive_editing": {"SMOKE": True},
     },
     "demo": {
         "01_prepare_data": {"SIZE": 128, "N_TRAIN": 2000, "N_TEST": 200, "DATA_DIR": "data/synthscenes"},
@@ -78,6 +79,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "04_diversity_rq2": {"MODELS": DEMO_MODELS, "N_TEST": 100, "K": 20, "N_STYLE": 100},
         "05_ablations": {"VARIANTS": ABLATIONS, "TRAIN_STEPS": 100, "TRAIN_BATCH": 8, "N_TEST": 50, "K": 10,
                          "RUN_ROOT": "{out}/runs_ablation"},
+        "06_interactive_editing": {"N_TEST": 200, "N_EVAL": 100},
     },
     "ade20k": _paper_profile("ade20k", "data/ADEChallengeData2016", "val", 16),
     "deepfashion": _paper_profile("deepfashion", "data/deepfashion", "test", 16),

@@ -34,6 +34,7 @@ COVERED = {
     "python -m smis.data.synthetic --out data/synthscenes --train 2000 --test 200 --size 128": "test_dataset_commands",
     "python -m smis.data.check data/synthscenes --format synthscenes": "test_dataset_commands",
     "python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae": "test_train_command",
+    "python -m smis.reproduce --profile smoke": "test_reproduce_smoke_command",
 }
 
 
@@ -100,13 +101,25 @@ def test_lab_command_serves_jupyterlab():
 
 
 @pytest.mark.slow
+def test_reproduce_smoke_command(tmp_path):
+    cmd = next(c for c, t in COVERED.items() if t == "test_reproduce_smoke_command")
+    r = subprocess.run(shlex.split(cmd) + ["--out", str(tmp_path)], cwd=ROOT, env=env(), capture_output=True, text=True,
+                       timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = (tmp_path / "smoke" / "REPORT.md").read_text()
+    for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations", "06_interactive_editing"):
+        assert f"## {nb}" in report, nb
+
+
+@pytest.mark.slow
 def test_main_demo_command():
     cmd = next(c for c, t in COVERED.items() if t == "test_main_demo_command")
     r = subprocess.run(shlex.split(cmd), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=3600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = (ROOT / "outputs" / "demo" / "REPORT.md").read_text()
-    assert "01_prepare_data" in report
-    assert (ROOT / "outputs" / "demo" / "01_prepare_data.ipynb").exists()
+    for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations", "06_interactive_editing"):
+        assert f"## {nb}" in report, nb
+        assert (ROOT / "outputs" / "demo" / f"{nb}.ipynb").exists()
 
 
 @pytest.mark.slow
