@@ -53,7 +53,7 @@ def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str,
         "01_prepare_data": {"DATA_ROOT": root, "DATA_FORMAT": dataset},
         # the baseline has no published weights: 02 trains it (the preset's full schedule; GPUs)
         "02_train": {"VARIANT": "gaugan_vae", "PRESET": dataset, "DATASET": dataset, "DATA_ROOT": root, "STEPS": None,
-                     "BATCH": None, "RUN_DIR": f"{runs}_gaugan_vae"},
+                     "BATCH": None, "RUN_DIR": f"{runs}_gaugan_vae", "FRESH": False},
         "03_reconstruction_rq1": {**data, "MODELS": f"{clvae},gaugan_vae:{runs}_gaugan_vae"},
         "04_diversity_rq2": {**data, "MODELS": f"{clvae},gaugan_vae:{runs}_gaugan_vae", "K": 40, "N_STYLE": 0,
                              "FACTORS": False, "MASKS_PER_BATCH": 4},

@@ -152,3 +152,25 @@ def test_prepare_data_notebook_checks_a_real_dataset(tmp_path):
     report = json.loads((out / "check_ade20k.json").read_text())
     assert report["ok"] is True
     assert (out / "samples_ade20k.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_train_notebook_fresh_and_continue(tmp_path):
+    """02_train: FRESH=True starts the run anew; FRESH=False continues it (a long run is never wiped)."""
+    import papermill as pm
+
+    def run(fresh, steps):
+        pm.execute_notebook(str(ROOT / "notebooks" / "02_train.ipynb"), str(tmp_path / "nb02.ipynb"), kernel_name="smis",
+                            cwd=str(ROOT), progress_bar=False,
+                            parameters={"SMOKE": True, "RUN_DIR": str(tmp_path / "run"), "OUT_DIR": str(tmp_path / "out"),
+                                        "FRESH": fresh, "DEMO_MODEL": ""})
+        return sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+
+    first = run(True, 4)
+    assert first[-1] == "step_00000004.pt"
+    stamp = (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns
+    assert run(False, 4) == first  # continued: already at its last step, nothing retrained
+    assert (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns == stamp
+    run(True, 4)
+    assert (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns != stamp  # started anew
+    assert (tmp_path / "out" / "samples_this_run.png").exists()

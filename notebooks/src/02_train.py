@@ -15,13 +15,14 @@ VARIANT = "clvae"              # clvae, gaugan_vae, gaugan, no_classwise, no_lay
 PRESET = "synthscenes"         # synthscenes (CPU), ade20k, deepfashion, gta5, cityscapes
 DATASET = "synthscenes"        # a smis.data.DATASETS name
 DATA_ROOT = ""                 # empty: SynthScenes generated on the fly
-STEPS = 300                    # iterations
-BATCH = 8                      # global batch
+STEPS = 300                    # iterations; None: the preset's full schedule (epochs)
+BATCH = 8                      # global batch; None: the preset's
 DEVICE = "auto"                # auto picks CUDA when there is one
 PRECISION = "fp32"             # fp32, bf16 (GPU), fp16
 RUN_DIR = "outputs/runs/nb02_clvae"   # checkpoints, losses.csv, tensorboard/, config.json
 OUT_DIR = "outputs/demo/02_train"     # figures
 DEMO_MODEL = "checkpoints/synthscenes_clvae.pt"  # the shipped model, for comparison
+FRESH = True                   # True: start RUN_DIR anew; False: continue its latest checkpoint
 SMOKE = False                  # a few tiny CPU steps
 
 # %%
@@ -42,12 +43,12 @@ if SMOKE:
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 run_dir = resolve(RUN_DIR)
-if run_dir.exists():  # a notebook run starts fresh; `python -m smis.train --resume` continues a run
+if FRESH and run_dir.exists():  # FRESH = False continues the run instead, like `python -m smis.train --resume`
     shutil.rmtree(run_dir)
 cfg = TrainConfig(run_dir=str(run_dir), variant=VARIANT, preset=PRESET, preset_overrides=overrides, dataset=DATASET,
                   data_root=DATA_ROOT or None, steps=STEPS, batch_size=BATCH, device=DEVICE, precision=PRECISION,
                   perceptual="none" if SMOKE else "auto", log_every=1 if SMOKE else 10, image_every=0 if SMOKE else 100,
-                  ckpt_every=max(1, STEPS // 3), progress=True)
+                  ckpt_every=max(1, STEPS // 3) if STEPS else 1000, progress=True)
 trainer = Trainer(cfg)
 print(trainer.nets.param_counts(), "| perceptual backbone:", trainer.perceptual_name, "| device:", trainer.device)
 
@@ -56,7 +57,7 @@ print(trainer.nets.param_counts(), "| perceptual backbone:", trainer.perceptual_
 
 # %%
 plot = LiveLossPlot(every=2 if SMOKE else 5)
-trainer.fit(callback=plot)
+trainer.fit(resume=not FRESH, callback=plot)
 losses = pd.read_csv(run_dir / "losses.csv")
 from smis.viz import save_figure
 
@@ -85,19 +86,19 @@ from smis.data import make_dataset
 test = make_dataset(DATASET, DATA_ROOT or None, "test", size=trainer.preset.image_size, length=8)
 figure = sample_rows(trainer.nets, test)
 save_png(figure, out_dir / "samples_this_run.png")
-show(figure, f"{VARIANT} after {STEPS} steps", scale=2 if trainer.preset.image_size[0] <= 64 else 1);
+show(figure, f"{VARIANT} after {trainer.step} steps", scale=2 if trainer.preset.image_size[0] <= 64 else 1);
 
 # %% [markdown]
 # The shipped demo model (trained longer with `scripts/train_demo_models.py`) on the same masks:
 
 # %%
-if resolve(DEMO_MODEL).exists() and PRESET == "synthscenes":
+if DEMO_MODEL and resolve(DEMO_MODEL).is_file() and PRESET == "synthscenes":
     demo = load_model(resolve(DEMO_MODEL))
     figure = sample_rows(demo, make_dataset("synthscenes", None, "test", size=demo.preset.image_size, length=8))
     save_png(figure, out_dir / "samples_demo_model.png")
     show(figure, f"shipped {demo.variant}, {demo.meta['step']} steps", scale=2);
 else:
-    print(f"{DEMO_MODEL} not found: train it with `python scripts/train_demo_models.py`.")
+    print(f"no shipped model at {DEMO_MODEL!r} (or another preset): train one with `python scripts/train_demo_models.py`.")
 
 # %% [markdown]
 # ## What we learnt
