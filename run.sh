@@ -38,6 +38,9 @@ case "$cmd" in
   setup) setup; echo "[smis] environment ready: $VENV" ;;
   demo) setup; exec python -m smis.reproduce --profile demo "$@" ;;
   test) setup; exec python -m pytest -m "slow or not slow" "$@" ;;
-  lab) setup; unset MPLBACKEND; exec jupyter lab --notebook-dir="$ROOT" "$@" ;;
+  lab)
+    setup; unset MPLBACKEND
+    root_flag=(); [ "$(id -u)" -eq 0 ] && root_flag=(--allow-root)  # containers and CI run as root
+    exec jupyter lab --notebook-dir="$ROOT" "${root_flag[@]}" "$@" ;;
   *) sed -n '2,9p' "$0"; exit 2 ;;
 esac
