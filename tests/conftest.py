@@ -13,3 +13,13 @@ torch.set_num_threads(1)
 def g():
     """A seeded torch.Generator."""
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def hub_dir(tmp_path):
+    """Point the torch hub cache at an empty temporary folder for the test, then restore it."""
+    old = torch.hub.get_dir()
+    (tmp_path / "checkpoints").mkdir()
+    torch.hub.set_dir(str(tmp_path))
+    yield tmp_path
+    torch.hub.set_dir(old)

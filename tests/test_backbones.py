@@ -16,16 +16,6 @@ def lite0():
     return B.efficientnet_lite0(pretrained=True, device="cpu")
 
 
-@pytest.fixture
-def hub_dir(tmp_path):
-    """Point the torch hub cache at an empty temporary folder for the test, then restore it."""
-    old = torch.hub.get_dir()
-    (tmp_path / "checkpoints").mkdir()
-    torch.hub.set_dir(str(tmp_path))
-    yield tmp_path
-    torch.hub.set_dir(old)
-
-
 def _as_input(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1   # (3, H, W) in [-1, 1]
 

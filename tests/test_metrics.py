@@ -20,15 +20,6 @@ class Identity(nn.Module):
         return [x]
 
 
-@pytest.fixture
-def hub_dir(tmp_path):
-    old = torch.hub.get_dir()
-    (tmp_path / "checkpoints").mkdir()
-    torch.hub.set_dir(str(tmp_path))
-    yield tmp_path
-    torch.hub.set_dir(old)
-
-
 @pytest.fixture(scope="module")
 def lpips_rand():
     """The lpips package's AlexNet LPIPS with its shipped linear layers and a random trunk (no download)."""
