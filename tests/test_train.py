@@ -53,6 +53,16 @@ def test_schedule_and_learning_rates(tmp_path):
     assert T.Trainer(cfg(tmp_path, paper_text_lr=True)).base_lr == (4e-4, 1e-4)  # the paper's text
 
 
+def test_cudnn_autotuning_follows_the_config_on_cuda_only(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    T.configure_backends(torch.device("cpu"), T.TrainConfig())
+    assert torch.backends.cudnn.benchmark is False                      # the CPU never touches cuDNN state
+    T.configure_backends(torch.device("cuda"), T.TrainConfig())
+    assert torch.backends.cudnn.benchmark is True                       # default on CUDA: autotune (fixed shapes)
+    T.configure_backends(torch.device("cuda"), T.parse_args(["--no-cudnn-benchmark"])[0])
+    assert torch.backends.cudnn.benchmark is False
+
+
 @pytest.mark.parametrize("variant", ["gaugan", "gaugan_vae", "no_classwise"])
 def test_variants_train(tmp_path, variant):
     t = T.Trainer(cfg(tmp_path, variant=variant, steps=1))
