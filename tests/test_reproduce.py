@@ -159,11 +159,11 @@ def test_train_notebook_fresh_and_continue(tmp_path):
     """02_train: FRESH=True starts the run anew; FRESH=False continues it (a long run is never wiped)."""
     import papermill as pm
 
-    def run(fresh, steps):
+    def run(fresh, steps, **extra):
         pm.execute_notebook(str(ROOT / "notebooks" / "02_train.ipynb"), str(tmp_path / "nb02.ipynb"), kernel_name="smis",
                             cwd=str(ROOT), progress_bar=False,
                             parameters={"SMOKE": True, "RUN_DIR": str(tmp_path / "run"), "OUT_DIR": str(tmp_path / "out"),
-                                        "FRESH": fresh, "DEMO_MODEL": ""})
+                                        "FRESH": fresh, "DEMO_MODEL": "", **extra})
         return sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
 
     first = run(True, 4)
@@ -171,6 +171,8 @@ def test_train_notebook_fresh_and_continue(tmp_path):
     stamp = (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns
     assert run(False, 4) == first  # continued: already at its last step, nothing retrained
     assert (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns == stamp
-    run(True, 4)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is False
+    run(True, 4, CHANNELS_LAST=True)
     assert (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns != stamp  # started anew
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is True  # the parameter reaches the trainer
     assert (tmp_path / "out" / "samples_this_run.png").exists()
