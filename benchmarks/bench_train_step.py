@@ -101,7 +101,7 @@ def run_one(name: str, opts: dict, a, batch: int, device: torch.device) -> dict:
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         traceback.print_exc()
     finally:
-        del trainer
+        trainer = None                                                  # free the networks before the next row
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

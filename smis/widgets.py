@@ -81,7 +81,6 @@ class Editor:
         self.nets, self.images, self.labels = nets, images, labels.long()
         self.class_names, self.palette, self.scale = list(class_names), palette, scale
         self.codes = codes if codes is not None else editing.encode(nets, images, self.labels)
-        K = nets.spec.code_classes
         self.directions = directions if directions is not None else editing.principal_directions(self.codes, n_sliders)
         self.n_sliders = min(n_sliders, self.directions.components.shape[2])
         self.generator = torch.Generator(device=images.device).manual_seed(seed)

@@ -41,11 +41,8 @@ OUT_DIR = "outputs/demo/04_diversity_rq2"  # figures and tables
 SMOKE = False             # tiny and fast (CI)
 
 # %%
-import time
-
 import numpy as np
-import pandas as pd
-import torch
+from IPython.display import display
 from matplotlib.figure import Figure
 
 from smis import evaluate as ev

@@ -24,7 +24,6 @@ SMOKE = False         # tiny and fast (CI)
 
 # %%
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,7 @@ from IPython.display import display
 from smis import editing
 from smis.config import get_preset
 from smis.data import make_dataset
-from smis.networks import Latents, build_networks
+from smis.networks import build_networks
 from smis.train import load_model
 from smis.utils import markdown_table, resolve
 from smis.viz import colorize, grid, save_png, show, to_uint8

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from smis.data.base import (IMAGE_EXTENSIONS, DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform,
-                            as_hw, match_pairs)
+from smis.data.base import (DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform,
+                            as_hw, files_by_stem, match_pairs, require_dirs)
 
 NAME = "ade20k"
 NUM_CLASSES = 151                    # 150 classes + unknown
@@ -73,13 +73,9 @@ def list_split(root, split: str) -> tuple[dict[str, Path], dict[str, Path], Path
     """(images by stem, labels by stem, image folder, label folder) without pairing them yet."""
     root, d = Path(root), split_dir(split)
     image_dir, label_dir = root / "images" / d, root / "annotations" / d
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise DatasetError(f"ADE20K folder {folder} does not exist. Fix: point root at the unpacked "
-                               "ADEChallengeData2016 folder (it holds images/ and annotations/).")
-    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-    labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".png"}
-    return images, labels, image_dir, label_dir
+    require_dirs((image_dir, label_dir), "point root at the unpacked ADEChallengeData2016 folder (it holds "
+                 "images/ and annotations/).", "ADE20K")
+    return files_by_stem(image_dir, label_dir)
 
 
 def make_ade20k_dataset(

@@ -130,6 +130,20 @@ def rgb_to_ids(rgb: np.ndarray, palette: np.ndarray, path: Path | str = "<array>
     return order[pos]
 
 
+def require_dirs(folders, fix: str, name: str = "") -> None:
+    """A DatasetError naming the first of `folders` that is not a directory, and `fix`."""
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise DatasetError(f"{name + ' ' if name else ''}folder {folder} does not exist. Fix: {fix}")
+
+
+def files_by_stem(image_dir: Path, label_dir: Path) -> tuple[dict[str, Path], dict[str, Path], Path, Path]:
+    """(images by stem, label PNGs by stem, image_dir, label_dir) of two flat folders, unpaired."""
+    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+    labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".png"}
+    return images, labels, image_dir, label_dir
+
+
 def pair_files(image_dir: Path, label_dir: Path, label_suffix: str = ".png", image_stem_fn: Callable[[Path], str] | None = None,
                label_stem_fn: Callable[[Path], str] | None = None) -> list[tuple[Path, Path]]:
     """Match images and labels by stem; unpaired files or an empty split are errors naming the files."""

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from smis.data import ade20k, cityscapes, deepfashion, gta5, synthetic
-from smis.data.base import IMAGE_EXTENSIONS, DatasetError, DatasetInfo, read_image, read_label_ids
+from smis.data.base import (DatasetError, DatasetInfo, files_by_stem, read_image, read_label_ids,
+                            require_dirs)
 from smis.data.folder import folder_info
 from smis.utils import atomic_path, atomic_write_json
 
@@ -46,13 +47,8 @@ class Format:
 def _list_folder_split(root, split: str):
     """The generic folder format: <root>/<split>/images/* and <root>/<split>/labels/*.png."""
     image_dir, label_dir = Path(root) / split / "images", Path(root) / split / "labels"
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise DatasetError(f"folder {folder} does not exist. Fix: the folder format needs <root>/<split>/images "
-                               "and <root>/<split>/labels.")
-    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-    labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".png"}
-    return images, labels, image_dir, label_dir
+    require_dirs((image_dir, label_dir), "the folder format needs <root>/<split>/images and <root>/<split>/labels.")
+    return files_by_stem(image_dir, label_dir)
 
 
 def get_format(fmt: str, root, num_classes: int | None = None) -> Format:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from smis.data import gta5
-from smis.data.base import DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform, as_hw, match_pairs
+from smis.data.base import (DatasetInfo, PairedSegmentationDataset, PairTransform, as_hw, match_pairs,
+                            require_dirs)
 
 NAME = "cityscapes"
 SPLITS = ("train", "val")
@@ -40,10 +41,8 @@ def list_split(root, split: str) -> tuple[dict[str, Path], dict[str, Path], Path
     """Images and labels keyed by "<city>/<city>_<seq>_<frame>"."""
     root = Path(root)
     image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise DatasetError(f"Cityscapes folder {folder} does not exist. Fix: point root at the folder holding "
-                               f"leftImg8bit/ and gtFine/, and use split one of {SPLITS}.")
+    require_dirs((image_dir, label_dir), f"point root at the folder holding leftImg8bit/ and gtFine/, and use "
+                 f"split one of {SPLITS}.", "Cityscapes")
 
     def keyed(folder: Path, suffix: str) -> dict[str, Path]:
         return {f"{p.parent.name}/{p.name[: -len(suffix)]}": p for p in sorted(folder.glob(f"*/*{suffix}"))}

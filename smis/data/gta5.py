@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smis.data.base import (IMAGE_EXTENSIONS, DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform,
-                            as_hw, match_pairs)
+from smis.data.base import (DatasetInfo, PairedSegmentationDataset, PairTransform,
+                            as_hw, files_by_stem, match_pairs, require_dirs)
 
 NAME = "gta5"
 SPLITS = ("train", "test")
@@ -51,13 +51,9 @@ def info(size=SIZE, name: str = NAME) -> DatasetInfo:
 def list_split(root, split: str) -> tuple[dict[str, Path], dict[str, Path], Path, Path]:
     root = Path(root)
     image_dir, label_dir = root / "RGB256Full" / split, root / "LabelgrayFull20" / split
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise DatasetError(f"GTA-5 folder {folder} does not exist. Fix: point root at the folder holding "
-                               f"RGB256Full/ and LabelgrayFull20/, and use split one of {SPLITS}.")
-    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
-    labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".png"}
-    return images, labels, image_dir, label_dir
+    require_dirs((image_dir, label_dir), f"point root at the folder holding RGB256Full/ and LabelgrayFull20/, "
+                 f"and use split one of {SPLITS}.", "GTA-5")
+    return files_by_stem(image_dir, label_dir)
 
 
 def make_gta5_dataset(
