@@ -147,10 +147,7 @@ def files_by_stem(image_dir: Path, label_dir: Path) -> tuple[dict[str, Path], di
 def pair_files(image_dir: Path, label_dir: Path, label_suffix: str = ".png", image_stem_fn: Callable[[Path], str] | None = None,
                label_stem_fn: Callable[[Path], str] | None = None) -> list[tuple[Path, Path]]:
     """Match images and labels by stem; unpaired files or an empty split are errors naming the files."""
-    if not image_dir.is_dir():
-        raise DatasetError(f"image folder {image_dir} does not exist. Fix: check the dataset root and split name.")
-    if not label_dir.is_dir():
-        raise DatasetError(f"label folder {label_dir} does not exist. Fix: check the dataset root and split name.")
+    require_dirs((image_dir, label_dir), "check the dataset root and split name.")
     image_stem_fn = image_stem_fn or (lambda p: p.stem)
     label_stem_fn = label_stem_fn or (lambda p: p.stem)
     images = {image_stem_fn(p): p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
