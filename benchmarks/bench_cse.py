@@ -13,26 +13,23 @@ All three agree (asserted). Prints a table and writes JSON.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_pooling import machine, sync, time_fn, voronoi_masks  # noqa: E402
+from common import best_time, machine, reference_args, time_once, voronoi_masks  # noqa: E402 (puts the repo on sys.path)
 from smis.networks import BLOCK_LAYER, cse_map, one_hot, resize_labels  # noqa: E402
-from smis.utils import atomic_write_json, pick_device  # noqa: E402
+from smis.utils import atomic_write_json  # noqa: E402
 
 C, N, SIZE, L = 151, 151, 256, 5
 
 
 def make_problem(B: int, device, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    label = voronoi_masks(B, SIZE, generator=g).to(device)
+    label = voronoi_masks(B, SIZE, generator=g, num_classes=C).to(device)
     W = (torch.randn(C, N, generator=g) * 0.1).to(device).requires_grad_()        # embedding (C, N)
     zc = torch.randn(B, L, C, N, generator=g).to(device).requires_grad_()         # class codes of 5 layers
     labels = {l: resize_labels(label, (SIZE >> l, SIZE >> l)) for l in set(BLOCK_LAYER.values())}
@@ -69,25 +66,18 @@ def step(paint, W, zc, labels, weights):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, nargs="+", default=[4, 16])
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions of gather and dense (best kept; the loop runs once)")
-    p.add_argument("--out", help="JSON path (default benchmarks/results/cse_<device>.json)")
-    a = p.parse_args(argv)
-    device = pick_device(a.device)
+    a = reference_args(__doc__.split("\n\n")[0], "cse", "gather and dense", argv)
+    device = a.device
     rows = []
     for B in a.batch:
         W, zc, labels, weights = make_problem(B, device)
-        t0 = time.perf_counter()
-        ref_loss, ref_grads = step(paint_loop, W, zc, labels, weights)
-        sync(device)
-        t = {"loop": time.perf_counter() - t0}                                    # the loop runs once
+        (ref_loss, ref_grads), t_loop = time_once(lambda: step(paint_loop, W, zc, labels, weights), device)
+        t = {"loop": t_loop}                                                       # the loop runs once
         for name, fn in (("gather", paint_gather), ("dense", paint_dense)):
             loss, gr = step(fn, W, zc, labels, weights)
             assert torch.allclose(loss, ref_loss, rtol=1e-4), (name, loss.item(), ref_loss.item())
             assert all(torch.allclose(x, y, rtol=1e-3, atol=1e-3) for x, y in zip(gr, ref_grads)), name
-            t[name] = time_fn(lambda fn=fn: step(fn, W, zc, labels, weights), device, a.reps)
+            t[name] = best_time(lambda fn=fn: step(fn, W, zc, labels, weights), device, a.reps)
         rows.append({"batch": B, "gather_s": t["gather"], "dense_s": t["dense"], "loop_s": t["loop"],
                      "dense_over_gather": t["dense"] / t["gather"], "loop_over_gather": t["loop"] / t["gather"]})
     result = {"benchmark": "CSE maps of the six latent blocks (Eq. 12), forward + backward",
@@ -99,9 +89,8 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"| {r['batch']} | {r['gather_s']:.4f} | {r['dense_s']:.4f} | {r['loop_s']:.3f} | "
               f"{r['dense_over_gather']:.1f}x | {r['loop_over_gather']:.0f}x |")
-    out = a.out or str(Path(__file__).resolve().parent / "results" / f"cse_{device.type}.json")
-    atomic_write_json(result, out)
-    print(f"wrote {out}")
+    atomic_write_json(result, a.out)
+    print(f"wrote {a.out}")
     return result
 
 

@@ -11,42 +11,25 @@ published encoder does. Both give the same KL and gradients (asserted). Prints a
 """
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import best_time, machine, reference_args, time_once, voronoi_masks  # noqa: E402 (puts the repo on sys.path)
 from smis.losses import kl_divergence  # noqa: E402
 from smis.networks import Latents, classwise_max_pool, encoder_widths, resize_labels  # noqa: E402
-from smis.utils import atomic_write_json, pick_device  # noqa: E402
+from smis.utils import atomic_write_json  # noqa: E402
 
 C, N, NEF, SIZE, LAYERS = 151, 151, 64, 256, (1, 2, 3, 4, 5)
 
 
-def voronoi_masks(B: int, size: int, classes_per_mask: int = 17, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, size, size) ids: `classes_per_mask` Voronoi cells (with weights, so sizes vary a lot)."""
-    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    pix = torch.stack([ys, xs], -1).reshape(-1, 1, 2).float()                       # (P, 1, 2)
-    out = []
-    for _ in range(B):
-        seeds = torch.rand(classes_per_mask, 2, generator=generator) * size        # (K, 2)
-        weight = torch.rand(classes_per_mask, generator=generator) * 3 + 0.2      # power-diagram weights
-        cell = ((pix - seeds) ** 2).sum(-1).div(weight ** 2).argmin(-1)           # (P,)
-        ids = torch.randperm(C, generator=generator)[:classes_per_mask]
-        out.append(ids[cell].view(size, size))
-    return torch.stack(out)
-
-
 def make_problem(B: int, device, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    label = voronoi_masks(B, SIZE, generator=g).to(device)
+    label = voronoi_masks(B, SIZE, generator=g, num_classes=C).to(device)
     widths = encoder_widths(NEF)[:len(LAYERS)]
     feats = [torch.randn(B, d, SIZE >> l, SIZE >> l, generator=g).to(device).requires_grad_()
              for l, d in zip(LAYERS, widths)]
@@ -92,53 +75,21 @@ def grads(loss, feats, heads):
     return torch.autograd.grad(loss, params)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_fn(fn, device, reps: int) -> float:
-    """Best wall time of `reps` calls of fn, after one untimed warm-up call."""
-    fn()
-    sync(device)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def machine(device) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu}",
-            "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "load_avg_1min": os.getloadavg()[0], "torch": torch.__version__, "python": platform.python_version()}
-
-
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, nargs="+", default=[4, 16])
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions of the vectorised version (best kept; the loop runs once)")
-    p.add_argument("--out", help="JSON path (default benchmarks/results/pooling_<device>.json)")
-    a = p.parse_args(argv)
-    device = pick_device(a.device)
+    a = reference_args(__doc__.split("\n\n")[0], "pooling", "the vectorised version", argv)
+    device = a.device
     rows = []
     for B in a.batch:
         feats, heads, labels = make_problem(B, device)
-        t0 = time.perf_counter()
-        kl_l = pooled_kl(pool_loop, feats, heads, labels)
-        gl = grads(kl_l, feats, heads)
-        sync(device)
-        t_loop = time.perf_counter() - t0                                          # the loop runs once
+        def loop():
+            kl = pooled_kl(pool_loop, feats, heads, labels)
+            return kl, grads(kl, feats, heads)
+        (kl_l, gl), t_loop = time_once(loop, device)                               # the loop runs once
         kl_v = pooled_kl(pool_vectorised, feats, heads, labels)
         gv = grads(kl_v, feats, heads)
         assert torch.allclose(kl_v, kl_l, rtol=1e-4), (kl_v.item(), kl_l.item())
         assert all(torch.allclose(x, y, rtol=1e-3, atol=1e-5) for x, y in zip(gv, gl)), "gradients differ"
-        t_vec = time_fn(lambda: grads(pooled_kl(pool_vectorised, feats, heads, labels), feats, heads), device, a.reps)
+        t_vec = best_time(lambda: grads(pooled_kl(pool_vectorised, feats, heads, labels), feats, heads), device, a.reps)
         classes = [len(l.unique()) for l in labels[0]]
         rows.append({"batch": B, "vectorised_s": t_vec, "loop_s": t_loop, "speedup": t_loop / t_vec,
                      "kl": kl_v.item(), "mean_classes_per_mask_at_1/2": sum(classes) / len(classes)})
@@ -150,9 +101,8 @@ def main(argv=None) -> dict:
     print("| batch | vectorised (s) | loop reference (s) | speed-up |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['batch']} | {r['vectorised_s']:.4f} | {r['loop_s']:.3f} | {r['speedup']:.0f}x |")
-    out = a.out or str(Path(__file__).resolve().parent / "results" / f"pooling_{device.type}.json")
-    atomic_write_json(result, out)
-    print(f"wrote {out}")
+    atomic_write_json(result, a.out)
+    print(f"wrote {a.out}")
     return result
 
 

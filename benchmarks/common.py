@@ -1,6 +1,7 @@
-"""Helpers shared by the training-step, inference and profiling benchmarks.
+"""Helpers shared by the benchmarks.
 
-Reuses `bench_pooling` (machine description, device sync, Voronoi masks) and adds: where results
+Machine description, device sync, Voronoi masks (ADE20K-like, ~17 classes), timing (per step; best of
+a few; a reference run once), the argument set of the vectorised-vs-loop benchmarks, where results
 go (`$OUT` when set, as on the GPU machine, else `benchmarks/results/`), CUDA-synchronised step
 timing, peak memory, a realistic fixed batch (ADE20K-like Voronoi masks with ~17 classes, or real
 SynthScenes renders), a VGG19-shaped perceptual loss with random weights when the ImageNet file is
@@ -8,9 +9,11 @@ absent (same cost), and a `smis.train.Trainer` for any preset with the speed opt
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import datetime
 import os
+import platform
 import shutil
 import statistics
 import sys
@@ -24,11 +27,48 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from bench_pooling import machine, sync, voronoi_masks  # noqa: E402
 from smis.utils import atomic_write_json, atomic_write_text, pick_device  # noqa: E402
 
-__all__ = ["machine_info", "sync", "voronoi_masks", "results_path", "write_json", "write_text", "time_steps",
-           "reset_peak", "peak_gib", "fixed_batch", "perceptual_loss", "make_trainer", "pick_device", "summary"]
+__all__ = ["machine", "machine_info", "sync", "voronoi_masks", "results_path", "write_json", "write_text",
+           "time_steps", "best_time", "time_once", "reference_args", "reset_peak", "peak_gib", "fixed_batch",
+           "perceptual_loss", "make_trainer", "pick_device", "summary"]
+
+
+def voronoi_masks(B: int, size: int, classes_per_mask: int = 17, generator: torch.Generator | None = None,
+                  num_classes: int = 151) -> torch.Tensor:
+    """(B, size, size) ids: `classes_per_mask` Voronoi cells (with weights, so sizes vary a lot), ids
+    drawn from `num_classes` (ADE20K's 151 by default)."""
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    pix = torch.stack([ys, xs], -1).reshape(-1, 1, 2).float()                       # (P, 1, 2)
+    out = []
+    for _ in range(B):
+        seeds = torch.rand(classes_per_mask, 2, generator=generator) * size        # (K, 2)
+        weight = torch.rand(classes_per_mask, generator=generator) * 3 + 0.2      # power-diagram weights
+        cell = ((pix - seeds) ** 2).sum(-1).div(weight ** 2).argmin(-1)           # (P,)
+        ids = torch.randperm(num_classes, generator=generator)[:classes_per_mask]
+        out.append(ids[cell].view(size, size))
+    return torch.stack(out)
+
+
+def reference_args(description: str, name: str, reps_help: str, argv=None) -> argparse.Namespace:
+    """--batch, --device, --reps, --out of the vectorised-vs-loop benchmarks (`name`: the JSON's stem)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--batch", type=int, nargs="+", default=[4, 16])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--reps", type=int, default=5, help=f"timed repetitions of {reps_help} (best kept; the loop runs once)")
+    p.add_argument("--out", help=f"JSON path (default benchmarks/results/{name}_<device>.json)")
+    a = p.parse_args(argv)
+    a.device = pick_device(a.device)
+    a.out = a.out or str(BENCH / "results" / f"{name}_{a.device.type}.json")
+    return a
+
+
+def machine(device) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu}",
+            "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "load_avg_1min": os.getloadavg()[0], "torch": torch.__version__, "python": platform.python_version()}
 
 
 # -- where results go and what they record ----------------------------------------------------------
@@ -54,7 +94,7 @@ def write_text(text: str, name: str) -> Path:
 
 
 def machine_info(device: torch.device) -> dict:
-    """bench_pooling.machine plus the date, the 1/5/15-min load, CUDA details and other smis trainings running."""
+    """`machine` plus the date, the 1/5/15-min load, CUDA details and other smis trainings running."""
     info = machine(device)
     info["date_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     info["load_avg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
@@ -80,6 +120,11 @@ def _other_trainings() -> int:
 
 # -- timing -----------------------------------------------------------------------------------------
 
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_steps(fn, device: torch.device, warmup: int, steps: int) -> list[float]:
     """Wall seconds of each of `steps` calls of fn after `warmup` untimed ones; the device is
     synchronised around every timed call."""
@@ -93,6 +138,19 @@ def time_steps(fn, device: torch.device, warmup: int, steps: int) -> list[float]
         sync(device)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def best_time(fn, device: torch.device, reps: int) -> float:
+    """Best wall time of `reps` calls of fn, after one untimed warm-up call."""
+    return min(time_steps(fn, device, 1, reps))
+
+
+def time_once(fn, device: torch.device):
+    """(fn(), wall seconds of that one call, device synchronised): for slow reference versions."""
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
 
 
 def summary(times: list[float]) -> dict:
