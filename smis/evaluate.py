@@ -8,7 +8,10 @@ Top-1 GT-similarity (Sec. 4.3, RQ2) and the ablations, as the notebooks call the
     diversity_table({"clvae": res, "gaugan_vae": other})               # columns name metric and backbone
 
 Randomness: the K codes of mask `index` come from a generator seeded with `mask_seed(seed, index)`,
-so every variant sees the same seeds on the same masks, whatever the batching.
+so every variant sees the same seeds on the same masks, whatever the batching. The codes are
+bitwise the same for any `chunk` / `masks_per_batch`; the images are not: on a CPU, G at another
+batch size runs other oneDNN/MKL kernels, so pixels move in the last bits (~1e-6; see BATCH_NOISE
+in tests/test_evaluate.py). Compare such images with a tolerance, not bitwise.
 
 Factor-aware scores (SynthScenes only): per class region of a generated image, `estimate_factors`
 (without the global factor) gives the region's mean colour and texture kind. The colour is *in
@@ -154,7 +157,8 @@ def sample_prior(nets: Networks, label: torch.Tensor, k: int, seeds: Sequence[in
                  chunk: int = 64) -> torch.Tensor:
     """K prior samples per mask, (B, K, 3, H, W); `gaugan` (no latents) gives (B, 1, 3, H, W).
 
-    All B K codes are drawn first, then G runs on `chunk` images at a time.
+    All B K codes are drawn first (so they do not depend on `chunk`), then G runs on `chunk` images
+    at a time (the images do, in the last float bits: see the module docstring).
     """
     if k < 1:
         raise ValueError(f"k={k}: ask for at least one sample per mask")

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 
 from smis.data import DatasetError, make_dataset  # noqa: E402
 from smis.data.check import CheckReport, check_dataset, main, plot_class_histogram, plot_samples  # noqa: E402
+from smis.data.folder import read_classes_json  # noqa: E402
 from smis.data.synthetic import write_synthscenes  # noqa: E402
 
 SAMPLES = Path(os.environ.get("SMIS_SAMPLES", Path(__file__).resolve().parents[1].parent / "shared" / "samples"))
@@ -192,3 +193,115 @@ def test_figures(tmp_path):
     fig = plot_samples(ds, n=2, path=tmp_path / "figs" / "samples.png")
     assert len(fig.axes) == 4 and Image.open(tmp_path / "figs" / "samples.png").size[0] > 50
     assert not list((tmp_path / "figs").glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+# ---- classes.json validation (one reader for the loader and the checker) -------------------------
+
+NAMES4 = ["bg", "red", "green", "blue"]
+PAL4 = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+
+
+def pal4_with(i: int, colour) -> dict:
+    """classes.json of NAMES4 whose palette entry i is `colour`."""
+    return {"names": NAMES4, "palette": PAL4[:i] + [colour] + PAL4[i + 1:]}
+
+
+BAD_CLASSES_JSON = {   # id: (classes.json content, what the error must say)
+    "list_not_object": (NAMES4, r"holds a JSON list .*not an object.*Fix: wrap the list as \{\"names\": \[\.\.\.\]\}"),
+    "names_missing": ({"palette": PAL4}, r"'names' is null, not a non-empty list"),
+    "name_not_string": ({"names": ["bg", 1, "g", "b"]}, r"'names'\[1\] is 1, not a non-empty string"),
+    "palette_int": ({"names": NAMES4, "palette": 5}, r"'palette' is 5, not a list"),
+    "colour_float": (pal4_with(2, [0, 127.5, 0]),
+                     r"'palette'\[2\] \(class 2\) is \[0, 127\.5, 0\]; colour values must be integers in 0\.\.255"),
+    "colour_over_255": (pal4_with(3, [0, 0, 256]), r"'palette'\[3\] \(class 3\) is \[0, 0, 256\]"),
+    "colour_negative": (pal4_with(0, [-1, 0, 0]), r"'palette'\[0\] \(class 0\) is \[-1, 0, 0\]"),
+    "colour_bool": (pal4_with(0, [True, 0, 0]), r"'palette'\[0\] \(class 0\) is \[true, 0, 0\]"),
+    "colour_length_2": (pal4_with(1, [255, 0]), r"'palette'\[1\] \(class 1\) is \[255, 0\], not \[r, g, b\]"),
+    "colour_not_list": (pal4_with(1, "#ff0000"), r"'palette'\[1\] \(class 1\) is \"#ff0000\""),
+    "duplicate_colour": (pal4_with(3, [255, 0, 0]),
+                         r"'palette'\[3\] \(class 3\) repeats the colour \[255, 0, 0\] of class 1.*Fix: give every class"),
+    "palette_too_short": ({"names": NAMES4, "palette": PAL4[:3]}, r"one \[r, g, b\] per class \(4 names\), got 3 entries"),
+    "dontcare_too_big": ({"names": NAMES4, "dontcare": 4}, r"'dontcare' is 4, not a class id in 0\.\.3"),
+    "dontcare_negative": ({"names": NAMES4, "dontcare": -1}, r"'dontcare' is -1, not a class id in 0\.\.3"),
+    "dontcare_string": ({"names": NAMES4, "dontcare": "3"}, r"'dontcare' is \"3\", not a class id in 0\.\.3"),
+}
+
+
+def folder_dataset(root: Path, classes) -> Path:
+    """A clean one-pair folder dataset (id labels 0..3) with `classes` written as its classes.json."""
+    save_image(root / "train" / "images" / "a.png")
+    save_label(root / "train" / "labels" / "a.png", label_map(0))
+    (root / "classes.json").write_text(json.dumps(classes))
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CLASSES_JSON))
+def test_bad_classes_json_is_one_clear_error_for_loader_and_checker(tmp_path, capsys, case):
+    classes, message = BAD_CLASSES_JSON[case]
+    root = folder_dataset(tmp_path / "ds", classes)
+    with pytest.raises(DatasetError, match=message) as e:
+        make_dataset("folder", root, "train")
+    assert str(root / "classes.json") in str(e.value) and "Fix:" in str(e.value)
+    with pytest.raises(DatasetError, match=message):
+        check_dataset(root, "folder", progress=False)
+    assert main([str(root), "--format", "folder", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(root / "classes.json") in err and "Traceback" not in err
+
+
+def test_valid_classes_json_edges_are_accepted_and_normalised(tmp_path):
+    pal = [[0, 0, 0], [255, 255, 255], [0, 0, 1], [1, 0, 0]]
+    root = folder_dataset(tmp_path / "ds", {"names": NAMES4, "palette": pal, "dontcare": 3})
+    assert read_classes_json(root) == {"names": tuple(NAMES4), "palette": tuple(map(tuple, pal)), "dontcare": 3}
+    assert read_classes_json(tmp_path) is None                          # no file: not an error
+    rep = check_dataset(root, "folder", progress=False)
+    assert rep.ok and rep.info.dontcare == 3 and rep.info.palette[1] == (255, 255, 255)
+    assert make_dataset("folder", root, "train").info == rep.info
+
+
+def test_cli_module_exits_2_without_a_traceback_on_a_list_classes_json(tmp_path):
+    root = folder_dataset(tmp_path / "ds", NAMES4)
+    r = subprocess.run([sys.executable, "-m", "smis.data.check", str(root), "--format", "folder", "--quiet"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "holds a JSON list" in r.stderr and "Fix:" in r.stderr
+
+
+def test_synthscenes_check_reads_classes_json_like_the_loader(tmp_path):
+    root = write_synthscenes(tmp_path / "synth", n_train=1, n_test=1, size=64, progress=False)
+    meta = json.loads((root / "classes.json").read_text())
+    meta["palette"][1] = meta["palette"][0]
+    (root / "classes.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="repeats the colour"):
+        make_dataset("synthscenes", root, "train")
+    with pytest.raises(DatasetError, match="repeats the colour"):
+        check_dataset(root, "synthscenes", progress=False)
+
+
+# ---- --max-files and "checked nothing" -----------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_cli_max_files_must_be_at_least_one(broken_gta5, capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main([str(broken_gta5), "--format", "gta5", "--quiet", "--max-files", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--max-files" in err and ">= 1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_check_dataset_rejects_max_files_below_one(broken_gta5, value):
+    with pytest.raises(ValueError, match=r"max_files=.* Fix: pass an int >= 1"):
+        check_dataset(broken_gta5, "gta5", max_files=value, progress=False)
+
+
+def test_checking_zero_pairs_is_never_ok(tmp_path, capsys):
+    save_image(tmp_path / "RGB256Full" / "train" / "a.png")          # an image without its label: no pair to open
+    (tmp_path / "LabelgrayFull20" / "train").mkdir(parents=True)
+    rep = check_dataset(tmp_path, "gta5", splits=["train"], progress=False)
+    assert rep.splits["train"].n_checked == 0 and not rep.ok
+    assert rep.counts() == {"unpaired": 1, "nothing_checked": 1}
+    msg = next(p.message for p in rep.problems if p.kind == "nothing_checked")
+    assert "no image/label pair was opened" in msg and "Fix:" in msg
+    assert main([str(tmp_path), "--format", "gta5", "--quiet", "--splits", "train"]) == 1
+    assert "## nothing_checked (1)" in capsys.readouterr().out

@@ -1,13 +1,16 @@
 """Scan a dataset on disk before training on it: every file is opened, decoded and checked once.
 
 Findings (`Problem.kind`): a split folder that is missing or empty, unpaired images or labels,
-files that cannot be decoded, class ids out of range, image/label size mismatches. Alongside: counts
-per split, image sizes and the class pixel histogram (total and per image, as arrays).
+files that cannot be decoded, class ids out of range, image/label size mismatches, and no pair
+checked at all. A folder dataset's classes.json is validated first
+(`smis.data.folder.read_classes_json`). Alongside: counts per split, image sizes and the class
+pixel histogram (total and per image, as arrays).
 
     python -m smis.data.check /data/ADEChallengeData2016 --format ade20k --workers 2 --figure hist.png
 
 exits 0 when the dataset is clean, 1 when it has problems (the report says which files, why and the
-fix), 2 when it cannot be scanned at all. From Python / a notebook cell:
+fix), 2 when it cannot be scanned at all (no root, a broken classes.json, bad arguments such as
+--max-files 0). From Python / a notebook cell:
 
     report = check_dataset(root, "ade20k", num_workers=2)
     print(report.to_markdown()); report.ok; report.problems; report.histogram("train")
@@ -30,7 +33,8 @@ from smis.data.base import (DatasetError, DatasetInfo, files_by_stem, read_image
 from smis.data.folder import folder_info
 from smis.utils import atomic_path, atomic_write_json
 
-PROBLEM_KINDS = ("missing_split", "empty_split", "unpaired", "unreadable", "id_out_of_range", "size_mismatch")
+PROBLEM_KINDS = ("missing_split", "empty_split", "unpaired", "unreadable", "id_out_of_range", "size_mismatch",
+                 "nothing_checked")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ def get_format(fmt: str, root, num_classes: int | None = None) -> Format:
     if fmt == "cityscapes":
         return Format(fmt, cityscapes.info(None), cityscapes.SPLITS, cityscapes.list_split, cityscapes.LUT)
     if fmt == "synthscenes":
+        if (root / "classes.json").exists():  # read like the loader does: through the validated classes.json
+            info, has_pal = folder_info(root, "synthscenes", num_classes)
+            return Format(fmt, info, ("train", "test"), _list_folder_split,
+                          rgb_palette=info.palette_array() if has_pal else None)
         return Format(fmt, synthetic.info(), ("train", "test"), _list_folder_split)
     if fmt == "folder":
         info, has_pal = folder_info(root, "folder", num_classes)
@@ -237,7 +245,7 @@ def check_dataset(
     fmt: str,                      # one of FORMATS
     splits=None,                   # splits to scan; None = the format's usual ones
     num_workers: int = 0,          # DataLoader workers decoding files in parallel
-    max_files: int | None = None,  # per split, open only the first N pairs (quick look); None = all
+    max_files: int | None = None,  # per split, open only the first N >= 1 pairs (quick look); None = all
     num_classes: int | None = None,  # folder format without classes.json
     progress: bool = True,         # tqdm bars on stderr
 ) -> CheckReport:
@@ -245,6 +253,9 @@ def check_dataset(
     from tqdm.auto import tqdm
 
     root = Path(root)
+    if max_files is not None and (isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1):
+        raise ValueError(f"max_files={max_files!r} would check no pair (or slice from the end). Fix: pass an int >= 1, "
+                         "or None to check every pair.")
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist or is not a folder. Fix: check the path.")
     spec = get_format(fmt, root, num_classes)
@@ -288,6 +299,10 @@ def check_dataset(
                     if item["hist"] is not None:
                         rep.per_image[item["index"]] = item["hist"]
                 bar.update(len(batch))
+    if sum(r.n_checked for r in reports.values()) == 0:   # "OK" must never mean "looked at nothing"
+        problems.append(Problem("nothing_checked", ", ".join(splits), str(root), f"no image/label pair was opened in "
+                                f"{root} (splits: {', '.join(splits)}; format {fmt}). Fix: point at the dataset root, "
+                                "pick splits that hold pairs (--splits), or fix the findings above."))
     return CheckReport(str(root), fmt, spec.info, reports, problems)
 
 
@@ -349,13 +364,26 @@ def plot_samples(dataset, n: int = 6, path=None, seed: int = 0):
 # Command line
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of --max-files: an int >= 1 (0 would check nothing and still say OK)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer. Fix: give a count >= 1, or leave --max-files "
+                                         "out to check every pair.") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} would check no pair. Fix: give a count >= 1, or leave --max-files out "
+                                         "to check every pair.")
+    return n
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m smis.data.check", description=__doc__.split("\n\n")[0])
     p.add_argument("root", help="dataset root folder")
     p.add_argument("--format", required=True, choices=FORMATS, help="on-disk layout of the dataset")
     p.add_argument("--splits", nargs="+", help="splits to scan (default: the format's usual ones)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding files in parallel")
-    p.add_argument("--max-files", type=int, help="open only the first N pairs of each split")
+    p.add_argument("--max-files", type=_at_least_one, help="open only the first N (>= 1) pairs of each split")
     p.add_argument("--num-classes", type=int, help="class count for a folder dataset without classes.json")
     p.add_argument("--json", help="also write the report as JSON here")
     p.add_argument("--figure", help="also write the class pixel histogram figure here (.png / .pdf)")
