@@ -41,6 +41,7 @@ def main(argv=None):
     import torch
 
     from smis.train import export_model
+    from smis.utils import safe_load
 
     procs, t0 = {}, time.time()
     for v in a.variants:
@@ -55,14 +56,14 @@ def main(argv=None):
             failed.append(v)
             continue
         ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-        wall = torch.load(ckpts[-1], map_location="cpu", weights_only=False).get("wall_time_s") or time.time() - start
+        wall = safe_load(ckpts[-1]).get("wall_time_s") or time.time() - start
         cfg = json.loads((run_dir / "config.json").read_text())
         provenance = {
             "command": "python " + " ".join(cmd[1:]).replace(str(ROOT) + "/", ""),
             "exported_by": "python scripts/train_demo_models.py " + " ".join(argv or sys.argv[1:]),
             "variant": v, "dataset": "synthscenes (generated on the fly)", "data_seed": a.data_seed,
             "steps": int(cfg["resolved"]["total_steps"]), "batch_size": a.batch_size, "wall_time_s": round(wall, 1),
-            "device": cfg["resolved"]["device_name"], "torch": torch.__version__, "python": platform.python_version(),
+            "device": cfg["resolved"]["device_name"], "torch": str(torch.__version__), "python": platform.python_version(),
             "perceptual": cfg["resolved"]["perceptual"], "params": cfg["resolved"]["params"],
             "storage": "fp16 (loaded back as fp32)",
         }

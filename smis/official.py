@@ -38,7 +38,12 @@ def map_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str = "network") -> None:
+def check_state_dict(module: nn.Module,                      # the network the weights are for
+                     state: Mapping[str, torch.Tensor],      # the weights
+                     what: str = "network",                  # names them in the message
+                     hint: str = ("Check the dataset= argument and that the files are the published "
+                                  "latest_net_G.pth / latest_net_E.pth of that dataset."),  # the fix
+                     ) -> None:
     """Raise CheckpointMismatch unless `state` has exactly `module`'s keys with the same shapes."""
     ours = module.state_dict()
     missing = sorted(set(ours) - set(state))
@@ -47,8 +52,7 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], what:
                     for k in set(ours) & set(state) if tuple(state[k].shape) != tuple(ours[k].shape))
     if missing or unexpected or shapes:
         lines = [f"{what}: checkpoint does not match ({len(missing)} missing, {len(unexpected)} unexpected, "
-                 f"{len(shapes)} shape-mismatched keys). Check the dataset= argument and that the files are "
-                 "the published latest_net_G.pth / latest_net_E.pth of that dataset."]
+                 f"{len(shapes)} shape-mismatched keys). {hint}"]
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if keys:
                 lines.append(f"  {title}: " + ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else ""))

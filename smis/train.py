@@ -32,14 +32,28 @@ from torch import nn
 
 from smis.config import get_preset
 from smis.losses import d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_divergence
-from smis.networks import Latents, Networks, build_networks
-from smis.utils import atomic_torch_save, atomic_write_json, pick_device, resolve
+from smis.networks import VARIANTS, Latents, Networks, build_networks
+from smis.rundir import RunDirBusy, RunDirLock
+from smis.utils import (CheckpointError, CorruptCheckpoint, atomic_torch_save, atomic_write_json, pick_device, plain_data,
+                        resolve, safe_load)
 
-CKPT_FORMAT = "smis-train-v1"
+CKPT_FORMAT = "smis-train-v2"                        # v2: plain data only (v1 held numpy's RNG state as an array)
+CKPT_FORMATS = ("smis-train-v1", CKPT_FORMAT)        # what load_checkpoint / load_model read
+MODEL_FORMAT = "smis-model-v1"
+
+# Options that may differ when a run is resumed (recorded in config.json); every other option must
+# equal the checkpoint's, or the resumed run would silently be another experiment.
+RESUME_MAY_CHANGE = ("run_dir", "data_root", "steps", "device", "channels_last", "fused_adam", "compile",
+                     "cudnn_benchmark", "num_workers", "log_every", "image_every", "ckpt_every", "keep_last",
+                     "tensorboard", "progress")
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class ResumeMismatch(ValueError):
+    """--resume with options that differ from the checkpoint's; the message lists each difference."""
 
 
 @dataclass
@@ -77,6 +91,35 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True                   # tqdm bar
 
+    def __post_init__(self):
+        """Reject values that would train nothing, crash later or silently do something else."""
+        from smis.config import PRESETS
+        from smis.data import DATASETS
+        from smis.networks import VARIANTS
+
+        def need(ok: bool, name: str, rule: str):
+            if not ok:
+                raise ValueError(f"training option {name}={getattr(self, name)!r} (--{name.replace('_', '-')}): {rule}")
+
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+        for name in ("data_length", "log_every", "ckpt_every", "keep_last"):
+            need(is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be an integer >= 1")
+        for name in ("image_every", "num_workers", "data_seed", "seed"):
+            need(is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "must be an integer >= 0")
+        for name in ("steps", "batch_size"):
+            need(getattr(self, name) is None or (is_int(getattr(self, name)) and getattr(self, name) >= 1), name,
+                 "must be an integer >= 1 (or None: the preset's)")
+        need(isinstance(self.decay_start, (int, float)) and 0 <= self.decay_start <= 1, "decay_start",
+             "is the fraction of the run before the decay starts: give a number in [0, 1]")
+        need(self.kl_weight is None or (isinstance(self.kl_weight, (int, float)) and self.kl_weight >= 0), "kl_weight",
+             "must be >= 0 (or None: the preset's lambda_KL)")
+        need(self.variant in VARIANTS, "variant", f"choose one of {sorted(VARIANTS)}")
+        need(self.preset in PRESETS, "preset", f"choose one of {sorted(PRESETS)}")
+        need(self.dataset in DATASETS, "dataset", f"choose one of {sorted(DATASETS)}")
+        need(isinstance(self.preset_overrides, dict), "preset_overrides", "must be a dict of preset fields")
+        need(self.precision in ("fp32", "bf16", "fp16"), "precision", "choose fp32, bf16 or fp16")
+        need(self.perceptual in ("auto", "effnet", "none"), "perceptual", "choose auto, effnet or none")
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
@@ -84,6 +127,41 @@ class TrainConfig:
         if bad:
             raise TypeError(f"unknown training option(s) {bad}; valid: {sorted(names)}")
         return cls(**d)
+
+
+def resume_conflicts(saved: dict,                 # the checkpoint's config (asdict of its TrainConfig)
+                     cfg: TrainConfig) -> list[str]:  # the options given now
+    """'name: checkpoint X, now Y' for every option outside RESUME_MAY_CHANGE that differs. batch_size
+    and kl_weight compare as resolved (None = the preset's value), so spelling out the default is no change."""
+    defaults = asdict(TrainConfig())
+    old = {**defaults, **saved}
+    now = asdict(cfg)
+
+    def resolved(d: dict, name: str):
+        if name in ("batch_size", "kl_weight") and d[name] is None:
+            try:
+                preset = get_preset(d["preset"], **d["preset_overrides"])
+            except (KeyError, TypeError, ValueError):
+                return None
+            return preset.batch_size if name == "batch_size" else preset.lambda_kl
+        return plain_data(d[name])
+
+    return [f"{name}: checkpoint {resolved(old, name)!r}, now {resolved(now, name)!r}" for name in now
+            if name not in RESUME_MAY_CHANGE and resolved(old, name) != resolved(now, name)]
+
+
+def _numpy_rng_state() -> dict:
+    """numpy's global RNG state as plain data + a tensor (loads with weights_only=True)."""
+    key, state, pos, has_gauss, cached = np.random.get_state()
+    return {"key": str(key), "state": torch.from_numpy(state.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(st) -> None:
+    """Inverse of _numpy_rng_state; also takes numpy's own tuple (format smis-train-v1)."""
+    if isinstance(st, dict):
+        st = (st["key"], st["state"].numpy().astype(np.uint32), st["pos"], st["has_gauss"], st["cached_gaussian"])
+    np.random.set_state(tuple(st))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,13 +365,13 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "format": CKPT_FORMAT, "step": self.step, "wall_time_s": self.wall_time(), "config": asdict(self.cfg), "preset": asdict(self.preset),
-            "variant": self.cfg.variant, "perceptual": self.perceptual_name,
+            "format": CKPT_FORMAT, "step": self.step, "wall_time_s": self.wall_time(), "config": plain_data(asdict(self.cfg)),
+            "preset": plain_data(asdict(self.preset)), "variant": self.cfg.variant, "perceptual": str(self.perceptual_name),
             "G": self.nets.G.state_dict(), "E": None if self.nets.E is None else self.nets.E.state_dict(),
             "D": self.nets.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "numpy": np.random.get_state(), "python": random.getstate()},
+                    "numpy": _numpy_rng_state(), "python": random.getstate()},
         }
 
     def save_checkpoint(self) -> Path:
@@ -304,10 +382,20 @@ class Trainer:
             old.unlink(missing_ok=True)
         return path
 
-    def load_checkpoint(self, path: Path):
-        ck = torch.load(path, map_location=self.device, weights_only=False)
-        if ck.get("format") != CKPT_FORMAT:
-            raise ValueError(f"{path} is not an smis training checkpoint (format {ck.get('format')!r}).")
+    def load_checkpoint(self, path: Path | str, ck: dict | None = None):
+        """Restore networks, optimisers, scaler, RNG states and step from `path` (read with weights_only=True;
+        `ck`: its already-read contents). Refuses a checkpoint whose options differ (ResumeMismatch)."""
+        ck = safe_load(path, map_location=self.device) if ck is None else ck
+        if not isinstance(ck, dict) or ck.get("format") not in CKPT_FORMATS:
+            fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+            raise CheckpointError(f"{path} is not an smis training checkpoint (format {fmt!r}, expected one of "
+                                  f"{CKPT_FORMATS}). Fix: pass a file from outputs/runs/*/checkpoints.")
+        conflicts = resume_conflicts(ck.get("config", {}), self.cfg)
+        if conflicts:
+            raise ResumeMismatch(
+                f"cannot resume {self.run_dir} from {Path(path).name}: options differ from the checkpoint's:\n  "
+                + "\n  ".join(conflicts) + f"\nOnly {', '.join(RESUME_MAY_CHANGE)} may change on resume. Fix: pass "
+                "the run's original options (its config.json lists them), or start a new run with another --run-dir.")
         self.nets.G.load_state_dict(ck["G"])
         if self.nets.E is not None:
             self.nets.E.load_state_dict(ck["E"])
@@ -318,13 +406,42 @@ class Trainer:
         torch.set_rng_state(ck["rng"]["torch"].cpu())
         if ck["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng"]["cuda"]])
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
+        _set_numpy_rng_state(ck["rng"]["numpy"])
+        random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in ck["rng"]["python"]))
         self.step = int(ck["step"])
         self._wall_before = float(ck.get("wall_time_s", 0.0))
+        self.resumed_from = {"checkpoint": Path(path).name, "step": self.step,
+                             "changed": {k: [ck["config"].get(k), v] for k, v in asdict(self.cfg).items()
+                                         if k in ck.get("config", {}) and plain_data(ck["config"][k]) != plain_data(v)}}
+
+    def load_latest_intact(self) -> Path | None:
+        """Resume from the newest checkpoint that reads; a truncated or corrupt newer one is skipped with a
+        message naming it and why. None when the run has no checkpoint. Unsafe files are never skipped."""
+        ckpts = self.checkpoints()
+        skipped = []
+        for path in reversed(ckpts):
+            try:
+                ck = safe_load(path, map_location=self.device)
+            except CorruptCheckpoint as e:
+                skipped.append(path.name)
+                print(f"[smis.train] skipping {path}: {e}", file=sys.stderr, flush=True)
+                continue
+            self.load_checkpoint(path, ck)
+            if skipped:
+                print(f"[smis.train] resumed from {path.name} (step {self.step}); skipped unreadable {', '.join(skipped)}",
+                      file=sys.stderr, flush=True)
+            return path
+        if skipped:
+            raise CheckpointError(f"{self.run_dir / 'checkpoints'}: no checkpoint is readable ({', '.join(skipped)} "
+                                  "are truncated or corrupt). Fix: delete them to start over, or use another --run-dir.")
+        return None
+
+    def checkpoints(self) -> list[Path]:
+        """The run's checkpoints, oldest first."""
+        return sorted((self.run_dir / "checkpoints").glob("step_*.pt"))
 
     def latest_checkpoint(self) -> Path | None:
-        ckpts = sorted((self.run_dir / "checkpoints").glob("step_*.pt"))
+        ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
 
     # -- one iteration ---------------------------------------------------------------------------
@@ -390,16 +507,34 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False, callback=None) -> Path:
-        """Train to `total_steps`; `callback(trainer, step, losses)` runs at every log step (e.g. a live plot)."""
+        """Train to `total_steps`; `callback(trainer, step, losses)` runs at every log step (e.g. a live plot).
+        The run directory is locked for the whole run (smis.rundir): a second run on it is refused."""
+        lock = RunDirLock(self.run_dir).acquire() if self.is_main else None
+        try:
+            return self._fit(resume, callback)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, resume: bool, callback) -> Path:
         cfg = self.cfg
-        if resume and (last := self.latest_checkpoint()) is not None:
-            self.load_checkpoint(last)
-        elif not resume and self.latest_checkpoint() is not None and self.is_main:
+        self.resumed_from = None
+        if resume:
+            self.load_latest_intact()
+        elif self.latest_checkpoint() is not None and self.is_main:
             raise FileExistsError(f"{self.run_dir} already holds checkpoints. Fix: pass --resume to continue, or use "
                                   "another --run-dir.")
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json({**asdict(cfg), "resolved": {
+            history = []
+            if self.resumed_from is not None and (self.run_dir / "config.json").exists():
+                try:
+                    history = json.loads((self.run_dir / "config.json").read_text()).get("resumes", [])
+                except (json.JSONDecodeError, AttributeError):
+                    history = []
+            if self.resumed_from is not None:
+                history = history + [{**self.resumed_from, "time": time.strftime("%Y-%m-%d %H:%M:%S")}]
+            atomic_write_json({**asdict(cfg), "resumes": history, "resolved": {
                 "device": str(self.device), "device_name": device_name(self.device), "world_size": self.world,
                 "global_batch": self.batch, "total_steps": self.total_steps, "decay_start": self.decay_start,
                 "perceptual": self.perceptual_name, "preset": asdict(self.preset), "torch": torch.__version__,
@@ -535,35 +670,65 @@ def device_name(device: torch.device) -> str:
 # Exported models (small files for inference: G and E only)
 
 
-def export_model(checkpoint: str | Path, out: str | Path, half: bool = True, extra: dict | None = None) -> Path:
-    """Write G and E (fp16 storage by default) with everything needed to rebuild them."""
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+def export_model(checkpoint: str | Path,           # a training checkpoint (outputs/runs/*/checkpoints/step_*.pt)
+                 out: str | Path,                  # the model file to write
+                 half: bool = True,                # fp16 storage (loaded back as fp32)
+                 extra: dict | None = None,        # plain data stored beside the weights (e.g. provenance)
+                 ) -> Path:
+    """Write G and E with everything needed to rebuild them. The file holds tensors and plain data only,
+    so `load_model` reads it with weights_only=True."""
+    ck = safe_load(checkpoint)
+    if not isinstance(ck, dict) or ck.get("format") not in CKPT_FORMATS:
+        raise CheckpointError(f"{checkpoint} is not an smis training checkpoint. Fix: pass a file from "
+                              "outputs/runs/*/checkpoints.")
     cast = (lambda sd: {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}) if half else (lambda sd: sd)
-    obj = {"format": "smis-model-v1", "variant": ck["variant"], "preset": ck["preset"], "step": ck["step"],
-           "G": cast(ck["G"]), "E": None if ck["E"] is None else cast(ck["E"]), "train_config": ck["config"],
-           "perceptual": ck.get("perceptual"), **(extra or {})}
+    obj = {"format": MODEL_FORMAT, "variant": ck["variant"], "preset": plain_data(ck["preset"]), "step": ck["step"],
+           "G": cast(ck["G"]), "E": None if ck["E"] is None else cast(ck["E"]), "train_config": plain_data(ck["config"]),
+           "perceptual": ck.get("perceptual"), **plain_data(extra or {})}
     atomic_torch_save(obj, out)
     return Path(out)
 
 
-def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> Networks:
-    """Networks (G, E; no D) from an exported model or a training checkpoint, in eval mode, fp32."""
+def load_model(path: str | Path,                         # an exported model or a training checkpoint
+               device: str | torch.device | None = "cpu",
+               ) -> Networks:
+    """Networks (G, E; no D) in eval mode, fp32. Read with weights_only=True (a file cannot run code);
+    a corrupt file, another kind of file or weights that do not fit their recorded preset raise a
+    CheckpointError naming the file and the fix."""
     from smis.config import Preset
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if ck.get("format") not in ("smis-model-v1", CKPT_FORMAT):
-        raise ValueError(f"{path} is not an smis model or checkpoint (format {ck.get('format')!r}). Fix: export one with "
-                         "smis.train.export_model or pass a checkpoint from outputs/runs/*/checkpoints.")
+    from smis.official import CheckpointMismatch, check_state_dict
+    ck = safe_load(path)
+    if not isinstance(ck, dict) or ck.get("format") not in (MODEL_FORMAT, *CKPT_FORMATS):
+        fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointError(f"{path} is not an smis model or checkpoint (format {fmt!r}). Fix: export one with "
+                              "smis.train.export_model, pass a checkpoint from outputs/runs/*/checkpoints, or load the "
+                              "authors' weights with smis.official.load_official.")
+    if ck.get("variant") not in VARIANTS:
+        raise CheckpointError(f"{path}: unknown variant {ck.get('variant')!r}; this smis knows {sorted(VARIANTS)}. "
+                              "Fix: use the smis version that wrote the file.")
     pd = dict(ck["preset"])
-    pd["image_size"] = tuple(pd["image_size"])
-    pd["betas"] = tuple(pd["betas"])
-    if pd.get("encoder_size") is not None:
-        pd["encoder_size"] = tuple(pd["encoder_size"])
-    preset = Preset(**pd)
+    for key in ("image_size", "betas", "encoder_size"):
+        if pd.get(key) is not None:
+            pd[key] = tuple(pd[key])
+    try:
+        preset = Preset(**pd)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its preset does not fit this smis ({e}). Fix: use the smis version that wrote "
+                              "the file, or re-export it.") from None
     nets = build_networks(ck["variant"], preset, discriminator=False)
     fp32 = lambda sd: {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-    nets.G.load_state_dict(fp32(ck["G"]))
-    if nets.E is not None:
-        nets.E.load_state_dict(fp32(ck["E"]))
+    for net, key in ((nets.G, "G"), (nets.E, "E")):
+        if net is None:
+            continue
+        if not isinstance(ck.get(key), dict):
+            raise CheckpointError(f"{path} has no {key} weights for variant {ck['variant']!r}. Fix: re-export it.")
+        try:
+            check_state_dict(net, ck[key], f"{path}: {key} of a {ck['variant']} {preset.name} model",
+                             hint="Fix: the weights do not fit the preset recorded in the file; re-export the model "
+                                  "from its training checkpoint with smis.train.export_model.")
+        except CheckpointMismatch as e:
+            raise CheckpointError(str(e)) from None
+        net.load_state_dict(fp32(ck[key]))
     nets.meta = {k: ck.get(k) for k in ("step", "train_config", "perceptual", "provenance")}
     return nets.to(pick_device(device)).eval()
 
@@ -573,7 +738,8 @@ def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> N
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, bool]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m smis.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
     p.add_argument("--run-dir", default=d.run_dir)
     p.add_argument("--variant", default=d.variant)
@@ -609,16 +775,25 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = p.parse_args(argv)
+    if a.threads is not None and a.threads < 1:
+        p.error(f"--threads {a.threads}: give at least 1")
     if a.threads:
         torch.set_num_threads(a.threads)
     overrides = {}
     for item in a.set:
-        k, _, v = item.partition("=")
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            p.error(f"--set {item!r}: write FIELD=JSON, e.g. --set ngf=32 image_size=[128,128]")
         try:
             overrides[k] = json.loads(v)
         except json.JSONDecodeError:
             overrides[k] = v
-    cfg = TrainConfig(run_dir=a.run_dir, variant=a.variant, preset=a.preset, preset_overrides=overrides, dataset=a.dataset,
+    try:
+        get_preset(a.preset, **dict(overrides))
+    except (KeyError, TypeError, ValueError) as e:
+        p.error(f"--preset {a.preset} --set {' '.join(a.set)}: {e.args[0] if e.args else e}")
+    try:
+        cfg = TrainConfig(run_dir=a.run_dir, variant=a.variant, preset=a.preset, preset_overrides=overrides, dataset=a.dataset,
                       data_root=a.data_root, data_length=a.data_length, data_seed=a.data_seed, steps=a.steps,
                       batch_size=a.batch_size, lr_decay=not a.no_lr_decay, decay_start=a.decay_start,
                       paper_text_lr=a.paper_text_lr, perceptual=a.perceptual, kl_weight=a.kl_weight, seed=a.seed,
@@ -627,6 +802,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                       num_workers=a.num_workers,
                       log_every=a.log_every, image_every=a.image_every, ckpt_every=a.ckpt_every, keep_last=a.keep_last,
                       tensorboard=not a.no_tensorboard, progress=not a.no_progress)
+    except ValueError as e:   # TrainConfig's checks, e.g. "training option keep_last=0: must be an integer >= 1"
+        p.error(str(e))
     return cfg, a.resume
 
 
@@ -638,6 +815,9 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"[smis.train] STOPPED: {e}", file=sys.stderr)
         return 3
+    except (RunDirBusy, ResumeMismatch, CheckpointError, FileExistsError) as e:
+        print(f"[smis.train] ERROR: {e}", file=sys.stderr)
+        return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

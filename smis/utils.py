@@ -1,13 +1,18 @@
-"""Small shared helpers: device choice, atomic file writes, seeding."""
+"""Small shared helpers: device choice, safe checkpoint reading, atomic file writes, paths."""
 from __future__ import annotations
 
 import json
+import numbers
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 
@@ -45,6 +50,85 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used; the message names the file, what is wrong and the fix."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """The file is empty, truncated or not a `torch.save` file at all."""
+
+
+class UnsafeCheckpoint(CheckpointError):
+    """The file's pickle references Python objects beyond tensors and plain data; nothing was run."""
+
+
+# Types that earlier smis files held and that build plain data only: TorchVersion (a str) in exported
+# models' provenance, numpy's uint32 array in training checkpoints' RNG state (format smis-train-v1).
+# Allowed when reading so that those files keep loading; smis no longer writes them.
+LEGACY_SAFE_GLOBALS = [torch.torch_version.TorchVersion, np.zeros(1).__reduce__()[0], np.ndarray, np.dtype,
+                       type(np.dtype(np.uint32))]
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`, the only way smis reads a checkpoint.
+
+    With `weights_only=True` the unpickler builds tensors, str/int/float/bool/None and lists, tuples and
+    dicts of them (plus LEGACY_SAFE_GLOBALS), and refuses every other global (classes, functions such as
+    `os.system`) before calling it: a hostile file raises `UnsafeCheckpoint` and runs nothing. Unreadable
+    files (empty, truncated, random bytes) raise `CorruptCheckpoint`, a missing one FileNotFoundError;
+    each message names the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file). Fix: check the path.")
+    try:
+        with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if refused:
+            raise UnsafeCheckpoint(
+                f"{path} was refused: its pickle calls {refused.group(1)}, which is neither a tensor nor plain data, "
+                "and nothing in it was run. smis loads every checkpoint with torch.load(weights_only=True) so that "
+                "a file cannot run code on your machine. Fix: use files written by smis or the authors' published "
+                "weights; if you made this file yourself, store plain data only (see README, Security).") from None
+        raise CorruptCheckpoint(f"{path} ({path.stat().st_size} bytes) is not a readable torch checkpoint "
+                                f"({_reason(e)}). Fix: the file is corrupt or not a checkpoint; re-download or "
+                                "re-export it.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        raise CorruptCheckpoint(f"{path} ({path.stat().st_size} bytes) is truncated or corrupt ({_reason(e)}). "
+                                "Fix: re-download or re-export it; a training run resumes from an older intact "
+                                "checkpoint by itself.") from None
+
+
+def _reason(e: BaseException) -> str:
+    """The informative line of a torch.load error (torch's are paragraphs of generic advice)."""
+    generic = ("Weights only load failed", "Check the documentation", "Please file an issue", "In PyTorch")
+    lines = [l.strip().removeprefix("WeightsUnpickler error:").strip() for l in str(e).splitlines()]
+    lines = [l for l in lines if l and not l.startswith(generic)]
+    return (lines[0].split(". ")[0] if lines else "") or type(e).__name__
+
+
+def plain_data(obj: Any) -> Any:
+    """`obj` as JSON-like plain data (str subclasses such as TorchVersion become str, tuples lists), so
+    that files holding it load with `weights_only=True`; other objects are refused with their path."""
+    def walk(o, where):
+        if o is None or isinstance(o, torch.Tensor):
+            return o
+        if isinstance(o, (bool, np.bool_)):
+            return bool(o)
+        for kind, cast in ((str, str), (numbers.Integral, int), (numbers.Real, float)):
+            if isinstance(o, kind):
+                return cast(o)
+        if isinstance(o, dict):
+            return {str(k): walk(v, f"{where}.{k}") for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(o)]
+        raise TypeError(f"{where} is a {type(o).__name__}, not plain data (str, int, float, bool, None, list, dict, "
+                        "tensor). Fix: store it as one of those, e.g. str(value).")
+    return walk(obj, "value")
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
