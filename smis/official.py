@@ -18,6 +18,7 @@ from torch import nn
 
 from smis.config import get_preset
 from smis.networks import Encoder, Generator, build_networks
+from smis.utils import safe_load
 
 OFFICIAL_DATASETS = ("ade20k", "deepfashion", "gta5")
 NAME_MAP: dict[str, str] = {"module.": ""}          # published prefix -> ours (applied to key starts)
@@ -65,7 +66,7 @@ def _load(source, map_location) -> Mapping[str, torch.Tensor]:
     if not os.path.isfile(source):
         raise FileNotFoundError(f"no checkpoint at {source!r}; download the authors' latest_net_G.pth / "
                                 "latest_net_E.pth and pass their paths")
-    return torch.load(source, map_location=map_location, weights_only=True)
+    return safe_load(source, map_location=map_location)   # weights_only=True; corrupt files named
 
 
 def load_official(generator_path: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -80,11 +81,11 @@ def load_official(generator_path: str | os.PathLike | Mapping[str, torch.Tensor]
     """
     if dataset not in OFFICIAL_DATASETS:
         raise ValueError(f"dataset={dataset!r} has no published checkpoint; choose one of {OFFICIAL_DATASETS}")
+    states = [map_names(_load(p, "cpu")) for p in (generator_path, encoder_path) if p is not None]  # read first: fail fast
     nets = build_networks("clvae", get_preset(dataset), discriminator=False, init_gain=None)
     G, E = nets.G, nets.E
-    pairs = [(G, generator_path, "generator")] + ([(E, encoder_path, "encoder")] if encoder_path is not None else [])
-    for module, source, what in pairs:
-        state = map_names(_load(source, "cpu"))
+    pairs = [(G, states[0], "generator")] + ([(E, states[1], "encoder")] if encoder_path is not None else [])
+    for module, state, what in pairs:
         check_state_dict(module, state, f"{dataset} {what}")
         module.load_state_dict(state, strict=True)
     G = G.to(device).eval() if device is not None else G.eval()

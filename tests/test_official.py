@@ -174,3 +174,25 @@ def test_dataparallel_prefix_is_stripped_and_check_state_dict_passes():
     G, E = load_official(random_state(ref["netG"], 9), {"module." + k: v for k, v in se.items()}, dataset="gta5")
     check_state_dict(E, se)
     assert torch.equal(E.state_dict()["fc_mu5.weight"], se["fc_mu5.weight"])
+
+
+def test_corrupt_or_hostile_weight_files_are_named_and_refused(tmp_path):
+    """The published weights go through smis.utils.safe_load too: weights_only=True, clear errors."""
+    import os
+
+    from smis.utils import CorruptCheckpoint, UnsafeCheckpoint
+
+    cut = tmp_path / "latest_net_G.pth"
+    torch.save({"fc.weight": torch.zeros(64, 64)}, cut)
+    cut.write_bytes(cut.read_bytes()[:200])
+    with pytest.raises(CorruptCheckpoint, match=r"latest_net_G\.pth \(200 bytes\) is truncated or corrupt"):
+        load_official(cut, None, dataset="deepfashion")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"fc.weight": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(UnsafeCheckpoint, match=r"evil\.pth was refused"):
+        load_official(tmp_path / "evil.pth", None, dataset="deepfashion")
+    assert not (tmp_path / "pwned").exists()
