@@ -5,6 +5,13 @@ randomness comes from a passed `torch.Generator` (on the latents' device). Layer
 the L axis of `zc`: 0 = the shallowest latent layer (fine, texture-like, feeds `up_2`), L - 1 = the
 deepest (coarse, colour-like, feeds `head_0`); see `smis.networks.generator`.
 
+Arguments follow one rule (`smis.networks.latents`, shared with the generator and the editor):
+label maps are integer tensors with ids in [0, C) (`check_label`; float maps are refused, not
+truncated); class ids and layer positions are integers in [0, K) / [0, L) (`check_class_ids`,
+`check_layer_ids`; bool and float refused, even 1.0; -1 is an error, not the last class); and
+editing a class the mask does not contain is a ValueError naming it and the classes present
+(`check_classes_present`), since it would silently change nothing.
+
     sample_images          N images for one mask in one batched generator call        (Fig. 12)
     encode / encode_dataset  encoder means of photos' codes
     style_latents          a reference's codes for shared classes, the prior elsewhere (4.4.1, Fig. 13)
@@ -30,18 +37,17 @@ import torch
 import torch.nn.functional as F
 
 from smis.networks import Latents, LatentSpec, Networks, label_presence
+from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids
 
 # --------------------------------------------------------------------------------------------
 # Generation and encoding
 
 
-def _labels(label: torch.Tensor) -> torch.Tensor:
-    """(H, W) or (B, H, W) ids -> (B, H, W) long."""
-    if label.dim() == 2:
-        label = label[None]
-    if label.dim() != 3:
-        raise ValueError(f"label must be (H, W) or (B, H, W) class ids, got shape {tuple(label.shape)}")
-    return label.long()
+def _labels(label: torch.Tensor, num_classes: int | None, values: bool = True) -> torch.Tensor:
+    """(H, W) or (B, H, W) integer ids in [0, num_classes) -> (B, H, W) long (`check_label`).
+
+    values=False skips reading the ids where the network called next checks them itself."""
+    return check_label(label, num_classes, allow_2d=True, values=values)
 
 
 def _need_codes(latents: Latents, what: str):
@@ -54,14 +60,14 @@ def _need_codes(latents: Latents, what: str):
 @torch.no_grad()
 def synthesize(nets: Networks, label: torch.Tensor, latents: Latents | None) -> torch.Tensor:
     """label (B, H, W) + latents (batch B) -> images (B, 3, H, W) in [-1, 1]; one generator call."""
-    return nets.G(_labels(label), latents)
+    return nets.G(_labels(label, nets.spec.num_classes, values=False), latents)   # G checks the ids
 
 
 @torch.no_grad()
 def sample_images(nets: Networks, label: torch.Tensor, n: int,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, Latents]:
     """n prior samples for one mask (H, W) or (1, H, W): images (n, 3, H, W) and their latents."""
-    label = _labels(label)
+    label = _labels(label, nets.spec.num_classes)
     if label.shape[0] != 1:
         raise ValueError(f"sample_images takes one mask, got a batch of {label.shape[0]}; loop over masks "
                          "or pass label[i]")
@@ -81,7 +87,7 @@ def encode(nets: Networks, image: torch.Tensor, label: torch.Tensor) -> Latents:
     if nets.E is None:
         raise ValueError(f"the {nets.variant!r} variant has no encoder; style-guided synthesis and photo "
                          "editing need one (use clvae or gaugan_vae)")
-    label = _labels(label)
+    label = _labels(label, nets.spec.num_classes, values=False)           # E checks the ids
     if image.dim() == 3:
         image = image[None]
     return nets.E(image, label)[0]
@@ -110,23 +116,22 @@ def encode_dataset(nets: Networks, dataset, n: int | None = None, batch_size: in
 
 def code_mask(shape: tuple[int, int], classes: Sequence[int] | None = None, layers: Sequence[int] | None = None,
               device: torch.device | str | None = None) -> torch.Tensor:
-    """(L, K) bool: True at `classes` x `layers` (None = all, [] = none) of a zc with shape (., L, K, .)."""
+    """(L, K) bool: True at `classes` x `layers` (None = all, [] = none) of a zc with shape (., L, K, .).
+
+    Ids must be integers in [0, K) / [0, L) (`check_class_ids` / `check_layer_ids`). Presence in a
+    mask is not checked here (no mask is given): the editing functions check it."""
     L, K = shape
     pick = torch.zeros(L, K, dtype=torch.bool, device=device)
-    rows = torch.arange(L) if layers is None else torch.as_tensor(list(layers), dtype=torch.long)
-    cols = torch.arange(K) if classes is None else torch.as_tensor(list(classes), dtype=torch.long)
-    if rows.numel() and (rows.min() < 0 or rows.max() >= L):
-        raise ValueError(f"layers {list(layers)} out of range: the codes have L = {L} latent layers; use 0..{L - 1} "
-                         "(0 = shallowest / texture, L-1 = deepest / colour)")
-    if cols.numel() and (cols.min() < 0 or cols.max() >= K):
-        raise ValueError(f"classes {list(classes)} out of range: the codes have K = {K} classes; use 0..{K - 1}")
-    pick[rows.to(pick.device)[:, None], cols.to(pick.device)[None, :]] = True
+    rows = torch.arange(L, device=pick.device) if layers is None else check_layer_ids(layers, L, pick.device)
+    cols = torch.arange(K, device=pick.device) if classes is None else check_class_ids(classes, K, pick.device)
+    pick[rows[:, None], cols[None, :]] = True
     return pick
 
 
 def shared_classes(label: torch.Tensor, ref_label: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, C) bool: classes present in both masks (ref_label may have batch 1)."""
-    return label_presence(_labels(label), num_classes) & label_presence(_labels(ref_label), num_classes)
+    label, ref_label = _labels(label, num_classes), _labels(ref_label, num_classes)
+    return label_presence(label, num_classes) & label_presence(ref_label.to(label.device), num_classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,8 +147,13 @@ def style_latents(spec: LatentSpec, label: torch.Tensor, reference: Latents, ref
     at that layer (`reference.present`) and is among `classes` x `layers` (None = all); every other
     code is a prior draw from `generator` (drawn exactly as `Latents.prior` draws). global_code:
     also take the reference's z1 (else the prior's).
+
+    `classes` are integer ids in [0, K); a listed class must be in the mask of at least one sample
+    of `label` (ValueError otherwise, naming it and the classes present); a sample whose mask lacks
+    a listed class simply keeps the prior for it.
     """
-    label = _labels(label)
+    label = _labels(label, spec.num_classes)
+    ref_label = _labels(ref_label, spec.num_classes).to(label.device)
     prior = Latents.prior(spec, label, generator=generator)
     z = prior.z
     if global_code:
@@ -159,8 +169,10 @@ def style_latents(spec: LatentSpec, label: torch.Tensor, reference: Latents, ref
         raise ValueError(f"reference codes {tuple(reference.zc.shape)} do not match this model's {tuple(prior.zc.shape)}")
     B, L, K, _ = prior.zc.shape
     chosen = code_mask((L, K), classes, layers, label.device)                          # (L, K)
+    if classes is not None:
+        check_classes_present(prior.present, check_class_ids(classes, K), what="style_latents")
     if spec.classwise:
-        both = shared_classes(label, _labels(ref_label).to(label.device), spec.num_classes)  # (B, C)
+        both = label_presence(label, spec.num_classes) & label_presence(ref_label, spec.num_classes)   # (B, C)
     else:
         both = torch.ones(B, 1, dtype=torch.bool, device=label.device)
     take = chosen[None] & both[:, None, :] & reference.present                          # (B, L, K)
@@ -179,25 +191,37 @@ def resample(latents: Latents, classes: Sequence[int] | None, layers: Sequence[i
     A full (B, L, K, N) normal tensor is drawn, then picked from, so a seed gives a class the same
     new code whatever is edited alongside it. global_code: also draw a new z1 (drawn first).
     To replace codes by another sample's instead, use `latents.replace(other, classes, layers)`.
+
+    classes / layers: integer ids in [0, K) / [0, L) (TypeError for float or bool, ValueError out of
+    range). A listed class that no sample's mask contains (`latents.present` false at every layer)
+    is a ValueError naming it and the classes present: resampling it would change nothing.
     """
     if latents.zc is None:
         if classes or layers:
             _need_codes(latents, "resampling class codes")
         return resample_where(latents, None, generator, global_code)
     take = code_mask(latents.zc.shape[1:3], classes, layers, latents.zc.device)   # (L, K)
+    if classes is not None:
+        check_classes_present(latents.present, check_class_ids(classes, latents.zc.shape[2]), what="resample")
     return resample_where(latents, take[None], generator, global_code)
 
 
 def paste_classes(image: torch.Tensor, source: torch.Tensor, label: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """`image` with the pixels of `classes` copied from `source` (e.g. face and skin, to keep identity).
 
-    image, source (B, 3, H, W) (source may have batch 1); label (B, H, W) or (H, W).
+    image, source (B, 3, H, W) (source may have batch 1); label (B, H, W) or (H, W) integer ids.
+    classes: integer ids >= 0; a class no sample's mask contains is a ValueError naming it and the
+    classes present (pasting it would copy nothing).
     """
-    label = _labels(label)
+    label = _labels(label, None)
     if image.shape[-2:] != label.shape[-2:] or source.shape[-2:] != label.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape)}, source {tuple(source.shape)} and label {tuple(label.shape)} "
                          "must share (H, W)")
-    keep = torch.isin(label, torch.as_tensor(list(classes), dtype=label.dtype, device=label.device))   # (B, H, W)
+    ids = check_class_ids(classes, None, label.device)                     # (n,)
+    if ids.numel() and label.numel():
+        C = int(torch.maximum(label.max(), ids.max())) + 1                  # one device sync
+        check_classes_present(label_presence(label, C)[:, None], ids, what="paste_classes")   # (B, 1, C)
+    keep = torch.isin(label, ids)                                           # (B, H, W)
     return torch.where(keep[:, None], source.to(image.dtype), image)
 
 
@@ -254,12 +278,15 @@ def move(latents: Latents, cls: int, layer: int, direction: torch.Tensor, alpha)
 
     direction (N,) with alpha a scalar or (B,) (one step per sample), or directions (D, N) with
     alpha (D,) or (B, D) (a weighted sum). Broadcasting a batch-1 `latents` to a sweep of alphas:
-    `move(latents.expand(len(alphas)), ...)`.
+    `move(latents.expand(len(alphas)), ...)`. cls / layer: one integer id each, in [0, K) / [0, L);
+    a class that no sample's mask contains is a ValueError (moving its code would change nothing).
     """
     _need_codes(latents, "move")
     B, L, K, N = latents.zc.shape
-    if not (0 <= layer < L and 0 <= cls < K):
-        raise ValueError(f"(cls, layer) = ({cls}, {layer}) out of range: the codes have K = {K} classes and L = {L} layers")
+    cls_id = check_class_ids(cls, K, what="cls", single=True)
+    layer = int(check_layer_ids(layer, L, what="layer", single=True)[0])
+    check_classes_present(latents.present, cls_id, what="move")
+    cls = int(cls_id[0])
     if direction.dim() not in (1, 2) or direction.shape[-1] != N:
         raise ValueError(f"direction must be (N,) or (D, N) with N = {N}, got {tuple(direction.shape)}")
     d = direction.to(latents.zc).reshape(-1, N)                              # (D, N)
@@ -296,21 +323,27 @@ def interpolate(start: Latents, end: Latents, t, classes: Sequence[int] | None =
 
 
 def case_mask(latents: Latents, classes: torch.Tensor, layers: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, L, K) bool: sample b edits class classes[b] at layer layers[b] (None = every layer)."""
+    """(B, L, K) bool: sample b edits class classes[b] at layer layers[b] (None = every layer).
+
+    classes (B,) / layers (B,) or one: integer ids in [0, K) / [0, L). classes[b] must be in sample
+    b's mask (`latents.present` at some layer), else ValueError naming the sample, the class and the
+    classes that sample has."""
     _need_codes(latents, "case_mask")
     B, L, K, _ = latents.zc.shape
-    classes = torch.as_tensor(classes, device=latents.zc.device).long().reshape(-1)
-    if classes.numel() != B or classes.min() < 0 or classes.max() >= K:
+    device = latents.zc.device
+    classes = check_class_ids(classes, K, device)                          # (n,)
+    if classes.numel() != B:
         raise ValueError(f"classes must hold one id in 0..{K - 1} per sample ({B}), got {classes.tolist()}")
-    take = torch.zeros(B, L, K, dtype=torch.bool, device=latents.zc.device)
-    rows = torch.arange(B, device=take.device)
+    check_classes_present(latents.present, classes, per_sample=True, what="case_mask")
+    take = torch.zeros(B, L, K, dtype=torch.bool, device=device)
+    rows = torch.arange(B, device=device)
     if layers is None:
         take[rows, :, classes] = True
     else:
-        layers = torch.as_tensor(layers, device=take.device).long().reshape(-1).expand(B)
-        if layers.min() < 0 or layers.max() >= L:
-            raise ValueError(f"layers must lie in 0..{L - 1}, got {layers.tolist()}")
-        take[rows, layers, classes] = True
+        layers = check_layer_ids(layers, L, device)
+        if layers.numel() not in (1, B):
+            raise ValueError(f"layers must hold one position per sample ({B}) or one for all, got {layers.tolist()}")
+        take[rows, layers.expand(B), classes] = True
     return take
 
 
@@ -334,6 +367,21 @@ def resample_cases(latents: Latents, classes: torch.Tensor, layers: torch.Tensor
                    generator: torch.Generator | None = None) -> Latents:
     """Per-sample edit: new codes for class classes[b] at layer layers[b] (None = every layer) of sample b."""
     return resample_where(latents, case_mask(latents, classes, layers), generator)
+
+
+def _class_regions(label: torch.Tensor, classes: torch.Tensor, what: str) -> torch.Tensor:
+    """(B, H, W) bool: label == classes[b]; ValueError if a sample's class has no pixel (its edit
+    would change nothing and the measurement would be 0 / 0 = NaN). One device sync."""
+    if classes.numel() != label.shape[0]:
+        raise ValueError(f"{what}: classes must hold one id per sample ({label.shape[0]}), got {classes.tolist()}")
+    region = label == classes.to(label.device)[:, None, None]              # (B, H, W)
+    found = region.flatten(1).any(1)                                        # (B,)
+    if not bool(found.all()):
+        b = int((~found).nonzero()[0])
+        raise ValueError(f"{what}: class {int(classes[b])} is absent from the mask of sample {b} (it has classes "
+                         f"{torch.unique(label[b]).tolist()}); editing it would change nothing. Fix: pick a "
+                         "class of that sample's mask (e.g. with edit_cases)")
+    return region
 
 
 def _region_stats(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -372,10 +420,13 @@ def edit_locality(nets: Networks, label: torch.Tensor, latents: Latents, classes
         change   mean |after - before| per pixel and channel, in [0, 2] image units
 
     For a variant without class codes pass global_code=True (the only code it has to resample).
+    classes (B,): integer ids in [0, C); classes[b] must occur in label[b] (ValueError otherwise,
+    naming the sample, the class and its classes; the measurement would be NaN).
     """
-    label = _labels(label)
+    label = _labels(label, nets.spec.num_classes)
     B = label.shape[0]
-    classes = torch.as_tensor(classes, device=label.device).long().reshape(-1)
+    classes = check_class_ids(classes, nets.spec.num_classes, label.device)
+    region = _class_regions(label, classes, "edit_locality")               # (B, H, W)
     take = None
     if latents.zc is not None:
         take = case_mask(latents, classes) & code_mask(latents.zc.shape[1:3], None, layers, label.device)[None]
@@ -385,7 +436,6 @@ def edit_locality(nets: Networks, label: torch.Tensor, latents: Latents, classes
     both = nets.G(torch.cat([label, label]), Latents.cat([latents, edited]))  # one generator call
     before, after = both[:B], both[B:]
     diff = (after - before).abs().sum(1)                                    # (B, H, W)
-    region = label == classes[:, None, None]
     near = F.max_pool2d(region[:, None].float(), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0
     total = diff.sum((-1, -2))
     return {"inside": (diff * region).sum((-1, -2)) / total, "near": (diff * near).sum((-1, -2)) / total,
@@ -415,18 +465,19 @@ def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, 
         texture_changed the estimated texture kind changed (1 / 0; NaN where not estimable)
     `estimate(image_uint8 (H, W, 3), label (H, W)) -> {class: {"colour_mode", "texture"}}` reads the
     factors from pixels (default: SynthScenes' `estimate_factors`; the mode / texture entries need it).
+    classes / layers (B,): integer ids; classes[b] must occur in label[b] (ValueError otherwise).
     """
     from smis.data.synthetic import estimate_factors
     from smis.viz import to_uint8
 
     estimate = estimate_factors if estimate is None else estimate
-    label = _labels(label)
+    label = _labels(label, nets.spec.num_classes)
     B = label.shape[0]
-    classes = torch.as_tensor(classes, device=label.device).long().reshape(-1)
+    classes = check_class_ids(classes, nets.spec.num_classes, label.device)
+    region = _class_regions(label, classes, "layer_factor_effects") & _interior(label)   # (B, H, W)
     edited = resample_cases(latents, classes, layers, generator)
     both = nets.G(torch.cat([label, label]), Latents.cat([latents, edited]))
     before, after = (both[:B] + 1) / 2, (both[B:] + 1) / 2                  # [0, 1]
-    region = (label == classes[:, None, None]) & _interior(label)          # (B, H, W)
     shift = (_region_stats(after, region) - _region_stats(before, region)).norm(dim=1)
     eps = 1e-6
     hf = (torch.log2(high_frequency_energy(after, region) + eps) - torch.log2(high_frequency_energy(before, region) + eps)).abs()
@@ -441,7 +492,7 @@ def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, 
 
 def edit_cases(label: torch.Tensor, num_classes: int, min_pixels: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
     """All (sample, class) pairs where the class covers at least min_pixels: (sample ids, class ids)."""
-    label = _labels(label)
+    label = _labels(label, num_classes)
     counts = F.one_hot(label.reshape(label.shape[0], -1), num_classes).sum(1)   # (B, C)
     return torch.nonzero(counts >= min_pixels, as_tuple=True)
 
@@ -453,6 +504,10 @@ def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, gener
     effect of each layer. labels (M, H, W), latents (M, ...) (encoder means). Returns plain floats."""
     samples, classes = edit_cases(labels, nets.spec.num_classes, min_pixels)
     has_codes = latents.zc is not None
+    if has_codes and latents.zc.shape[2] > 1:          # drop cases the codes mark absent: case_mask refuses them
+        dev = latents.present.device
+        seen = latents.present[samples.to(dev), :, classes.to(dev)].any(-1).to(samples.device)   # (cases,)
+        samples, classes = samples[seen], classes[seen]
     acc: dict[str, list] = {}
     for s in range(0, len(samples), batch_size):                          # batches of cases
         i, c = samples[s:s + batch_size], classes[s:s + batch_size]

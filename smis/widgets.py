@@ -25,6 +25,7 @@ import torch
 
 from smis import editing
 from smis.networks import Latents, Networks
+from smis.networks.latents import check_label
 from smis.utils import resolve
 from smis.viz import colorize, save_png, to_uint8
 
@@ -78,8 +79,28 @@ class Editor:
         self.slider_unit = slider_unit
         if len(images) != len(labels) or len(images) == 0:
             raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) must be equally many and not empty")
-        self.nets, self.images, self.labels = nets, images, labels.long()
-        self.class_names, self.palette, self.scale = list(class_names), palette, scale
+        M, C = len(images), nets.spec.num_classes
+        labels = check_label(labels, C)                                 # integer (M, H, W), ids in [0, C)
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != labels.shape[-2:]:
+            raise ValueError(f"images must be (M, 3, H, W) matching labels (M, H, W) = {tuple(labels.shape)}, got "
+                             f"{tuple(images.shape)}")
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < M:
+            raise ValueError(f"index={index!r} out of range: {M} photos were given, so the start photo is an integer "
+                             f"in 0..{M - 1}; pass one of those (or more photos)")
+        for name, given, entry in (("class_names", class_names, "name"), ("palette", palette, "RGB colour")):
+            if len(given) < C:
+                raise ValueError(f"{name} has {len(given)} entries but the model has C = {C} classes: one {entry} per "
+                                 f"class is needed; pass the dataset's info.{name}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+            raise ValueError(f"scale={scale!r} must be an integer >= 1 (the display upscaling factor, nearest "
+                             "neighbour); use e.g. scale=4, or 1 for the images' own size")
+        if codes is not None:
+            if codes.batch_size != M:
+                raise ValueError(f"codes hold {codes.batch_size} photos' latents but {M} images were given; pass the "
+                                 "codes of all of them (editing.encode(nets, images, labels)) or codes=None to encode here")
+            nets.spec.check_latents(codes, M, "the editor")
+        self.nets, self.images, self.labels = nets, images, labels
+        self.class_names, self.palette, self.scale = list(class_names), palette, int(scale)
         self.codes = codes if codes is not None else editing.encode(nets, images, self.labels)
         self.directions = directions if directions is not None else editing.principal_directions(self.codes, n_sliders)
         self.n_sliders = min(n_sliders, self.directions.components.shape[2])
@@ -223,10 +244,15 @@ class Editor:
         if not self._pushed and all(s.value == 0 for s in self.sliders):
             return                                    # back at the anchor (e.g. the browser echoing a reset)
         t0 = time.perf_counter()
+        try:
+            latents = self.slider_latents()
+        except ValueError as e:                       # e.g. a class these codes do not have: say it, keep the image
+            self._say(f"cannot move: {e}")
+            return
         if not self._pushed:                          # one undo step per slider session
             self.history.append((self.photo.value, self.anchor))
             self._pushed = True
-        self.latents = self.slider_latents()
+        self.latents = latents
         self.after = self.render(self.latents)
         self._show(self.after_view, self.after)
         self.timings.append(time.perf_counter() - t0)
@@ -242,7 +268,12 @@ class Editor:
     def on_resample(self, button=None):
         c, l = self.selection
         layers = None if self.all_layers.value else [l]
-        self._set_latents(editing.resample(self.latents, [c], layers, self.generator), before=self.after)
+        try:
+            new = editing.resample(self.latents, [c], layers, self.generator)
+        except ValueError as e:                       # e.g. a class these codes do not have: say it, keep the image
+            self._say(f"cannot resample: {e}")
+            return
+        self._set_latents(new, before=self.after)
         self._say(f"resampled {self.class_names[c]} at {'all layers' if layers is None else f'layer {l}'}")
 
     def on_prior(self, button=None):

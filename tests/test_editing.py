@@ -273,3 +273,73 @@ def test_editing_report_on_a_tiny_model(nets):
     assert [r["layer"] for r in rep["layers"]] == list(range(5))
     assert rep["layers"][0]["cases"] == len(samples)                     # every class is visible at the finest scale
     assert rep["layers"][4]["cases"] < len(samples)                      # small objects vanish at 1/32
+
+
+# -- argument validation: one rule for ids and label maps, absent classes are errors -----------------
+
+def test_editing_refuses_float_ids_and_float_labels_instead_of_truncating(nets, data):
+    image, label, lat = data
+    for bad in ([1.5], [1.0], [True], torch.tensor([1.0])):               # 1.5 used to edit class 1
+        with pytest.raises(TypeError, match="integer id"):
+            editing.resample(lat, bad)
+    with pytest.raises(TypeError, match="integer id"):
+        editing.resample(lat, [1], [0.0])
+    with pytest.raises(TypeError, match="cls must be one integer id"):
+        editing.move(lat, 1.0, 0, torch.ones(4), 1.0)
+    with pytest.raises(TypeError, match="layer must be one integer id"):
+        editing.move(lat, 1, 2.0, torch.ones(4), 1.0)
+    with pytest.raises(TypeError, match="integer id"):
+        editing.case_mask(lat, torch.tensor([1.0, 1.0, 0.0]))
+    with pytest.raises(TypeError, match="integer id"):
+        editing.paste_classes(image, image, label, [1.0])
+    # -1 is out of range everywhere (Latents.replace used to edit class 9), with the same message
+    for edit in (lambda: editing.resample(lat, [-1]), lambda: lat.replace(lat, classes=[-1]),
+                 lambda: editing.code_mask((5, 10), [-1]), lambda: editing.move(lat, -1, 0, torch.ones(4), 1.0),
+                 lambda: editing.interpolate(lat[0], lat[1], [0.5], classes=[-1])):
+        with pytest.raises(ValueError, match=r"\[-1\] out of range: the codes have K = 10 classes; use 0\.\.9"):
+            edit()
+    with pytest.raises(ValueError, match=r"layer \[-1\] out of range"):
+        editing.move(lat, 1, -1, torch.ones(4), 1.0)
+    # float label maps: refused like the generator refuses them (they were silently .long()-ed)
+    flt = label.float()
+    for call in (lambda: editing.synthesize(nets, flt, lat), lambda: editing.sample_images(nets, flt[0], 2),
+                 lambda: editing.encode(nets, image, flt), lambda: editing.edit_cases(flt, C),
+                 lambda: editing.paste_classes(image, image, flt, [1]), lambda: editing.shared_classes(flt, label, C),
+                 lambda: editing.style_latents(nets.spec, flt, lat[0], label[0:1]),
+                 lambda: editing.style_latents(nets.spec, label, lat[0], flt[0:1])):
+        with pytest.raises(TypeError, match="integer class ids, got dtype torch.float32; use label.long"):
+            call()
+    with pytest.raises(ValueError, match=r"\[0, 10\), found \[0, 12\]"):
+        editing.edit_cases(label + (label == 8).long() * 4, C)
+
+
+def test_editing_a_class_absent_from_the_mask_is_an_error(nets, data):
+    """Class 9 is in no mask of `data` ([0 1 2 3], [1 4 5 6], [0 7 8 2]): editing it changed nothing
+    silently (and a locality measurement became NaN); now a ValueError names it and the classes present."""
+    image, label, lat = data
+    present = r"the classes present are \[0, 1, 2, 3, 4, 5, 6, 7, 8\]"
+    with pytest.raises(ValueError, match=r"resample: classes \[9\] are absent from the mask \(" + present):
+        editing.resample(lat, [1, 9])
+    assert not torch.equal(editing.resample(lat, [1, 4]).zc, lat.zc)     # in some sample of the batch: fine
+    one = r"the classes present are \[0, 1, 2, 3\]"                      # sample 0 alone
+    d = torch.ones(4)
+    for what, edit in (("replace", lambda: lat[0].replace(lat[1], classes=[4])),
+                       ("move", lambda: editing.move(lat[0], 4, 0, d, 1.0)),
+                       ("replace", lambda: editing.interpolate(lat[0], lat[1], [0.5], classes=[4])),
+                       ("resample", lambda: editing.resample(lat[0], [4], [0]))):
+        with pytest.raises(ValueError, match=rf"{what}: classes \[4\] are absent from the mask \({one}"):
+            edit()
+    with pytest.raises(ValueError, match=r"style_latents: classes \[5\] are absent"):
+        editing.style_latents(nets.spec, stripes(1, [[0, 1, 9, 4]]), lat[1], label[1:2], classes=[5])
+    with pytest.raises(ValueError, match=r"paste_classes: classes \[9\] are absent from the mask"):
+        editing.paste_classes(image, image, label, [1, 9])
+    with pytest.raises(ValueError, match=r"case_mask: class 0 is absent from the mask of sample 1 "
+                                         r"\(it has classes \[1, 4, 5, 6\]\)"):
+        editing.case_mask(lat, torch.tensor([0, 0, 0]))
+    # the locality measurement: NaN before, an error naming the sample now
+    four = stripes(2, [[0, 1, 2, 3], [4, 5, 6, 7]])
+    with pytest.raises(ValueError, match=r"edit_locality: class 1 is absent from the mask of sample 1 "
+                                         r"\(it has classes \[4, 5, 6, 7\]\)"):
+        editing.edit_locality(fake_nets("local"), four, fake_latents(2), torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match=r"layer_factor_effects: class 0 is absent from the mask of sample 1"):
+        editing.layer_factor_effects(fake_nets("factors"), four, fake_latents(2), torch.tensor([0, 0]), torch.tensor([0, 1]))

@@ -1,6 +1,7 @@
 """Tests of smis.networks: shapes, vectorised ops against loop references, wiring, gradients, latents."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,7 @@ from smis.config import PRESETS, get_preset
 from smis.losses import d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_divergence, PerceptualLoss
 from smis.networks import (BLOCK_LAYER, VARIANTS, Latents, LatentSpec, build_networks, classwise_max_pool,
                            cse_map, one_hot, resize_labels)
+from smis.networks.latents import check_class_ids, check_label, check_layer_ids
 
 TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4)
 
@@ -239,11 +241,15 @@ def test_codes_of_absent_classes_do_not_change_the_image_but_present_ones_do():
     label = random_label(1, 64, 64, 10, seed=7, absent=(9,))
     z = Latents.prior(nets.spec, label, torch.Generator().manual_seed(3))
     other = Latents.prior(nets.spec, label, torch.Generator().manual_seed(4))
+    swapped = z.zc.clone()
+    swapped[:, :, 9] = other.zc[:, :, 9]                                # class 9's codes, by hand: replace refuses
     with torch.no_grad():
         base = nets.G(label, z)
-        same = nets.G(label, z.replace(other, classes=[9]))
+        same = nets.G(label, Latents(z.z, swapped, z.present))
         diff = nets.G(label, z.replace(other, classes=[int(label[0, 0, 0])], layers=[0]))
     assert torch.equal(base, same)
+    with pytest.raises(ValueError, match=r"classes \[9\] are absent from the mask"):
+        z.replace(other, classes=[9])                                   # the edit would be a silent no-op
     assert (base - diff).abs().max() > 1e-3
 
 
@@ -418,3 +424,88 @@ def test_clear_errors():
         build_networks("clave", tiny())
     with pytest.raises(ValueError, match="divisible"):
         build_networks("clvae", get_preset("synthscenes", image_size=(48, 64)))
+
+
+def test_generator_checks_latents_against_its_spec_and_the_label_batch():
+    """Codes of the wrong K / L / N1 or batch used to run silently (K = 1 broadcast, extra layers
+    ignored) or die in a reshape; now a ValueError names the expected and given shapes and the fix."""
+    nets = build_networks("clvae", tiny(), discriminator=False)
+    label = random_label(2, 64, 64, 10)
+    z = Latents.prior(nets.spec, label, torch.Generator().manual_seed(0))   # z (2, 8), zc (2, 5, 10, 4)
+    wrong = lambda zc: Latents(z.z, zc, torch.ones(zc.shape[:3], dtype=torch.bool))
+    expect = r"zc are \({}\).*expects \(B, L, K, N\) = \(2, 5, 10, 4\).*Latents.prior\(G.spec, label\)"
+    with pytest.raises(ValueError, match=expect.format("2, 5, 1, 4")):           # K = 1 (no_classwise codes)
+        nets.G(label, wrong(z.zc[:, :, :1]))
+    with pytest.raises(ValueError, match=expect.format("2, 6, 10, 4")):          # L = 6
+        nets.G(label, wrong(torch.cat([z.zc, z.zc[:, :1]], 1)))
+    with pytest.raises(ValueError, match=expect.format("2, 5, 10, 3")):          # N = 3
+        nets.G(label, wrong(z.zc[..., :3]))
+    with pytest.raises(ValueError, match=r"z \(1, 8\), zc \(1, 5, 10, 4\)\) do not hold a batch of B = 2.*expand"):
+        nets.G(label, z[0])                                                      # batch 1 for a batch of 2
+    with pytest.raises(ValueError, match=r"global code z is \(2, 7\).*expects \(B, N1\) = \(2, 8\)"):
+        nets.G(label, Latents(torch.randn(2, 7), z.zc, z.present))
+    with pytest.raises(ValueError, match=r"needs a global code z of shape \(B, N1\) = \(2, 8\)"):
+        nets.G(label, Latents(None, z.zc, z.present))
+    with pytest.raises(ValueError, match=r"needs class codes zc of shape \(B, L, K, N\) = \(2, 5, 10, 4\)"):
+        nets.G(label, Latents(z.z))
+    with pytest.raises(TypeError, match="takes its codes as a Latents, got Tensor"):
+        nets.G(label, z.zc)
+    # the variants without one of the codes refuse it instead of ignoring it
+    gaugan = build_networks("gaugan", tiny(), discriminator=False)
+    with pytest.raises(ValueError, match=r"takes no global code \(spec z_dim = 0, gaugan\)"):
+        gaugan.G(label, Latents(z.z))
+    assert gaugan.G(label, Latents.prior(gaugan.spec, label)).shape == (2, 3, 64, 64)
+    vae = build_networks("gaugan_vae", tiny(), discriminator=False)
+    with pytest.raises(ValueError, match="has no class codes.*but zc is"):
+        vae.G(label, z)
+    # each variant takes its own prior, e.g. the K = 1 codes of no_classwise
+    ncw = build_networks("no_classwise", tiny(), discriminator=False)
+    assert ncw.G(label, Latents.prior(ncw.spec, label)).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"zc are \(2, 5, 10, 4\).*\(2, 5, 1, 4\)"):
+        ncw.G(label, z)
+
+
+def test_ids_and_label_maps_follow_one_rule():
+    """Integers only (no bool / float, not even 1.0), in [0, K) with no negative wrap-around."""
+    assert check_class_ids([1, 3], 10).tolist() == [1, 3]
+    assert check_class_ids(torch.tensor([[2]], dtype=torch.int32), 10).tolist() == [2]
+    assert check_class_ids(np.array([4, 0]), 10).tolist() == [4, 0] and check_class_ids(np.int64(9), 10).tolist() == [9]
+    assert check_class_ids([], 10).numel() == 0 and check_layer_ids(range(3), 3).tolist() == [0, 1, 2]
+    for bad in (1.5, [1.0], [True], torch.tensor([1.0]), torch.tensor([True]), np.array([1.0]), "1", [torch.tensor(1.0)]):
+        with pytest.raises(TypeError, match="integer id"):
+            check_class_ids(bad, 10)
+    with pytest.raises(TypeError, match=r"even whole ones like 1.0"):
+        check_class_ids([1.0], 10)
+    with pytest.raises(ValueError, match=r"classes \[-1\] out of range.*0\.\.9.*negative ids are errors"):
+        check_class_ids([-1], 10)
+    with pytest.raises(ValueError, match=r"classes \[10\] out of range"):
+        check_class_ids([10], 10)
+    with pytest.raises(ValueError, match=r"layers \[-1\] out of range.*0\.\.4"):
+        check_layer_ids([-1], 5)
+    with pytest.raises(TypeError, match="cls must be one integer id"):
+        check_class_ids([1, 2], 10, what="cls", single=True)
+    # Latents.replace used to take -1 as class K-1 (and layer L-1) and 1.5 as class 1
+    spec = LatentSpec(3, 2, 10, (1, 2))
+    label = block_label(2, 64, 64, 10, cell=8)                            # every class in every sample
+    a = Latents.prior(spec, label, torch.Generator().manual_seed(0))
+    b = Latents.prior(spec, label, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=r"classes \[-1\] out of range"):
+        a.replace(b, classes=[-1])
+    with pytest.raises(ValueError, match=r"layers \[-1\] out of range"):
+        a.replace(b, classes=[0], layers=[-1])
+    with pytest.raises(TypeError, match="integer id"):
+        a.replace(b, classes=[1.5])
+    assert torch.equal(a.replace(b, classes=torch.tensor([9])).zc[:, :, 9], b.zc[:, :, 9])
+    # label maps: integer tensors, the generator's rule, now also for Latents.prior (it truncated floats)
+    with pytest.raises(TypeError, match="integer class ids, got dtype torch.float32; use label.long"):
+        Latents.prior(spec, label.float())
+    with pytest.raises(TypeError, match="integer class ids, got dtype torch.bool"):
+        check_label(label > 4, 10)
+    with pytest.raises(TypeError, match="must be a torch tensor"):
+        check_label(label.numpy(), 10)
+    with pytest.raises(ValueError, match=r"\[0, 10\), found \[0, 12\]"):
+        check_label(label + (label == 9).long() * 3, 10)
+    with pytest.raises(ValueError, match=r"must be >= 0, found -1"):
+        check_label(label - 1, None)
+    assert check_label(label[0].to(torch.uint8), 10, allow_2d=True).dtype == torch.long
+    assert check_label(label[0].to(torch.uint8), 10, allow_2d=True).shape == (1, 64, 64)

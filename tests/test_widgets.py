@@ -176,6 +176,48 @@ def test_editor_refuses_bad_arguments(setup):
     assert ed.layer.value == 3
 
 
+def test_editor_checks_its_arguments_at_construction(setup, tmp_path):
+    """Out-of-range start photo, codes for fewer photos, a short palette, a non-positive scale and a
+    float mask were accepted (or failed later in a traitlets / indexing error); now a ValueError
+    (TypeError for the mask) names the argument, the value, the valid range and the fix."""
+    nets, images, labels, codes, info = setup
+    make = lambda **kw: Editor(**{"nets": nets, "images": images, "labels": labels, "class_names": info.class_names,
+                                  "palette": info.palette, "codes": codes, "out_dir": tmp_path, **kw})
+    for index in (6, -1, 1.0):
+        with pytest.raises(ValueError, match=rf"index={index!r} out of range: 6 photos were given, so the start photo "
+                                             r"is an integer in 0\.\.5"):
+            make(index=index)
+    with pytest.raises(ValueError, match=r"codes hold 3 photos' latents but 6 images were given.*codes=None"):
+        make(codes=codes[:3])
+    with pytest.raises(ValueError, match=r"zc are \(6, 5, 1, 4\).*expects.*\(6, 5, 10, 4\)"):
+        make(codes=Latents(codes.z, codes.zc[:, :, :1], codes.present[:, :, :1]))
+    with pytest.raises(ValueError, match=r"palette has 5 entries but the model has C = 10 classes.*info.palette"):
+        make(palette=info.palette[:5])
+    with pytest.raises(ValueError, match=r"class_names has 9 entries but the model has C = 10 classes"):
+        make(class_names=info.class_names[:9])
+    for scale in (0, -2, 1.5):
+        with pytest.raises(ValueError, match=rf"scale={scale!r} must be an integer >= 1"):
+            make(scale=scale)
+    with pytest.raises(TypeError, match="integer class ids, got dtype torch.float32"):
+        make(labels=labels.float())
+    assert make(index=5, scale=1).photo.value == 5
+
+
+def test_editing_a_class_the_codes_lack_is_reported_not_applied(editor):
+    """An edit refused by smis.editing (the class is in no latent layer of these codes) shows its
+    reason in the status line and leaves image and history alone instead of a silent no-op edit."""
+    c, _ = editor.selection
+    present = editor.latents.present.clone()
+    present[..., c] = False
+    editor.latents = editor.anchor = Latents(editor.latents.z, editor.latents.zc, present)
+    after, history = editor.after.copy(), list(editor.history)
+    editor.resample_button.click()
+    assert "cannot resample" in editor.status.value and f"classes [{c}] are absent" in editor.status.value
+    editor.sliders[0].value = 1.0
+    assert "cannot move" in editor.status.value
+    assert np.array_equal(editor.after, after) and len(editor.history) == len(history)
+
+
 def test_png_bytes_upscales_with_nearest_neighbour():
     im = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     out = decode(png_bytes(im, 3))

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smis.networks.latents import Latents, LatentSpec
-from smis.networks.ops import check_labels, cse_map, one_hot, resize_labels
+from smis.networks.latents import Latents, LatentSpec, check_label
+from smis.networks.ops import cse_map, one_hot, resize_labels
 from smis.networks.spade import SPADEResBlock
 
 UPSAMPLING = {"normal": 5, "more": 6, "most": 7}     # number of x2 upsamplings from fc to output
@@ -87,15 +87,16 @@ class Generator(nn.Module):
         return W + z.zc                                                 # (B, L, K, N) + (C, N) -> (B, L, C, N)
 
     def forward(self, label: torch.Tensor, z: Latents | None = None) -> torch.Tensor:
-        """label (B, H, W) ids; z the latents (None only for the gaugan variant) -> (B, 3, H, W) in [-1, 1]."""
+        """label (B, H, W) ids; z the latents (None only for the gaugan variant) -> (B, 3, H, W) in [-1, 1].
+
+        Checked first (clear ValueError / TypeError naming expected and given): label is a (B, H, W)
+        integer map of this generator's size with ids in [0, C) (`check_label`); z fits `self.spec`
+        and the label batch: z (B, N1), zc (B, L, K, N) (`LatentSpec.check_latents`, shapes only).
+        """
         spec = self.spec
-        check_labels(label, spec.num_classes, self.image_size)
+        check_label(label, spec.num_classes, self.image_size)
         B, H, W = label.shape
-        if (spec.z_dim > 0 or spec.has_class_codes) and z is None:
-            raise ValueError("this generator needs latents: pass Latents.prior(nets.spec, label, generator=g) "
-                             "or the encoder's output")
-        if spec.has_class_codes and z.zc is None:
-            raise ValueError("this generator needs class codes (z.zc); sample them with Latents.prior(nets.spec, ...)")
+        spec.check_latents(z, B)
         dtype = self.conv_img.weight.dtype
         mask = one_hot(label, spec.num_classes, dtype)                  # (B, C, H, W)
 
