@@ -56,10 +56,15 @@ def test_two_command_quick_start_comes_first():
 
 
 @pytest.mark.slow
-def test_dataset_commands():
+def test_dataset_commands(tmp_path):
+    """The README's commands, with its dataset folder data/synthscenes swapped for a temporary one."""
+    data = tmp_path / "synthscenes"
     for cmd in [c for c, t in COVERED.items() if t == "test_dataset_commands"]:
-        r = subprocess.run(shlex.split(cmd), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900)
+        assert "data/synthscenes" in cmd, cmd
+        argv = [str(data) if a == "data/synthscenes" else a for a in shlex.split(cmd)]
+        r = subprocess.run(argv, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    assert len(list((data / "test" / "images").glob("*.png"))) == 200
 
 
 def test_train_command(tmp_path):
@@ -101,25 +106,32 @@ def test_lab_command_serves_jupyterlab():
 
 
 @pytest.mark.slow
-def test_reproduce_smoke_command(tmp_path):
+def test_reproduce_smoke_command(tmp_path, repo_snapshot):
     cmd = next(c for c, t in COVERED.items() if t == "test_reproduce_smoke_command")
+    before = repo_snapshot()
     r = subprocess.run(shlex.split(cmd) + ["--out", str(tmp_path)], cwd=ROOT, env=env(), capture_output=True, text=True,
                        timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = (tmp_path / "smoke" / "REPORT.md").read_text()
     for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations", "06_interactive_editing"):
         assert f"## {nb}" in report, nb
+    assert repo_snapshot.changes(before, repo_snapshot()) == []    # everything under --out (no outputs/smoke/data)
 
 
 @pytest.mark.slow
-def test_main_demo_command():
+def test_main_demo_command(tmp_path, repo_snapshot):
+    """The README's main command with `--out <tmp>` appended (run.sh passes it on to smis.reproduce), so a
+    user's outputs/demo is never overwritten; the repository's outputs/ and data/ stay as they were."""
     cmd = next(c for c, t in COVERED.items() if t == "test_main_demo_command")
-    r = subprocess.run(shlex.split(cmd), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=3600)
+    before = repo_snapshot()
+    r = subprocess.run(shlex.split(cmd) + ["--out", str(tmp_path)], cwd=ROOT, env=env(), capture_output=True, text=True,
+                       timeout=3600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    report = (ROOT / "outputs" / "demo" / "REPORT.md").read_text()
+    report = (tmp_path / "demo" / "REPORT.md").read_text()
     for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations", "06_interactive_editing"):
         assert f"## {nb}" in report, nb
-        assert (ROOT / "outputs" / "demo" / f"{nb}.ipynb").exists()
+        assert (tmp_path / "demo" / f"{nb}.ipynb").exists()
+    assert repo_snapshot.changes(before, repo_snapshot()) == []
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """The notebooks run headlessly, the reproduce command gathers their tables, and failures are named."""
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -30,18 +29,88 @@ def test_each_notebook_has_one_parameters_cell_first_in_code():
         assert nb.cells[0].cell_type == "markdown" and "In this notebook we" in nb.cells[0].source, path.name
 
 
-def _params_of(stem: str) -> set[str]:
-    nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    return {line.split("=")[0].strip() for line in cell.source.splitlines() if re.match(r"^[A-Z][A-Z0-9_]*\s*=", line)}
+def _params_of(stem: str) -> list[str]:
+    return reproduce.declared_parameters(ROOT / "notebooks" / f"{stem}.ipynb")
 
 
 @pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
 def test_profiles_name_existing_notebooks_and_parameters(profile):
     for stem, params in reproduce.PROFILES[profile].items():
         assert (ROOT / "notebooks" / f"{stem}.ipynb").exists(), f"{profile}: notebook {stem} is not built"
-        unknown = set(params) - _params_of(stem)
+        unknown = set(params) - set(_params_of(stem))
         assert not unknown, f"{profile}: {stem} has no parameters {sorted(unknown)}"
+
+
+def test_declared_parameters_reads_the_tagged_cell(tmp_path):
+    _echo_notebook(tmp_path, params="SMOKE = False\nA: int = 0   # typed\nB, C = 1, 2\nif SMOKE:\n    D = 3")
+    assert reproduce.declared_parameters(tmp_path / "98_echo.ipynb") == ["SMOKE", "A", "B", "C", "OUT_DIR"]
+    assert "N_TRAIN" in _params_of("01_prepare_data") and "SMOKE" in _params_of("06_interactive_editing")
+
+
+def test_folder_parameters_are_classified():
+    """Every *_DIR / *_ROOT parameter is known as written (kept under the run's folder) or read; a new
+    one must be classified in smis/reproduce.py, or a run could write outside --out unnoticed."""
+    known = set(reproduce.WRITTEN_FOLDERS) | set(reproduce.READ_FOLDERS)
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        names = reproduce.declared_parameters(path)
+        assert "OUT_DIR" in names, path.name
+        folders = {n for n in names if n.endswith(("_DIR", "_ROOT"))}
+        assert folders <= known, f"{path.name}: classify {sorted(folders - known)} in WRITTEN_FOLDERS or READ_FOLDERS"
+
+
+@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+@pytest.mark.parametrize("relative", [False, True])
+def test_every_profile_writes_only_under_out(tmp_path, profile, relative):
+    """Each folder a notebook of the profile writes (its declared WRITTEN_FOLDERS) is given and lies under
+    <out>/<profile>, for an absolute --out and for the default, repository-relative one."""
+    out_root = "outputs/some_run" if relative else tmp_path
+    out, plan = reproduce.plan_profile(profile, out_root=out_root)
+    assert out == (ROOT / "outputs" / "some_run" / profile if relative else tmp_path / profile)
+    assert [stem for stem, _ in plan] == list(reproduce.PROFILES[profile])
+    for stem, params in plan:
+        written = [n for n in reproduce.WRITTEN_FOLDERS if n in _params_of(stem)]
+        assert "OUT_DIR" in written and (stem != "01_prepare_data" or "DATA_DIR" in written), stem
+        for name in written:
+            path = (ROOT / params[name]).resolve()
+            assert path.is_relative_to(out.resolve()), f"{profile}: {stem}.{name} = {params[name]} is outside {out}"
+        assert set(params) <= set(_params_of(stem)), stem            # only declared parameters go to papermill
+    assert not (tmp_path / profile).exists() and not (ROOT / "outputs" / "some_run").exists()   # planning writes nothing
+
+
+def test_prepare_data_writes_only_under_out(tmp_path, repo_snapshot):
+    """`--profile smoke --out DIR` (notebook 01, the one that writes a dataset) leaves the repository's
+    outputs/ and data/ as they were; the dataset and figures land under DIR."""
+    before = repo_snapshot()
+    assert reproduce.main(["--profile", "smoke", "--only", "01", "--out", str(tmp_path)]) == 0
+    assert repo_snapshot.changes(before, repo_snapshot()) == []
+    data = tmp_path / "smoke" / "data" / "synthscenes_smoke"
+    assert len(list((data / "test" / "images").glob("*.png"))) == 8
+    assert (tmp_path / "smoke" / "01_prepare_data" / "samples.png").stat().st_size > 100
+    nb = nbformat.read(tmp_path / "smoke" / "01_prepare_data.ipynb", as_version=4)
+    assert nb.metadata.papermill.parameters["DATA_DIR"] == f"{tmp_path}/smoke/data/synthscenes"
+
+
+def test_repo_snapshot_names_changed_paths(tmp_path, repo_snapshot):
+    """The session guard of tests/conftest.py sees a file added, modified or removed under outputs/ or
+    data/ (and folders appearing), and nothing elsewhere."""
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    (tmp_path / "outputs" / "demo" / "a.csv").write_text("1")
+    (tmp_path / "outputs" / "old.md").write_text("x")
+    before = repo_snapshot(tmp_path)
+    assert set(before) == {"outputs", "outputs/demo", "outputs/demo/a.csv", "outputs/old.md"}
+    assert repo_snapshot.changes(before, repo_snapshot(tmp_path)) == []
+    (tmp_path / "outputs" / "demo" / "a.csv").write_text("12")
+    (tmp_path / "outputs" / "old.md").unlink()
+    (tmp_path / "data" / "synthscenes").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    assert repo_snapshot.changes(before, repo_snapshot(tmp_path)) == [
+        "data", "data/synthscenes", "outputs", "outputs/demo/a.csv", "outputs/old.md"]
+
+
+def test_unknown_only_creates_no_folder(tmp_path):
+    with pytest.raises(SystemExit, match=r"--only \['99'\] matches no notebook of profile 'smoke'"):
+        reproduce.main(["--profile", "smoke", "--only", "99", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
@@ -78,17 +147,21 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert sum("skipped" in s for s in said) == len(reproduce.PROFILES["smoke"])
 
 
-def _echo_notebook(folder, stem="98_echo"):
-    """A notebook that writes its parameters to OUT_DIR/params.json."""
+ECHO_PARAMS = 'SMOKE = False\nA = 0\nB = ""\nRUN_DIR = ""'
+
+
+def _echo_notebook(folder, stem="98_echo", params=ECHO_PARAMS):
+    """A notebook declaring `params` and OUT_DIR that writes its upper-case globals and thread settings
+    to OUT_DIR/params.json."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "smis", "display_name": "Python (smis)", "language": "python"}
-    params = nbformat.v4.new_code_cell('SMOKE = False\nA = 0\nB = ""\nRUN = ""\nOUT_DIR = ""')
-    params.metadata["tags"] = ["parameters"]
+    cell = nbformat.v4.new_code_cell(params + '\nOUT_DIR = ""')
+    cell.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell("import json, os, pathlib\np = pathlib.Path(OUT_DIR); p.mkdir(parents=True)\n"
-                                     "(p / 'params.json').write_text(json.dumps(dict(A=A, B=B, RUN=RUN, "
-                                     "BLAS=os.environ.get('OPENBLAS_NUM_THREADS'), OMP=os.environ.get('OMP_NUM_THREADS'), "
-                                     "WAIT=os.environ.get('OMP_WAIT_POLICY'))))")
-    nb.cells = [params, body]
+                                     "(p / 'params.json').write_text(json.dumps({**{k: v for k, v in dict(globals()).items() "
+                                     "if k.isupper()}, 'BLAS': os.environ.get('OPENBLAS_NUM_THREADS'), "
+                                     "'OMP': os.environ.get('OMP_NUM_THREADS'), 'WAIT': os.environ.get('OMP_WAIT_POLICY')}))")
+    nb.cells = [cell, body]
     folder.mkdir(exist_ok=True)
     nbformat.write(nb, folder / f"{stem}.ipynb")
 
@@ -96,11 +169,11 @@ def _echo_notebook(folder, stem="98_echo"):
 def test_overrides_and_out_placeholder(tmp_path):
     _echo_notebook(tmp_path / "nbs")
     omp_before = os.environ.get("OMP_NUM_THREADS")
-    profiles = {"p": {"98_echo": {"A": 1, "B": "b", "RUN": "{out}/runs"}}}
+    profiles = {"p": {"98_echo": {"A": 1, "B": "b", "RUN_DIR": "{out}/runs"}}}
     out = reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",
                                 log=lambda *a: None, overrides=["A=[2, 3]", '98.B="x"'], threads=1)
     got = json.loads((out / "98_echo" / "params.json").read_text())
-    assert got["A"] == [2, 3] and got["B"] == "x" and got["RUN"] == f"{out}/runs"
+    assert got["A"] == [2, 3] and got["B"] == "x" and got["RUN_DIR"] == f"{out}/runs"
     assert got["BLAS"] is not None and got["WAIT"] is not None and got["OMP"] == "1"
     assert os.environ.get("OMP_NUM_THREADS") == omp_before          # the caller's environment is restored
     assert "98_echo" in json.loads((out / "timings.json").read_text())
@@ -111,16 +184,59 @@ def test_overrides_and_out_placeholder(tmp_path):
         reproduce.parse_overrides(["K"])
 
 
+ECHO_RUN = {"98_echo": {"RUN_DIR": "{out}/runs"}}
+
+
+@pytest.mark.parametrize("profile, overrides, message", [
+    (ECHO_RUN, ["99.A=1"], r"--set prefixes \['99'\] match no notebook"),
+    (ECHO_RUN, ["AA=5"], r"--set AA: AA is not a parameter of any notebook of this run \(98_echo\)\. Did you mean A\? "
+                         r"Valid names: A, B, RUN_DIR, SMOKE\."),
+    (ECHO_RUN, ["98.Z=1"], r"--set 98\.Z: Z is not a parameter of notebooks \['98_echo'\]"),
+    (ECHO_RUN, ["OUT_DIR=x"], r"reproduce sets OUT_DIR itself.*--out"),
+    (ECHO_RUN, ["RUN_DIR=/elsewhere/runs"], r"98_echo: RUN_DIR='/elsewhere/runs' is outside the run's folder"),
+    (ECHO_RUN, ["RUN_DIR={out}/../runs"], r"is outside the run's folder"),
+    ({"98_echo": {}}, [], r"profile 'p' gives 98_echo no RUN_DIR"),
+    ({"98_echo": {"RUN_DIR": "{out}/runs", "N_TRAINN": 5}}, [], r"gives 98_echo the parameters \['N_TRAINN'\].*does not declare"),
+    ({"98_echo": {}, "97_missing": {}}, [], r"notebooks \['97_missing'\].*build_notebooks"),
+])
+def test_bad_arguments_are_refused_before_any_folder(tmp_path, profile, overrides, message):
+    """A typo'd --set name, a --set or profile parameter no notebook declares, a written folder outside the
+    run: each a SystemExit naming it, raised before the run's folder exists (nothing executed)."""
+    _echo_notebook(tmp_path / "nbs")
+    with pytest.raises(SystemExit, match=message):
+        reproduce.run_profile("p", out_root=tmp_path / "x", profiles={"p": profile}, notebook_dir=tmp_path / "nbs",
+                              log=lambda *a: None, overrides=overrides)
+    assert not (tmp_path / "x").exists()
+
+
+def test_set_goes_only_to_notebooks_declaring_it(tmp_path, caplog, capfd):
+    """A global --set NAME reaches the notebooks that declare NAME and no other (no papermill "Passed unknown
+    parameter" warning); the kernel runs without its "TCP without encryption" warning."""
+    _echo_notebook(tmp_path / "nbs")
+    _echo_notebook(tmp_path / "nbs", stem="99_other", params="SMOKE = False\nC = 0")
+    profiles = {"p": {"98_echo": {"RUN_DIR": "{out}/runs"}, "99_other": {"SMOKE": True}}}
+    out = reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",
+                                log=lambda *a: None, overrides=["A=7", "C=5", "SMOKE=true"])
+    echo = nbformat.read(out / "98_echo.ipynb", as_version=4).metadata.papermill.parameters
+    other = nbformat.read(out / "99_other.ipynb", as_version=4).metadata.papermill.parameters
+    assert echo["A"] == 7 and "C" not in echo and echo["SMOKE"] is True
+    assert other["C"] == 5 and "A" not in other and other["SMOKE"] is True
+    assert json.loads((out / "99_other" / "params.json").read_text())["C"] == 5
+    assert not [r for r in caplog.records if "unknown parameter" in r.getMessage()]
+    assert "without encryption" not in capfd.readouterr().err
+
+
 def test_missing_notebook_is_named(tmp_path):
     with pytest.raises(SystemExit, match=r"notebooks \['97_missing'\].*build_notebooks"):
         reproduce.run_profile("p", out_root=tmp_path, profiles={"p": {"97_missing": {}}}, notebook_dir=tmp_path,
                               log=lambda *a: None)
+    assert not (tmp_path / "p").exists()
 
 
 def test_failure_names_notebook_and_cell(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "smis", "display_name": "Python (smis)", "language": "python"}
-    params = nbformat.v4.new_code_cell("SMOKE = True")
+    params = nbformat.v4.new_code_cell('SMOKE = True\nOUT_DIR = ""')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
     (tmp_path / "nbs").mkdir()
