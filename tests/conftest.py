@@ -73,3 +73,93 @@ def hub_dir(tmp_path):
     torch.hub.set_dir(str(tmp_path))
     yield tmp_path
     torch.hub.set_dir(old)
+
+
+# ---- Datasets in the paper's real layouts and published-format weights, generated (smis.data.fixtures) ----
+# A clone without ../shared runs every dataset and checkpoint test on these. Where ../shared/samples exists
+# (CI; SMIS_SHARED_DIR or SMIS_SAMPLES move it), the `*_source` fixtures add the real files as a second case.
+from dataclasses import dataclass  # noqa: E402
+
+from smis.data.fixtures import WRITERS, samples_dir, write_official_weights  # noqa: E402
+
+FIXTURE_PAIRS = 3                                   # pairs per split the writers make by default
+
+
+def _dataset_root(tmp_path_factory, name: str) -> Path:
+    return WRITERS[name](tmp_path_factory.mktemp(f"{name}_fixture"))
+
+
+@pytest.fixture(scope="session")
+def ade20k_root(tmp_path_factory) -> Path:
+    """ADEChallengeData2016 layout, 3 pairs per split (smis.data.fixtures.write_ade20k); read-only by convention."""
+    return _dataset_root(tmp_path_factory, "ade20k")
+
+
+@pytest.fixture(scope="session")
+def deepfashion_root(tmp_path_factory) -> Path:
+    """DeepFashion layout, 3 pairs per split: 256x256 pre-padded and 128x88 portrait photos (write_deepfashion)."""
+    return _dataset_root(tmp_path_factory, "deepfashion")
+
+
+@pytest.fixture(scope="session")
+def gta5_root(tmp_path_factory) -> Path:
+    """GTA-5 layout (RGB256Full + LabelgrayFull20, 512x256), 3 pairs per split (write_gta5)."""
+    return _dataset_root(tmp_path_factory, "gta5")
+
+
+@pytest.fixture(scope="session")
+def cityscapes_root(tmp_path_factory) -> Path:
+    """Cityscapes layout (leftImg8bit + gtFine, raw label ids), 3 pairs per split (write_cityscapes)."""
+    return _dataset_root(tmp_path_factory, "cityscapes")
+
+
+@pytest.fixture(scope="session")
+def official_weights(tmp_path_factory):
+    """`official_weights(dataset)` -> (latest_net_G.pth, latest_net_E.pth) in <tmp>/<dataset>/, random weights in
+    the published format (write_official_weights, seed 0), written once per dataset and deleted after the session
+    (0.5 GB for ade20k / gta5, 2.2 GB for deepfashion)."""
+    import shutil
+
+    base, written = tmp_path_factory.mktemp("official_weights"), {}
+
+    def get(dataset: str) -> tuple[Path, Path]:
+        if dataset not in written:
+            written[dataset] = write_official_weights(base / dataset, dataset)
+        return written[dataset]
+
+    yield get
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    kind: str                   # "fixture" (generated) or "samples" (the real files in ../shared/samples)
+    root: Path                  # what make_dataset / check_dataset take
+    pairs: dict[str, int]       # split -> number of image/label pairs
+
+
+REAL_SAMPLE_PAIRS = {"ade20k": {"train": 4, "val": 2}, "deepfashion": {"train": 4, "test": 2}}  # samples/README.md
+FIXTURE_SPLITS = {"ade20k": ("train", "val"), "deepfashion": ("train", "test")}
+
+
+def _sources(name: str) -> list[str]:
+    return ["fixture"] + (["samples"] if (samples_dir() / name).is_dir() else [])
+
+
+def _source(request, name: str) -> DatasetSource:
+    if request.param == "samples":
+        return DatasetSource("samples", samples_dir() / name, REAL_SAMPLE_PAIRS[name])
+    return DatasetSource("fixture", request.getfixturevalue(f"{name}_root"),
+                         {split: FIXTURE_PAIRS for split in FIXTURE_SPLITS[name]})
+
+
+@pytest.fixture(params=_sources("ade20k"))
+def ade20k_source(request) -> DatasetSource:
+    """The generated ADE20K, then the real samples where ../shared/samples/ade20k exists."""
+    return _source(request, "ade20k")
+
+
+@pytest.fixture(params=_sources("deepfashion"))
+def deepfashion_source(request) -> DatasetSource:
+    """The generated DeepFashion, then the real samples where ../shared/samples/deepfashion exists."""
+    return _source(request, "deepfashion")

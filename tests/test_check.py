@@ -1,6 +1,5 @@
 """The dataset checker: every finding on broken fixtures, histograms, the CLI's exit status, figures."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,11 @@ from PIL import Image
 
 matplotlib.use("Agg")
 
-from smis.data import DatasetError, make_dataset  # noqa: E402
+from smis.data import DatasetError, ade20k, cityscapes, gta5, make_dataset  # noqa: E402
 from smis.data.check import CheckReport, check_dataset, main, plot_class_histogram, plot_samples  # noqa: E402
 from smis.data.folder import read_classes_json  # noqa: E402
 from smis.data.synthetic import write_synthscenes  # noqa: E402
 
-SAMPLES = Path(os.environ.get("SMIS_SAMPLES", Path(__file__).resolve().parents[1].parent / "shared" / "samples"))
 REPO = Path(__file__).resolve().parents[1]
 H, W = 16, 32
 
@@ -125,15 +123,40 @@ def test_ade20k_raw_ids_beyond_the_table(tmp_path):
     assert [p.kind for p in rep.problems] == ["id_out_of_range"] and "[151]" in rep.problems[0].message
 
 
-def test_ade20k_samples_are_clean():
-    if not (SAMPLES / "ade20k").is_dir():
-        pytest.skip(f"ADE20K samples not found at {SAMPLES}")
-    rep = check_dataset(SAMPLES / "ade20k", "ade20k", progress=False)
-    assert rep.ok and rep.splits["train"].n_pairs == 4 and rep.splits["val"].n_pairs == 2
+def test_ade20k_is_clean_and_unknown_is_counted_as_150(ade20k_source):
+    """The generated ADE20K, and the real samples where ../shared/samples exists."""
+    root = ade20k_source.root
+    rep = check_dataset(root, "ade20k", progress=False)
+    assert rep.ok and {s: r.n_pairs for s, r in rep.splits.items()} == ade20k_source.pairs
     pixels = sum(h * w * n for r in rep.splits.values() for (h, w), n in r.sizes.items())
     assert rep.histogram().sum() == pixels
-    unknown = sum(int((np.asarray(Image.open(p)) == 0).sum()) for p in (SAMPLES / "ade20k" / "annotations").rglob("*.png"))
+    unknown = sum(int((np.asarray(Image.open(p)) == 0).sum()) for p in (root / "annotations").rglob("*.png"))
     assert rep.histogram()[150] == unknown > 0
+
+
+# label files of each paper format (glob under the root) and the raw id -> class id table the checker applies
+LABEL_FILES = {"ade20k": ("annotations/*/*.png", ade20k.LUT),
+               "deepfashion": ("*/*_label.png", None),
+               "gta5": ("LabelgrayFull20/*/*.png", gta5.LUT),
+               "cityscapes": ("gtFine/*/*/*_gtFine_labelIds.png", cityscapes.LUT)}
+
+
+@pytest.mark.parametrize("fmt", sorted(LABEL_FILES))
+def test_paper_format_fixtures_are_clean_with_exact_histograms(fmt, request):
+    """Every generated paper dataset passes; each split's histogram is the bincount of its mapped label files."""
+    root = request.getfixturevalue(f"{fmt}_root")
+    rep = check_dataset(root, fmt, progress=False)
+    assert rep.ok, rep.to_markdown()
+    pattern, lut = LABEL_FILES[fmt]
+    C = rep.info.num_classes
+    expected = np.zeros(C, np.int64)
+    for path in root.glob(pattern):
+        ids = np.asarray(Image.open(path), dtype=np.int64)
+        expected += np.bincount((lut[ids] if lut is not None else ids).ravel(), minlength=C)
+    assert np.array_equal(rep.histogram(), expected)
+    occurs = expected > 0
+    assert occurs[[0, 149, 150]].all() if fmt == "ade20k" else occurs.all()  # ADE20K: 151 classes in 6 small maps
+    assert sum(r.n_checked for r in rep.splits.values()) == len(list(root.glob(pattern))) == 6
 
 
 def test_folder_and_synthscenes_formats(tmp_path):

@@ -1,4 +1,7 @@
-"""Official-checkpoint import: state dicts with exactly the published names and shapes (random values)."""
+"""Official-checkpoint import: state dicts with exactly the published names and shapes (random values).
+
+The names and shapes come from tests/data/official_checkpoint_keys.json, committed (a copy of
+../shared/reference/official_checkpoint_keys.json, which a clone does not have)."""
 from __future__ import annotations
 
 import json
@@ -8,11 +11,11 @@ import pytest
 import torch
 
 import smis
-from smis.official import CheckpointMismatch, check_state_dict, load_official
+from smis.data.fixtures import shared_dir
+from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, load_official
 from smis.networks import Latents, resize_labels
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_checkpoint_keys.json"  # ../shared beside the clone
-pytestmark = pytest.mark.skipif(not REFERENCE.is_file(), reason="reference JSON not present")
+REFERENCE = Path(__file__).resolve().parent / "data" / "official_checkpoint_keys.json"  # committed
 
 
 class Stop(Exception):
@@ -20,7 +23,21 @@ class Stop(Exception):
 
 
 def reference(dataset: str) -> dict:
+    """{"options": the published training options, "netG" / "netE": key -> shape, in the files' order}."""
     return json.loads(REFERENCE.read_text())[dataset]
+
+
+def test_committed_reference_is_whole_and_matches_shared():
+    """The committed copy: all three datasets, every G and E key; byte-identical to ../shared's where that exists."""
+    data = json.loads(REFERENCE.read_text())
+    assert set(data) == set(OFFICIAL_DATASETS)
+    for dataset, ref in data.items():
+        assert set(ref) == {"options", "netG", "netE"} and (len(ref["netG"]), len(ref["netE"])) == (235, 42), dataset
+        assert all(isinstance(s, list) and all(isinstance(d, int) and d > 0 for d in s) for s in ref["netG"].values())
+        assert ref["options"]["semantic_nc"] == ref["netG"]["embedding.weight"][0]
+    shared = shared_dir() / "reference" / "official_checkpoint_keys.json"
+    if shared.is_file():
+        assert shared.read_bytes() == REFERENCE.read_bytes(), f"{REFERENCE} differs from {shared}: copy it over"
 
 
 def random_state(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -51,6 +68,14 @@ def random_state(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch
     return out
 
 
+@pytest.fixture
+def weights_dir(tmp_path):
+    """tmp_path for checkpoint files of hundreds of MB, deleted after the test (pytest keeps recent tmp folders)."""
+    yield tmp_path
+    for path in tmp_path.rglob("*.pth"):
+        path.unlink()
+
+
 def head_output(G, label, z):
     """Output of head_0 (fc + first SPADE block): stops the forward there to stay cheap."""
     got = {}
@@ -79,12 +104,12 @@ def inputs(G, E, seed=0):
     return label, image
 
 
-def test_ade20k_files_load_strictly_and_the_values_are_used(tmp_path):
+def test_ade20k_files_load_strictly_and_the_values_are_used(weights_dir):
     ref = reference("ade20k")
     sg, se = random_state(ref["netG"], 1), random_state(ref["netE"], 2)
-    torch.save(sg, tmp_path / "latest_net_G.pth")
-    torch.save(se, tmp_path / "latest_net_E.pth")
-    G, E = smis.load_official(tmp_path / "latest_net_G.pth", tmp_path / "latest_net_E.pth", dataset="ade20k")
+    torch.save(sg, weights_dir / "latest_net_G.pth")
+    torch.save(se, weights_dir / "latest_net_E.pth")
+    G, E = smis.load_official(weights_dir / "latest_net_G.pth", weights_dir / "latest_net_E.pth", dataset="ade20k")
     assert not G.training and not E.training
     for module, state in ((G, sg), (E, se)):
         ours = module.state_dict()

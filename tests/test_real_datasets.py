@@ -1,7 +1,7 @@
-"""The paper's datasets through their loaders: real sample files (ADE20K, DeepFashion) and generated
-fixtures in the GTA-5 and Cityscapes layouts."""
+"""The paper's datasets through their loaders, on datasets generated in their real layouts
+(smis.data.fixtures; the `*_source` and `*_root` fixtures of conftest.py) and, where ../shared/samples
+exists, on the real ADE20K and DeepFashion sample files too (each such test runs once per source)."""
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +11,10 @@ from PIL import Image
 
 from smis.data import DATASETS, DatasetError, make_dataset
 from smis.data import ade20k, cityscapes, deepfashion, gta5
+from smis.data.fixtures import samples_dir
 
-SAMPLES = Path(os.environ.get("SMIS_SAMPLES", Path(__file__).resolve().parents[1].parent / "shared" / "samples"))
-needs_ade20k = pytest.mark.skipif(not (SAMPLES / "ade20k").is_dir(), reason=f"ADE20K samples not found at {SAMPLES}")
-needs_deepfashion = pytest.mark.skipif(not (SAMPLES / "deepfashion").is_dir(),
-                                       reason=f"DeepFashion samples not found at {SAMPLES}")
+SAMPLES = samples_dir()                 # real files, where they exist (SMIS_SHARED_DIR / SMIS_SAMPLES move them)
+OBJECT_INFO = SAMPLES / "ade20k" / "objectInfo150.csv"
 
 
 def raw_label(path) -> np.ndarray:
@@ -45,19 +44,29 @@ def test_voc_colormap_known_values():
     assert ade20k.voc_colormap(5).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
 
 
-@needs_ade20k
-def test_ade20k_names_match_object_info():
-    rows = list(csv.DictReader(open(SAMPLES / "ade20k" / "objectInfo150.csv")))
-    first = [r["Name"].split(";")[0] for r in rows]
+def object_info_names(source: str) -> list[str]:
+    """The 150 'Name' fields ("wall", "building;edifice", ...): of the real objectInfo150.csv, or the copy
+    in the third column of the class table smis ships."""
+    if source == "objectInfo150.csv":
+        with open(OBJECT_INFO) as f:
+            return [r["Name"] for r in csv.DictReader(f)]
+    lines = [line for line in ade20k.CLASS_TABLE.read_text().splitlines() if line and not line.startswith("#")]
+    return [line.split("\t")[2] for line in lines[1:]]
+
+
+@pytest.mark.parametrize("source", ["shipped table"] + (["objectInfo150.csv"] if OBJECT_INFO.is_file() else []))
+def test_ade20k_names_match_object_info(source):
+    names = object_info_names(source)
+    assert len(names) == 150 and names[1] == "building;edifice"
+    first = [n.split(";")[0] for n in names]
     ours = ade20k.class_names()[:150]
     differ = [i for i in range(150) if ours[i] != first[i]]
     assert differ == [58] and ours[58] == "screen door"  # raw id 59, renamed to keep names unique
 
 
-@needs_ade20k
-def test_ade20k_validation_resize_and_unknown_shift():
-    ds = make_dataset("ade20k", SAMPLES / "ade20k", "val")
-    assert len(ds) == 2 and ds.info.num_classes == 151
+def test_ade20k_validation_resize_and_unknown_shift(ade20k_source):
+    ds = make_dataset("ade20k", ade20k_source.root, "val")
+    assert len(ds) == ade20k_source.pairs["val"] and ds.info.num_classes == 151
     for i in range(len(ds)):
         s = ds[i]
         assert s["image"].shape == (3, 256, 256) and s["label"].shape == (256, 256) and s["label"].dtype == torch.long
@@ -65,22 +74,22 @@ def test_ade20k_validation_resize_and_unknown_shift():
         raw = raw_label(ds.pairs[i][1])
         _, lab = ds.load_raw(i)
         assert ((raw == 0) == (lab == 150)).all() and (lab[raw > 0] == raw[raw > 0] - 1).all()
-        assert (raw == 0).any()  # the samples hold unknown pixels, so the shift is exercised
+        assert (raw == 0).any()  # every file holds unknown pixels, so the shift is exercised
         small = np.asarray(Image.open(ds.pairs[i][1]).resize((256, 256), Image.NEAREST), dtype=np.int64)
         assert np.array_equal(s["label"].numpy(), ade20k.LUT[small])
         img = np.asarray(Image.open(ds.pairs[i][0]).convert("RGB").resize((256, 256), Image.BICUBIC), dtype=np.float32)
         assert np.allclose(s["image"].permute(1, 2, 0).numpy(), img / 127.5 - 1, atol=1e-5)
 
 
-@needs_ade20k
-def test_ade20k_train_is_resize_286_crop_256_flip():
-    ds = make_dataset("ade20k", SAMPLES / "ade20k", "training")
-    assert len(ds) == 4
-    big = ade20k.LUT[np.asarray(Image.open(ds.pairs[3][1]).resize((286, 286), Image.NEAREST), dtype=np.int64)]
+def test_ade20k_train_is_resize_286_crop_256_flip(ade20k_source):
+    ds = make_dataset("ade20k", ade20k_source.root, "training")
+    assert len(ds) == ade20k_source.pairs["train"]
+    last = len(ds) - 1
+    big = ade20k.LUT[np.asarray(Image.open(ds.pairs[last][1]).resize((286, 286), Image.NEAREST), dtype=np.int64)]
     torch.manual_seed(0)
     flips = set()
     for _ in range(6):
-        lab = ds[3]["label"].numpy()
+        lab = ds[last]["label"].numpy()
         assert lab.shape == (256, 256)
         found = [(t, l, f) for f in (False, True) for t in range(31) for l in range(31)
                  if np.array_equal(big[t:t + 256, l:l + 256][:, ::-1] if f else big[t:t + 256, l:l + 256], lab)]
@@ -89,9 +98,8 @@ def test_ade20k_train_is_resize_286_crop_256_flip():
     assert flips == {False, True}
 
 
-@needs_ade20k
-def test_ade20k_split_names():
-    root = SAMPLES / "ade20k"
+def test_ade20k_split_names(ade20k_source):
+    root = ade20k_source.root
     assert make_dataset("ade20k", root, "train").pairs == make_dataset("ade20k", root, "training").pairs
     val = make_dataset("ade20k", root, "val").pairs
     assert make_dataset("ade20k", root, "validation").pairs == val == make_dataset("ade20k", root, "test").pairs
@@ -108,23 +116,35 @@ def test_ade20k_missing_root_is_a_clear_error(tmp_path):
 # DeepFashion
 
 
-@needs_deepfashion
-def test_deepfashion_samples():
-    ds = make_dataset("deepfashion", SAMPLES / "deepfashion", "test")
-    assert len(ds) == 2 and ds.info.num_classes == 16
+def padded_resized(label: np.ndarray, size: int = 256) -> np.ndarray:
+    """What the loader must make of a label file: background columns (rows) centred on each side up to
+    a square, then a nearest resize to size x size (output pixel i samples source pixel (i + 0.5) * S / size)."""
+    H, W = label.shape
+    S = max(H, W)
+    square = np.zeros((S, S), np.int64)
+    square[(S - H) // 2:(S - H) // 2 + H, (S - W) // 2:(S - W) // 2 + W] = label
+    idx = ((np.arange(size) + 0.5) * S / size).astype(int)
+    return square[idx][:, idx]
+
+
+def test_deepfashion_loader(deepfashion_source):
+    ds = make_dataset("deepfashion", deepfashion_source.root, "test")
+    assert len(ds) == deepfashion_source.pairs["test"] and ds.info.num_classes == 16
     assert ds.info.class_names[0] == "background" and ds.info.class_names[15] == "class_15"
     for i in range(len(ds)):
         s = ds[i]
+        lab = raw_label(ds.pairs[i][1])
         assert s["image"].shape == (3, 256, 256)
-        assert np.array_equal(s["label"].numpy(), raw_label(ds.pairs[i][1]))  # square 256 files pass unchanged
+        assert np.array_equal(s["label"].numpy(), padded_resized(lab))  # square 256 files pass unchanged
+        if lab.shape == (256, 256):
+            assert np.array_equal(s["label"].numpy(), lab)
         assert 0 <= s["label"].min() and s["label"].max() <= 15
-    assert len(make_dataset("deepfashion", SAMPLES / "deepfashion", "train")) == 4
+    assert len(make_dataset("deepfashion", deepfashion_source.root, "train")) == deepfashion_source.pairs["train"]
 
 
-@needs_deepfashion
-def test_deepfashion_palette_is_the_datasets():
-    assert deepfashion.read_color_palette(SAMPLES / "deepfashion" / "color_palette.txt") == deepfashion.PALETTE
-    assert make_dataset("deepfashion", SAMPLES / "deepfashion", "test").info.palette == deepfashion.PALETTE
+def test_deepfashion_palette_is_the_datasets(deepfashion_source):
+    assert deepfashion.read_color_palette(deepfashion_source.root / "color_palette.txt") == deepfashion.PALETTE
+    assert make_dataset("deepfashion", deepfashion_source.root, "test").info.palette == deepfashion.PALETTE
 
 
 def test_deepfashion_bad_palette_file(tmp_path):
@@ -134,43 +154,52 @@ def test_deepfashion_bad_palette_file(tmp_path):
 
 
 @pytest.fixture
-def portrait_fashion(tmp_path):
-    """A 256x160 (HxW) photo cut from a real sample, so the loader must pad it."""
-    src = SAMPLES / "deepfashion" / "train" / "id_00000002_02_1_front"
+def portrait_fashion(deepfashion_source, tmp_path):
+    """(root, split, index, photo (H, W, 3), label (H, W)) of a portrait photo the loader must pad: the
+    generated 128x88 JPEG, or a 256x160 PNG cut from a real sample (lossless, so pixels compare exactly)."""
+    if deepfashion_source.kind == "fixture":
+        ds = make_dataset("deepfashion", deepfashion_source.root, "train", train=False)
+        index = next(i for i in range(len(ds)) if ds.original_size(i)[0] != ds.original_size(i)[1])
+        img, lab = ds.pairs[index]
+        return deepfashion_source.root, "train", index, np.asarray(Image.open(img).convert("RGB")), raw_label(lab)
+    src = deepfashion_source.root / "train" / "id_00000002_02_1_front"
     (tmp_path / "train").mkdir()
     img = Image.open(src.with_suffix(".jpg")).convert("RGB").crop((48, 0, 208, 256))
     lab = Image.open(f"{src}_label.png").crop((48, 0, 208, 256))
-    img.save(tmp_path / "train" / "p.png")  # lossless, so pixels can be compared
+    img.save(tmp_path / "train" / "p.png")
     lab.save(tmp_path / "train" / "p_label.png")
-    return tmp_path, np.asarray(img), np.asarray(lab, dtype=np.int64)
+    return tmp_path, "train", 0, np.asarray(img), np.asarray(lab, dtype=np.int64)
 
 
-@needs_deepfashion
 def test_deepfashion_pads_white_left_and_right(portrait_fashion):
-    root, img, lab = portrait_fashion
-    ds = make_dataset("deepfashion", root, "train", train=False)
-    s = ds[0]
-    assert ds.original_size(0) == (256, 160)
-    assert (s["image"][:, :, :48] == 1).all() and (s["image"][:, :, 208:] == 1).all()  # white
-    assert (s["label"][:, :48] == 0).all() and (s["label"][:, 208:] == 0).all()       # background
-    assert np.array_equal(s["label"][:, 48:208].numpy(), lab)
-    assert np.allclose(s["image"][:, :, 48:208].permute(1, 2, 0).numpy(), img / 127.5 - 1, atol=1e-6)
+    root, split, i, img, lab = portrait_fashion
+    H, W = lab.shape
+    left, right = (H - W) // 2, (H - W) // 2 + W                    # real crop: 48, 208; fixture: 20, 108
+    assert H > W and left % 2 == 0
+    ds = make_dataset("deepfashion", root, split, train=False, size=H)  # pad only, no resize
+    s = ds[i]
+    assert ds.original_size(i) == (H, W)
+    assert (s["image"][:, :, :left] == 1).all() and (s["image"][:, :, right:] == 1).all()  # white
+    assert (s["label"][:, :left] == 0).all() and (s["label"][:, right:] == 0).all()       # background
+    assert np.array_equal(s["label"][:, left:right].numpy(), lab)
+    assert np.allclose(s["image"][:, :, left:right].permute(1, 2, 0).numpy(), img / 127.5 - 1, atol=1e-6)
     # removing the padding gives the photo back, also for batches and channels-last arrays
-    assert np.array_equal(deepfashion.remove_padding(s["label"], ds.original_size(0)).numpy(), lab)
+    assert np.array_equal(deepfashion.remove_padding(s["label"], ds.original_size(i)).numpy(), lab)
     batch = torch.stack([s["image"], s["image"]])
-    assert deepfashion.remove_padding(batch, (256, 160)).shape == (2, 3, 256, 160)
+    assert deepfashion.remove_padding(batch, (H, W)).shape == (2, 3, H, W)
     hwc = ds.info.colorize(s["label"])
-    assert deepfashion.remove_padding(hwc, (256, 160), axes=(0, 1)).shape == (256, 160, 3)
+    assert deepfashion.remove_padding(hwc, (H, W), axes=(0, 1)).shape == (H, W, 3)
 
 
-@needs_deepfashion
 def test_deepfashion_padding_at_other_sizes(portrait_fashion):
-    root, _, lab = portrait_fashion
-    s = make_dataset("deepfashion", root, "train", train=False, size=128)[0]
-    assert s["label"].shape == (128, 128) and (s["label"][:, :24] == 0).all()
-    assert (s["image"][:, :, :22] == 1).all()  # bicubic reaches 2 columns into the padding from the photo's edge
-    unpadded = deepfashion.remove_padding(s["label"], (256, 160))
-    assert unpadded.shape == (128, 80)
+    root, split, i, _, lab = portrait_fashion
+    H, W = lab.shape
+    left = (H - W) // 2
+    s = make_dataset("deepfashion", root, split, train=False, size=H // 2)[i]
+    assert s["label"].shape == (H // 2, H // 2) and (s["label"][:, :left // 2] == 0).all()
+    assert (s["image"][:, :, :left // 2 - 2] == 1).all()  # bicubic reaches 2 columns into the padding from the photo's edge
+    unpadded = deepfashion.remove_padding(s["label"], (H, W))
+    assert unpadded.shape == (H // 2, W // 2)
     assert np.array_equal(unpadded.numpy(), lab[1::2, 1::2])  # nearest resize by 1/2 samples pixel centres 2i + 1
 
 
