@@ -16,7 +16,6 @@ from smis.utils import project_root
 
 ROOT = project_root()
 README = (ROOT / "README.md").read_text()
-REFERENCE = ROOT.parent / "shared" / "reference" / "official_checkpoint_keys.json"
 
 
 def blocks(lang: str) -> list[str]:
@@ -135,17 +134,11 @@ def test_main_demo_command(tmp_path, repo_snapshot):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared/reference is not beside this clone")
-def test_official_checkpoint_snippet(tmp_path, monkeypatch):
-    """The README's Python snippet, on state dicts with the published names and shapes (random values)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_official import random_state, reference
-
-    ref = reference("ade20k")
-    (tmp_path / "ade20k").mkdir()
-    torch.save(random_state(ref["netG"]), tmp_path / "ade20k" / "latest_net_G.pth")
-    torch.save(random_state(ref["netE"], seed=1), tmp_path / "ade20k" / "latest_net_E.pth")
-    monkeypatch.chdir(tmp_path)
+def test_official_checkpoint_snippet(official_weights, monkeypatch):
+    """The README's Python snippet, on files in the published format (key names, order and shapes of the
+    authors' latest_net_G/E.pth; random values), written by smis.data.fixtures.write_official_weights."""
+    g, _ = official_weights("ade20k")                          # <tmp>/ade20k/latest_net_{G,E}.pth
+    monkeypatch.chdir(g.parent.parent)
     label = torch.randint(0, 151, (1, 256, 256))
     photo = torch.rand(1, 3, 256, 256) * 2 - 1
     scope = {"label": label, "photo": photo}
