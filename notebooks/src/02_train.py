@@ -21,8 +21,10 @@ VARIANT = "clvae"              # clvae, gaugan_vae, gaugan, no_classwise, no_lay
 PRESET = "synthscenes"         # synthscenes (CPU), ade20k, deepfashion, gta5, cityscapes
 DATASET = "synthscenes"        # a smis.data.DATASETS name
 DATA_ROOT = ""                 # empty: SynthScenes generated on the fly
+SPLIT = "test"                 # split the sample figure draws its masks from (Cityscapes: "val")
 STEPS = 300                    # iterations; None: the preset's full schedule (epochs)
 BATCH = 8                      # global batch; None: the preset's
+PRESET_SET = {}                # preset fields to override, e.g. {"ngf": 16} (`smis.train --set`); {}: the paper's
 DEVICE = "auto"                # auto picks CUDA when there is one
 PRECISION = "fp32"             # fp32, bf16 (GPU), fp16
 CHANNELS_LAST = False          # NHWC convolutions: faster on GPU and CPU (see above)
@@ -47,6 +49,7 @@ overrides = {}
 if SMOKE:
     STEPS, BATCH = 4, 2
     overrides = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
+overrides = {**overrides, **PRESET_SET}
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 run_dir = resolve(RUN_DIR)
@@ -77,21 +80,27 @@ losses.tail()
 
 # %%
 def sample_rows(nets, dataset, n=4, k=4, seed=0):
+    """One row per mask (the dataset's first n, fewer when it is shorter): mask | real | k prior samples."""
     nets.eval()
-    g = torch.Generator().manual_seed(seed)
+    device = next(nets.G.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
     rows = []
     with torch.no_grad():
-        for i in range(n):  # one mask per row, its k samples in one batch
+        for i in range(min(n, len(dataset))):  # one mask per row, its k samples in one batch
             s = dataset[i]
-            lab = s["label"][None].expand(k, -1, -1)
-            fakes = nets.G(lab, Latents.prior(nets.spec, lab, generator=g)) if nets.spec.z_dim else nets.G(lab)
-            rows.append([colorize(s["label"], dataset.info.palette), to_uint8(s["image"])] + list(to_uint8(fakes)))
+            lab = s["label"][None].expand(k, -1, -1).to(device)
+            has_latents = nets.spec.z_dim or nets.spec.has_class_codes
+            fakes = nets.G(lab, Latents.prior(nets.spec, lab, generator=g)) if has_latents else nets.G(lab)
+            rows.append([colorize(s["label"], dataset.info.palette), to_uint8(s["image"])] + list(to_uint8(fakes.cpu())))
     return grid(rows)
 
 
 from smis.data import make_dataset
 
-test = make_dataset(DATASET, DATA_ROOT or None, "test", size=trainer.preset.image_size, length=8)
+size = trainer.preset.image_size
+# on-the-fly SynthScenes takes a length; a dataset on disk is as long as its split
+test = (make_dataset(DATASET, None, SPLIT, size=size, length=8) if DATASET == "synthscenes" and not DATA_ROOT
+        else make_dataset(DATASET, DATA_ROOT, SPLIT, size=size))
 figure = sample_rows(trainer.nets, test)
 save_png(figure, out_dir / "samples_this_run.png")
 show(figure, f"{VARIANT} after {trainer.step} steps", scale=2 if trainer.preset.image_size[0] <= 64 else 1);

@@ -37,6 +37,13 @@ from smis.metrics import LPIPS
 from smis.utils import pick_device, resolve
 from smis.viz import save_png, show
 
+
+def trained(nets) -> str:
+    """How a model was trained, for the captions: its steps, or the authors' published weights."""
+    source = str((nets.meta.get("provenance") or {}).get("source", ""))
+    return "the authors' published weights" if source.startswith("official:") else f"{nets.meta.get('step')} steps"
+
+
 if SMOKE:
     N_TEST, N_SHOW, BATCH = 6, 3, 6
 out_dir = resolve(OUT_DIR)
@@ -48,7 +55,7 @@ sizes = {tuple(n.preset.image_size) for n in models.values()}
 assert len(sizes) == 1, f"the models were trained at different sizes {sizes}; compare models of one dataset"
 test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, sizes.pop(), N_TEST, DATA_SEED)
 for name, nets in models.items():
-    print(f"{name}: variant {nets.variant}, trained {nets.meta.get('step')} steps")
+    print(f"{name}: variant {nets.variant}, {trained(nets)}")
 print(f"{len(indices)} {DATASET} {SPLIT} pairs on {device}")
 
 # %% [markdown]
@@ -86,7 +93,7 @@ caption = (f"Table 1 style: reconstruction G(M, E(M, I)) with encoder means on {
            "reconstructions to the real test images (lower is better). "
            + ("lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID. "
               if "effnet" in metric.name + fd_real.name else "")
-           + "Models: " + ", ".join(f"{k} ({m.meta.get('step')} steps)" for k, m in models.items() if k in results) + ".")
+           + "Models: " + ", ".join(f"{k} ({trained(m)})" for k, m in models.items() if k in results) + ".")
 ev.write_table(table1, out_dir, "table1_reconstruction", caption)
 print(caption)
 table1

@@ -50,6 +50,13 @@ from smis.metrics import LPIPS, plot_score_histograms
 from smis.utils import pick_device, resolve
 from smis.viz import save_figure, save_png, show, to_uint8
 
+
+def trained(nets) -> str:
+    """How a model was trained, for the captions: its steps, or the authors' published weights."""
+    source = str((nets.meta.get("provenance") or {}).get("source", ""))
+    return "the authors' published weights" if source.startswith("official:") else f"{nets.meta.get('step')} steps"
+
+
 if SMOKE:
     N_TEST, K, N_STYLE, N_SHOW, N_SHOW_SAMPLES, MASKS_PER_BATCH = 4, 3, 4, 2, 3, 2
 out_dir = resolve(OUT_DIR)
@@ -61,7 +68,7 @@ assert len(sizes) == 1, f"the models were trained at different sizes {sizes}; co
 test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, sizes.pop(), N_TEST, DATA_SEED)
 FACTORS = FACTORS and DATASET == "synthscenes"
 for name, nets in models.items():
-    print(f"{name}: variant {nets.variant}, trained {nets.meta.get('step')} steps"
+    print(f"{name}: variant {nets.variant}, {trained(nets)}"
           + ("" if ev.has_latents(nets) else " (no latents: one image per mask, diversity 0 by construction)"))
 print(f"{len(indices)} masks x K = {K} samples on {device}")
 
@@ -94,7 +101,7 @@ caption = (f"Tables 2-4 style on {DATASET} ({len(indices)} {SPLIT} masks, K = {K
            f"diversity = mean pairwise {metric.name} of a mask's samples (higher is more varied); top-1 "
            f"GT-similarity = {metric.name} to the ground truth of the sample nearest to it in L1 (lower is closer); "
            f"FD = {fd_real.name} of one sample per mask to the real images. std over masks. {note}"
-           "Models: " + ", ".join(f"{k} ({m.meta.get('step')} steps)" for k, m in models.items()) + ".")
+           "Models: " + ", ".join(f"{k} ({trained(m)})" for k, m in models.items()) + ".")
 ev.write_table(table2, out_dir, "table2_diversity_top1", caption)
 print(caption)
 table2
@@ -144,21 +151,32 @@ for col in table2.columns:
 # %% [markdown]
 # ## Which classes vary
 # LPIPS diversity restricted to each class region, averaged over the masks that contain the class.
-# A class-wise latent space should let every class vary, not only the large ones.
+# A class-wise latent space should let every class vary, not only the large ones. The table keeps the
+# classes some test mask holds, without the dataset's "don't care" class (ADE20K's `unknown`, whose
+# pixels carry no class); the figure shows the `MAX_CLASSES_SHOWN` classes found in the most masks.
 
 # %%
+MAX_CLASSES_SHOWN = 30
 if PER_CLASS:
     per_class = ev.per_class_table(results)
+    dontcare = test.info.dontcare                     # rows are class ids 0..C-1
+    absent = (per_class["masks"] == 0).to_numpy()
+    is_dontcare = np.arange(len(per_class)) == (-1 if dontcare is None else dontcare)
+    per_class = per_class[~(absent | is_dontcare)]
+    dropped = ([f"the {int((absent & ~is_dontcare).sum())} classes no mask holds"] if (absent & ~is_dontcare).any() else []) \
+        + ([f"the don't-care class {test.info.class_names[dontcare]!r}"] if dontcare is not None else [])
+    left_out = f" Left out: {' and '.join(dropped)}." if dropped else ""
     ev.write_table(per_class, out_dir, "per_class_diversity",
                    f"Per-class diversity: {metric.name} of the K = {K} samples restricted to each class region, "
-                   f"mean over the masks holding the class ({len(indices)} masks).")
-    fig = Figure(figsize=(7, 3.2), dpi=110)
+                   f"mean over the masks holding the class ({len(indices)} masks).{left_out}")
+    shown = per_class.sort_values("masks", ascending=False, kind="stable").head(MAX_CLASSES_SHOWN)
+    fig = Figure(figsize=(max(7, 0.3 * len(shown)), 3.2), dpi=110)
     ax = fig.add_subplot()
-    cols = [c for c in per_class.columns if c != "masks"]
+    cols = [c for c in shown.columns if c != "masks"]
     width = 0.8 / len(cols)
     for i, c in enumerate(cols):
-        ax.bar(np.arange(len(per_class)) + i * width, per_class[c], width, label=c.split(":")[0])
-    ax.set_xticks(np.arange(len(per_class)) + 0.4 - width / 2, per_class.index, rotation=45, ha="right")
+        ax.bar(np.arange(len(shown)) + i * width, shown[c], width, label=c.split(":")[0])
+    ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, shown.index, rotation=45, ha="right")
     ax.set_ylabel(f"diversity ({metric.name})")
     ax.legend(frameon=False)
     save_figure(fig, out_dir / "per_class_diversity.png")
