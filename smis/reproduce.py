@@ -5,6 +5,7 @@
     python -m smis.reproduce --profile demo --only 01  # some notebooks only
     python -m smis.reproduce --profile demo --resume   # skip notebooks already run with the same parameters
     python -m smis.reproduce --profile ade20k --set DATA_ROOT=/data/ADEChallengeData2016 05.MODELS=...
+    python -m smis.reproduce --profile ade20k --check  # run nothing: list every input and its state
 
 Profiles: `smoke` (CI), `demo` (SynthScenes with the shipped checkpoints in `checkpoints/`), and the
 paper's settings `ade20k`, `deepfashion`, `gta5` (K = 40 samples, full test sets; they need the
@@ -12,6 +13,15 @@ dataset under `data/` or `--set DATA_ROOT=...`, the authors' CLVAE weights under
 `checkpoints/official/<dataset>/latest_net_{G,E}.pth`, and the ablation variants trained with
 `python -m smis.train --run-dir outputs/runs/<dataset>_<variant>`; notebook 02 trains the GauGAN-VAE
 baseline into the run's folder, `<out>/<profile>/runs/<dataset>_gaugan_vae`).
+
+Preflight (`preflight`, `--check`): every input the planned notebooks read, with its state: each dataset
+split (pairs counted, a sample opened by smis.data.check), the published weights (read with safe_load,
+every key and shape checked), each training run evaluated (variant, preset, steps trained of the preset's
+schedule), the run notebook 02 will train, the GPU, and the estimated GPU hours of the training still to
+do. `--check` exits 0 only when every input is in place. A paper profile runs the preflight first and
+stops before any folder is created when an input is missing or unusable; a *partial* input (a run trained
+fewer steps than the schedule, or with preset fields changed) fails `--check` but lets a run go on with a
+warning, and REPORT.md lists it. No GPU is reported, not a failure: the notebooks also run on a CPU.
 
 Everything a run writes lies under `--out` (default `outputs/`), in `<out>/<profile>/`: each executed
 notebook as `NN_topic.ipynb`, its figures and tables in `NN_topic/`, SynthScenes in `data/`, training
@@ -38,10 +48,12 @@ import ast
 import difflib
 import hashlib
 import json
+import math
 import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from smis.utils import atomic_write_json, atomic_write_text, project_root, resolve
@@ -67,10 +79,12 @@ def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str,
     data = {"DATASET": dataset, "DATA_ROOT": root, "SPLIT": split, "N_TEST": 0, "BATCH": batch}
     clvae = f"clvae:official:{dataset}:checkpoints/official/{dataset}"
     return {
-        "01_prepare_data": {"DATA_ROOT": root, "DATA_FORMAT": dataset, "DATA_DIR": "{out}/data/synthscenes"},
+        # 01 checks the dataset and draws its samples; its SynthScenes part (unused here) stays small
+        "01_prepare_data": {"DATA_ROOT": root, "DATA_FORMAT": dataset, "DATA_DIR": "{out}/data/synthscenes",
+                            "SIZE": 64, "N_TRAIN": 64, "N_TEST": 16},
         # the baseline has no published weights: 02 trains it (the preset's full schedule; GPUs)
-        "02_train": {"VARIANT": "gaugan_vae", "PRESET": dataset, "DATASET": dataset, "DATA_ROOT": root, "STEPS": None,
-                     "BATCH": None, "RUN_DIR": baseline, "FRESH": False},
+        "02_train": {"VARIANT": "gaugan_vae", "PRESET": dataset, "DATASET": dataset, "DATA_ROOT": root, "SPLIT": split,
+                     "STEPS": None, "BATCH": None, "RUN_DIR": baseline, "FRESH": False},
         "03_reconstruction_rq1": {**data, "MODELS": f"{clvae},gaugan_vae:{baseline}"},
         "04_diversity_rq2": {**data, "MODELS": f"{clvae},gaugan_vae:{baseline}", "K": 40, "N_STYLE": 0,
                              "FACTORS": False, "MASKS_PER_BATCH": 4},
@@ -105,6 +119,26 @@ PROFILES: dict[str, dict[str, dict]] = {
     "deepfashion": _paper_profile("deepfashion", "data/deepfashion", "test", 16),
     "gta5": _paper_profile("gta5", "data/gta5", "test", 8),
 }
+
+# Profiles that run the preflight (`preflight`) before their first notebook: their inputs stand for days of GPU
+# training, so a missing file stops them at once instead of hours later. `--check` runs it for any profile.
+PAPER_PROFILES = ("ade20k", "deepfashion", "gta5")
+PREFLIGHT_SAMPLE = 64          # pairs per split the preflight opens with smis.data.check (a sample: seconds)
+
+# What the GPU estimates start from: smis.train measured on one NVIDIA H100, ADE20K preset, batch 16
+# (benchmarks/results/train_step_ade20k_cuda.json, benchmarks/RESULTS.md "Training step"); bf16 means
+# `--precision bf16 --channels-last` (with fused Adam, the CUDA default). CPU: this 2-core CPU, batch 1
+# (benchmarks/results/train_step_ade20k_cpu_b1.json).
+H100_ADE20K_IMAGES_PER_S = {"fp32": 60.8, "bf16": 88.7}
+CPU_ADE20K_IMAGES_PER_S = 0.144
+# Training cost of one image relative to the ADE20K preset: an estimate, the same for every variant (the generator
+# dominates and is shared). Cost = 3 x (G + E forward) + 4.3 x D forward + the perceptual network (VGG19, by pixels),
+# with forward FLOPs counted by torch.utils.flop_counter.FlopCounterMode on the full-width networks (G and D at a
+# quarter of the side, scaled by the pixels); with the factors 3 and 4.3 it comes within 3 % of the count of a whole
+# ADE20K training step (1.31 TFLOP per image, benchmarks/results/profile_flops_ade20k.json). G forward, GFLOP per image: ade20k 362,
+# gta5 543 (twice the pixels), deepfashion 940 (ngf 160), cityscapes 566, synthscenes 1.15. GPU time does not
+# follow FLOPs exactly (wide convolutions run closer to the peak), so the hours are estimates, not measurements.
+COST_VS_ADE20K = {"ade20k": 1.0, "gta5": 1.55, "deepfashion": 2.29, "cityscapes": 1.60, "synthscenes": 0.011}
 
 
 def parse_overrides(items: list[str] | None) -> list[tuple[str, str, object]]:
@@ -150,6 +184,388 @@ def declared_parameters(notebook: str | Path,   # an .ipynb file
     return names
 
 
+def default_parameters(notebook: str | Path,   # an .ipynb file
+                       ) -> dict:
+    """The values the notebook's `parameters` cell assigns, for the names assigned a literal (numbers, strings,
+    None, lists, dicts); what a run gets for a parameter its profile does not set."""
+    notebook = Path(notebook)
+    cell = [c for c in json.loads(notebook.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    declared_parameters(notebook)   # one Python cell, or SystemExit naming the file
+    source = cell[0]["source"]
+    out = {}
+    for node in ast.parse("".join(source) if isinstance(source, list) else source).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
+            node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None
+        if isinstance(target, ast.Name):
+            try:
+                out[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Preflight: every input a run reads, and its state, before any long work
+
+
+PREFLIGHT_STATES = {               # state -> meaning; `complete` needs none of partial/missing/invalid
+    "ok": "in place",
+    "todo": "this run makes it (notebook 02 trains it)",
+    "partial": "usable, but short of the paper's schedule or configuration",
+    "missing": "absent",
+    "invalid": "present but unusable",
+    "info": "for information",
+}
+
+
+@dataclass
+class Input:
+    """One input of a run and its state."""
+
+    state: str                      # a key of PREFLIGHT_STATES
+    what: str                       # e.g. "dataset ade20k, split val", "published encoder (ade20k)", "run no_classwise"
+    where: str                      # the file or folder ("" when none)
+    detail: str                     # counts and steps, or what is wrong and the fix
+    gpu_hours: dict | None = None   # training still to do: {"fp32": h, "bf16": h, "cpu": h} (`training_hours`)
+    used_by: tuple[str, ...] = ()   # the notebooks that read it
+
+
+@dataclass
+class Preflight:
+    """The preflight of one run: `complete` (everything in place, `--check` exits 0) and `runnable` (nothing
+    missing or unusable: a profile run may start; partial inputs give a warning)."""
+
+    profile: str
+    notebooks: list[str]
+    inputs: list[Input]
+
+    @property
+    def complete(self) -> bool:
+        return not any(i.state in ("partial", "missing", "invalid") for i in self.inputs)
+
+    @property
+    def runnable(self) -> bool:
+        return not any(i.state in ("missing", "invalid") for i in self.inputs)
+
+    def gpu_hours(self) -> dict[str, float]:
+        """The training still to do, summed: {"fp32": h, "bf16": h, "cpu": h} (only inputs with an estimate)."""
+        known = [i.gpu_hours for i in self.inputs if i.gpu_hours]
+        return {k: sum(h[k] for h in known) for k in ("fp32", "bf16", "cpu")} if known else {}
+
+    def to_text(self) -> str:
+        lines = [f"preflight of profile {self.profile!r} ({', '.join(self.notebooks)}): {len(self.inputs)} inputs"]
+        for i in self.inputs:
+            where = f" {i.where}:" if i.where else ""
+            lines.append(f"  {i.state.upper() if i.state in ('partial', 'missing', 'invalid') else i.state:8} "
+                         f"{i.what}:{where} {i.detail}")
+        hours = self.gpu_hours()
+        todo = [i.what for i in self.inputs if i.gpu_hours]
+        if hours:
+            lines.append(f"training still to do ({', '.join(todo)}): ~{_duration(hours['fp32'])} on one H100 in fp32, "
+                         f"~{_duration(hours['bf16'])} in bf16 + channels_last (on a 2-core CPU: "
+                         f"~{_duration(hours['cpu'])}). An estimate: the measured ADE20K speed ({H100_ADE20K_IMAGES_PER_S['fp32']} "
+                         f"/ {H100_ADE20K_IMAGES_PER_S['bf16']} images/s) scaled by each preset's FLOPs (COST_VS_ADE20K).")
+        counts = {s: sum(i.state == s for i in self.inputs) for s in ("partial", "missing", "invalid")}
+        bad = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        lines.append("result: COMPLETE, every input is in place" if self.complete else
+                     f"result: INCOMPLETE ({bad}); " + ("a run would start, with a warning" if self.runnable else
+                                                        "a run stops before its first notebook"))
+        return "\n".join(lines)
+
+
+class PreflightFailed(RuntimeError):
+    """A paper profile's inputs are missing or unusable; the message is the preflight's report."""
+
+
+def training_hours(preset: str,    # a smis.config.PRESETS name (sets the cost per image)
+                   images: int,    # images to train (steps x global batch)
+                   ) -> dict[str, float] | None:
+    """{"fp32": h, "bf16": h, "cpu": h}: the estimated hours to train `images` images on one H100 (fp32, bf16 +
+    channels_last) and on a 2-core CPU, from the measured ADE20K speed and COST_VS_ADE20K. None for a preset
+    without a cost ratio."""
+    ratio = COST_VS_ADE20K.get(preset)
+    if ratio is None:
+        return None
+    cost = images * ratio / 3600
+    return {"fp32": cost / H100_ADE20K_IMAGES_PER_S["fp32"], "bf16": cost / H100_ADE20K_IMAGES_PER_S["bf16"],
+            "cpu": cost / CPU_ADE20K_IMAGES_PER_S}
+
+
+def _duration(hours: float) -> str:
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:,.1f} h"
+
+
+def _hours(h: dict | None) -> str:
+    return f"~{_duration(h['fp32'])} on one H100 (fp32; {_duration(h['bf16'])} in bf16)" if h else "no estimate"
+
+
+def _per_10k(preset) -> str:
+    """The schedule's estimated hours per 10,000 training pairs, for when the dataset cannot be counted."""
+    h = training_hours(preset.name, preset.epochs * 10_000) if preset is not None else None
+    return f"{_hours(h)} per 10,000 training pairs (count unknown without the dataset)" if h else "no estimate"
+
+
+def _splits_of(fmt: str) -> tuple[str, ...]:
+    """The splits a complete copy of a dataset format has (what notebook 01 checks)."""
+    from smis.data import ade20k, cityscapes, deepfashion, gta5
+    return {"ade20k": ade20k.SPLITS, "deepfashion": deepfashion.SPLITS, "gta5": gta5.SPLITS,
+            "cityscapes": cityscapes.SPLITS}.get(fmt, ("train", "test"))
+
+
+def _dataset_reads(stem: str, p: dict) -> list[tuple[str, str, str]]:
+    """(format, root, split) of every real dataset split notebook `stem` reads with parameters `p`."""
+    if "DATA_FORMAT" in p:                                   # 01: checks a dataset when DATA_ROOT is set
+        return [(p["DATA_FORMAT"], p["DATA_ROOT"], s) for s in _splits_of(p["DATA_FORMAT"])] if p.get("DATA_ROOT") else []
+    fmt, root = p.get("DATASET", "synthscenes"), p.get("DATA_ROOT") or ""
+    if "DATASET" not in p or (fmt == "synthscenes" and not root):   # no dataset, or SynthScenes made on the fly
+        return []
+    trains = "VARIANT" in p or bool(p.get("TRAIN_STEPS"))       # 02, and 05 when it trains the ablations itself
+    return [(fmt, root, s) for s in (["train"] if trains else []) + [p.get("SPLIT", "test")]]
+
+
+def _check_datasets(reads: dict, sample: int, strict: bool) -> tuple[list[Input], dict]:
+    """Inputs for {(format, root): {split: notebooks}}, and {(format, root): train pairs} for the schedules."""
+    from smis.data import DatasetError
+    from smis.data.check import check_dataset
+
+    inputs, n_train = [], {}
+    for (fmt, root), splits in reads.items():
+        used = tuple(sorted({s for stems in splits.values() for s in stems}))
+        if strict and "train" not in splits:
+            splits = {"train": (), **splits}                 # the schedules of the runs count its pairs
+        if not root:
+            inputs.append(Input("missing", f"dataset {fmt}", "", "DATA_ROOT is empty. Fix: --set DATA_ROOT=<the "
+                                f"{fmt} folder> (README, 'Reproducing the paper on real data').", used_by=used))
+            continue
+        path = resolve(root)
+        if not path.is_dir():
+            inputs.append(Input("missing", f"dataset {fmt} (splits {', '.join(splits)})", root,
+                                "no such folder. Fix: download the dataset and unpack it there in the layout of README, "
+                                "'Reproducing the paper on real data', or --set DATA_ROOT=<its folder>.", used_by=used))
+            continue
+        try:
+            report = check_dataset(path, fmt, splits=list(splits), max_files=sample, progress=False)
+        except (DatasetError, ValueError) as e:
+            inputs.append(Input("invalid", f"dataset {fmt}", root, f"{e}", used_by=used))
+            continue
+        for split, stems in splits.items():
+            r = report.splits[split]
+            problems = [q for q in report.problems if q.split == split or q.kind == "nothing_checked"]
+            bad_files = {q.path for q in problems if q.kind in ("unreadable", "id_out_of_range", "size_mismatch")}
+            if split == "train":
+                n_train[(fmt, root)] = r.n_pairs
+            state = "missing" if any(q.kind in ("missing_split", "empty_split") for q in problems) else \
+                "invalid" if problems else "ok"
+            detail = (f"{r.n_pairs:,} pairs; {r.n_checked} opened, {r.n_checked - len(bad_files)} valid"
+                      + (f"; {len(problems)} problem(s), e.g. {problems[0].message} (all: python -m smis.data.check "
+                         f"{root} --format {fmt})" if problems else ""))
+            inputs.append(Input(state, f"dataset {fmt}, split {split}", root, detail,
+                                used_by=tuple(sorted(stems)) or ("schedules",)))
+    return inputs, n_train
+
+
+def _official_inputs(dataset: str, folder: str, used: tuple[str, ...]) -> list[Input]:
+    """One input per published file: present, readable (safe_load) and matching `dataset`'s configuration
+    (checked against networks built on the meta device: no memory, no time)."""
+    import torch
+
+    from smis.config import get_preset
+    from smis.networks import build_networks
+    from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, map_names
+    from smis.utils import CheckpointError, safe_load
+
+    if dataset not in OFFICIAL_DATASETS:
+        return [Input("invalid", f"published weights ({dataset})", folder, f"no published checkpoint for {dataset!r}. "
+                      f"Fix: official:DATASET:FOLDER with DATASET one of {OFFICIAL_DATASETS}.", used_by=used)]
+    with torch.device("meta"):
+        nets = build_networks("clvae", get_preset(dataset), discriminator=False, init_gain=None)
+    out = []
+    for name, module, what in (("latest_net_G.pth", nets.G, "generator"), ("latest_net_E.pth", nets.E, "encoder")):
+        path = resolve(folder) / name
+        label, where = f"published {what} ({dataset})", str(Path(folder) / name)
+        if not path.is_file():
+            out.append(Input("missing", label, where, f"not found. Fix: download the authors' {dataset} checkpoint "
+                             f"(latest_net_G.pth and latest_net_E.pth; README, 'Reproducing the paper on real data') "
+                             f"into {folder}, or point MODELS at official:{dataset}:<their folder>.", used_by=used))
+            continue
+        try:
+            state = safe_load(path)
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict of tensors. Fix: use "
+                                      "the published latest_net_*.pth files as downloaded.")
+            state = map_names(state)
+            check_state_dict(module, state, f"{path}: {dataset} {what}")
+        except (CheckpointError, CheckpointMismatch) as e:
+            out.append(Input("invalid", label, where, str(e).replace("\n", " "), used_by=used))
+            continue
+        n = sum(v.numel() for k, v in state.items() if hasattr(v, "numel") and not k.endswith("num_batches_tracked"))
+        out.append(Input("ok", label, where, f"loads (weights_only), {len(state)} tensors, {n / 1e6:.2f} M values, "
+                         f"every key and shape of the {dataset} configuration", used_by=used))
+        del state
+    return out
+
+
+def _schedule(preset, n_train: int | None, batch: int) -> int | None:
+    """Steps of the preset's full schedule (its epochs over `n_train` pairs) at `batch`; None without a count."""
+    return preset.epochs * math.ceil(n_train / batch) if n_train else None
+
+
+def _latest_step(run_dir: Path) -> int | None:
+    """The step of the run's newest checkpoints/step_*.pt (from its name), None when there is none."""
+    steps = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt") if p.stem.split("_")[1].isdigit()]
+    return max(steps) if steps else None
+
+
+def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | None, strict: bool,
+               used: tuple[str, ...]) -> Input:
+    """A training run folder (or a model file) a notebook evaluates: present, its variant and preset, steps
+    trained of the preset's schedule (from config.json and the newest checkpoint's name)."""
+    from smis.config import get_preset
+    from smis.networks import VARIANTS
+
+    path = resolve(source)
+    label = f"run {name}"
+    fix = (f"python -m smis.train --variant {name} --preset {dataset} --dataset {dataset} --data-root {root or '<root>'} "
+           f"--run-dir {source}" if name in VARIANTS else "train it with python -m smis.train --run-dir " + source)
+    try:
+        preset = get_preset(dataset)
+    except KeyError:
+        preset = None
+    full = _schedule(preset, n_train, preset.batch_size) if preset else None
+    if path.is_file():                                       # an exported model or a checkpoint: present and its step
+        return Input("ok", f"model {name}", source, f"a model file ({path.stat().st_size / 2**20:.0f} MiB)", used_by=used)
+    step = _latest_step(path) if path.is_dir() else None
+    if step is None:
+        hours = training_hours(dataset, full * preset.batch_size) if full else None
+        cost = f"{full:,} steps, {_hours(hours)}" if full else _per_10k(preset)
+        return Input("missing", label, source, f"{'no checkpoints/step_*.pt in it' if path.is_dir() else 'no such folder'}"
+                     f" (the full schedule: {cost}). Fix: {fix}", hours, used)
+    try:
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        return Input("invalid", label, source, f"config.json is unreadable ({e}). Fix: restore it or retrain the run.",
+                     used_by=used)
+    variant, run_preset = config.get("variant"), config.get("preset")
+    overrides = config.get("preset_overrides") or {}
+    if name in VARIANTS and variant and variant != name:
+        return Input("invalid", label, source, f"holds a {variant} run, but the profile evaluates it as {name}. Fix: "
+                     f"point MODELS at a {name} run ({fix}).", used_by=used)
+    if preset is not None and run_preset and run_preset != dataset:
+        return Input("invalid", label, source, f"trained with the {run_preset} preset; this run evaluates {dataset}. "
+                     f"Fix: {fix}", used_by=used)
+    if preset is not None and "image_size" in overrides and tuple(overrides["image_size"]) != tuple(preset.image_size):
+        return Input("invalid", label, source, f"trained at image_size {overrides['image_size']}, the notebooks compare "
+                     f"models at {list(preset.image_size)}. Fix: {fix}", used_by=used)
+    batch = (config.get("resolved") or {}).get("global_batch") or config.get("batch_size") or \
+        (preset.batch_size if preset else 1)
+    total = _schedule(preset, n_train, batch) if preset else None
+    of = f"{step:,} of {total:,} steps" if total else f"{step:,} steps"
+    short = []
+    if total and step < total:
+        short.append(f"partial: {of} of the preset's schedule (batch {batch})")
+    if overrides:
+        short.append("preset fields changed from the paper's: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
+    if strict and short:
+        if overrides:        # another configuration: only a new run at the paper's gives the paper's model
+            hours = training_hours(dataset, full * preset.batch_size) if full else None
+            rest = f"; a run at the paper's configuration: {_hours(hours)}. Fix: {fix} (a new --run-dir)"
+        else:
+            hours = training_hours(dataset, (total - step) * batch) if total else None
+            rest = f"; {_hours(hours)} to finish. Fix: the command that trained it, with --resume"
+        return Input("partial", label, source, "; ".join(short) + rest, hours, used)
+    return Input("ok", label, source, f"{variant or 'a'} run, {of}" + (f" ({'; '.join(short)})" if short else ""),
+                 used_by=used)
+
+
+def _planned_run(p: dict, n_train: int | None, strict: bool) -> Input:
+    """The run notebook 02 trains (RUN_DIR): what it will train and the estimated hours."""
+    from smis.config import get_preset
+
+    run_dir, label = p["RUN_DIR"], f"run {p.get('VARIANT')} (notebook 02 trains it)"
+    try:
+        preset = get_preset(p.get("PRESET", "synthscenes"), **(p.get("PRESET_SET") or {}))
+    except (KeyError, TypeError, ValueError) as e:
+        return Input("invalid", label, run_dir, f"PRESET / PRESET_SET: {e}", used_by=("02_train",))
+    batch = p.get("BATCH") or preset.batch_size
+    total = p.get("STEPS") or _schedule(preset, n_train, batch)
+    done = 0 if p.get("FRESH", True) else (_latest_step(resolve(run_dir)) or 0)
+    hours = training_hours(preset.name, max(0, total - done) * batch) if total else None
+    what = f"{total:,} steps of batch {batch}: {_hours(hours)}" if total else f"the preset's schedule: {_per_10k(preset)}"
+    detail = f"will train {what}" + (f" (continuing from step {done:,})" if done else "")
+    short = []
+    if p.get("STEPS") and n_train and p["STEPS"] < (_schedule(preset, n_train, batch) or 0):
+        short.append(f"STEPS={p['STEPS']} is short of the preset's schedule ({_schedule(preset, n_train, batch):,} steps)")
+    if p.get("PRESET_SET"):
+        short.append("preset fields changed from the paper's: " + ", ".join(f"{k}={v}" for k, v in sorted(p["PRESET_SET"].items())))
+    if strict and short:
+        return Input("partial", label, run_dir, "; ".join(short) + "; " + detail, hours, ("02_train",))
+    return Input("todo", label, run_dir, detail, hours, ("02_train",))
+
+
+def _gpu_input() -> Input:
+    import torch
+
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        props = torch.cuda.get_device_properties(0)
+        return Input("ok", "GPU", "", f"{n} x {props.name}, {props.total_memory / 2**30:.0f} GiB")
+    return Input("info", "GPU", "", "none: the notebooks will run on the CPU (seconds per image at the paper's sizes); "
+                 "the training estimates are for one H100, with the CPU's beside them")
+
+
+def preflight(profile: str,                            # the profile's name (a paper profile is judged strictly)
+              plan: list[tuple[str, dict]],            # plan_profile's [(notebook stem, parameters)]
+              notebook_dir: Path | None = None,        # where the NN_topic.ipynb files are; None: notebooks/
+              sample: int = PREFLIGHT_SAMPLE,          # pairs per split opened by the dataset checker
+              strict: bool | None = None,              # judge runs against the paper's schedule and configuration;
+                                                       # None: for PAPER_PROFILES
+              ) -> Preflight:
+    """Every input the planned notebooks read, with its state (see PREFLIGHT_STATES): each dataset split (pairs
+    counted, a sample of `sample` opened by smis.data.check), the published weights (read with safe_load and
+    checked key by key against the configuration), each model or training run evaluated (variant, preset, steps
+    of the preset's schedule), the run notebook 02 trains, and the GPU; with the estimated training hours still
+    to do. Reads only; writes nothing."""
+    from smis.evaluate import parse_models
+
+    strict = profile in PAPER_PROFILES if strict is None else strict
+    nb_dir = notebook_dir or project_root() / "notebooks"
+    full = {stem: {**default_parameters(nb_dir / f"{stem}.ipynb"), **params} for stem, params in plan}
+    reads: dict = {}
+    for stem, p in full.items():
+        for fmt, root, split in _dataset_reads(stem, p):
+            reads.setdefault((fmt, root), {}).setdefault(split, set()).add(stem)
+    inputs, n_train = _check_datasets(reads, sample, strict)
+    trains = {str(resolve(p["RUN_DIR"]).resolve()): (stem, p) for stem, p in full.items() if "VARIANT" in p and p.get("RUN_DIR")}
+    models: dict = {}                                        # (name, source) -> (dataset, root, notebooks)
+    for stem, p in full.items():
+        if "MODELS" in p and not p.get("TRAIN_STEPS"):
+            wanted = [v.strip() for v in str(p.get("VARIANTS", "")).split(",") if v.strip()]
+            for name, source in parse_models(p["MODELS"]).items():
+                if wanted and name not in wanted:
+                    continue
+                key = (name, source)
+                models.setdefault(key, (p.get("DATASET", "synthscenes"), p.get("DATA_ROOT") or "", set()))[2].add(stem)
+        for key in ("MODEL", "BASELINE"):                    # 06: one model file each
+            if isinstance(p.get(key), str) and p[key] and "MODELS" not in p and "VARIANT" not in p:
+                models.setdefault((key.lower(), p[key]), ("synthscenes", "", set()))[2].add(stem)
+    done_official = set()
+    for (name, source), (dataset, root, stems) in models.items():
+        used = tuple(sorted(stems))
+        if source.startswith("official:"):
+            _, ds, folder = (source.split(":", 2) + ["", ""])[:3]
+            if (ds, folder) not in done_official:
+                done_official.add((ds, folder))
+                inputs += _official_inputs(ds, folder, used)
+            continue
+        if str(resolve(source).resolve()) in trains:
+            continue                                          # the run of notebook 02, below
+        inputs.append(_run_input(name, source, dataset, root, n_train.get((dataset, root)), strict, used))
+    for stem, p in trains.values():
+        inputs.append(_planned_run(p, n_train.get((p.get("DATASET"), p.get("DATA_ROOT") or "")), strict))
+    inputs.append(_gpu_input())
+    return Preflight(profile, [stem for stem, _ in plan], inputs)
+
+
 class NotebookFailed(RuntimeError):
     pass
 
@@ -168,14 +584,25 @@ def run_profile(profile: str,                          # a key of `profiles`
                 notebook_dir: Path | None = None,      # where the NN_topic.ipynb files are; None: notebooks/
                 overrides: list[str] | None = None,    # `--set` items: NAME=VALUE or NN.NAME=VALUE
                 threads: int | None = None,            # the kernels' torch threads; None: torch's default
+                check_inputs: bool | None = None,      # run the preflight first; None: for PAPER_PROFILES
                 ) -> Path:
     """Execute the profile's notebooks in order; return the profile's output folder. Every argument and
-    parameter is checked (`plan_profile`) before the first folder is created."""
+    parameter is checked (`plan_profile`) before the first folder is created; a paper profile then runs the
+    preflight and raises PreflightFailed, before any folder exists, when an input is missing or unusable
+    (partial inputs, such as runs trained fewer steps than the schedule, give a warning and the run goes on)."""
     if threads is not None and threads < 1:
         raise SystemExit(f"--threads {threads}: give at least 1")
     out, plan = plan_profile(profile, only, out_root, profiles, notebook_dir, overrides)
+    report = None
+    if check_inputs if check_inputs is not None else profile in PAPER_PROFILES:
+        report = preflight(profile, plan, notebook_dir)
+        log("[reproduce] " + report.to_text().replace("\n", "\n[reproduce] "))
+        if not report.runnable:
+            raise PreflightFailed(report.to_text())
+        if not report.complete:
+            log("[reproduce] WARNING: some inputs are partial (above): the tables will not be the paper's setting.")
     with _kernel_env(threads):
-        return _run_plan(profile, out, plan, resume, kernel, log, notebook_dir or project_root() / "notebooks")
+        return _run_plan(profile, out, plan, resume, kernel, log, notebook_dir or project_root() / "notebooks", report)
 
 
 def plan_profile(profile: str,                         # a key of `profiles`
@@ -287,11 +714,13 @@ def _engine_kwargs() -> dict:
 
 
 def _run_plan(profile: str, out: Path, plan: list[tuple[str, dict]], resume: bool, kernel: str, log,
-              nb_dir: Path) -> Path:
+              nb_dir: Path, report: Preflight | None = None) -> Path:
     import papermill as pm
 
     root = project_root()
     out.mkdir(parents=True, exist_ok=True)
+    if report is not None:
+        atomic_write_text(report.to_text() + "\n", out / "preflight.txt")
     state_path = out / ".completed.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     engine = _engine_kwargs()
@@ -331,6 +760,8 @@ def write_report(out: Path, profile: str) -> Path:
         timings = json.loads(timings_path.read_text())
         parts.append("\nWall time of the last run of each notebook: "
                      + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(timings.items())) + ".\n")
+    if (out / "preflight.txt").exists():   # what the tables were made from: partial inputs are named here
+        parts.append(f"\n## Inputs (preflight)\n\n```\n{(out / 'preflight.txt').read_text().strip()}\n```\n")
     for nb_dir in sorted(p for p in out.iterdir() if p.is_dir() and p.name[:2].isdigit()):
         tables = sorted(nb_dir.glob("*.md"), key=lambda t: (t.stat().st_mtime_ns, t.name))   # the order written
         if not tables:
@@ -353,9 +784,20 @@ def main(argv=None) -> int:
     p.add_argument("--kernel", default="smis", help="Jupyter kernel name")
     p.add_argument("--set", nargs="+", metavar="[NN.]NAME=VALUE", help="override notebook parameters (VALUE as JSON)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the notebooks (default: torch's)")
+    p.add_argument("--check", action="store_true",
+                   help="run nothing: list every input of the run and its state (exit 0 only when all are in place)")
     a = p.parse_args(argv)
+    if a.check:
+        _, plan = plan_profile(a.profile, a.only, a.out, overrides=a.set)
+        report = preflight(a.profile, plan)
+        print(report.to_text())
+        return 0 if report.complete else 1
     try:
         out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel, overrides=a.set, threads=a.threads)
+    except PreflightFailed as e:
+        print(f"[reproduce] STOPPED before the first notebook: inputs are missing or unusable (above). Fix them, "
+              f"then check with `python -m smis.reproduce --profile {a.profile} --check`.", file=sys.stderr)
+        return 1
     except NotebookFailed as e:
         print(f"[reproduce] FAILED: {e}", file=sys.stderr)
         return 1
