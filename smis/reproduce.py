@@ -302,7 +302,7 @@ def _hours(h: dict | None) -> str:
 def _per_10k(preset) -> str:
     """The schedule's estimated hours per 10,000 training pairs, for when the dataset cannot be counted."""
     h = training_hours(preset.name, preset.epochs * 10_000) if preset is not None else None
-    return f"{_hours(h)} per 10,000 training pairs (count unknown without the dataset)" if h else "no estimate"
+    return f"{_hours(h)} per 10,000 training pairs, the dataset not counted yet" if h else "no estimate"
 
 
 def _splits_of(fmt: str) -> tuple[str, ...]:

@@ -71,8 +71,9 @@ def test_check_names_every_missing_input(tmp_path, capsys, profile):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif((ROOT / "data" / "ADEChallengeData2016").exists() or (ROOT / "checkpoints" / "official").exists(),
-                    reason="this clone holds ADE20K inputs under data/ or checkpoints/official/")
+@pytest.mark.skipif((ROOT / "data" / "ADEChallengeData2016").exists() or (ROOT / "checkpoints" / "official").exists()
+                    or any((ROOT / "outputs").glob("runs/ade20k_*")) or (ROOT / "outputs" / "ade20k").exists(),
+                    reason="this clone holds ADE20K inputs under data/, checkpoints/official/ or outputs/")
 def test_check_on_the_default_paths_of_a_fresh_clone():
     """`python -m smis.reproduce --profile ade20k --check` in a clone without the inputs: exit 1, each default
     path named (data/ADEChallengeData2016, checkpoints/official/ade20k/latest_net_{G,E}.pth, outputs/runs/*)."""
