@@ -47,6 +47,15 @@ def test_declared_parameters_reads_the_tagged_cell(tmp_path):
     assert "N_TRAIN" in _params_of("01_prepare_data") and "SMOKE" in _params_of("06_interactive_editing")
 
 
+def test_default_parameters_are_the_literals_of_the_tagged_cell(tmp_path):
+    """What a run gets for a parameter its profile leaves alone (the preflight reads it): literals only."""
+    _echo_notebook(tmp_path, params="SMOKE = False\nA: int = 3\nB = [1, {'x': None}]\nC = __import__('os').sep\nD = E = 1")
+    assert reproduce.default_parameters(tmp_path / "98_echo.ipynb") == {"SMOKE": False, "A": 3, "B": [1, {"x": None}],
+                                                                        "OUT_DIR": ""}
+    nb02 = reproduce.default_parameters(ROOT / "notebooks" / "02_train.ipynb")
+    assert nb02["SPLIT"] == "test" and nb02["PRESET_SET"] == {} and nb02["STEPS"] == 300
+
+
 def test_folder_parameters_are_classified():
     """Every *_DIR / *_ROOT parameter is known as written (kept under the run's folder) or read; a new
     one must be classified in smis/reproduce.py, or a run could write outside --out unnoticed."""
