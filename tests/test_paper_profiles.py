@@ -235,7 +235,8 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, 
     the real checkpoint layout) and the four ablations trained for 2 steps with `python -m smis.train` (tiny
     preset fields), shrunk only by --set (2 test masks, K = 2, notebook 02: 2 steps of tiny networks).
     REPORT.md holds Tables 1, 2 and 5 with a finite number in every cell of every variant, and names the
-    partial inputs. On this 2-core CPU: ade20k 86 s, gta5 88 s, deepfashion 139 s (the notebooks)."""
+    partial inputs. Whole test on this 2-core CPU (AMD EPYC) shared with other jobs (load 3-5): ade20k 96-104 s,
+    gta5 159-170 s, deepfashion 175-283 s (its generator alone is 2 GB, read by four processes)."""
     from smis.train import main as train
 
     root = request.getfixturevalue(root_fixture)
