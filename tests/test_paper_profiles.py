@@ -281,6 +281,7 @@ def _readme_real_data_commands() -> list[str]:
     return [line.strip() for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_readme_real_data_commands_run(tmp_path, ade20k_root):
     """The README's three commands for real data, with its folders swapped for the fixture's and temporary ones:
     --check names what is missing, the training command writes the run the profile reads (2 steps of tiny networks
