@@ -66,7 +66,7 @@ def _load(source, map_location) -> Mapping[str, torch.Tensor]:
     if not os.path.isfile(source):
         raise FileNotFoundError(f"no checkpoint at {source!r}; download the authors' latest_net_G.pth / "
                                 "latest_net_E.pth and pass their paths")
-    return safe_load(source, map_location=map_location)   # weights_only=True; corrupt files named
+    return safe_load(source, map_location=map_location, mmap=True)   # weights_only=True; corrupt files named
 
 
 def load_official(generator_path: str | os.PathLike | Mapping[str, torch.Tensor],

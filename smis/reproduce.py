@@ -389,7 +389,7 @@ def _official_inputs(dataset: str, folder: str, used: tuple[str, ...]) -> list[I
                              f"into {folder}, or point MODELS at official:{dataset}:<their folder>.", used_by=used))
             continue
         try:
-            state = safe_load(path)
+            state = safe_load(path, mmap=True)                 # shapes only: no 2 GB read
             if not isinstance(state, dict):
                 raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict of tensors. Fix: use "
                                       "the published latest_net_*.pth files as downloaded.")

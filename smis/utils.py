@@ -71,21 +71,27 @@ LEGACY_SAFE_GLOBALS = [torch.torch_version.TorchVersion, np.zeros(1).__reduce__(
                        type(np.dtype(np.uint32))]
 
 
-def safe_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
+def safe_load(path: str | os.PathLike,                           # the checkpoint file
+              map_location: str | torch.device | None = "cpu",  # torch.load's map_location
+              mmap: bool = False,  # map the file instead of reading it (zip-format files; for read-only weights)
+              ) -> Any:
     """`torch.load(path, weights_only=True)`, the only way smis reads a checkpoint.
 
     With `weights_only=True` the unpickler builds tensors, str/int/float/bool/None and lists, tuples and
     dicts of them (plus LEGACY_SAFE_GLOBALS), and refuses every other global (classes, functions such as
     `os.system`) before calling it: a hostile file raises `UnsafeCheckpoint` and runs nothing. Unreadable
     files (empty, truncated, random bytes) raise `CorruptCheckpoint`, a missing one FileNotFoundError;
-    each message names the file and the fix.
+    each message names the file and the fix. `mmap=True` makes loading large weights nearly free (pages
+    are read when used); use it only for weights that are copied into a module, never for tensors that are
+    then updated in place (optimiser states). Files in torch's legacy format are read as usual.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file). Fix: check the path.")
     try:
         with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True,
+                              mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))
         if refused:
