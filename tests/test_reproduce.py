@@ -262,18 +262,15 @@ def test_unknown_profile_and_only():
         reproduce.run_profile("smoke", only=["77"])
 
 
-SAMPLES = ROOT.parent / "shared" / "samples"
-
-
-@pytest.mark.skipif(not (SAMPLES / "ade20k").is_dir(), reason="../shared/samples is not beside this clone")
-def test_prepare_data_notebook_checks_a_real_dataset(tmp_path):
+def test_prepare_data_notebook_checks_a_real_dataset(tmp_path, ade20k_source):
+    """01 on an ADE20K folder: the generated one in the real layout, and the real samples where present."""
     import papermill as pm
 
     out = tmp_path / "nb01"
     pm.execute_notebook(str(ROOT / "notebooks" / "01_prepare_data.ipynb"), str(tmp_path / "nb01.ipynb"), kernel_name="smis",
                         cwd=str(ROOT), progress_bar=False,
                         parameters={"SMOKE": True, "OUT_DIR": str(out), "DATA_DIR": str(tmp_path / "ss"),
-                                    "DATA_ROOT": str(SAMPLES / "ade20k"), "DATA_FORMAT": "ade20k"})
+                                    "DATA_ROOT": str(ade20k_source.root), "DATA_FORMAT": "ade20k"})
     report = json.loads((out / "check_ade20k.json").read_text())
     assert report["ok"] is True
     assert (out / "samples_ade20k.png").stat().st_size > 1000
