@@ -277,7 +277,7 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, 
 def _readme_real_data_commands() -> list[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### Reproducing the paper on real data", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```sh\n(.*?)```", section, flags=re.S).group(1)
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
     return [line.strip() for line in block.splitlines() if line.strip()]
 
 

@@ -34,6 +34,11 @@ COVERED = {
     "python -m smis.data.check data/synthscenes --format synthscenes": "test_dataset_commands",
     "python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae": "test_train_command",
     "python -m smis.reproduce --profile smoke": "test_reproduce_smoke_command",
+    # Reproducing the paper on real data (tests/test_paper_profiles.py, on the generated ADE20K)
+    "python -m smis.reproduce --profile ade20k --check": "test_readme_real_data_commands_run",
+    "python -m smis.train --variant no_classwise --preset ade20k --dataset ade20k --data-root data/ADEChallengeData2016 "
+    "--run-dir outputs/runs/ade20k_no_classwise": "test_readme_real_data_commands_run",
+    "python -m smis.reproduce --profile ade20k": "test_paper_profile_end_to_end[ade20k]",
 }
 
 
