@@ -26,8 +26,10 @@ ULP = 2.0 ** -23
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed(monkeypatch):
     torch.manual_seed(0)
+    from smis.networks import spade
+    monkeypatch.setattr(spade, "GATHER_MIN_MACS", 0)                   # tiny networks take the fast path too
 
 
 def blob_label(B: int, H: int, W: int, C: int, cell: int = 4, seed: int = 0) -> torch.Tensor:
@@ -146,6 +148,26 @@ def test_generator_fast_and_dense_paths_agree(variant, upsampling):
     (y1, g1), (y0, g0) = res
     assert (y1 - y0).abs().max() < 1e-5
     assert ((g1 - g0).norm() / g0.norm()).item() < 1e-5
+
+
+def test_default_threshold_mixes_dense_and_gathered_spades_with_the_same_result(monkeypatch):
+    """At the default GATHER_MIN_MACS the coarse blocks stay convolutions and the fine ones gather."""
+    from smis.networks import spade
+    monkeypatch.undo()                                                  # the module's default, not the fixture's 0
+    assert spade.GATHER_MIN_MACS > 0
+    preset = get_preset("ade20k", ngf=8, nef=8, ndf=8, image_size=(128, 128), encoder_size=(128, 128))
+    G = build_networks("clvae", preset, discriminator=False).G.train()
+    label = blob_label(1, 128, 128, 151, cell=9)
+    z = Latents.prior(G.spec, label, torch.Generator().manual_seed(1))
+    x = torch.randn(1, 8, 128, 128)
+    assert G.up_3.norm_0.dense_macs(x) >= spade.GATHER_MIN_MACS > G.head_0.norm_0.dense_macs(torch.randn(1, 128, 4, 4))
+    state = copy.deepcopy(G.state_dict())
+    outs = []
+    for fast in (True, False):
+        G.load_state_dict(state)
+        G.piecewise_cond = fast
+        outs.append(G(label, z).detach())
+    assert (outs[0] - outs[1]).abs().max() < 1e-5
 
 
 # Noise floor of the first training steps' losses, measured 2026-11-30 on a 2-core AMD EPYC (tiny

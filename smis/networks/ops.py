@@ -84,9 +84,8 @@ class BagPlan:
     """How a 3x3 conv (zero padding) reads an id map (B, h, w) with ids in [0, K): its distinct neighbourhoods.
 
     The conv of any map that is a function of the ids (a table row per id) is, at pixel p, the sum of 9
-    rows of a tap table of 9 (K + 1) rows (per sample with `per_sample`, rows offset by b 9 (K + 1)): for
-    tap k = 3 ky + kx the row k (K + 1) + id[y + ky - 1, x + kx - 1], or row k (K + 1) + K (zeros) outside
-    the image. A bag is a distinct set of 9 rows: all pixels inside a region of one id (per sample with
+    rows of a tap table of (K + 1) 9 rows (per sample with `per_sample`, rows offset by b (K + 1) 9): for
+    tap k = 3 ky + kx the row 9 id[y + ky - 1, x + kx - 1] + k, or row 9 K + k (zeros) outside the image. A bag is a distinct set of 9 rows: all pixels inside a region of one id (per sample with
     `per_sample`) share one, pixels along a straight boundary share a few. `bags` (U, 9) lists each
     bag's rows, `inv` (B h w,) each pixel's bag: conv = (row sums of each bag)[inv]. At 256x256 with 17
     regions U is ~800 against 65,536 pixels.
@@ -104,16 +103,16 @@ class BagPlan:
         padded = F.pad(ids, (1, 1, 1, 1), value=K)                                  # (B, h+2, w+2), K outside
         windows = padded.unfold(1, 3, 1).unfold(2, 3, 1).reshape(B * h * w, 9)     # (Bhw, 9), k = 3 ky + kx
         centre = ids.reshape(B * h * w)                                             # (Bhw,) = windows[:, 4]
-        offset = torch.arange(9, device=dev) * K1                                   # (9,) tap blocks
-        inside = torch.arange(K, device=dev)[:, None] + offset                      # (K, 9) bag of id c inside
+        tap = torch.arange(9, device=dev)                                           # (9,) row within an id's 9
+        inside = torch.arange(K, device=dev)[:, None] * 9 + tap                     # (K, 9) bag of id c inside
         if per_sample:
             sample = torch.arange(B, device=dev).repeat_interleave(h * w)           # (Bhw,)
             block = torch.arange(B, device=dev)[:, None, None] * (9 * K1)           # (B, 1, 1)
             inside = (inside + block).reshape(B * K, 9)                             # (B K, 9)
-            rows = windows + offset + (sample * 9 * K1)[:, None]                    # (Bhw, 9)
+            rows = windows * 9 + tap + (sample * 9 * K1)[:, None]                   # (Bhw, 9)
             inv = sample * K + centre                                               # (Bhw,)
         else:
-            rows = windows + offset                                                 # (Bhw, 9)
+            rows = windows * 9 + tap                                                # (Bhw, 9)
             inv = centre.clone()
         edge = (windows != centre[:, None]).any(1).nonzero()[:, 0]                  # (E,) boundary pixels
         inv[edge] = inside.shape[0] + torch.arange(edge.numel(), device=dev)
@@ -225,10 +224,11 @@ def tap_table(weight: torch.Tensor,                # (O, Cin, 3, 3) conv weight
               table: torch.Tensor | None,          # None (one-hot ids, Cin = K), (K, Cin) shared or (B, K, Cin)
               K: int,                              # number of ids
               ) -> torch.Tensor:
-    """The (R, O) tap table of a 3x3 conv of a map whose pixel p holds table[id[p]]: P_k = table W_k^T.
+    """The (R, O) tap table of a 3x3 conv of a map whose pixel p holds table[id[p]]: row 9 id + k = table[id] W_k^T.
 
-    Rows: for each tap k (and sample, with a (B, K, Cin) table) K rows plus a zero row (outside the
-    image); the bias sits in the centre tap's rows, which every pixel reads exactly once.
+    Rows: for each id (and sample, with a (B, K, Cin) table) its 9 taps, then 9 zero rows (outside the
+    image); the bias sits in the centre tap's rows, which every pixel reads exactly once. One matrix
+    product (K, Cin) x (Cin, 9 O), no transposed copies.
     """
     O, Cin = weight.shape[:2]
     if weight.shape[2:] != (3, 3):
@@ -237,19 +237,14 @@ def tap_table(weight: torch.Tensor,                # (O, Cin, 3, 3) conv weight
     if Cin != width:
         raise ValueError(f"conv expects {Cin} input channels but the conditioning map has {width} "
                          "(N with a CSE table, C one-hot); build SPADE with cond_channels matching the map")
-    taps = weight.flatten(2)                                            # (O, Cin, 9), k = 3 ky + kx
-    if table is None:
-        P = taps.permute(2, 1, 0)                                      # (9, K, O): P_k = W_k^T
-    elif table.dim() == 2:
-        P = torch.einsum("kn,onj->jko", table.to(weight.dtype), taps)  # (9, K, O)
-    else:
-        P = torch.einsum("bkn,onj->bjko", table.to(weight.dtype), taps)   # (B, 9, K, O)
-    P = F.pad(P, (0, 0, 0, 1))                                          # (..., 9, K + 1, O), row K = zeros
-    if bias is not None:
-        centre = torch.zeros(9, K + 1, 1, dtype=P.dtype, device=P.device)
-        centre[4, :K] = 1
-        P = P + centre * bias                                           # (..., 9, K + 1, O)
-    return P.reshape(-1, O)                                             # (R, O)
+    taps = weight.permute(1, 2, 3, 0).reshape(Cin, 9 * O)              # (Cin, 9 O): [c, 9 k... ] = W[:, c, ky, kx]
+    P = taps if table is None else table.to(weight.dtype) @ taps      # (K, 9 O) or (B, K, 9 O)
+    P = F.pad(P, (0, 0, 0, 1))                                          # (..., K + 1, 9 O), id K = zeros
+    if bias is not None:                                                # the centre tap is always inside
+        centre = torch.zeros(K + 1, 9, 1, dtype=P.dtype, device=P.device)
+        centre[:K, 4] = 1
+        P = (P.unflatten(-1, (9, O)) + centre * bias).flatten(-2)      # (..., K + 1, 9 O)
+    return P.reshape(-1, O)                                             # (R, O), row (b (K + 1) + id) 9 + k
 
 
 class PiecewiseMap:
@@ -261,7 +256,7 @@ class PiecewiseMap:
     Torch functions applied to a PiecewiseMap see its dense map.
     """
 
-    __slots__ = ("label", "table", "num_classes", "_cache")
+    __slots__ = ("label", "table", "num_classes", "_cache", "_dense")
 
     def __init__(self,
                  label: torch.Tensor,                 # (B, h, w) int64 class ids in [0, C)
@@ -277,6 +272,7 @@ class PiecewiseMap:
                              f"{tuple(table.shape)}; pass the per-sample class table W + Z_l of Eq. 12")
         self.label, self.table, self.num_classes = label.long(), table, num_classes
         self._cache = {} if _cache is None else _cache                # depends on the label only, never the table
+        self._dense: dict = {}                                          # dtype -> dense map of this object
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -308,11 +304,15 @@ class PiecewiseMap:
         return self._cache[key].with_table(self.table)
 
     def dense(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """(B, N or C, h, w): the map as pixels (the unoptimised path's input)."""
-        if self.table is None:
-            return one_hot(self.label, self.num_classes, dtype or torch.float32)
-        out = cse_map(self.table, self.label)
-        return out if dtype is None else out.to(dtype)
+        """(B, N or C, h, w): the map as pixels (the unoptimised path's input), built once per object and dtype.
+        dtype None: float32 one-hot, the table's dtype for CSE maps."""
+        if dtype not in self._dense:
+            if self.table is None:
+                self._dense[dtype] = one_hot(self.label, self.num_classes, dtype or torch.float32)
+            else:
+                out = cse_map(self.table, self.label)
+                self._dense[dtype] = out if dtype is None else out.to(dtype)
+        return self._dense[dtype]
 
     def plan(self) -> BagPlan:
         """The label's `BagPlan` (per sample with a table: each sample has its own class vectors), cached."""

@@ -20,6 +20,7 @@ from torch import nn
 from smis.networks.ops import PiecewiseMap, bag_sum, gather_bags, spectral_norm, tap_table
 
 NORMS = ("syncbatch", "batch", "instance")
+GATHER_MIN_MACS = 1e9        # piecewise maps by gathers when the dense mlp convs would cost this many MACs or more
 GATHER_MODULATION = True     # gamma / beta of piecewise maps by a second gather (False: convs of the gathered ReLU)
 GATHER_RATIO = 2             # ... when the distinct neighbourhoods number at most pixels / GATHER_RATIO
 
@@ -56,14 +57,21 @@ class SPADE(nn.Module):
                 ) -> torch.Tensor:
         # cond is resized to (h, w) with legacy nearest (a PiecewiseMap: its label, the same pixels)
         normalized = self.param_free_norm(x)
-        if isinstance(cond, PiecewiseMap):
+        if isinstance(cond, PiecewiseMap) and self.dense_macs(x) >= GATHER_MIN_MACS:
             gamma, beta = self.modulation(cond.resized(x.shape[-2:]), x)
-        else:
+        else:                                                           # small convs: gathers would not pay
+            if isinstance(cond, PiecewiseMap):
+                cond = cond.dense(self.mlp_shared[0].weight.dtype)     # (B, cond_ch, H', W'), once per map
             if cond.shape[-2:] != x.shape[-2:]:
                 cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
             actv = self.mlp_shared(cond)                               # (B, hidden, h, w)
             gamma, beta = self.mlp_gamma(actv), self.mlp_beta(actv)
         return normalized * (1 + gamma) + beta
+
+    def dense_macs(self, x: torch.Tensor) -> float:
+        """Multiply-adds of mlp_shared + mlp_gamma + mlp_beta as convolutions at x's size."""
+        conv = self.mlp_shared[0]
+        return x.numel() // x.shape[1] * 9 * conv.out_channels * (conv.in_channels + 2 * x.shape[1])
 
     def modulation(self, cond: PiecewiseMap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(gamma, beta), each (B, ch, h, w), of a piecewise-constant map at x's size, by gathers.
