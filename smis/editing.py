@@ -548,6 +548,47 @@ def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, gener
     return report
 
 
+@torch.no_grad()
+def layer_posteriors(nets: Networks, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64
+                     ) -> dict[str, np.ndarray]:
+    """Is each latent layer used? Per latent layer l (L,): `kl`, the KL of Eq. 18's class term at that layer
+    (mean over the classes present, then over the images), and `mean_abs_mu`, the mean |encoder mean| over
+    present classes and code entries. A layer whose KL is near 0 has collapsed to the prior: its codes
+    carry nothing about the photo. images (M, 3, H, W), labels (M, H, W)."""
+    if nets.E is None or not nets.spec.has_class_codes:
+        raise ValueError(f"variant {nets.variant!r} has no class codes, so it has no latent layers to inspect")
+    kl, absmu, count = 0.0, 0.0, 0
+    for s in range(0, images.shape[0], batch_size):                          # batches of photos
+        mu, logvar = nets.E(images[s:s + batch_size], labels[s:s + batch_size])
+        present = mu.present.to(mu.zc.dtype)                                  # (B, L, K)
+        n = present.sum(-1).clamp(min=1)                                      # (B, L)
+        per = -0.5 * (1 + logvar.zc - mu.zc.pow(2) - logvar.zc.exp()).sum(-1)  # (B, L, K)
+        kl = kl + ((per * present).sum(-1) / n).sum(0)                         # (L,)
+        absmu = absmu + ((mu.zc.abs().mean(-1) * present).sum(-1) / n).sum(0)
+        count += mu.zc.shape[0]
+    return {"kl": (kl / count).cpu().numpy(), "mean_abs_mu": (absmu / count).cpu().numpy()}
+
+
+def layer_table(nets: Networks, report: dict, posteriors: dict[str, np.ndarray] | None = None):
+    """The layer table (Sec. 4.4.3): one row per latent layer in both terms, the encoder layer it comes
+    from and the generator blocks it feeds (`Generator.code_index`), with `editing_report`'s per-layer
+    effects (colour shift, colour-mode / texture-kind change, hf change) and, given `layer_posteriors`,
+    the layer's KL and mean |mu|. A pandas DataFrame indexed by latent layer."""
+    import pandas as pd
+
+    if "layers" not in report:
+        raise ValueError("this report has no per-layer rows (a model without class codes); pass a clvae report")
+    blocks = {l: [b for b, i in nets.G.code_index.items() if i == l] for l in range(len(nets.spec.layers))}
+    t = pd.DataFrame(report["layers"]).set_index("layer")
+    t.insert(1, "generator blocks", [", ".join(blocks.get(int(l), [])) or "-" for l in t.index])
+    if posteriors is not None:
+        t["KL"] = posteriors["kl"][t.index.to_numpy()]
+        t["mean |mu|"] = posteriors["mean_abs_mu"][t.index.to_numpy()]
+    return t.rename(columns={"encoder_layer": "encoder layer", "colour_shift": "colour shift",
+                             "mode_changed": "colour mode changed", "texture_changed": "texture kind changed",
+                             "hf_change": "hf change"})
+
+
 def main(argv=None) -> int:
     from smis.data import make_dataset
     from smis.train import device_name, load_model

@@ -6,6 +6,12 @@ Top-1 GT-similarity (Sec. 4.3, RQ2) and the ablations, as the notebooks call the
     recon = reconstruct(nets, image, label)                            # G(M, mean of E(M, I))
     res = evaluate_prior(nets, test_set, range(200), k=40, metric=LPIPS("auto"), seed=0)
     diversity_table({"clvae": res, "gaugan_vae": other})               # columns name metric and backbone
+    seg = load_segmenter_for("synthscenes")                            # mask fidelity: segmenter= of the loops
+    paired_comparison(res, other)                                      # per-mask differences, 95 % intervals
+
+Intervals: every table gives 95 % intervals over masks (`smis.stats`): mean +- 1.96 sd / sqrt(n) for
+per-mask scores, a bootstrap over masks for the pooled mIoU; `paired_comparison` pairs two variants
+mask by mask (same masks, same seeds).
 
 Randomness: the K codes of mask `index` come from a generator seeded with `mask_seed(seed, index)`,
 so every variant sees the same seeds on the same masks, whatever the batching. The codes are
@@ -33,8 +39,11 @@ import torch
 from smis.metrics import LPIPS, FrechetDistance, diversity, per_class_diversity, top1_gt_similarity
 from smis.networks import Latents, Networks
 from smis.networks.ops import label_presence
+from smis.segmenter import MaskFidelity, Segmenter, load_segmenter, miou_ci
+from smis.stats import mean_ci, paired_ci
 from smis.viz import to_uint8
 
+MIOU = "mask mIoU"                 # column of the segmenter's mIoU (smis.segmenter; higher: follows the mask)
 COLOUR_TOLERANCE = 0.10            # RGB distance to the nearest tinted colour mode (see module docstring)
 SCALE_RANGE = (0.5, 1.5)           # brightness x texture-mean factors allowed when fitting a mode
 TINT_STEPS = 41                    # time-of-day values tried when fitting a mode
@@ -76,6 +85,30 @@ def load_networks(source: str | Path, device: str | torch.device | None = "cpu")
                                 "training checkpoint, a run folder or official:DATASET:FOLDER; "
                                 "scripts/train_demo_models.py makes the demo models.")
     return load_model(path, device)
+
+
+SEGMENTERS = {"synthscenes": "checkpoints/synthscenes_segmenter.pt"}   # scripts/train_segmenter.py
+
+
+def load_segmenter_for(dataset: str, source: str | Path | None = "auto",
+                       device: str | torch.device | None = "cpu") -> Segmenter | None:
+    """The mask-fidelity segmenter of `dataset`: `source` a file from scripts/train_segmenter.py, "auto"
+    the shipped one (SEGMENTERS; None for datasets without one), "" / None: no mask fidelity."""
+    from smis.utils import resolve
+
+    if not source:
+        return None
+    if source == "auto":
+        if dataset not in SEGMENTERS:
+            return None
+        source = SEGMENTERS[dataset]
+    path = resolve(str(source))
+    if not path.exists():
+        raise FileNotFoundError(f"segmenter {path} does not exist. Fix: train one (python scripts/train_segmenter.py) "
+                                "or pass SEGMENTER='' to skip mask fidelity")
+    seg = load_segmenter(path, device)
+    seg.source = str(source)
+    return seg
 
 
 def test_set(dataset: str, root: str | None, split: str, size, n: int = 0, seed: int = 0):
@@ -301,18 +334,22 @@ class ReconEval:
     fd: float | None = None
     fd_name: str | None = None
     examples: torch.Tensor | None = None    # (n, 3, H, W) first reconstructions, CPU
+    confusion: np.ndarray | None = None     # (images, C, C) segmenter confusion per mask (mask fidelity)
 
 
 @torch.no_grad()
 def evaluate_reconstruction(nets: Networks, dataset, indices: Sequence[int], metric: LPIPS,
                             fd_real: FrechetDistance | None = None, batch: int = 16, keep: int = 8,
-                            device: str | torch.device | None = None, progress: bool = True) -> ReconEval:
-    """GT-similarity (LPIPS to I) of G(M, E(M, I) means) on every test pair, and its FD to real."""
+                            device: str | torch.device | None = None, progress: bool = True,
+                            segmenter: Segmenter | None = None) -> ReconEval:
+    """GT-similarity (LPIPS to I) of G(M, E(M, I) means) on every test pair, its FD to real and (with a
+    `segmenter`) its mask fidelity."""
     from tqdm.auto import tqdm
 
     device = next(nets.G.parameters()).device if device is None else torch.device(device)
     indices = [int(i) for i in indices]
     fd = FrechetDistance(fd_real.extractor, batch_size=fd_real.batch_size) if fd_real is not None else None
+    fidelity = MaskFidelity(segmenter, nets.spec.num_classes, batch) if segmenter is not None else None
     scores, kept = [], []
     for s in tqdm(_chunks(len(indices), batch), desc=f"reconstruct {nets.variant}", disable=not progress):
         image, label = load_pairs(dataset, indices[s], device)
@@ -320,12 +357,15 @@ def evaluate_reconstruction(nets: Networks, dataset, indices: Sequence[int], met
         scores.append(metric.distance(recon, image).double().cpu())
         if fd is not None:
             fd.update(recon)
+        if fidelity is not None:
+            fidelity.update(recon, label)
         if sum(len(k) for k in kept) < keep:
             kept.append(recon.cpu())
     col = f"GT-similarity ({metric.name})"
     per_image = pd.DataFrame({col: torch.cat(scores).numpy()}, index=pd.Index(indices, name="index"))
     return ReconEval(nets.variant, metric.name, per_image, None if fd is None else fd.compute(fd_real),
-                     None if fd is None else fd.name, torch.cat(kept)[:keep] if kept else None)
+                     None if fd is None else fd.name, torch.cat(kept)[:keep] if kept else None,
+                     None if fidelity is None else fidelity.compute()["per_mask"].numpy())
 
 
 @dataclass
@@ -342,15 +382,18 @@ class PriorEval:
     fd_name: str | None = None
     examples: torch.Tensor | None = None    # (n, K, 3, H, W) samples of the first masks, CPU
     seconds: float = field(default=0.0)     # wall time of the evaluation
+    confusion: np.ndarray | None = None     # (masks, C, C) segmenter confusion per mask, its K samples pooled
 
 
 @torch.no_grad()
 def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], k: int, metric: LPIPS, seed: int = 0,
                    fd_real: FrechetDistance | None = None, masks_per_batch: int = 8, chunk: int = 64,
                    per_class: bool = True, factors: bool = False, keep: int = 4,
-                   device: str | torch.device | None = None, progress: bool = True) -> PriorEval:
+                   device: str | torch.device | None = None, progress: bool = True,
+                   segmenter: Segmenter | None = None) -> PriorEval:
     """Diversity (mean pairwise LPIPS of K samples), Top-1 GT-similarity, per-class diversity,
-    FD and (SynthScenes) factor-aware scores of prior samples on the masks `indices`.
+    FD, (SynthScenes) factor-aware scores and (with a `segmenter`) mask fidelity of every prior sample
+    on the masks `indices`.
 
     `gaugan` has no latents: one image per mask, diversity 0 by construction.
     """
@@ -363,6 +406,7 @@ def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], k: int, metr
     indices = [int(i) for i in indices]
     C = nets.spec.num_classes
     fd = FrechetDistance(fd_real.extractor, batch_size=fd_real.batch_size) if fd_real is not None else None
+    fidelity = MaskFidelity(segmenter, C, chunk) if segmenter is not None else None
     div, top1, pcd, frows, kept = [], [], [], [], []
     for s in tqdm(_chunks(len(indices), masks_per_batch), desc=f"prior samples {nets.variant}", disable=not progress):
         idx = indices[s]
@@ -377,6 +421,8 @@ def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], k: int, metr
                            np.where(label_presence(label[b:b + 1], C)[0].cpu().numpy(), 0.0, np.nan))
         if fd is not None:
             fd.update(samples[:, 0])
+        if fidelity is not None:
+            fidelity.update(samples, label)
         if factors:
             f = factor_rows(to_uint8(samples.flatten(0, 1)), label.repeat_interleave(kk, 0).cpu().numpy())
             pos = f.pop("image").to_numpy()                                      # b K' + j
@@ -392,7 +438,23 @@ def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], k: int, metr
     per_cls = pd.DataFrame(np.stack(pcd), index=per_image.index, columns=names[:C]) if per_class else None
     return PriorEval(nets.variant, m, kk, per_image, per_cls, pd.concat(frows, ignore_index=True) if frows else None,
                      None if fd is None else fd.compute(fd_real), None if fd is None else fd.name,
-                     torch.cat(kept)[:keep] if kept else None, time.perf_counter() - t0)
+                     torch.cat(kept)[:keep] if kept else None, time.perf_counter() - t0,
+                     None if fidelity is None else fidelity.compute()["per_mask"].numpy())
+
+
+@torch.no_grad()
+def real_mask_fidelity(segmenter: Segmenter, dataset, indices: Sequence[int], batch: int = 64,
+                       progress: bool = True) -> np.ndarray:
+    """(masks, C, C) confusion of the segmenter on the real images `indices`: the ceiling row of the
+    mIoU column (what a generator that reproduced the real images exactly would score)."""
+    from tqdm.auto import tqdm
+
+    indices = [int(i) for i in indices]
+    fidelity = MaskFidelity(segmenter, None, batch)
+    for s in tqdm(_chunks(len(indices), batch), desc="mask fidelity real", disable=not progress):
+        image, label = load_pairs(dataset, indices[s])
+        fidelity.update(image, label)
+    return fidelity.compute()["per_mask"].numpy()
 
 
 @torch.no_grad()
@@ -435,29 +497,50 @@ def _metric_of(results: Mapping) -> str:
     return names.pop()
 
 
+def _score_columns(row: dict, col: str, values) -> None:
+    """Mean, std (over masks) and the 95 % interval's half-width (`smis.stats.mean_ci`) of one score."""
+    values = np.asarray(values, np.float64)
+    m, lo, hi = mean_ci(values)
+    row[col], row[f"{col} std"], row[f"{col} ±95%"] = m, float(np.nanstd(values)), (hi - lo) / 2
+
+
+def miou_columns(confusion: np.ndarray | None, seed: int = 0) -> dict:
+    """{MIOU: pooled mIoU, MIOU + " 95% low" / " 95% high": bootstrap interval over masks} of (masks, C, C)
+    per-mask confusion matrices; {} for None (evaluated without a segmenter)."""
+    if confusion is None:
+        return {}
+    r = miou_ci(confusion, seed=seed)
+    return {MIOU: r["miou"], f"{MIOU} 95% low": r["low"], f"{MIOU} 95% high": r["high"]}
+
+
 def reconstruction_table(results: Mapping[str, ReconEval]) -> pd.DataFrame:
-    """Table 1 style: GT-similarity of reconstructions (mean, std; lower is closer) and FD, per variant."""
+    """Table 1 style: GT-similarity of reconstructions (mean, std, 95 % interval; lower is closer), FD and
+    mask mIoU (with a segmenter), per variant."""
     m = _metric_of(results)
     col = f"GT-similarity ({m})"
     rows = {}
     for name, r in results.items():
-        rows[name] = {col: r.per_image[col].mean(), f"{col} std": r.per_image[col].std(ddof=0)}
+        rows[name] = {}
+        _score_columns(rows[name], col, r.per_image[col])
         if r.fd is not None:
             rows[name][f"FD ({r.fd_name})"] = r.fd
+        rows[name].update(miou_columns(r.confusion))
         rows[name]["images"] = len(r.per_image)
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
 
 
 def diversity_table(results: Mapping[str, PriorEval]) -> pd.DataFrame:
-    """Tables 2-4 style: diversity (higher: more varied), Top-1 GT-similarity (lower: closer), FD, per variant."""
+    """Tables 2-4 style: diversity (higher: more varied), Top-1 GT-similarity (lower: closer), each with
+    std and 95 % interval over masks, FD and mask mIoU (with a segmenter), per variant."""
     m = _metric_of(results)
     rows = {}
     for name, r in results.items():
         row = {}
         for col in (f"diversity ({m})", f"top-1 GT-similarity ({m})"):
-            row[col], row[f"{col} std"] = r.per_image[col].mean(), r.per_image[col].std(ddof=0)
+            _score_columns(row, col, r.per_image[col])
         if r.fd is not None:
             row[f"FD ({r.fd_name})"] = r.fd
+        row.update(miou_columns(r.confusion))
         row["masks"], row["samples per mask"] = len(r.per_image), r.k
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
@@ -496,17 +579,37 @@ def style_table(rows: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(out, orient="index").rename_axis("method")
 
 
-def paired_comparison(a: PriorEval, b: PriorEval, z: float = 1.96) -> pd.DataFrame:
-    """Per-mask paired differences a - b of every per-image score (the same masks and seeds): means,
-    difference and its normal-approximation confidence interval (z = 1.96: 95 %)."""
+def per_mask_factor_rates(factors: pd.DataFrame) -> pd.DataFrame:
+    """Share (%) of a mask's class regions (over its K samples) whose colour / texture lies in the class's
+    own distribution: per-mask columns for paired intervals. Index: dataset index."""
+    g = factors.groupby("index")
+    return pd.DataFrame({"colour in class modes (%)": 100 * g["colour_in"].mean(),
+                         "texture in class set (%)": 100 * g["texture_in"].mean()})
+
+
+def paired_comparison(a: PriorEval | ReconEval, b: PriorEval | ReconEval, seed: int = 0) -> pd.DataFrame:
+    """Per-mask paired differences a - b (the same masks and seeds) of every per-image score, the factor
+    rates (if both were scored with factors) and the mask mIoU (if both had a segmenter): both means, the
+    difference and its 95 % interval (normal approximation over masks; paired bootstrap over masks for
+    the pooled mIoU). A difference whose interval excludes 0 is one the masks support."""
     if not a.per_image.index.equals(b.per_image.index):
         raise ValueError("a and b were evaluated on different masks; evaluate both on the same indices")
     rows = {}
-    for col in a.per_image.columns:
-        d = a.per_image[col] - b.per_image[col]
-        half = z * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
-        rows[col] = {a.variant: a.per_image[col].mean(), b.variant: b.per_image[col].mean(),
-                     "difference": d.mean(), "CI low": d.mean() - half, "CI high": d.mean() + half, "masks": len(d)}
+    pa, pb = a.per_image, b.per_image
+    fa, fb = getattr(a, "factors", None), getattr(b, "factors", None)
+    if fa is not None and fb is not None and len(fa) and len(fb):
+        pa = pa.join(per_mask_factor_rates(fa))
+        pb = pb.join(per_mask_factor_rates(fb))
+    for col in pa.columns:
+        if col not in pb.columns:
+            continue
+        d, lo, hi = paired_ci(pa[col], pb[col])
+        rows[col] = {a.variant: pa[col].mean(), b.variant: pb[col].mean(), "difference": d, "CI low": lo,
+                     "CI high": hi, "masks": int((pa[col] - pb[col]).notna().sum())}
+    if a.confusion is not None and b.confusion is not None:
+        r, rb = miou_ci(a.confusion, b.confusion, seed=seed), miou_ci(b.confusion, seed=seed)
+        rows[MIOU] = {a.variant: r["miou"], b.variant: rb["miou"], "difference": r["difference"],
+                      "CI low": r["difference_low"], "CI high": r["difference_high"], "masks": len(a.confusion)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("score")
 
 
@@ -525,9 +628,9 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, stem: str, caption: st
 
 
 def example_grid(label: torch.Tensor, image: torch.Tensor | None, columns: Sequence[torch.Tensor],
-                 palette: Sequence[Sequence[int]]) -> np.ndarray:
+                 palette: Sequence[Sequence[int]], min_tile: int = 128) -> np.ndarray:
     """One row per mask: the mask, the ground truth (if given), then every image of `columns`, each
-    (B, 3, H, W) or (B, n, 3, H, W) (n columns). uint8 (H', W', 3)."""
+    (B, 3, H, W) or (B, n, 3, H, W) (n columns); tiles enlarged to >= `min_tile` px. uint8 (H', W', 3)."""
     from smis.viz import colorize, grid
 
     masks = colorize(label, palette)
@@ -537,4 +640,4 @@ def example_grid(label: torch.Tensor, image: torch.Tensor | None, columns: Seque
         row = [masks[b]] + ([to_uint8(image[b])] if image is not None else [])
         row += [to_uint8(im) for p in parts for im in p[b]]
         rows.append(row)
-    return grid(rows)
+    return grid(rows, min_tile=min_tile)

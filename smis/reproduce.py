@@ -59,7 +59,10 @@ from pathlib import Path
 from smis.utils import atomic_write_json, atomic_write_text, project_root, resolve
 
 # The shipped SynthScenes demo models (scripts/train_demo_models.py).
-DEMO_MODELS = "clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt"
+DEMO_MODELS = ("clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt,"
+               "gaugan:checkpoints/synthscenes_gaugan.pt")
+ABLATION_MODELS = ",".join(f"{v}:checkpoints/synthscenes_{v}.pt"
+                           for v in ("clvae", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5"))
 ABLATIONS = "clvae,no_classwise,no_layerwise,clvae_L3,clvae_L5"
 
 # Notebook parameters naming a folder the notebook writes into: in a run, each one a notebook declares
@@ -111,7 +114,8 @@ PROFILES: dict[str, dict[str, dict]] = {
         "02_train": {"STEPS": 300, "VARIANT": "clvae", "RUN_DIR": "{out}/runs/02_clvae"},
         "03_reconstruction_rq1": {"MODELS": DEMO_MODELS, "N_TEST": 200},
         "04_diversity_rq2": {"MODELS": DEMO_MODELS, "N_TEST": 100, "K": 20, "N_STYLE": 100},
-        "05_ablations": {"VARIANTS": ABLATIONS, "TRAIN_STEPS": 100, "TRAIN_BATCH": 8, "N_TEST": 50, "K": 10,
+        # the shipped models of every ablation (scripts/train_demo_models.py): nothing is trained here
+        "05_ablations": {"VARIANTS": ABLATIONS, "TRAIN_STEPS": 0, "MODELS": ABLATION_MODELS, "N_TEST": 100, "K": 10,
                          "RUN_ROOT": "{out}/runs_ablation"},
         "06_interactive_editing": {"N_TEST": 200, "N_EVAL": 100},
     },

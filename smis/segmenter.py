@@ -183,6 +183,27 @@ def confusion_matrix(pred: torch.Tensor,                 # predicted ids, any sh
     return counts.view(num_classes, num_classes)                        # (C, C)
 
 
+def confusion_matrices(pred: torch.Tensor,               # (B, ...) predicted ids
+                       label: torch.Tensor,              # (B, ...) true ids, the same shape
+                       num_classes: int,                 # C
+                       ignore_index: int | None = None,  # label id whose pixels are not counted
+                       ) -> torch.Tensor:
+    """(B, C, C) int64: one confusion matrix per leading index (per mask), by one `torch.bincount` over
+    b C^2 + t C + p. Their sum over B is `confusion_matrix(pred, label)`."""
+    if not isinstance(pred, torch.Tensor) or not isinstance(label, torch.Tensor) or pred.shape != label.shape \
+            or pred.dim() < 1:
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (pred, label)]
+        raise ValueError(f"pred {shapes[0]} and label {shapes[1]} must be tensors of the same shape (B, ...)")
+    C, B = int(num_classes), pred.shape[0]
+    _check_ids(label, C, "label", ignore_index)
+    _check_ids(pred, C, "pred")
+    label, pred = label.reshape(B, -1).long(), pred.reshape(B, -1).to(label.device).long()   # (B, P)
+    idx = torch.arange(B, device=label.device)[:, None] * (C * C) + label * C + pred         # (B, P)
+    if ignore_index is not None:
+        idx = idx[label != ignore_index]
+    return torch.bincount(idx.reshape(-1), minlength=B * C * C).view(B, C, C)
+
+
 def miou(confusion: torch.Tensor) -> tuple[float, torch.Tensor]:
     """(mean IoU over the classes that occur in the labels or the predictions, per-class IoU (C,) float64
     with NaN for classes absent from both). IoU_c = TP / (TP + FP + FN) from the (C, C) confusion
@@ -198,6 +219,49 @@ def miou(confusion: torch.Tensor) -> tuple[float, torch.Tensor]:
         raise ValueError("the confusion matrix counts no pixel, so mIoU is undefined; pass images and labels "
                          "(with pixels that are not all ignore_index)")
     return float(iou.nanmean()), iou.cpu()
+
+
+def miou_ci(per_mask: torch.Tensor | np.ndarray,       # (N, C, C) confusion matrices of N masks
+            other: torch.Tensor | np.ndarray | None = None,  # (N, C, C) of another variant on the same masks
+            replicates: int = 1000,                      # bootstrap replicates
+            seed: int = 0,                               # the replicates' seed (same seed: same resampled masks)
+            level: float = 0.95,
+            ) -> dict[str, float]:
+    """mIoU of the pooled masks with a bootstrap interval over masks: {"miou", "low", "high"}; with `other`
+    also the paired difference mIoU(per_mask) - mIoU(other) under the same resampled masks:
+    {"difference", "difference_low", "difference_high"}. Vectorised: each replicate's pooled confusion is
+    a row of (R, N) resampling counts times the (N, C^2) per-mask matrices."""
+    from smis.stats import bootstrap_weights, percentile_interval
+
+    def as_np(x, what):
+        x = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if x.ndim != 3 or x.shape[1] != x.shape[2] or x.shape[0] < 1:
+            raise ValueError(f"{what} must be (N, C, C) per-mask confusion matrices (MaskFidelity(...).compute()"
+                             f"['per_mask']), got shape {x.shape}")
+        return x.astype(np.float64)
+
+    def miou_rows(cm):                                                  # (R, C, C) -> (R,)
+        tp = np.diagonal(cm, axis1=1, axis2=2)
+        union = cm.sum(1) + cm.sum(2) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        return np.nanmean(iou, axis=1)
+
+    a = as_np(per_mask, "per_mask")
+    N, C = a.shape[0], a.shape[1]
+    w = bootstrap_weights(N, replicates, seed)                          # (R, N)
+    pooled = np.concatenate([np.ones((1, N)), w])                       # row 0: the data itself
+    ra = miou_rows((pooled @ a.reshape(N, -1)).reshape(-1, C, C))
+    out = {"miou": float(ra[0])}
+    out["low"], out["high"] = percentile_interval(ra[1:], level)
+    if other is not None:
+        b = as_np(other, "other")
+        if b.shape != a.shape:
+            raise ValueError(f"paired mIoU needs the same masks: per_mask {a.shape} vs other {b.shape}")
+        d = ra - miou_rows((pooled @ b.reshape(N, -1)).reshape(-1, C, C))
+        out["difference"] = float(d[0])
+        out["difference_low"], out["difference_high"] = percentile_interval(d[1:], level)
+    return out
 
 
 def pixel_accuracy(confusion: torch.Tensor) -> float:
@@ -272,6 +336,7 @@ class MaskFidelity:
 
     def reset(self) -> "MaskFidelity":
         self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        self.per_mask: list[torch.Tensor] = []          # (B, C, C) per update: the intervals resample masks
         self.images = 0
         return self
 
@@ -292,18 +357,21 @@ class MaskFidelity:
         pred = predict(self.segmenter, images.reshape(-1, *images.shape[-3:]), self.batch_size)   # (B K, H, W)
         pred = pred.view(labels.shape[0], k, *labels.shape[1:])                                    # (B, K, H, W)
         target = labels.to(pred.device)[:, None].expand_as(pred)                                   # no copy
-        self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index).cpu()
+        per_mask = confusion_matrices(pred, target, self.num_classes, self.ignore_index).cpu()     # (B, C, C)
+        self.per_mask.append(per_mask)
+        self.confusion += per_mask.sum(0)
         self.images += pred.shape[0] * k
         return self
 
     def compute(self) -> dict:
         """{"miou": float, "pixel_acc": float, "per_class": (C,) float64 IoU (NaN: class absent from masks
-        and predictions), "confusion": (C, C) int64, "images": int}."""
+        and predictions), "confusion": (C, C) int64, "per_mask": (masks, C, C) int64 (the K samples of a
+        mask pooled; `miou_ci` resamples these), "images": int}."""
         if not self.images:
             raise ValueError("MaskFidelity has seen no image; call update(images, labels) first")
         mean, per_class = miou(self.confusion)
         return {"miou": mean, "pixel_acc": pixel_accuracy(self.confusion), "per_class": per_class,
-                "confusion": self.confusion.clone(), "images": self.images}
+                "confusion": self.confusion.clone(), "per_mask": torch.cat(self.per_mask), "images": self.images}
 
 
 def mask_fidelity(segmenter: Segmenter,              # trained on real images of the dataset

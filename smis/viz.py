@@ -26,8 +26,18 @@ def colorize(label: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]])
     return pal[np.clip(lab, 0, len(pal) - 1)]
 
 
-def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255) -> np.ndarray:
-    """Tile a list of rows of (H, W, 3) uint8 images (equal sizes) into one image."""
+def upscale(image: np.ndarray, min_side: int) -> np.ndarray:
+    """(..., H, W, C) uint8 enlarged by the smallest integer factor that makes min(H, W) >= min_side
+    (nearest neighbour: pixels stay pixels, masks stay crisp)."""
+    f = max(1, -(-int(min_side) // min(image.shape[-3:-1])))
+    return image if f == 1 else image.repeat(f, axis=-3).repeat(f, axis=-2)
+
+
+def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255, min_tile: int = 0) -> np.ndarray:
+    """Tile a list of rows of (H, W, 3) uint8 images (equal sizes) into one image; `min_tile`: enlarge
+    every tile (`upscale`) to at least that many pixels a side first."""
+    if min_tile:
+        rows = [[upscale(im, min_tile) for im in row] for row in rows]
     H, W = rows[0][0].shape[:2]
     ncol = max(len(r) for r in rows)
     out = np.full((len(rows) * (H + pad) - pad, ncol * (W + pad) - pad, 3), fill, np.uint8)
@@ -52,6 +62,48 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return path
+
+
+def labelled(image: np.ndarray,                        # a `grid` of equal tiles
+             columns: Sequence[str] | None = None,      # one label per tile column (top)
+             rows: Sequence[str] | None = None,         # one label per tile row (left)
+             title: str | None = None,
+             pad: int = 2):
+    """The grid as a matplotlib figure at its pixel size, each column and row named, so a saved PNG reads
+    without the notebook. Returns the figure (`save_figure` writes it)."""
+    import matplotlib.pyplot as plt
+
+    h, w = image.shape[:2]
+    left = 0.0 if not rows else 0.12 * max(len(r) for r in rows)
+    fig = plt.figure(figsize=(w / 100 + left, h / 100 + 0.35 + (0.3 if title else 0) + (0.25 if columns else 0)))
+    ax = fig.add_axes([left / (w / 100 + left), 0, 1 - left / (w / 100 + left), h / 100 / fig.get_figheight()])
+    ax.imshow(image, interpolation="nearest")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    centres = lambda n, size: [(i + 0.5) * (size + pad) / n - pad / 2 for i in range(n)]
+    if columns:
+        ax.set_xticks(centres(len(columns), w), list(columns), fontsize=8)
+        ax.xaxis.tick_top()
+    else:
+        ax.set_xticks([])
+    if rows:
+        ax.set_yticks(centres(len(rows), h), list(rows), fontsize=8)
+    else:
+        ax.set_yticks([])
+    ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontsize=9, pad=18 if columns else 6)
+    return fig
+
+
+def save_grid(image: np.ndarray, path: str | Path, columns: Sequence[str] | None = None,
+              rows: Sequence[str] | None = None, title: str | None = None):
+    """`labelled(image, ...)` saved as a PNG at `path` (and the bare grid as `<stem>_raw.png`); returns the figure."""
+    path = Path(path)
+    save_png(image, path.with_name(path.stem + "_raw.png"))
+    fig = labelled(image, columns, rows, title)
+    save_figure(fig, path, dpi=100)
+    return fig
 
 
 def show(image: np.ndarray, title: str | None = None, scale: float = 1.0):

@@ -181,9 +181,11 @@ def test_evaluate_prior_matches_the_metric_functions_and_tables_name_the_metric(
     assert set(res.factors["index"]) <= set(idx) and res.factors["sample"].max() <= 3
 
     table = ev.diversity_table({"clvae": res, "again": res})
-    assert list(table.columns) == ["diversity (lpips_tiny)", "diversity (lpips_tiny) std",
+    assert list(table.columns) == ["diversity (lpips_tiny)", "diversity (lpips_tiny) std", "diversity (lpips_tiny) ±95%",
                                    "top-1 GT-similarity (lpips_tiny)", "top-1 GT-similarity (lpips_tiny) std",
-                                   "FD (fd_tiny)", "masks", "samples per mask"]
+                                   "top-1 GT-similarity (lpips_tiny) ±95%", "FD (fd_tiny)", "masks", "samples per mask"]
+    d = res.per_image.iloc[:, 0]
+    assert table.loc["clvae", "diversity (lpips_tiny) ±95%"] == pytest.approx(1.96 * d.std(ddof=1) / len(d) ** 0.5, rel=1e-3)
     assert table.loc["clvae", "samples per mask"] == 4 and table.loc["clvae", "masks"] == len(idx)
     assert table.loc["clvae", "diversity (lpips_tiny)"] == pytest.approx(res.per_image.iloc[:, 0].mean())
     per_class = ev.per_class_table({"clvae": res})
@@ -191,7 +193,8 @@ def test_evaluate_prior_matches_the_metric_functions_and_tables_name_the_metric(
     assert list(per_class.index) == list(synthetic.info().class_names)
     assert per_class["masks"].sum() == res.per_class.notna().to_numpy().sum()
     paired = ev.paired_comparison(res, res)
-    assert (paired["difference"] == 0).all() and list(paired.index) == list(res.per_image.columns)
+    assert (paired["difference"] == 0).all()
+    assert list(paired.index) == list(res.per_image.columns) + ["colour in class modes (%)", "texture in class set (%)"]
 
 
 def test_gaugan_diversity_is_zero_by_construction(data, metric):
@@ -212,7 +215,8 @@ def test_reconstruction_table(clvae, data, metric):
     np.testing.assert_allclose(res.per_image["GT-similarity (lpips_tiny)"].to_numpy(), want, rtol=1e-5)
     assert res.examples.shape == (2, 3, 64, 64)
     table = ev.reconstruction_table({"clvae": res})
-    assert list(table.columns) == ["GT-similarity (lpips_tiny)", "GT-similarity (lpips_tiny) std", "FD (fd_tiny)", "images"]
+    assert list(table.columns) == ["GT-similarity (lpips_tiny)", "GT-similarity (lpips_tiny) std",
+                                   "GT-similarity (lpips_tiny) ±95%", "FD (fd_tiny)", "images"]
     other = ev.ReconEval("x", "lpips_other", res.per_image)
     with pytest.raises(ValueError, match="different metrics"):
         ev.reconstruction_table({"clvae": res, "x": other})
@@ -309,5 +313,37 @@ def test_write_table_and_example_grid(tmp_path, clvae, data):
     ds, idx = data
     image, label = ev.load_pairs(ds, idx[:2])
     samples = ev.sample_prior(clvae, label, 3, [0, 1])
-    g = ev.example_grid(label, image, [samples, image], ds.info.palette)
+    g = ev.example_grid(label, image, [samples, image], ds.info.palette, min_tile=0)
     assert g.dtype == np.uint8 and g.shape == (2 * 64 + 2, 6 * 64 + 5 * 2, 3)
+    big = ev.example_grid(label, image, [samples, image], ds.info.palette)          # tiles >= 128 px (issue 14.6)
+    assert big.shape == (2 * 128 + 2, 6 * 128 + 5 * 2, 3)
+    assert np.array_equal(big[:128:2, :128:2], g[:64, :64])                          # nearest: each pixel 2x2
+
+
+# ---- mask fidelity in the evaluation loops ---------------------------------------------------------
+
+def test_mask_fidelity_columns_match_the_segmenter_on_the_same_images(clvae, data, metric):
+    from smis.segmenter import mask_fidelity
+
+    ds, idx = data
+    seg = ev.load_segmenter_for("synthscenes")
+    assert ev.load_segmenter_for("ade20k") is None and ev.load_segmenter_for("synthscenes", "") is None
+    res = ev.evaluate_prior(clvae, ds, idx, 3, metric, seed=4, masks_per_batch=2, per_class=False, progress=False,
+                            segmenter=seg)
+    assert res.confusion.shape == (len(idx), 10, 10)
+    assert res.confusion.sum() == len(idx) * 3 * 64 * 64          # every pixel of every sample counted once
+    image, label = ev.load_pairs(ds, idx)
+    s = torch.cat([ev.sample_prior(clvae, label[m], 3, [ev.mask_seed(4, i) for i in idx[m]]) for m in (slice(0, 2), slice(2, 4))])
+    want = mask_fidelity(seg, s, label)
+    table = ev.diversity_table({"clvae": res})
+    assert table.loc["clvae", ev.MIOU] == pytest.approx(want["miou"], abs=1e-9)
+    assert table.loc["clvae", f"{ev.MIOU} 95% low"] <= want["miou"] <= table.loc["clvae", f"{ev.MIOU} 95% high"]
+    real = ev.real_mask_fidelity(seg, ds, idx, progress=False)
+    assert ev.miou_columns(real)[ev.MIOU] == pytest.approx(mask_fidelity(seg, image, label)["miou"])
+    assert ev.miou_columns(real)[ev.MIOU] > table.loc["clvae", ev.MIOU] + 0.3      # an untrained G ignores its mask
+    rec = ev.evaluate_reconstruction(clvae, ds, idx, metric, batch=4, progress=False, segmenter=seg)
+    assert rec.confusion.shape == (len(idx), 10, 10) and ev.MIOU in ev.reconstruction_table({"clvae": rec}).columns
+    paired = ev.paired_comparison(res, res)
+    assert paired.loc[ev.MIOU, "difference"] == 0 and paired.loc[ev.MIOU, "masks"] == len(idx)
+    with pytest.raises(FileNotFoundError, match="train_segmenter"):
+        ev.load_segmenter_for("synthscenes", "nowhere/seg.pt")

@@ -139,13 +139,14 @@ def test_smoke_profile_end_to_end(tmp_path):
         for name in names:
             assert (out / stem / name).stat().st_size > 100, f"{stem}/{name}"
     table2 = pd.read_csv(out / "04_diversity_rq2" / "table2_diversity_top1.csv", index_col=0)
-    assert list(table2.index) == ["clvae", "gaugan_vae"]
+    assert list(table2.index) == ["clvae", "gaugan_vae", "gaugan", "real test images (ceiling)"]
+    assert 0 < table2.loc["clvae", "mask mIoU"] < table2.loc["real test images (ceiling)", "mask mIoU"] <= 1
     lpips_cols = [c for c in table2.columns if c.startswith("diversity (lpips_")]
     assert len(lpips_cols) == 2 and (table2[lpips_cols[0]] > 0).all()
     if "lpips_effnet" in lpips_cols[0]:      # a fallback metric never appears under the paper's name
         assert "lpips_alex" not in report and "(fid)" not in report
     table5 = pd.read_csv(out / "05_ablations" / "table5_ablations.csv", index_col=0)
-    assert len(table5) == 5 and "trained here" in (out / "05_ablations" / "table5_ablations.md").read_text()
+    assert len(table5) == 6 and table5.index[-1].startswith("real") and "trained here" in (out / "05_ablations" / "table5_ablations.md").read_text()
     nb = nbformat.read(out / "01_prepare_data.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["SMOKE"] is True
     state = json.loads((out / ".completed.json").read_text())

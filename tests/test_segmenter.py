@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from smis.segmenter import (FORMAT, MaskFidelity, Segmenter, confusion_matrix, load_segmenter, mask_fidelity, miou,
-                            pixel_accuracy, predict, save_segmenter, synthscenes_arrays, train_segmenter)
+from smis.segmenter import (FORMAT, MaskFidelity, Segmenter, confusion_matrices, confusion_matrix, load_segmenter,
+                            mask_fidelity, miou, miou_ci, pixel_accuracy, predict, save_segmenter, synthscenes_arrays,
+                            train_segmenter)
 from smis.utils import CheckpointError, project_root, safe_load
 
 SHIPPED = project_root() / "checkpoints" / "synthscenes_segmenter.pt"
@@ -47,6 +48,39 @@ def test_perfect_prediction_is_one():
     mean, per_class = miou(cm)
     assert mean == 1.0 and pixel_accuracy(cm) == 1.0
     assert per_class[10:].isnan().all() and (per_class[:10] == 1).all()
+
+
+def test_per_mask_confusions_sum_to_the_pooled_one_and_match_each_mask():
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 5, (6, 3, 8, 8), generator=g)      # 6 masks, 3 samples each
+    pred = torch.randint(0, 5, (6, 3, 8, 8), generator=g)
+    per = confusion_matrices(pred, label, 5)
+    assert per.shape == (6, 5, 5) and per.dtype == torch.int64
+    for b in range(6):                                             # each mask against the pooled reference
+        assert torch.equal(per[b], confusion_matrix(pred[b], label[b], 5))
+    assert torch.equal(per.sum(0), confusion_matrix(pred, label, 5))
+    label[0, 0, 0] = 255
+    skipped = confusion_matrices(pred, label, 5, ignore_index=255)
+    assert int(skipped[0].sum()) == 3 * 64 - 8 and int(skipped[1].sum()) == 3 * 64
+
+
+def test_miou_ci_brackets_the_pooled_miou_and_pairs_variants():
+    g = torch.Generator().manual_seed(1)
+    label = torch.randint(0, 4, (40, 16, 16), generator=g)
+    noisy = lambda p: torch.where(torch.rand(label.shape, generator=g) < p, torch.randint(0, 4, label.shape, generator=g), label)
+    good, bad = confusion_matrices(noisy(0.2), label, 4), confusion_matrices(noisy(0.6), label, 4)
+    r = miou_ci(good, bad, replicates=500, seed=0)
+    assert r["miou"] == pytest.approx(miou(good.sum(0))[0])
+    assert r["low"] < r["miou"] < r["high"] and r["high"] - r["low"] < 0.05
+    assert r["difference"] == pytest.approx(miou(good.sum(0))[0] - miou(bad.sum(0))[0])
+    assert 0 < r["difference_low"] < r["difference"] < r["difference_high"]       # a real gap: excludes 0
+    same = miou_ci(good, good, replicates=200)
+    assert same["difference"] == same["difference_low"] == same["difference_high"] == 0     # paired: no noise
+    assert miou_ci(good, seed=3) == miou_ci(good, seed=3)                                   # seeded
+    with pytest.raises(ValueError, match="same masks"):
+        miou_ci(good, bad[:10])
+    with pytest.raises(ValueError, match=r"\(N, C, C\)"):
+        miou_ci(good.sum(0))
 
 
 def test_bad_inputs_are_clear_errors():

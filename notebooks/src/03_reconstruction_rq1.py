@@ -22,6 +22,7 @@ DATA_SEED = 0             # SynthScenes seed (the demo models were trained on se
 LPIPS_BACKBONE = "auto"   # "auto" (AlexNet if cached, else EfficientNet-Lite0), "alex", "effnet"
 FD_BACKBONE = "auto"      # "auto" (Inception if cached, else EfficientNet-Lite0), "inception", "effnet"
 BATCH = 32                # images per network pass
+SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (the shipped one for SynthScenes), a file, "" (none)
 DEVICE = "auto"           # "auto", "cpu", "cuda"
 N_SHOW = 6                # masks in the figure
 OUT_DIR = "outputs/demo/03_reconstruction_rq1"  # figures and tables
@@ -30,12 +31,14 @@ SMOKE = False             # tiny and fast (CI)
 # %%
 import time
 
+import pandas as pd
 import torch
 
 from smis import evaluate as ev
 from smis.metrics import LPIPS
 from smis.utils import pick_device, resolve
-from smis.viz import save_png, show
+from smis.metrics import plot_score_histograms
+from smis.viz import save_grid
 
 
 def trained(nets) -> str:
@@ -65,7 +68,9 @@ print(f"{len(indices)} {DATASET} {SPLIT} pairs on {device}")
 # %%
 metric = LPIPS(LPIPS_BACKBONE, device=device)
 fd_real = ev.real_frechet(test, indices, FD_BACKBONE, device, BATCH)
-print("GT-similarity metric:", metric.name, "| Fréchet distance:", fd_real.name)
+segmenter = ev.load_segmenter_for(DATASET, SEGMENTER, device)
+print("GT-similarity metric:", metric.name, "| Fréchet distance:", fd_real.name, "| mask fidelity:",
+      getattr(segmenter, "source", "none"))
 
 # %% [markdown]
 # ## Reconstruct every test pair
@@ -78,19 +83,26 @@ for name, nets in models.items():
         print(f"{name}: no encoder, skipped")
         continue
     t0 = time.perf_counter()
-    results[name] = ev.evaluate_reconstruction(nets, test, indices, metric, fd_real, batch=BATCH, keep=N_SHOW)
+    results[name] = ev.evaluate_reconstruction(nets, test, indices, metric, fd_real, batch=BATCH, keep=N_SHOW,
+                                               segmenter=segmenter)
     seconds[name] = time.perf_counter() - t0
     print(f"{name}: {seconds[name]:.1f} s")
 
 # %% [markdown]
 # ## Table 1: reconstruction
-# Lower GT-similarity means the reconstruction is closer to the ground truth; `std` is over images.
+# Lower GT-similarity means the reconstruction is closer to the ground truth; `std` is over images and
+# `±95%` the half-width of the 95 % interval of the mean. Mask mIoU (a segmenter trained on real images)
+# says whether the reconstruction still follows its mask; the real images give the ceiling row.
 
 # %%
 table1 = ev.reconstruction_table(results)
+if segmenter is not None:
+    table1.loc["real test images (ceiling)"] = pd.Series(ev.miou_columns(ev.real_mask_fidelity(segmenter, test, indices, BATCH)))
 caption = (f"Table 1 style: reconstruction G(M, E(M, I)) with encoder means on {len(indices)} {DATASET} {SPLIT} pairs. "
            f"GT-similarity = {metric.name} to the ground truth (lower is closer); FD = {fd_real.name} of the "
-           "reconstructions to the real test images (lower is better). "
+           "reconstructions to the real test images (lower is better); ±95% = half-width of the 95 % interval over "
+           "images. " + ("mask mIoU = the segmenter's labels of each reconstruction against its mask (95 % bootstrap "
+                         "interval over images); the real-image row is the ceiling. " if segmenter is not None else "")
            + ("lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID. "
               if "effnet" in metric.name + fd_real.name else "")
            + "Models: " + ", ".join(f"{k} ({trained(m)})" for k, m in models.items() if k in results) + ".")
@@ -105,16 +117,14 @@ table1
 # %%
 image, label = ev.load_pairs(test, indices[:N_SHOW])
 figure = ev.example_grid(label, image, [r.examples for r in results.values()], test.info.palette)
-save_png(figure, out_dir / "fig6_reconstructions.png")
-show(figure, "mask | ground truth | " + " | ".join(results), scale=2.0 if figure.shape[1] < 600 else 1.0);
+save_grid(figure, out_dir / "fig6_reconstructions.png", ["mask", "real"] + [f"{k} recon." for k in results],
+          [f"test pair {i}" for i in indices[:N_SHOW]], "reconstructions G(M, E(M, I)) with the encoder's means")
 
 # %% [markdown]
 # ## Per-image scores
 # The spread matters as much as the mean: a variant can be close on most images and fail on a few.
 
 # %%
-from smis.metrics import plot_score_histograms
-
 col = f"GT-similarity ({metric.name})"
 plot_score_histograms({k: r.per_image[col].to_numpy() for k, r in results.items()},
                       out_dir / "reconstruction_histogram.png", xlabel=col)
@@ -124,13 +134,24 @@ for k, r in results.items():
 
 # %% [markdown]
 # ## What we learnt
-#
-# - Reconstruction tests the encoder and the generator together: a code that carries the image's
-#   appearance brings G(M, E(M, I)) back close to I. The class- and layer-wise encoder gives one code
-#   per class and per layer; `gaugan_vae` squeezes the whole image into one global code.
-# - In the demo profile (the shipped SynthScenes models, 2000 CPU steps each, 200 test pairs) `clvae`
-#   reconstructed closer than `gaugan_vae` (lpips_effnet 4.26 vs 5.27, lower is closer) and more
-#   realistically (fd_effnet 153 vs 170). In the figure `gaugan_vae` often gives an object the wrong
-#   colour: one global code cannot say which class gets which colour.
-# - These are `lpips_effnet` / `fd_effnet` numbers unless the AlexNet and Inception weights are in the
-#   torch hub cache: compare them across variants here, never with the paper's LPIPS or FID.
+# Reconstruction tests the encoder and the generator together: a code that carries the image's appearance
+# brings G(M, E(M, I)) back close to I. The class- and layer-wise encoder gives one code per class and per
+# layer; `gaugan_vae` squeezes the whole image into one global code. The numbers below are this run's.
+
+# %%
+from IPython.display import Markdown
+
+lines = [f"- {k} ({trained(models[k])}): GT-similarity {table1.loc[k, col]:.3f} ± {table1.loc[k, col + ' ±95%']:.3f}"
+         + (f", FD {table1.loc[k, f'FD ({fd_real.name})']:.1f}" if f"FD ({fd_real.name})" in table1 else "")
+         + (f", mask mIoU {table1.loc[k, ev.MIOU]:.3f}" if ev.MIOU in table1 else "") for k in results]
+if len(results) >= 2:
+    a, b = list(results)[:2]
+    d, lo, hi = ev.paired_ci(results[a].per_image[col], results[b].per_image[col])
+    lines.append(f"- Paired over the same {len(indices)} pairs, {a} - {b}: {d:+.3f} (95 % CI [{lo:.3f}, {hi:.3f}]; negative: "
+                 f"{a} reconstructs closer)" + (": the masks support the gap." if lo > 0 or hi < 0 else ": no clear gap."))
+if "real test images (ceiling)" in table1.index:
+    lines.append(f"- The segmenter's mIoU on the real images is {table1.loc['real test images (ceiling)', ev.MIOU]:.3f}: "
+                 "the ceiling a perfect reconstruction would reach.")
+lines.append(f"- These are {metric.name} / {fd_real.name} numbers" + (" (EfficientNet-Lite0 stand-ins: compare across "
+             "variants here, never with the paper's LPIPS or FID)." if "effnet" in metric.name + fd_real.name else "."))
+Markdown("\n".join(lines))

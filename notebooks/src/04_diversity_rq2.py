@@ -8,6 +8,11 @@
 # - **Diversity**: mean LPIPS over all pairs of the K samples of a mask, averaged over masks (higher is more varied).
 # - **Top-1 GT-similarity**: of the K samples, the one with the least L1 distance to the ground truth; its LPIPS to it (lower is closer).
 # - **FD**: Fréchet distance of one sample per mask to the real test images (realism).
+# - **Mask mIoU**: a segmenter trained on real images only (`smis.segmenter`) labels every sample; its
+#   mIoU against the mask says whether the image follows its mask. The same segmenter on the real test
+#   images gives the ceiling row.
+#
+# Every mean comes with a 95 % interval over masks; the comparisons are paired (same masks, same seeds).
 #
 # Every variant sees the same masks and the same seeds. We also look at the per-image score
 # distributions (Fig. 10), at which classes vary (per-class diversity), and, on SynthScenes where
@@ -18,7 +23,7 @@
 # EfficientNet-Lite0 stand-ins. They are reported under their own names only.
 
 # %% tags=["parameters"]
-MODELS = "clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt"  # NAME:model, comma-separated
+MODELS = "clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt,gaugan:checkpoints/synthscenes_gaugan.pt"  # NAME:model, comma-separated
 DATASET = "synthscenes"   # smis.data.DATASETS key
 DATA_ROOT = ""            # dataset root; empty: SynthScenes generated on the fly
 SPLIT = "test"            # evaluation split
@@ -32,6 +37,7 @@ MASKS_PER_BATCH = 8       # masks sampled together (K images each)
 BATCH = 64                # images per generator pass
 PER_CLASS = True          # per-class diversity
 FACTORS = True            # factor-aware scores (SynthScenes only)
+SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (the shipped one for SynthScenes), a file, "" (none)
 N_STYLE = 100             # style-guided pairs for the factor check
 BASELINE = "gaugan_vae"   # the variant clvae is compared with
 DEVICE = "auto"           # "auto", "cpu", "cuda"
@@ -42,13 +48,14 @@ SMOKE = False             # tiny and fast (CI)
 
 # %%
 import numpy as np
+import pandas as pd
 from IPython.display import display
 from matplotlib.figure import Figure
 
 from smis import evaluate as ev
 from smis.metrics import LPIPS, plot_score_histograms
 from smis.utils import pick_device, resolve
-from smis.viz import save_figure, save_png, show, to_uint8
+from smis.viz import save_figure, save_grid, to_uint8
 
 
 def trained(nets) -> str:
@@ -75,7 +82,9 @@ print(f"{len(indices)} masks x K = {K} samples on {device}")
 # %%
 metric = LPIPS(LPIPS_BACKBONE, device=device)
 fd_real = ev.real_frechet(test, indices, FD_BACKBONE, device, BATCH)
-print("LPIPS:", metric.name, "| Fréchet distance:", fd_real.name)
+segmenter = ev.load_segmenter_for(DATASET, SEGMENTER, device)
+print("LPIPS:", metric.name, "| Fréchet distance:", fd_real.name, "| mask fidelity:",
+      getattr(segmenter, "source", "none (no segmenter for this dataset)"))
 
 # %% [markdown]
 # ## Sample and score
@@ -86,7 +95,7 @@ print("LPIPS:", metric.name, "| Fréchet distance:", fd_real.name)
 results = {}
 for name, nets in models.items():
     results[name] = ev.evaluate_prior(nets, test, indices, K, metric, SEED, fd_real, MASKS_PER_BATCH, BATCH,
-                                      per_class=PER_CLASS, factors=FACTORS, keep=N_SHOW)
+                                      per_class=PER_CLASS, factors=FACTORS, keep=N_SHOW, segmenter=segmenter)
     print(f"{name}: {results[name].seconds:.0f} s")
 
 # %% [markdown]
@@ -95,13 +104,19 @@ for name, nets in models.items():
 
 # %%
 table2 = ev.diversity_table(results)
+if segmenter is not None:                  # the ceiling: the segmenter on the real images of the same masks
+    table2.loc["real test images (ceiling)"] = pd.Series(ev.miou_columns(ev.real_mask_fidelity(segmenter, test, indices, BATCH)))
 note = ("lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID. "
         if "effnet" in metric.name + fd_real.name else "")
 caption = (f"Tables 2-4 style on {DATASET} ({len(indices)} {SPLIT} masks, K = {K} prior samples each, seed {SEED}): "
            f"diversity = mean pairwise {metric.name} of a mask's samples (higher is more varied); top-1 "
            f"GT-similarity = {metric.name} to the ground truth of the sample nearest to it in L1 (lower is closer); "
-           f"FD = {fd_real.name} of one sample per mask to the real images. std over masks. {note}"
-           "Models: " + ", ".join(f"{k} ({trained(m)})" for k, m in models.items()) + ".")
+           f"FD = {fd_real.name} of one sample per mask to the real images. std over masks; ±95% = half-width of the "
+           "95 % interval of the mean over masks. "
+           + (f"mask mIoU = mIoU of the segmenter's labels of every sample against its mask (higher follows the mask; "
+              "95 % bootstrap interval over masks); its real-image row is the ceiling. " if segmenter is not None else "")
+           + note
+           + "Models: " + ", ".join(f"{k} ({trained(m)})" for k, m in models.items()) + ".")
 ev.write_table(table2, out_dir, "table2_diversity_top1", caption)
 print(caption)
 table2
@@ -117,11 +132,12 @@ if "clvae" in results and BASELINE in results:
     paired = ev.paired_comparison(results["clvae"], results[BASELINE])
     ev.write_table(paired, out_dir, "paired_clvae_vs_baseline",
                    f"Per-mask paired differences clvae - {BASELINE} ({len(indices)} masks, same seeds), "
-                   "95 % normal-approximation confidence intervals.")
+                   "95 % confidence intervals (normal approximation over masks; paired bootstrap for mask mIoU).")
     div_col, top_col = [c for c in paired.index if c.startswith("diversity")][0], [c for c in paired.index if c.startswith("top-1")][0]
     more_diverse = paired.loc[div_col, "CI low"] > 0
     top_diff = paired.loc[top_col, "difference"] / paired.loc[top_col, BASELINE]
-    claim = {"more diverse (CI above 0)": bool(more_diverse), "top-1 relative difference": float(top_diff)}
+    claim = {"more diverse (CI above 0)": bool(more_diverse), "top-1 relative difference": float(top_diff),
+             "top-1 CI": (float(paired.loc[top_col, "CI low"]), float(paired.loc[top_col, "CI high"]))}
     print(f"clvae more diverse than {BASELINE}: {more_diverse}; top-1 GT-similarity differs by {100 * top_diff:+.1f} %")
     display(paired)
 
@@ -133,8 +149,10 @@ if "clvae" in results and BASELINE in results:
 image, label = ev.load_pairs(test, indices[:N_SHOW])
 for name, r in results.items():
     figure = ev.example_grid(label, image, [r.examples[:, :N_SHOW_SAMPLES]], test.info.palette)
-    save_png(figure, out_dir / f"fig7_samples_{name}.png")
-    show(figure, f"{name}: mask | ground truth | {min(N_SHOW_SAMPLES, r.k)} prior samples", scale=2.0 if figure.shape[1] < 600 else 1.0);
+    n = min(N_SHOW_SAMPLES, r.k)
+    save_grid(figure, out_dir / f"fig7_samples_{name}.png", ["mask", "real"] + [f"sample {j + 1}" for j in range(n)],
+              [f"test mask {i}" for i in indices[:N_SHOW]],
+              f"{name} ({trained(models[name])}): {n} prior samples per mask, seeds shared by every variant")
 
 # %% [markdown]
 # ## Fig. 10: per-image scores
@@ -142,7 +160,7 @@ for name, r in results.items():
 
 # %%
 for col in table2.columns:
-    if col.startswith(("diversity", "top-1")) and not col.endswith("std"):
+    if col.startswith(("diversity", "top-1")) and col.endswith(")"):
         stem = "fig10_hist_" + col.split(" (")[0].replace(" ", "_").replace("-", "")
         plot_score_histograms({k: r.per_image[col].to_numpy() for k, r in results.items()}, out_dir / f"{stem}.png",
                               xlabel=col)
@@ -227,17 +245,36 @@ if FACTORS:
 
 # %% [markdown]
 # ## What we learnt
-#
-# - Diversity and Top-1 GT-similarity pull in opposite directions (a model can be diverse by being
-#   wrong), so the paired comparison reads both on the same masks and seeds.
-# - In the demo profile (shipped SynthScenes models, 100 masks, K = 20) the paper's claim held:
-#   `clvae` was more diverse than `gaugan_vae` (lpips_effnet 2.86 vs 1.69; paired difference +1.17,
-#   95 % CI [1.03, 1.32]) and its Top-1 sample was also closer to the ground truth (4.56 vs 4.81;
-#   -0.25, CI [-0.38, -0.12]), at a similar fd_effnet (183 vs 187). Every class varied more with
-#   `clvae`; the sky, a large region the global code already moves, the least (2.6 vs 2.3).
-# - The factor scores temper this: only 71 % of `clvae`'s class regions had a colour of that class
-#   (real images: 99.8 %) against 94 % for the less varied `gaugan_vae`, so part of the extra diversity
-#   is colours the class never has. Textures were poor for both at 2000 CPU steps (55 % / 53 %).
-# - Style guidance shows what the class-wise codes carry: with `clvae` 78 % of shared classes took the
-#   reference's colour mode (chance: 45 %), with `gaugan_vae` 52 % (chance 48 %); neither copied
-#   texture kinds (25 %, chance level).
+# Built from this run's tables above (nothing pasted from an earlier run).
+
+# %%
+from IPython.display import Markdown
+
+lines = ["- Diversity and Top-1 GT-similarity pull in opposite directions (a model can be diverse by being wrong), "
+         "so the paired comparison reads both on the same masks and seeds."]
+if claim is not None:
+    d = paired.loc[div_col]
+    t = paired.loc[top_col]
+    lines.append(f"- `clvae` vs `{BASELINE}` ({len(indices)} masks, K = {K}): diversity {d['clvae']:.3f} vs {d[BASELINE]:.3f} "
+                 f"(paired difference {d['difference']:+.3f}, 95 % CI [{d['CI low']:.3f}, {d['CI high']:.3f}]): "
+                 + ("**clvae is more diverse**" if claim["more diverse (CI above 0)"] else "**not shown to be more diverse**")
+                 + f"; top-1 GT-similarity {t['clvae']:.3f} vs {t[BASELINE]:.3f} (difference {t['difference']:+.3f}, "
+                 f"CI [{t['CI low']:.3f}, {t['CI high']:.3f}]; lower is closer).")
+    if ev.MIOU in paired.index:
+        m = paired.loc[ev.MIOU]
+        ceiling = table2.loc["real test images (ceiling)", ev.MIOU]
+        lines.append(f"- Mask fidelity: mIoU {m['clvae']:.3f} (`clvae`) vs {m[BASELINE]:.3f} (`{BASELINE}`), paired "
+                     f"difference {m['difference']:+.3f} (CI [{m['CI low']:.3f}, {m['CI high']:.3f}]); real images "
+                     f"{ceiling:.3f}. " + ("Both follow their masks close to the ceiling." if min(m['clvae'], m[BASELINE])
+                                           > ceiling - 0.1 else "The gap to the real images is what the models still miss."))
+if FACTORS:
+    f = factors["colour in class modes (%)"]
+    lines.append("- Colour in the class's own modes: " + ", ".join(f"{k} {v:.1f} %" for k, v in f.items())
+                 + "; texture kind in the class's set: "
+                 + ", ".join(f"{k} {v:.1f} %" for k, v in factors["texture in class set (%)"].items()) + ".")
+    st = style["colour mode = reference (%)"]
+    lines.append("- Style guidance, share of shared classes taking the reference's colour mode: "
+                 + ", ".join(f"{k} {v:.1f} %" for k, v in st.items()) + ".")
+lines.append(f"- Scores are {metric.name} / {fd_real.name}" + (": EfficientNet-Lite0 stand-ins, comparable across variants "
+             "here, never with the paper's LPIPS or FID." if "effnet" in metric.name + fd_real.name else "."))
+Markdown("\n".join(lines))

@@ -11,30 +11,37 @@
 # | `clvae_L3`, `clvae_L5` | a shallower encoder: L = 3 or 5 conv layers (fewer latent layers) |
 #
 # Each variant is scored like notebooks 03 and 04: diversity and Top-1 GT-similarity of K prior
-# samples, reconstruction GT-similarity, FD, and on SynthScenes the factor-aware scores.
+# samples, reconstruction GT-similarity, FD, mask mIoU (a segmenter trained on real images) and on
+# SynthScenes the factor-aware scores, each with a 95 % interval over masks; every ablation is then
+# compared with the full model mask by mask (paired: same masks, same seeds).
 #
-# In the **demo** profile every variant is trained here, from scratch, for the same short schedule
-# with `smis.train.Trainer` (minutes on a CPU), the full model included, so the comparison is fair
-# but far from converged. In the paper profiles the models are loaded from checkpoints instead.
+# In the **demo** profile the variants are the shipped SynthScenes models (`checkpoints/`, trained by
+# `scripts/train_demo_models.py` with one data set, schedule and seed), so nothing is trained here; the
+# paper profiles load the user's training runs. `TRAIN_STEPS > 0` trains every variant here instead
+# (the smoke profile does, for 2 steps).
 
 # %% tags=["parameters"]
 VARIANTS = "clvae,no_classwise,no_layerwise,clvae_L3,clvae_L5"  # smis.networks.VARIANTS keys
-TRAIN_STEPS = 100         # > 0: train every variant here for this many steps; 0: load MODELS
+TRAIN_STEPS = 0           # > 0: train every variant here for this many steps; 0: load MODELS
 TRAIN_BATCH = 8           # training batch
 TRAIN_SEED = 0            # training seed (weights, data order, noise)
 PRESET = "synthscenes"    # preset for the training
 PERCEPTUAL = "auto"       # perceptual loss network: "auto" (VGG19 if cached, else EfficientNet-Lite0), "none"
 RUN_ROOT = "outputs/demo/runs_ablation"   # where the short training runs go
-MODELS = ""               # if TRAIN_STEPS is 0: NAME:model file or run folder, comma-separated
+MODELS = ("clvae:checkpoints/synthscenes_clvae.pt,no_classwise:checkpoints/synthscenes_no_classwise.pt,"
+          "no_layerwise:checkpoints/synthscenes_no_layerwise.pt,clvae_L3:checkpoints/synthscenes_clvae_L3.pt,"
+          "clvae_L5:checkpoints/synthscenes_clvae_L5.pt")  # if TRAIN_STEPS is 0: NAME:model file or run folder, comma-separated
 DATASET = "synthscenes"   # smis.data.DATASETS key (training and evaluation)
 DATA_ROOT = ""            # dataset root; empty: SynthScenes generated on the fly
 SPLIT = "test"            # evaluation split
-N_TEST = 50               # test masks (0: the whole split)
+N_TEST = 100              # test masks (0: the whole split)
 K = 10                    # prior samples per mask (the paper: 40)
 SEED = 0                  # seed of the prior codes
 DATA_SEED = 0             # SynthScenes seed
 LPIPS_BACKBONE = "auto"   # "auto", "alex", "effnet"
 FD_BACKBONE = "auto"      # "auto", "inception", "effnet"
+SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (the shipped one for SynthScenes), a file, "" (none)
+PAPER_ORDER = "clvae,clvae_L5,no_layerwise,clvae_L3,no_classwise"   # the paper's diversity ranking (Table 5)
 BATCH = 64                # images per generator pass
 DEVICE = "auto"           # "auto", "cpu", "cuda"
 N_SHOW_SAMPLES = 6        # samples per variant in Fig. 11
@@ -46,13 +53,14 @@ import time
 
 import pandas as pd
 import torch
+from IPython.display import display
 
 from smis import evaluate as ev
 from smis.metrics import LPIPS
 from smis.networks import VARIANTS as REGISTRY
 from smis.train import Trainer, TrainConfig
 from smis.utils import pick_device, resolve
-from smis.viz import save_png, show
+from smis.viz import save_grid
 
 overrides = {}
 if SMOKE:  # tiny networks, a couple of steps
@@ -106,11 +114,12 @@ assert len(sizes) == 1, f"the models were trained at different sizes {sizes}"
 test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, sizes.pop(), N_TEST, DATA_SEED)
 metric = LPIPS(LPIPS_BACKBONE, device=device)
 fd_real = ev.real_frechet(test, indices, FD_BACKBONE, device, BATCH)
+segmenter = ev.load_segmenter_for(DATASET, SEGMENTER, device)
 factors = DATASET == "synthscenes"
 prior, recon = {}, {}
 for v, nets in models.items():
     prior[v] = ev.evaluate_prior(nets, test, indices, K, metric, SEED, fd_real, chunk=BATCH, per_class=False,
-                                 factors=factors, keep=1)
+                                 factors=factors, keep=1, segmenter=segmenter)
     recon[v] = ev.evaluate_reconstruction(nets, test, indices, metric, None, batch=BATCH, keep=1)
 
 # %% [markdown]
@@ -118,25 +127,73 @@ for v, nets in models.items():
 
 # %%
 table5 = ev.diversity_table(prior).join(ev.reconstruction_table(recon).drop(columns="images").add_prefix("reconstruction "))
+if segmenter is not None:
+    table5.loc["real"] = pd.Series(ev.miou_columns(ev.real_mask_fidelity(segmenter, test, indices, BATCH)))
 if factors:
     table5 = table5.join(ev.factor_table({v: r.factors for v, r in prior.items()})[["colour in class modes (%)", "texture in class set (%)"]])
 if TRAIN_STEPS > 0:
     table5["training steps"] = TRAIN_STEPS
     table5["training s"] = pd.Series(train_seconds).round(0)
-table5.index = [LABELS.get(v, v) + f" [{v}]" for v in table5.index]
+LABELS["real"] = "real test images (mIoU ceiling)"
+table5.index = [LABELS.get(v, v) + (f" [{v}]" if v in models else "") for v in table5.index]
 table5.index.name = "variant"
 how = (f"all trained here from scratch for the same short schedule ({TRAIN_STEPS} steps, batch {TRAIN_BATCH}, "
        f"{PRESET} preset, {device}, seed {TRAIN_SEED}): far from converged, and one training seed only, so "
        "differences between rows can be training noise" if TRAIN_STEPS > 0
-       else "loaded from checkpoints: " + ", ".join(f"{k}={s}" for k, s in sources.items()))
+       else "loaded from checkpoints: " + ", ".join(f"{k}={s} ({models[k].meta.get('step')} steps)" for k, s in sources.items()))
 caption = (f"Table 5 style ablation on {DATASET} ({len(indices)} {SPLIT} masks, K = {K}); models {how}. "
            f"Diversity (higher: more varied), top-1 and reconstruction GT-similarity (lower: closer) in {metric.name}; "
-           f"FD in {fd_real.name}."
+           f"FD in {fd_real.name}; ±95% = half-width of the 95 % interval over masks"
+           + ("; mask mIoU = the segmenter's labels of the samples against their masks (95 % bootstrap interval)"
+              if segmenter is not None else "") + "."
            + (" lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID."
               if "effnet" in metric.name + fd_real.name else ""))
 ev.write_table(table5, out_dir, "table5_ablations", caption)
 print(caption)
 table5
+
+# %% [markdown]
+# ## Every ablation against the full model, mask by mask
+# Differences ablation - full model on the same masks and seeds, with 95 % intervals (normal approximation
+# over masks; paired bootstrap for mask mIoU). An interval that excludes 0 is a difference the masks support.
+
+# %%
+versus = {}
+if "clvae" in prior:
+    for v in variants:
+        if v == "clvae":
+            continue
+        p = ev.paired_comparison(prior[v], prior["clvae"])
+        versus[v] = {f"{score}: {what}": p.loc[score, col] for score in p.index
+                     for what, col in (("difference", "difference"), ("CI low", "CI low"), ("CI high", "CI high"))}
+    paired5 = pd.DataFrame.from_dict(versus, orient="index").rename_axis("ablation - clvae")
+    ev.write_table(paired5, out_dir, "table5_paired_vs_full",
+                   f"Ablation minus full model (clvae), per mask on the same {len(indices)} masks and seeds: mean "
+                   "difference and 95 % interval of each score.")
+    display(paired5.T.round(3))
+
+# %% [markdown]
+# ### Does the paper's ordering hold?
+# The paper ranks diversity full > L = 5 > w/o layer-wise > L = 3 > w/o class-wise at comparable quality.
+# For each neighbouring pair of that ranking: the paired diversity difference and whether its interval is
+# above 0 (holds), below 0 (reversed) or straddles it (not resolved by these masks).
+
+# %%
+order = [v for v in PAPER_ORDER.split(",") if v in prior]
+div_col = f"diversity ({metric.name})"
+steps_rows = {}
+for hi_v, lo_v in zip(order, order[1:]):
+    d, lo, hi = ev.paired_ci(prior[hi_v].per_image[div_col], prior[lo_v].per_image[div_col])
+    steps_rows[f"{hi_v} > {lo_v}"] = {"difference": d, "CI low": lo, "CI high": hi,
+                                      "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"}
+ordering = pd.DataFrame.from_dict(steps_rows, orient="index").rename_axis("paper's claim")
+observed = sorted(order, key=lambda v: -prior[v].per_image[div_col].mean())
+if len(ordering):
+    ev.write_table(ordering, out_dir, "table5_ordering",
+                   f"The paper's diversity ordering, pair by pair, paired over {len(indices)} masks ({metric.name}). "
+                   f"Observed order by mean diversity: {' > '.join(observed)}.")
+    display(ordering)
+print("observed order by mean diversity:", " > ".join(observed))
 
 # %% [markdown]
 # ## Fig. 11: the same mask and seeds through every variant
@@ -147,21 +204,39 @@ image, label = ev.load_pairs(test, indices[:1])
 rows = torch.cat([prior[v].examples[:1, :N_SHOW_SAMPLES] for v in variants])       # (V, n, 3, H, W)
 figure = ev.example_grid(label.expand(len(variants), -1, -1), image.expand(len(variants), -1, -1, -1), [rows],
                          test.info.palette)
-save_png(figure, out_dir / "fig11_ablation_samples.png")
-show(figure, " / ".join(LABELS.get(v, v) for v in variants), scale=2.0 if figure.shape[1] < 600 else 1.0);
+save_grid(figure, out_dir / "fig11_ablation_samples.png",
+          ["mask", "real"] + [f"sample {j + 1}" for j in range(rows.shape[1])], [LABELS.get(v, v) for v in variants],
+          f"test mask {indices[0]}: the same prior seeds through every variant")
 
 # %% [markdown]
 # ## What we learnt
-#
-# - Every ablation is a constructor argument of one builder (`smis.networks.VARIANTS`), trained and
-#   scored by the same code, so differences come from the latent structure only.
-# - The demo profile's 100-step CPU trainings (about a minute each) are far from converged, and they
-#   are not even stable: two demo runs that differed only in the number of CPU threads (1 vs 2, which
-#   changes floating-point summation order) ranked the variants differently. The L = 3 encoder's
-#   diversity was lpips_effnet 0.48 in one run and 3.62 in the other, `no_classwise` 3.08 and 2.14,
-#   while the full model gave 2.54 and 3.47. The evaluation of fixed models (notebooks 03 and 04) gave
-#   identical numbers in both runs; it is the short GAN training that amplifies tiny differences.
-# - So the demo's Table 5 shows that the ablation pipeline runs end to end, and nothing about the
-#   paper's ablation claims. Checking them needs converged models: the paper profiles load them
-#   (`TRAIN_STEPS = 0`, `MODELS`), and several training seeds per variant would be needed to tell
-#   real differences from training noise.
+# Every ablation is a constructor argument of one builder (`smis.networks.VARIANTS`), trained and scored
+# by the same code, so differences come from the latent structure only. The findings below are computed
+# from this run's tables.
+
+# %%
+from IPython.display import Markdown
+
+lines = []
+if len(ordering):
+    held = (ordering["verdict"] == "holds").sum()
+    lines.append(f"- The paper's diversity ordering: {held} of {len(ordering)} neighbouring steps hold with 95 % "
+                 f"intervals above 0 (" + "; ".join(f"{k}: {r['verdict']} ({r['difference']:+.3f}, CI [{r['CI low']:.3f}, "
+                                                   f"{r['CI high']:.3f}])" for k, r in ordering.iterrows())
+                 + f"). Observed order: {' > '.join(observed)}.")
+for v, row in versus.items():
+    parts = [f"diversity {row[f'{div_col}: difference']:+.3f}"]
+    top = f"top-1 GT-similarity ({metric.name})"
+    parts.append(f"top-1 {row[f'{top}: difference']:+.3f} [{row[f'{top}: CI low']:.3f}, {row[f'{top}: CI high']:.3f}]")
+    if f"{ev.MIOU}: difference" in row:
+        parts.append(f"mIoU {row[f'{ev.MIOU}: difference']:+.3f} [{row[f'{ev.MIOU}: CI low']:.3f}, {row[f'{ev.MIOU}: CI high']:.3f}]")
+    if "colour in class modes (%): difference" in row:
+        parts.append(f"colour in class modes {row['colour in class modes (%): difference']:+.1f} points")
+    lines.append(f"- {LABELS.get(v, v)} minus full: " + ", ".join(parts) + ".")
+if TRAIN_STEPS > 0:
+    lines.append(f"- These models were trained here for {TRAIN_STEPS} steps: far from converged, one seed; the rows "
+                 "say the pipeline runs, not what the ablations do.")
+else:
+    lines.append("- One training seed per variant: differences within the intervals above are differences of these "
+                 "test masks, not of training runs; a second seed would tell training noise apart.")
+Markdown("\n".join(lines))

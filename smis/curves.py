@@ -1,0 +1,143 @@
+"""Training curves of the shipped models: every variant's checkpoints scored on the same masks and seeds.
+
+    rows = checkpoint_scores({"clvae": "outputs/runs/demo_clvae", ...}, n_masks=64, k=4)
+    plateau_table(rows)                      # change over the last quarter of training, per score
+    curves_figure(rows, "docs/training_curves.png")
+
+Does a schedule train long enough? Diversity, FD, the in-class colour rate and mask mIoU of prior samples
+are computed at each kept checkpoint (`scripts/train_demo_models.py` keeps 5 or 8 evenly spaced ones) and
+drawn against the step; a score has flattened when its change over the last quarter of the steps is small
+next to its change over the run. `scripts/eval_curves.py` runs this and writes the JSON + figure that
+notebook 02 and the README show.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+SCORES = ("diversity", "FD", "colour in class modes (%)", "texture in class set (%)", "mask mIoU")
+HIGHER_IS_BETTER = {"diversity": True, "FD": False, "colour in class modes (%)": True,
+                    "texture in class set (%)": True, "mask mIoU": True}
+
+
+def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """[(step, checkpoint file)] of a training run, oldest first."""
+    ckpts = sorted(Path(run_dir).glob("checkpoints/step_*.pt"))
+    if not ckpts:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoints/step_*.pt. Fix: pass the --run-dir of a "
+                                "python -m smis.train run (scripts/train_demo_models.py writes outputs/runs/demo_*)")
+    return [(int(p.stem.split("_")[1]), p) for p in ckpts]
+
+
+@torch.no_grad()
+def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run folder
+                      n_masks: int = 64,                  # SynthScenes test masks (the same for every checkpoint)
+                      k: int = 4,                         # prior samples per mask
+                      seed: int = 0,                      # prior codes' seed (evaluate.mask_seed)
+                      lpips: str = "auto", fd: str = "auto", segmenter: str = "auto",
+                      done: pd.DataFrame | None = None,   # rows already scored (same settings): skipped
+                      device: str | torch.device = "cpu",
+                      progress: bool = True) -> pd.DataFrame:
+    """One row per (variant, step): diversity, top-1 GT-similarity, FD, factor rates and mask mIoU of
+    K prior samples per mask. Columns name the metric backbone in `lpips` / `fd_name`."""
+    from tqdm.auto import tqdm
+
+    from smis import evaluate as ev
+    from smis.metrics import LPIPS
+    from smis.train import load_model
+
+    todo = [(v, s, p) for v, r in runs.items() for s, p in run_checkpoints(r)
+            if done is None or not ((done["variant"] == v) & (done["step"] == s)).any()]
+    rows = [] if done is None else done.to_dict("records")
+    if not todo:
+        return pd.DataFrame(rows)
+    first = load_model(todo[0][2], device)
+    test, indices = ev.test_set("synthscenes", "", "test", first.preset.image_size, n_masks, 0)
+    metric = LPIPS(lpips, device=device)
+    fd_real = ev.real_frechet(test, indices, fd, device, progress=False)
+    seg = ev.load_segmenter_for("synthscenes", segmenter, device)
+    for variant, step, path in tqdm(todo, desc="checkpoints", disable=not progress):
+        nets = load_model(path, device)
+        r = ev.evaluate_prior(nets, test, indices, k, metric, seed, fd_real, per_class=False, factors=True, keep=0,
+                              progress=False, segmenter=seg)
+        f = r.factors
+        rows.append({"variant": variant, "step": step, "diversity": float(r.per_image.iloc[:, 0].mean()),
+                     "top-1 GT-similarity": float(r.per_image.iloc[:, 1].mean()), "FD": r.fd,
+                     "colour in class modes (%)": 100 * float(f["colour_in"].mean()),
+                     "texture in class set (%)": 100 * float(f["texture_in"].mean()),
+                     "mask mIoU": ev.miou_columns(r.confusion)[ev.MIOU] if seg is not None else float("nan"),
+                     "lpips": metric.name, "fd_name": r.fd_name, "masks": len(indices), "k": r.k})
+    return pd.DataFrame(rows).sort_values(["variant", "step"], kind="stable").reset_index(drop=True)
+
+
+@torch.no_grad()
+def real_scores(n_masks: int = 64, size=(64, 64), segmenter: str = "auto") -> dict[str, float]:
+    """The same scores' values on the real test images of those masks: the ceiling lines of the curves
+    (colour / texture rates of real images, the segmenter's mIoU on them)."""
+    from smis import evaluate as ev
+    from smis.viz import to_uint8
+
+    test, indices = ev.test_set("synthscenes", "", "test", size, n_masks, 0)
+    image, label = ev.load_pairs(test, indices)
+    f = ev.factor_rows(to_uint8(image), label.numpy())
+    out = {"colour in class modes (%)": 100 * float(f["colour_in"].mean()),
+           "texture in class set (%)": 100 * float(f["texture_in"].mean())}
+    seg = ev.load_segmenter_for("synthscenes", segmenter)
+    if seg is not None:
+        out["mask mIoU"] = ev.miou_columns(ev.real_mask_fidelity(seg, test, indices, progress=False))[ev.MIOU]
+    return out
+
+
+def plateau_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and score: the value at the last checkpoint, its change over the last quarter of the
+    steps (last minus the checkpoint nearest 3/4 of the run) and that change as a share of the whole
+    run's range. Small shares mean the score has flattened."""
+    out = {}
+    for v, g in rows.groupby("variant", sort=False):
+        g = g.sort_values("step")
+        last = g.iloc[-1]
+        q = g.iloc[int(np.argmin(np.abs(g["step"].to_numpy() - 0.75 * last["step"])))]
+        row = {"steps": int(last["step"]), "checkpoints": len(g), "from step": int(q["step"])}
+        for s in SCORES:
+            span = float(g[s].max() - g[s].min())
+            row[f"{s}"] = float(last[s])
+            row[f"{s}: last-quarter change"] = float(last[s] - q[s])
+            row[f"{s}: share of range"] = float(abs(last[s] - q[s]) / span) if span > 0 else 0.0
+        out[v] = row
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("variant")
+
+
+def curves_figure(rows: pd.DataFrame, path: str | Path | None = None, title: str = "",
+                  real: Mapping[str, float] | None = None):
+    """One panel per score (step on x), one line per variant, the real images' value (`real_scores`) as a
+    dashed line; saved to `path` when given. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from smis.viz import save_figure
+
+    fig, axes = plt.subplots(1, len(SCORES), figsize=(4.2 * len(SCORES), 3.6))
+    lp, fdn = rows["lpips"].iloc[0], rows["fd_name"].iloc[0]
+    names = {"diversity": f"diversity ({lp}), higher = more varied", "FD": f"FD ({fdn}), lower = closer to real",
+             "colour in class modes (%)": "colour in class's modes (%)", "texture in class set (%)":
+             "texture kind in class's set (%)", "mask mIoU": "mask mIoU (segmenter), higher = follows mask"}
+    for ax, s in zip(axes, SCORES):
+        for v, g in rows.groupby("variant", sort=False):
+            ax.plot(g["step"], g[s], marker="o", ms=3, label=v)
+        if real and s in real:
+            ax.axhline(real[s], color="k", ls="--", lw=1, label="real images")
+        ax.set_xlabel("training step (batch 8)")
+        ax.set_title(names[s], fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if real:
+        axes[-1].legend(fontsize=8)
+    fig.suptitle(title or f"SynthScenes 64x64: {int(rows['masks'].iloc[0])} test masks x {int(rows['k'].iloc[0])} "
+                 "prior samples per checkpoint, same masks and seeds for every point", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
