@@ -273,6 +273,16 @@ def test_editing_report_on_a_tiny_model(nets):
     assert [r["layer"] for r in rep["layers"]] == list(range(5))
     assert rep["layers"][0]["cases"] == len(samples)                     # every class is visible at the finest scale
     assert rep["layers"][4]["cases"] < len(samples)                      # small objects vanish at 1/32
+    post = editing.layer_posteriors(nets, images, labels, batch_size=3)
+    mu_all, logvar = nets.E(images, labels)                              # by hand: Eq. 18's class term per layer
+    per = -0.5 * (1 + logvar.zc - mu_all.zc ** 2 - logvar.zc.exp()).sum(-1)            # (M, L, K)
+    p = mu_all.present.float()
+    want = ((per * p).sum(-1) / p.sum(-1).clamp(min=1)).mean(0)
+    np.testing.assert_allclose(post["kl"], want.detach().numpy(), rtol=1e-4)
+    table = editing.layer_table(nets, rep, post)
+    assert list(table.index) == list(range(5)) and list(table["encoder layer"]) == [1, 2, 3, 4, 5]
+    assert list(table["generator blocks"]) == ["up_2", "up_1", "up_0", "G_middle_0, G_middle_1", "head_0"]
+    assert np.allclose(table["KL"], post["kl"]) and (table["mean |mu|"] >= 0).all()
 
 
 # -- argument validation: one rule for ids and label maps, absent classes are errors -----------------

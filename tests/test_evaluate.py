@@ -318,6 +318,14 @@ def test_write_table_and_example_grid(tmp_path, clvae, data):
     big = ev.example_grid(label, image, [samples, image], ds.info.palette)          # tiles >= 128 px (issue 14.6)
     assert big.shape == (2 * 128 + 2, 6 * 128 + 5 * 2, 3)
     assert np.array_equal(big[:128:2, :128:2], g[:64, :64])                          # nearest: each pixel 2x2
+    from smis.viz import save_grid
+    fig = save_grid(big, tmp_path / "f.png", ["mask", "real", "s1", "s2", "s3", "real"], ["a", "b"], "title")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mask", "real", "s1", "s2", "s3", "real"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.get_title() == "title"
+    centres = ax.get_xticks()
+    assert centres[0] == pytest.approx(63.5, abs=1) and centres[1] == pytest.approx(128 + 2 + 63.5, abs=1)
+    assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f_raw.png").exists()
 
 
 # ---- mask fidelity in the evaluation loops ---------------------------------------------------------

@@ -1,0 +1,56 @@
+"""smis.curves and scripts/eval_curves.py: checkpoints of short real runs scored on shared masks."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smis import curves
+from smis.train import TrainConfig, Trainer
+from smis.utils import project_root
+
+TINY = {"ngf": 4, "nef": 4, "ndf": 4, "spade_hidden": 8, "z_dim": 8, "z_dim_local": 4}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for v in ("clvae", "gaugan"):
+        cfg = TrainConfig(run_dir=str(root / f"demo_{v}"), variant=v, preset="synthscenes", preset_overrides=TINY,
+                          perceptual="none", data_length=16, steps=3, batch_size=2, log_every=1, image_every=0,
+                          ckpt_every=1, keep_last=5, tensorboard=False, progress=False)
+        Trainer(cfg).fit()
+    return root
+
+
+def test_every_checkpoint_is_scored_on_the_same_masks_and_cached_rows_are_kept(runs):
+    rows = curves.checkpoint_scores({"clvae": runs / "demo_clvae", "gaugan": runs / "demo_gaugan"}, n_masks=3, k=2,
+                                    lpips="effnet", fd="effnet", progress=False)
+    assert list(zip(rows["variant"], rows["step"])) == [("clvae", 1), ("clvae", 2), ("clvae", 3),
+                                                        ("gaugan", 1), ("gaugan", 2), ("gaugan", 3)]
+    assert (rows.loc[rows["variant"] == "gaugan", "diversity"] == 0).all()          # no latents: one image per mask
+    assert (rows.loc[rows["variant"] == "clvae", "diversity"] > 0).all()
+    assert rows["mask mIoU"].between(0, 1).all() and np.isfinite(rows["FD"]).all()
+    again = curves.checkpoint_scores({"clvae": runs / "demo_clvae"}, n_masks=3, k=2, done=rows, progress=False)
+    pd.testing.assert_frame_equal(again, rows)                                        # nothing left to score
+    plateau = curves.plateau_table(rows)
+    assert plateau.loc["clvae", "checkpoints"] == 3 and plateau.loc["clvae", "from step"] == 2
+    c = rows[rows["variant"] == "clvae"].set_index("step")["FD"]
+    assert plateau.loc["clvae", "FD: last-quarter change"] == pytest.approx(c[3] - c[2])
+    assert 0 <= plateau.loc["clvae", "FD: share of range"] <= 1
+    with pytest.raises(FileNotFoundError, match="smis.train"):
+        curves.run_checkpoints(runs / "nothing")
+
+
+@pytest.mark.slow
+def test_eval_curves_script_writes_json_and_figure(runs, tmp_path):
+    out, fig = tmp_path / "c.json", tmp_path / "c.png"
+    r = subprocess.run([sys.executable, "scripts/eval_curves.py", "--runs", str(runs), "--n", "3", "--k", "2",
+                        "--out", str(out), "--figure", str(fig)], cwd=project_root(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert len(data["rows"]) == 6 and data["masks"] == 3 and "cpu" in data and "torch" in data
+    assert 0.5 < data["real"]["mask mIoU"] <= 1 and data["real"]["colour in class modes (%)"] > 90
+    assert fig.stat().st_size > 10_000
