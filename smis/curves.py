@@ -65,12 +65,18 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
         r = ev.evaluate_prior(nets, test, indices, k, metric, seed, fd_real, per_class=False, factors=True, keep=0,
                               progress=False, segmenter=seg)
         f = r.factors
+        kl = {}
+        if nets.E is not None and nets.spec.has_class_codes:          # is each latent layer used (Sec. 4.4.3)?
+            from smis.editing import layer_posteriors
+
+            image, label = ev.load_pairs(test, indices)
+            kl = {f"KL layer {l}": float(v) for l, v in enumerate(layer_posteriors(nets, image, label)["kl"])}
         rows.append({"variant": variant, "step": step, "diversity": float(r.per_image.iloc[:, 0].mean()),
                      "top-1 GT-similarity": float(r.per_image.iloc[:, 1].mean()), "FD": r.fd,
                      "colour in class modes (%)": 100 * float(f["colour_in"].mean()),
                      "texture in class set (%)": 100 * float(f["texture_in"].mean()),
                      "mask mIoU": ev.miou_columns(r.confusion)[ev.MIOU] if seg is not None else float("nan"),
-                     "lpips": metric.name, "fd_name": r.fd_name, "masks": len(indices), "k": r.k})
+                     "lpips": metric.name, "fd_name": r.fd_name, "masks": len(indices), "k": r.k, **kl})
     return pd.DataFrame(rows).sort_values(["variant", "step"], kind="stable").reset_index(drop=True)
 
 
@@ -109,6 +115,16 @@ def plateau_table(rows: pd.DataFrame) -> pd.DataFrame:
             row[f"{s}: share of range"] = float(abs(last[s] - q[s]) / span) if span > 0 else 0.0
         out[v] = row
     return pd.DataFrame.from_dict(out, orient="index").rename_axis("variant")
+
+
+def layer_kl_table(rows: pd.DataFrame, variant: str = "clvae") -> pd.DataFrame:
+    """KL of each latent layer (Eq. 18's class term, mean over present classes) at every checkpoint of one
+    variant: does a layer that has collapsed to the prior come back with longer training? Rows: steps."""
+    cols = [c for c in rows.columns if c.startswith("KL layer ")]
+    g = rows[rows["variant"] == variant]
+    if not cols or g.empty:
+        raise ValueError(f"no per-layer KL for {variant!r} in these rows; score a class-code variant's run")
+    return g.set_index("step")[cols].dropna(axis=1, how="all")
 
 
 def curves_figure(rows: pd.DataFrame, path: str | Path | None = None, title: str = "",

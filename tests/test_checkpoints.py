@@ -13,7 +13,8 @@ from smis.utils import project_root
 from smis.viz import to_uint8
 
 CKPT = project_root() / "checkpoints"
-VARIANTS = ("clvae", "gaugan_vae")
+VARIANTS = ("clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5")
+LATENT = [v for v in VARIANTS if v != "gaugan"]
 
 
 def mask_r2(images: np.ndarray, label: np.ndarray) -> float:
@@ -28,19 +29,43 @@ def mask_r2(images: np.ndarray, label: np.ndarray) -> float:
     return 1 - (resid ** 2).sum() / (total ** 2).sum()
 
 
+def test_checkpoints_fit_the_size_budget():
+    """Issue 14: every shipped file together at most 110 MB."""
+    assert sum(p.stat().st_size for p in CKPT.iterdir() if p.is_file()) <= 110 * 10**6
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shipped_model_is_small_and_documented(variant):
     path = CKPT / f"synthscenes_{variant}.pt"
     assert path.stat().st_size <= 25 * 2**20
     meta = json.loads(path.with_suffix(".json").read_text())
-    for key in ("command", "data_seed", "steps", "wall_time_s", "device"):
-        assert key in meta, key
+    for key in ("command", "data_seed", "seed", "steps", "wall_time_s", "device", "cpu", "torch"):
+        assert meta.get(key) is not None, key
     assert "python -m smis.train" in meta["command"] and f"--variant {variant}" in meta["command"]
+    assert f"--steps {meta['steps']}" in meta["command"] and f"--seed {meta['seed']}" in meta["command"]
     nets = load_model(path)
     assert nets.variant == variant and nets.meta["step"] == meta["steps"]
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+def test_shipped_models_share_data_schedule_and_seed_and_match_the_script_defaults():
+    """One data set, batch, seed and preset for all; the steps are train_demo_models.py's defaults."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tdm", project_root() / "scripts" / "train_demo_models.py")
+    tdm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tdm)
+    metas = {v: json.loads((CKPT / f"synthscenes_{v}.json").read_text()) for v in VARIANTS}
+    assert sorted(metas) == sorted(tdm.VARIANTS)
+    for key in ("data_seed", "seed", "batch_size"):
+        assert len({m[key] for m in metas.values()}) == 1, key
+    for v, m in metas.items():
+        assert m["steps"] == tdm.schedule(v, None)[0], v
+        assert len(m["curve_checkpoints"]) >= 5 and m["curve_checkpoints"][-1] == m["steps"]
+    assert metas["clvae"]["steps"] >= 8000 and metas["gaugan_vae"]["steps"] >= 8000
+    assert min(m["steps"] for m in metas.values()) >= 3000
+
+
+@pytest.mark.parametrize("variant", LATENT)
 def test_samples_follow_the_mask(variant):
     nets = load_model(CKPT / f"synthscenes_{variant}.pt")
     test = make_dataset("synthscenes", None, "test", size=64, length=6)
@@ -72,3 +97,20 @@ def test_clvae_varies_each_class_independently():
             varied += sum(len(m) > 1 for m in modes.values())
             total += len(modes)
     assert varied / total > 0.75
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_shipped_model_follows_its_mask_by_the_segmenter(variant):
+    """Mask fidelity (issue 14.4): the shipped segmenter reads each model's samples back as their masks far
+    better than as other scenes' masks."""
+    from smis.evaluate import load_segmenter_for, sample_prior
+    from smis.segmenter import mask_fidelity
+
+    nets = load_model(CKPT / f"synthscenes_{variant}.pt")
+    test = make_dataset("synthscenes", None, "test", size=64, length=16)
+    label = torch.stack([test[i]["label"] for i in range(16)])
+    samples = sample_prior(nets, label, 2, list(range(16)))                   # (16, K, 3, 64, 64)
+    seg = load_segmenter_for("synthscenes")
+    own = mask_fidelity(seg, samples, label)["miou"]
+    other = mask_fidelity(seg, samples, label.roll(1, 0))["miou"]
+    assert own > 0.5 and own > other + 0.3, (own, other)

@@ -33,6 +33,11 @@ def test_every_checkpoint_is_scored_on_the_same_masks_and_cached_rows_are_kept(r
     assert (rows.loc[rows["variant"] == "gaugan", "diversity"] == 0).all()          # no latents: one image per mask
     assert (rows.loc[rows["variant"] == "clvae", "diversity"] > 0).all()
     assert rows["mask mIoU"].between(0, 1).all() and np.isfinite(rows["FD"]).all()
+    kl = curves.layer_kl_table(rows, "clvae")
+    assert list(kl.index) == [1, 2, 3] and list(kl.columns) == [f"KL layer {l}" for l in range(5)]
+    assert (kl.to_numpy() >= 0).all()
+    with pytest.raises(ValueError, match="no per-layer KL"):
+        curves.layer_kl_table(rows, "gaugan")
     again = curves.checkpoint_scores({"clvae": runs / "demo_clvae"}, n_masks=3, k=2, done=rows, progress=False)
     pd.testing.assert_frame_equal(again, rows)                                        # nothing left to score
     plateau = curves.plateau_table(rows)

@@ -136,6 +136,42 @@ def test_main_demo_command(tmp_path, repo_snapshot):
         assert f"## {nb}" in report, nb
         assert (tmp_path / "demo" / f"{nb}.ipynb").exists()
     assert repo_snapshot.changes(before, repo_snapshot()) == []
+    # the README's results are this demo's: every number agrees (the models are fixed and seeded; a machine
+    # changes the last float bits only), the timings line aside
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    r = subprocess.run([sys.executable, "scripts/demo_results.py", str(tmp_path / "demo"), "--readme", str(readme),
+                        "--json", str(tmp_path / "demo_results.json")], cwd=ROOT, env=env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    now, shipped = results_block(readme.read_text()), results_block(README)
+    assert NUMBER.sub("#", now) == NUMBER.sub("#", shipped)
+    for a, b in zip(NUMBER.findall(now), NUMBER.findall(shipped)):
+        assert float(a) == pytest.approx(float(b), abs=2e-3, rel=2e-3), (a, b)
+
+
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def results_block(text: str) -> str:
+    """The README's demo-results block without its first line (the run's timings)."""
+    block = text.split("<!-- demo-results:start -->\n", 1)[1].split("<!-- demo-results:end -->", 1)[0]
+    return block.split("\n", 1)[1]
+
+
+def test_readme_results_are_rendered_from_the_recorded_run():
+    """The block between the demo-results markers is exactly what scripts/demo_results.py renders from the
+    numbers it recorded (docs/demo_results.json) and the shipped curves: nothing typed in by hand."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("demo_results", ROOT / "scripts" / "demo_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    recorded = json.loads((ROOT / "docs" / "demo_results.json").read_text())
+    curves = json.loads((ROOT / recorded["curves_file"]).read_text())
+    block = README.split(mod.START + "\n", 1)[1].split(mod.END, 1)[0]
+    assert block == mod.render(recorded["data"], curves)
+    assert "holds" in block or "not resolved" in block
 
 
 @pytest.mark.slow

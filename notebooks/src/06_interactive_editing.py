@@ -35,7 +35,8 @@ from smis.config import get_preset
 from smis.data import make_dataset
 from smis.networks import build_networks
 from smis.train import load_model
-from smis.utils import markdown_table, resolve
+from smis.evaluate import write_table
+from smis.utils import resolve
 from smis.viz import colorize, grid, save_png, show, to_uint8
 from smis.widgets import Editor
 
@@ -208,14 +209,15 @@ if BASELINE:
 locality = pd.DataFrame({k: {**r["locality"], "cases": r["cases"]} for k, r in report.items()}).T
 locality.index.name = "model"
 locality = locality[["cases", "inside", "near", "area", "change", "inside_median"]].round(3)
-(out_dir / "edit_locality.md").write_text(markdown_table(locality))
+write_table(locality, out_dir, "edit_locality",
+            f"Edit locality over every class of {n_eval} test photos: share of the pixel change of an object edit "
+            "inside the object, within 2 px of it, and the object's share of the image.")
 layers = editing.layer_table(nets, report["clvae"], posteriors).round(3)
-(out_dir / "layer_effects.md").write_text(
+write_table(layers, out_dir, "layer_effects",
     "Each latent layer (0 = fine ... L-1 = coarse): the encoder layer it comes from, the generator blocks it feeds, "
     "what resampling one class's code at that layer alone changes in that class's region (colour shift in RGB "
     "[0, 1]; share of edits whose estimated colour mode / texture kind changed; |log2| change of high-frequency "
-    f"energy), and the layer's KL and mean |mu| over {len(test)} encoded test photos (near 0: collapsed).\n\n"
-    + markdown_table(layers))
+    f"energy), and the layer's KL and mean |mu| over {len(test)} encoded test photos (near 0: collapsed).")
 (out_dir / "editing_report.json").write_text(json.dumps(report, indent=2) + "\n")
 display(locality)
 layers
@@ -253,7 +255,7 @@ save_png(panel, out_dir / "editor_panel.png")
 ms = np.asarray(probe.timings) * 1000
 latency = pd.DataFrame({"median_ms": [np.median(ms)], "p90_ms": [np.percentile(ms, 90)], "updates": [len(ms)],
                         "threads": [torch.get_num_threads()]}, index=pd.Index(["slider update"], name="editor")).round(1)
-(out_dir / "editor_latency.md").write_text(markdown_table(latency))
+write_table(latency, out_dir, "editor_latency", "Editor slider update, end to end (edit, generator, PNG encoding).")
 bench = resolve("benchmarks/results/editor_cpu.json")
 if bench.exists():
     b = json.loads(bench.read_text())
