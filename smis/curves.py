@@ -121,10 +121,10 @@ def layer_kl_table(rows: pd.DataFrame, variant: str = "clvae") -> pd.DataFrame:
     """KL of each latent layer (Eq. 18's class term, mean over present classes) at every checkpoint of one
     variant: does a layer that has collapsed to the prior come back with longer training? Rows: steps."""
     cols = [c for c in rows.columns if c.startswith("KL layer ")]
-    g = rows[rows["variant"] == variant]
-    if not cols or g.empty:
+    table = rows[rows["variant"] == variant].set_index("step")[cols].dropna(axis=1, how="all")
+    if table.empty or not len(table.columns):
         raise ValueError(f"no per-layer KL for {variant!r} in these rows; score a class-code variant's run")
-    return g.set_index("step")[cols].dropna(axis=1, how="all")
+    return table
 
 
 def curves_figure(rows: pd.DataFrame, path: str | Path | None = None, title: str = "",
