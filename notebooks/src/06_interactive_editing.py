@@ -37,7 +37,7 @@ from smis.networks import build_networks
 from smis.train import load_model
 from smis.evaluate import write_table
 from smis.utils import resolve
-from smis.viz import colorize, grid, save_png, show, to_uint8
+from smis.viz import colorize, grid, save_grid, save_png, show, to_uint8
 from smis.widgets import Editor
 
 if SMOKE:
@@ -54,7 +54,7 @@ def load(path: str, variant: str = "clvae"):
         print(f"no {variant} model given: an UNTRAINED {variant} (figures show the machinery, not the method)")
         return build_networks(variant, get_preset("synthscenes", norm_G="instance"), discriminator=False).eval()
     if not resolve(path).exists():
-        raise FileNotFoundError(f"{path} not found. Fix: run `python scripts/train_demo_models.py` (about an hour on "
+        raise FileNotFoundError(f"{path} not found. Fix: run `python scripts/train_demo_models.py` (about two hours on "
                                 f"2 CPU cores), pass MODEL=<an exported model>, or MODEL='' for an untrained one")
     return load_model(resolve(path), "cpu")
 
@@ -84,9 +84,9 @@ rows = []
 for i in range(3):                                                     # three masks, one row each
     samples, _ = editing.sample_images(nets, labels[i], N_SAMPLES, g)
     rows.append([mask(i), photo(i)] + list(to_uint8(samples)))
-figure = grid(rows)
-save_png(figure, out_dir / "diverse_samples.png")
-show(figure, "mask | photo | prior samples", scale=scale);
+figure = grid(rows, min_tile=128)
+save_grid(figure, out_dir / "diverse_samples.png", ["mask", "photo"] + [f"sample {j + 1}" for j in range(N_SAMPLES)],
+          [f"test photo {i}" for i in range(3)], f"{nets.variant}: prior samples of one mask (every code drawn)");
 
 # %% [markdown]
 # ## Style-guided synthesis (Sec. 4.4.1, Fig. 13)
@@ -108,9 +108,10 @@ lat = editing.style_latents(nets.spec, tlab, codes[refs[0]], labels[refs[0]][Non
 rows.append([photo(refs[0])] + list(gen(tlab, lat)))
 shared = editing.shared_classes(tlab, labels[refs[0]][None], info.num_classes)
 print("classes shared with reference", refs[0], ":", [[names[c] for c in torch.nonzero(s).flatten().tolist()] for s in shared])
-figure = grid(rows)
-save_png(figure, out_dir / "style_guided.png")
-show(figure, "masks (top) in the style of each reference (left); last row: deepest layer only", scale=scale);
+figure = grid(rows, min_tile=128)
+save_grid(figure, out_dir / "style_guided.png", ["reference"] + [f"mask of photo {t}" for t in targets],
+          ["target masks"] + [f"photo {r}: all layers" for r in refs] + [f"photo {refs[0]}: layer {L - 1} only"],
+          "style-guided synthesis: each mask (columns) in the style of each reference photo (rows)");
 
 # %% [markdown]
 # ## Object editing (Sec. 4.4.2, Fig. 14)
@@ -136,10 +137,11 @@ lat = editing.resample(codes[src].expand(4), [c], None, torch.Generator().manual
 edited = editing.synthesize(nets, labels[src][None].expand(4, -1, -1), lat)
 pasted = editing.paste_classes(edited, images[src][None], labels[src][None].expand(4, -1, -1), [k for k in present if k != c])
 rows.append([photo(src), recon] + list(to_uint8(pasted)))
-figure = grid(rows)
-save_png(figure, out_dir / "object_editing.png")
+figure = grid(rows, min_tile=128)
 print("edited classes (rows):", [names[c] for c in edit_classes], "; last row pastes all but", names[c])
-show(figure, "region | reconstruction | 4 resampled objects; last: photo pixels kept outside the object", scale=scale);
+save_grid(figure, out_dir / "object_editing.png", ["region / photo", "reconstruction"] + [f"edit {j + 1}" for j in range(4)],
+          [f"{names[k]} resampled" for k in edit_classes] + [f"{names[c]}, other pixels pasted"],
+          f"object editing of test photo {src}: one class's codes resampled at every layer, all others kept");
 
 # %% [markdown]
 # ## Material editing (Sec. 4.4.3, Fig. 15)
@@ -160,14 +162,15 @@ for l in (L - 1, 0):                                                   # coarse,
 other = next(i for i in range(1, len(test)) if bool((labels[i] == c).any()))
 lat = editing.interpolate(codes[src], codes[other], torch.linspace(0, 1, 7), classes=[c])
 rows.append(list(gen(labels[src][None].expand(7, -1, -1), lat)))
-figure = grid(rows)
-save_png(figure, out_dir / "material_editing.png")
+figure = grid(rows, min_tile=128)
 print(f"class {names[c]}: sd of its encoded codes along PC1 at layer {L - 1}: {directions.std[L - 1, c, 0]:.3f}, at layer 0: "
       f"{directions.std[0, c, 0]:.3f} ({int(directions.count[0, c])} codes); interpolation towards photo {other}")
 posteriors = editing.layer_posteriors(nets, images, labels)
 print("per latent layer, 0 (fine) .. L-1 (coarse): KL", ", ".join(f"{v:.3f}" for v in posteriors["kl"]),
       "| mean |mu|", ", ".join(f"{v:.3f}" for v in posteriors["mean_abs_mu"]), "(near 0: collapsed to the prior)")
-show(figure, f"{names[c]}: PC1 at the deepest layer | PC1 at the shallowest layer | interpolation to photo {other}", scale=scale);
+save_grid(figure, out_dir / "material_editing.png", [f"{a:+.0f}" for a in alphas.tolist()],
+          [f"layer {L - 1} (coarse), PC1", "layer 0 (fine), PC1", f"to photo {other}, t = 0..1"],
+          f"material editing of {names[c]} in test photo {src}: moved along the first principal direction by -3..+3 code units");
 
 # %% [markdown]
 # ### One layer at a time
@@ -181,9 +184,10 @@ cols = []
 for l in range(L):                                                     # one column per layer
     lat = editing.resample(codes[src].expand(4), [c], [l], g)
     cols.append(gen(labels[src][None].expand(4, -1, -1), lat))
-figure = grid([[cols[l][r] for l in range(L)] for r in range(4)])
-save_png(figure, out_dir / "layerwise_resampling.png")
-show(figure, f"{names[c]} resampled at layer 0 (left, fine) ... {L - 1} (right, coarse)", scale=scale);
+figure = grid([[cols[l][r] for l in range(L)] for r in range(4)], min_tile=128)
+save_grid(figure, out_dir / "layerwise_resampling.png",
+          [f"layer {l} (enc. {nets.spec.layers[l]})" + (" fine" if l == 0 else " coarse" if l == L - 1 else "") for l in range(L)],
+          [f"draw {r + 1}" for r in range(4)], f"{names[c]} in test photo {src} resampled at one latent layer per column");
 
 # %% [markdown]
 # ## Measured: edit locality and what each layer controls
