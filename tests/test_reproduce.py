@@ -142,13 +142,25 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert list(table2.index) == ["clvae", "gaugan_vae", "gaugan", "real test images (ceiling)"]
     assert 0 < table2.loc["clvae", "mask mIoU"] < table2.loc["real test images (ceiling)", "mask mIoU"] <= 1
     lpips_cols = [c for c in table2.columns if c.startswith("diversity (lpips_")]
-    assert len(lpips_cols) == 2 and (table2[lpips_cols[0]] > 0).all()
+    assert len(lpips_cols) == 3 and (table2.loc[["clvae", "gaugan_vae"], lpips_cols[0]] > 0).all()   # mean, std, ±95%
+    assert table2.loc["gaugan", lpips_cols[0]] == 0                         # no latents: one image per mask
     if "lpips_effnet" in lpips_cols[0]:      # a fallback metric never appears under the paper's name
         assert "lpips_alex" not in report and "(fid)" not in report
     table5 = pd.read_csv(out / "05_ablations" / "table5_ablations.csv", index_col=0)
     assert len(table5) == 6 and table5.index[-1].startswith("real") and "trained here" in (out / "05_ablations" / "table5_ablations.md").read_text()
     nb = nbformat.read(out / "01_prepare_data.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["SMOKE"] is True
+    # "What we learnt" is computed from the run: the last cell of 02-06 renders Markdown holding this run's numbers
+    table1 = pd.read_csv(out / "03_reconstruction_rq1" / "table1_reconstruction.csv", index_col=0)
+    learnt = {}
+    for stem in ("02_train", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations", "06_interactive_editing"):
+        last = nbformat.read(out / f"{stem}.ipynb", as_version=4).cells[-1]
+        assert last.cell_type == "code", stem
+        learnt[stem] = "".join(o["data"]["text/markdown"] for o in last.outputs if "text/markdown" in o.get("data", {}))
+        assert learnt[stem].startswith("- "), stem
+    gt = [c for c in table1.columns if c.startswith("GT-similarity (") and c.endswith(")")][0]
+    assert f"GT-similarity {table1.loc['clvae', gt]:.3f}" in learnt["03_reconstruction_rq1"]
+    assert f"diversity {table2.loc['clvae', lpips_cols[0]]:.3f}" in learnt["04_diversity_rq2"]
     state = json.loads((out / ".completed.json").read_text())
     assert set(state) == set(reproduce.PROFILES["smoke"])
     # --resume skips what is done
