@@ -127,6 +127,21 @@ def test_spade_takes_either_form_and_resizes_like_nearest(size, x_size, onehot, 
     assert torch.equal(cond.resized(x_size).dense(), F.interpolate(cond.dense(), size=x_size, mode="nearest"))
 
 
+def both_paths(G, label, z):
+    """[(image, all parameter gradients of mean(image^2))] of the gathered (piecewise) then the dense path,
+    from the same state (spectral norm's u moves each forward, so it is restored before each)."""
+    state = copy.deepcopy(G.state_dict())
+    res = []
+    for fast in (True, False):
+        G.load_state_dict(state)
+        G.piecewise_cond = fast
+        G.zero_grad(set_to_none=True)
+        y = G(label, z)
+        y.square().mean().backward()
+        res.append((y.detach(), torch.cat([p.grad.flatten() for p in G.parameters() if p.grad is not None])))
+    return res
+
+
 @pytest.mark.parametrize("variant,upsampling", [("clvae", "normal"), ("gaugan", "normal"), ("clvae", "more"),
                                                 ("clvae", "most")])
 def test_generator_fast_and_dense_paths_agree(variant, upsampling):
@@ -136,16 +151,7 @@ def test_generator_fast_and_dense_paths_agree(variant, upsampling):
     G = build_networks(variant, preset).G.train()
     label = blob_label(2, *size, preset.num_classes, cell=5)
     z = Latents.prior(G.spec, label, torch.Generator().manual_seed(1)) if G.spec.z_dim > 0 else None
-    state = copy.deepcopy(G.state_dict())                               # spectral norm's u moves each forward
-    res = []
-    for fast in (True, False):
-        G.load_state_dict(state)
-        G.piecewise_cond = fast
-        G.zero_grad(set_to_none=True)
-        y = G(label, z)
-        y.square().mean().backward()
-        res.append((y.detach(), torch.cat([p.grad.flatten() for p in G.parameters() if p.grad is not None])))
-    (y1, g1), (y0, g0) = res
+    (y1, g1), (y0, g0) = both_paths(G, label, z)
     assert (y1 - y0).abs().max() < 1e-5
     assert ((g1 - g0).norm() / g0.norm()).item() < 1e-5
 
@@ -157,16 +163,7 @@ def test_generator_paths_are_the_same_function_in_float64():
     G = build_networks("clvae", preset).G.train().double()
     label = blob_label(3, 64, 64, preset.num_classes, cell=5)
     z = Latents.prior(G.spec, label, torch.Generator().manual_seed(2)).map(torch.Tensor.double)
-    state = copy.deepcopy(G.state_dict())
-    res = []
-    for fast in (True, False):
-        G.load_state_dict(state)
-        G.piecewise_cond = fast
-        G.zero_grad(set_to_none=True)
-        y = G(label, z)
-        y.square().mean().backward()
-        res.append((y.detach(), torch.cat([p.grad.flatten() for p in G.parameters() if p.grad is not None])))
-    (y1, g1), (y0, g0) = res
+    (y1, g1), (y0, g0) = both_paths(G, label, z)
     assert (y1 - y0).abs().max() < 1e-12
     assert ((g1 - g0).norm() / g0.norm()).item() < 1e-10
 
