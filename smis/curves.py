@@ -47,6 +47,7 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
     from tqdm.auto import tqdm
 
     from smis import evaluate as ev
+    from smis.editing import layer_posteriors
     from smis.metrics import LPIPS
     from smis.train import load_model
 
@@ -60,6 +61,7 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
     metric = LPIPS(lpips, device=device)
     fd_real = ev.real_frechet(test, indices, fd, device, progress=False)
     seg = ev.load_segmenter_for("synthscenes", segmenter, device)
+    image, label = ev.load_pairs(test, indices, device)                 # the masks every checkpoint is scored on
     for variant, step, path in tqdm(todo, desc="checkpoints", disable=not progress):
         nets = load_model(path, device)
         r = ev.evaluate_prior(nets, test, indices, k, metric, seed, fd_real, per_class=False, factors=True, keep=0,
@@ -67,9 +69,6 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
         f = r.factors
         kl = {}
         if nets.E is not None and nets.spec.has_class_codes:          # is each latent layer used (Sec. 4.4.3)?
-            from smis.editing import layer_posteriors
-
-            image, label = ev.load_pairs(test, indices)
             kl = {f"KL layer {l}": float(v) for l, v in enumerate(layer_posteriors(nets, image, label)["kl"])}
         rows.append({"variant": variant, "step": step, "diversity": float(r.per_image.iloc[:, 0].mean()),
                      "top-1 GT-similarity": float(r.per_image.iloc[:, 1].mean()), "FD": r.fd,
