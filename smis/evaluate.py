@@ -607,8 +607,8 @@ def paired_comparison(a: PriorEval | ReconEval, b: PriorEval | ReconEval, seed: 
         rows[col] = {a.variant: pa[col].mean(), b.variant: pb[col].mean(), "difference": d, "CI low": lo,
                      "CI high": hi, "masks": int((pa[col] - pb[col]).notna().sum())}
     if a.confusion is not None and b.confusion is not None:
-        r, rb = miou_ci(a.confusion, b.confusion, seed=seed), miou_ci(b.confusion, seed=seed)
-        rows[MIOU] = {a.variant: r["miou"], b.variant: rb["miou"], "difference": r["difference"],
+        r = miou_ci(a.confusion, b.confusion, seed=seed)           # b's mIoU = a's minus the difference
+        rows[MIOU] = {a.variant: r["miou"], b.variant: r["miou"] - r["difference"], "difference": r["difference"],
                       "CI low": r["difference_low"], "CI high": r["difference_high"], "masks": len(a.confusion)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("score")
 
