@@ -39,6 +39,7 @@ import torch
 from smis.metrics import LPIPS, FrechetDistance, diversity, per_class_diversity, top1_gt_similarity
 from smis.networks import Latents, Networks
 from smis.networks.ops import label_presence
+from smis.sampling import chunks as _chunks, generate, encode_means, prior_latents, reconstruct, sample_prior
 from smis.segmenter import MaskFidelity, Segmenter, load_segmenter, miou_ci
 from smis.stats import mean_ci, paired_ci
 from smis.viz import to_uint8
@@ -140,11 +141,6 @@ def parse_models(spec: str) -> dict[str, str]:
     return out
 
 
-def has_latents(nets: Networks) -> bool:
-    """False for `gaugan`: one image per mask, no encoder."""
-    return nets.spec.z_dim > 0 or nets.spec.has_class_codes
-
-
 def load_pairs(dataset, indices: Sequence[int], device: str | torch.device | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, H, W) in [-1, 1] and labels (N, H, W) of dataset items `indices`."""
@@ -159,68 +155,6 @@ def mask_seed(seed: int, index: int) -> int:
     return int(seed) * 1_000_003 + int(index)
 
 
-def _chunks(n: int, size: int) -> list[slice]:
-    if size < 1:
-        raise ValueError(f"chunk size must be >= 1, got {size}")
-    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling
-
-
-def prior_latents(nets: Networks, label: torch.Tensor, k: int,
-                  seeds: Sequence[int] | torch.Generator) -> Latents:
-    """K standard-normal codes per mask, (B K) mask-major. `seeds`: one int per mask (each mask's
-    codes then depend on its seed only) or one torch.Generator for the whole batch."""
-    B = label.shape[0]
-    if isinstance(seeds, torch.Generator):
-        return Latents.prior(nets.spec, label.repeat_interleave(k, 0), generator=seeds)
-    seeds = list(seeds)
-    if len(seeds) != B:
-        raise ValueError(f"got {len(seeds)} seeds for {B} masks; pass one seed per mask or a torch.Generator")
-    gens = [torch.Generator(device=label.device).manual_seed(int(s)) for s in seeds]
-    # one small draw per mask (random numbers only; the generator runs batched)
-    return Latents.cat([Latents.prior(nets.spec, label[i:i + 1].expand(k, *label.shape[1:]), generator=g)
-                        for i, g in enumerate(gens)])
-
-
-@torch.no_grad()
-def sample_prior(nets: Networks, label: torch.Tensor, k: int, seeds: Sequence[int] | torch.Generator,
-                 chunk: int = 64) -> torch.Tensor:
-    """K prior samples per mask, (B, K, 3, H, W); `gaugan` (no latents) gives (B, 1, 3, H, W).
-
-    All B K codes are drawn first (so they do not depend on `chunk`), then G runs on `chunk` images
-    at a time (the images do, in the last float bits: see the module docstring).
-    """
-    if k < 1:
-        raise ValueError(f"k={k}: ask for at least one sample per mask")
-    B = label.shape[0]
-    if not has_latents(nets):
-        out = torch.cat([nets.G(label[s]) for s in _chunks(B, chunk)])
-        return out[:, None]
-    z = prior_latents(nets, label, k, seeds)
-    labels = label.repeat_interleave(k, 0)                                   # (B K, H, W)
-    out = torch.cat([nets.G(labels[s], z[s]) for s in _chunks(B * k, chunk)])
-    return out.view(B, k, *out.shape[1:])
-
-
-@torch.no_grad()
-def encode_means(nets: Networks, image: torch.Tensor, label: torch.Tensor, chunk: int = 64) -> Latents:
-    """Posterior means E(M, I) (no sampling): what reconstruction and style guidance use."""
-    if nets.E is None:
-        raise ValueError(f"variant {nets.variant!r} has no encoder, so it cannot reconstruct or copy a style. "
-                         "Fix: evaluate it with sample_prior only.")
-    return Latents.cat([nets.E(image[s], label[s])[0] for s in _chunks(image.shape[0], chunk)])
-
-
-@torch.no_grad()
-def reconstruct(nets: Networks, image: torch.Tensor, label: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """G(M, mu) with mu the encoder's means for (M, I): (B, 3, H, W)."""
-    mu = encode_means(nets, image, label, chunk)
-    return torch.cat([nets.G(label[s], mu[s]) for s in _chunks(image.shape[0], chunk)])
-
-
 @torch.no_grad()
 def style_guided(nets: Networks, label: torch.Tensor, ref_image: torch.Tensor, ref_label: torch.Tensor,
                  generator: torch.Generator | None = None, global_code: bool = True, chunk: int = 64) -> torch.Tensor:
@@ -232,7 +166,7 @@ def style_guided(nets: Networks, label: torch.Tensor, ref_image: torch.Tensor, r
 
     ref = encode_means(nets, ref_image, ref_label, chunk)
     z = style_latents(nets.spec, label, ref, ref_label, generator=generator, global_code=global_code)
-    return torch.cat([nets.G(label[s], z[s]) for s in _chunks(label.shape[0], chunk)])
+    return generate(nets, label, z, chunk)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, sizes.pop(), N_TEST, DATA
 FACTORS = FACTORS and DATASET == "synthscenes"
 for name, nets in models.items():
     print(f"{name}: variant {nets.variant}, {trained(nets)}"
-          + ("" if ev.has_latents(nets) else " (no latents: one image per mask, diversity 0 by construction)"))
+          + ("" if nets.spec.takes_latents else " (no latents: one image per mask, diversity 0 by construction)"))
 print(f"{len(indices)} masks x K = {K} samples on {device}")
 
 # %%

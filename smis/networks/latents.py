@@ -186,6 +186,11 @@ class LatentSpec:
         return len(self.layers) > 0 and self.z_dim_local > 0
 
     @property
+    def takes_latents(self) -> bool:
+        """False for `gaugan`: G takes no codes (one image per mask); True when there is z1 or zc."""
+        return self.z_dim > 0 or self.has_class_codes
+
+    @property
     def code_classes(self) -> int:
         """K, the size of the class axis of `zc`."""
         return self.num_classes if self.classwise else 1
@@ -211,7 +216,7 @@ class LatentSpec:
         """Raise a clear error unless `z` is what a network of this spec takes for a batch of B:
         z (B, N1) iff z_dim > 0, zc (B, L, K, N) iff it has class codes. Shapes only (no device sync)."""
         fix = "build codes with Latents.prior(G.spec, label) or this model's encoder"
-        needs = self.z_dim > 0 or self.has_class_codes
+        needs = self.takes_latents
         if z is None:
             if needs:
                 raise ValueError(f"{who} needs latents: pass Latents.prior(nets.spec, label, generator=g) "
