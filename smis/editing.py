@@ -15,12 +15,19 @@ editing a class the mask does not contain is a ValueError naming it and the clas
     sample_images          N images for one mask in one batched generator call        (Fig. 12)
     encode / encode_dataset  encoder means of photos' codes
     style_latents          a reference's codes for shared classes, the prior elsewhere (4.4.1, Fig. 13)
-    resample, Latents.replace  new codes for chosen classes x layers, all others kept  (4.4.2, Fig. 14)
+    resample, Latents.replace  new codes for chosen classes x layers (`code_mask`), all others kept  (4.4.2, Fig. 14)
     paste_classes          copy chosen classes' pixels from the source photo (identity)
     principal_directions   PCA of each class's codes at each layer over a dataset      (4.4.3, Fig. 15)
     move / interpolate     walk one class's code along directions / between two codes
     edit_locality          share of an object edit's pixel change inside the edited region
     layer_factor_effects   colour vs texture change when one layer's code is resampled
+    editing_report         over a test set: editable_cases -> locality_summary, layer_effects (per layer)
+    layer_posteriors       per-layer KL and mean |mu| (collapsed_layers: the posterior-collapse diagnostic)
+    layer_table / locality_table / findings   the tables and "What we learnt" lines of notebook 06
+
+    nets = load_or_untrained("checkpoints/synthscenes_clvae.pt")
+    images, labels, mu = encode_dataset(nets, make_dataset("synthscenes", None, "test", size=64, length=20))
+    report = editing_report(nets, labels, mu, torch.Generator().manual_seed(0))
 
 Command line (writes the numbers the README quotes):
     python -m smis.editing --model checkpoints/synthscenes_clvae.pt --n 200 --out benchmarks/results/editing_demo.json
@@ -30,14 +37,23 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from smis.networks import Latents, LatentSpec, Networks, label_presence
-from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids
+from smis.config import get_preset
+from smis.data import make_dataset
+from smis.data.synthetic import estimate_factors
+from smis.networks import Latents, LatentSpec, Networks, build_networks, label_presence
+from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids, code_mask
+from smis.sampling import chunks, generate, prior_latents
+from smis.train import device_name, load_model   # model loading: to move to smis.models with evaluate.load_networks
+from smis.utils import atomic_write_json, resolve
+from smis.viz import to_uint8
 
 # --------------------------------------------------------------------------------------------
 # Generation and encoding
@@ -66,16 +82,26 @@ def synthesize(nets: Networks, label: torch.Tensor, latents: Latents | None) -> 
 @torch.no_grad()
 def sample_images(nets: Networks, label: torch.Tensor, n: int,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, Latents]:
-    """n prior samples for one mask (H, W) or (1, H, W): images (n, 3, H, W) and their latents."""
+    """n prior samples for one mask (H, W) or (1, H, W): images (n, 3, H, W) and their latents.
+
+    The codes are `smis.sampling.prior_latents` with `generator` (torch's global one when None):
+    the same draws as `Latents.prior` of the mask expanded n times; the images one generator call."""
     label = _labels(label, nets.spec.num_classes)
     if label.shape[0] != 1:
         raise ValueError(f"sample_images takes one mask, got a batch of {label.shape[0]}; loop over masks "
                          "or pass label[i]")
     if n < 1:
         raise ValueError(f"n={n} must be >= 1")
-    labels = label.expand(n, -1, -1)                                       # (n, H, W), no copy
-    latents = Latents.prior(nets.spec, labels, generator=generator)
-    return nets.G(labels, latents), latents
+    generator = _global_generator(label.device) if generator is None else generator
+    latents = prior_latents(nets, label, n, generator)                     # the n codes: one draw from generator
+    return generate(nets, label.expand(n, -1, -1), latents, chunk=n), latents   # one generator call
+
+
+def _global_generator(device: torch.device) -> torch.Generator:
+    """torch's global generator of `device` (what generator=None draws from)."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.default_generator
 
 
 @torch.no_grad()
@@ -111,21 +137,7 @@ def encode_dataset(nets: Networks, dataset, n: int | None = None, batch_size: in
 
 
 # --------------------------------------------------------------------------------------------
-# Which codes an edit touches
-
-
-def code_mask(shape: tuple[int, int], classes: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-              device: torch.device | str | None = None) -> torch.Tensor:
-    """(L, K) bool: True at `classes` x `layers` (None = all, [] = none) of a zc with shape (., L, K, .).
-
-    Ids must be integers in [0, K) / [0, L) (`check_class_ids` / `check_layer_ids`). Presence in a
-    mask is not checked here (no mask is given): the editing functions check it."""
-    L, K = shape
-    pick = torch.zeros(L, K, dtype=torch.bool, device=device)
-    rows = torch.arange(L, device=pick.device) if layers is None else check_layer_ids(layers, L, pick.device)
-    cols = torch.arange(K, device=pick.device) if classes is None else check_class_ids(classes, K, pick.device)
-    pick[rows[:, None], cols[None, :]] = True
-    return pick
+# Which codes an edit touches (the (L, K) selection of one edit is `code_mask`, from smis.networks.latents)
 
 
 def shared_classes(label: torch.Tensor, ref_label: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -162,11 +174,13 @@ def style_latents(spec: LatentSpec, label: torch.Tensor, reference: Latents, ref
         z = reference.z.to(prior.z.dtype).expand_as(prior.z).clone()
     if prior.zc is None:
         if classes or layers:
-            raise ValueError("this variant has no class codes: only the global code can be taken (classes=None, layers=None)")
+            raise ValueError("this variant has no class codes: only the global code can be taken "
+                             "(classes=None, layers=None)")
         return Latents(z)
     _need_codes(reference, "style_latents")
     if reference.zc.shape[1:] != prior.zc.shape[1:]:
-        raise ValueError(f"reference codes {tuple(reference.zc.shape)} do not match this model's {tuple(prior.zc.shape)}")
+        raise ValueError(f"reference codes {tuple(reference.zc.shape)} do not match this model's "
+                         f"{tuple(prior.zc.shape)}")
     B, L, K, _ = prior.zc.shape
     chosen = code_mask((L, K), classes, layers, label.device)                          # (L, K)
     if classes is not None:
@@ -206,7 +220,8 @@ def resample(latents: Latents, classes: Sequence[int] | None, layers: Sequence[i
     return resample_where(latents, take[None], generator, global_code)
 
 
-def paste_classes(image: torch.Tensor, source: torch.Tensor, label: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+def paste_classes(image: torch.Tensor, source: torch.Tensor, label: torch.Tensor,
+                  classes: Sequence[int]) -> torch.Tensor:
     """`image` with the pixels of `classes` copied from `source` (e.g. face and skin, to keep identity).
 
     image, source (B, 3, H, W) (source may have batch 1); label (B, H, W) or (H, W) integer ids.
@@ -308,12 +323,14 @@ def interpolate(start: Latents, end: Latents, t, classes: Sequence[int] | None =
     """A batch of len(t) latents: `classes` x `layers` codes (and z1 if global_code) lerp from start
     (t = 0) to end (t = 1); all other codes stay start's. start and end have batch 1."""
     if start.batch_size != 1 or end.batch_size != 1:
-        raise ValueError(f"interpolate takes batch-1 latents, got {start.batch_size} and {end.batch_size}; index with [i]")
+        raise ValueError(f"interpolate takes batch-1 latents, got {start.batch_size} and {end.batch_size}; "
+                         "index with [i]")
     ref = start.zc if start.zc is not None else start.z
     t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device).reshape(-1)   # (T,)
     lerp = lambda a, b, w: None if a is None else torch.lerp(a, b.to(a), w)   # exact at t = 0 and t = 1
     mid = Latents(lerp(start.z, end.z, t[:, None]) if start.z is not None else None,
-                  lerp(start.zc, end.zc, t[:, None, None, None]), None if start.zc is None else start.present.expand(len(t), -1, -1))
+                  lerp(start.zc, end.zc, t[:, None, None, None]),
+                  None if start.zc is None else start.present.expand(len(t), -1, -1))
     return start.expand(len(t)).replace(mid, classes=classes if start.zc is not None else [],
                                         layers=layers if start.zc is not None else [], global_code=global_code)
 
@@ -467,9 +484,6 @@ def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, 
     factors from pixels (default: SynthScenes' `estimate_factors`; the mode / texture entries need it).
     classes / layers (B,): integer ids; classes[b] must occur in label[b] (ValueError otherwise).
     """
-    from smis.data.synthetic import estimate_factors
-    from smis.viz import to_uint8
-
     estimate = estimate_factors if estimate is None else estimate
     label = _labels(label, nets.spec.num_classes)
     B = label.shape[0]
@@ -480,7 +494,8 @@ def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, 
     before, after = (both[:B] + 1) / 2, (both[B:] + 1) / 2                  # [0, 1]
     shift = (_region_stats(after, region) - _region_stats(before, region)).norm(dim=1)
     eps = 1e-6
-    hf = (torch.log2(high_frequency_energy(after, region) + eps) - torch.log2(high_frequency_energy(before, region) + eps)).abs()
+    hf = (torch.log2(high_frequency_energy(after, region) + eps)
+          - torch.log2(high_frequency_energy(before, region) + eps)).abs()
     out = {"colour_shift": shift.cpu().numpy(), "hf_change": hf.cpu().numpy()}
     lab_np, cls_np = label.cpu().numpy(), classes.cpu().numpy()
     m0, t0 = _estimate(to_uint8(both[:B]), lab_np, cls_np, estimate)
@@ -497,54 +512,98 @@ def edit_cases(label: torch.Tensor, num_classes: int, min_pixels: int = 48) -> t
     return torch.nonzero(counts >= min_pixels, as_tuple=True)
 
 
-@torch.no_grad()
-def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, generator: torch.Generator,
-                   batch_size: int = 64, min_pixels: int = 48) -> dict:
-    """Edit locality over every (image, class) case and, for class-code models, the colour / texture
-    effect of each layer. labels (M, H, W), latents (M, ...) (encoder means). Returns plain floats."""
-    samples, classes = edit_cases(labels, nets.spec.num_classes, min_pixels)
-    has_codes = latents.zc is not None
-    if has_codes and latents.zc.shape[2] > 1:          # drop cases the codes mark absent: case_mask refuses them
+def editable_cases(labels: torch.Tensor,           # (M, H, W) class ids
+                   latents: Latents,               # (M, ...) the photos' codes (encoder means)
+                   num_classes: int,               # C
+                   min_pixels: int = 48,           # a class must cover at least this many pixels
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`edit_cases` less the cases whose class the codes mark absent at every layer (`case_mask` refuses
+    those; it happens where a class is in the mask but too small for every latent layer's grid):
+    (sample ids, class ids), each (cases,)."""
+    samples, classes = edit_cases(labels, num_classes, min_pixels)
+    if latents.zc is not None and latents.zc.shape[2] > 1:
         dev = latents.present.device
         seen = latents.present[samples.to(dev), :, classes.to(dev)].any(-1).to(samples.device)   # (cases,)
         samples, classes = samples[seen], classes[seen]
-    acc: dict[str, list] = {}
-    for s in range(0, len(samples), batch_size):                          # batches of cases
-        i, c = samples[s:s + batch_size], classes[s:s + batch_size]
-        r = edit_locality(nets, labels[i], latents[i], c, generator=generator, global_code=not has_codes)
-        for k, v in r.items():
-            acc.setdefault(k, []).append(v.cpu())
-    loc = {k: torch.cat(v) for k, v in acc.items()}
+    return samples, classes
+
+
+def _batched(measure: Callable[[slice], dict], n: int, batch_size: int, cat: Callable) -> dict:
+    """Run measure(s) over chunks s of range(n) and join each returned entry with `cat`."""
+    parts = [measure(s) for s in chunks(n, batch_size)]                  # batches of cases
+    return {k: cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def locality_summary(nets: Networks, labels: torch.Tensor, latents: Latents, samples: torch.Tensor,
+                     classes: torch.Tensor, generator: torch.Generator, batch_size: int = 64) -> dict[str, float]:
+    """`edit_locality` of every case (sample samples[j], class classes[j]; all its codes resampled, or the
+    global code for a variant without class codes), in batches of cases drawing from `generator` in order.
+    Returns the means of inside / near / area / change over the cases that changed the image, and the
+    median of inside ("inside_median"), as plain floats."""
+    def measure(s):
+        i = samples[s]
+        r = edit_locality(nets, labels[i], latents[i], classes[s], generator=generator, global_code=latents.zc is None)
+        return {k: v.cpu() for k, v in r.items()}
+    loc = _batched(measure, len(samples), batch_size, torch.cat)         # (cases,) each
     ok = loc["change"] > 0
-    report = {"cases": int(len(samples)), "images": int(labels.shape[0]),
-              "edit": "resample one class's codes at every layer" if has_codes else "resample the global code (no class codes)",
-              "locality": {k: float(loc[k][ok].mean()) for k in ("inside", "near", "area", "change")}
-              | {"inside_median": float(loc["inside"][ok].median())}}
-    if not has_codes:
-        return report
-    L = latents.zc.shape[1]
-    present = nets.spec.presence(labels)[samples, :, classes]             # (cases, L) class at that CSE block's scale
-    per_layer = []
-    cases_i = samples.repeat_interleave(L)                                  # every case at every layer
+    return ({k: float(loc[k][ok].mean()) for k in ("inside", "near", "area", "change")}
+            | {"inside_median": float(loc["inside"][ok].median())})
+
+
+def layer_cases(nets: Networks, labels: torch.Tensor, samples: torch.Tensor, classes: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every case (samples[j], classes[j]) at every latent layer where the class is visible at that layer's
+    scale (`LatentSpec.presence`): (sample ids, class ids, layer positions), case-major."""
+    L = len(nets.spec.layers)
+    present = nets.spec.presence(labels)[samples, :, classes]            # (cases, L) class at that CSE block's scale
+    cases_i = samples.repeat_interleave(L)                                # every case at every layer
     cases_c = classes.repeat_interleave(L)
     cases_l = torch.arange(L, device=samples.device).repeat(len(samples))
     keep = present.reshape(-1)
-    cases_i, cases_c, cases_l = cases_i[keep], cases_c[keep], cases_l[keep]
-    acc = {}
-    for s in range(0, len(cases_i), batch_size):
-        i, c, l = cases_i[s:s + batch_size], cases_c[s:s + batch_size], cases_l[s:s + batch_size]
-        r = layer_factor_effects(nets, labels[i], latents[i], c, l, generator)
-        for k, v in r.items():
-            acc.setdefault(k, []).append(v)
-    eff = {k: np.concatenate(v) for k, v in acc.items()}
+    return cases_i[keep], cases_c[keep], cases_l[keep]
+
+
+@torch.no_grad()
+def layer_effects(nets: Networks, labels: torch.Tensor, latents: Latents, samples: torch.Tensor,
+                  classes: torch.Tensor, generator: torch.Generator, batch_size: int = 64) -> list[dict]:
+    """`layer_factor_effects` of every case at every layer where its class is visible (`layer_cases`),
+    in batches drawing from `generator` in order, summarised per latent layer: one row per layer l with
+    its encoder layer, the number of cases and the mean (NaN-skipping) colour shift, hf change and the
+    shares of edits whose colour mode / texture kind changed."""
+    cases_i, cases_c, cases_l = layer_cases(nets, labels, samples, classes)
+    def measure(s):
+        i = cases_i[s]
+        return layer_factor_effects(nets, labels[i], latents[i], cases_c[s], cases_l[s], generator)
+    eff = _batched(measure, len(cases_i), batch_size, np.concatenate)   # (layer cases,) each
     lay = cases_l.cpu().numpy()
-    for l in range(L):                                                      # summary table rows
+    rows = []
+    for l in range(len(nets.spec.layers)):                              # summary table rows
         m = lay == l
         row = {"layer": l, "encoder_layer": int(nets.spec.layers[l]), "cases": int(m.sum())}
         for k in ("colour_shift", "hf_change", "mode_changed", "texture_changed"):
             row[k] = float(np.nanmean(eff[k][m])) if m.any() else float("nan")
-        per_layer.append(row)
-    report["layers"] = per_layer
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, generator: torch.Generator,
+                   batch_size: int = 64, min_pixels: int = 48) -> dict:
+    """Edit locality over every (image, class) case (`editable_cases`, `locality_summary`) and, for
+    class-code models, the colour / texture effect of each layer (`layer_effects`), drawing from
+    `generator` in that order. labels (M, H, W), latents (M, ...) (encoder means). Returns plain data:
+    {"cases", "images", "edit", "locality"} and, with class codes, "layers" (one row per latent layer)."""
+    samples, classes = editable_cases(labels, latents, nets.spec.num_classes, min_pixels)
+    if not len(samples):
+        raise ValueError(f"editing_report: no class covers {min_pixels} pixels in any of the {labels.shape[0]} masks, "
+                         "so there is nothing to edit. Fix: pass more or larger masks, or a smaller min_pixels")
+    has_codes = latents.zc is not None
+    edit = "resample one class's codes at every layer" if has_codes else "resample the global code (no class codes)"
+    report = {"cases": int(len(samples)), "images": int(labels.shape[0]), "edit": edit,
+              "locality": locality_summary(nets, labels, latents, samples, classes, generator, batch_size)}
+    if has_codes:
+        report["layers"] = layer_effects(nets, labels, latents, samples, classes, generator, batch_size)
     return report
 
 
@@ -574,8 +633,6 @@ def layer_table(nets: Networks, report: dict, posteriors: dict[str, np.ndarray] 
     from and the generator blocks it feeds (`Generator.code_index`), with `editing_report`'s per-layer
     effects (colour shift, colour-mode / texture-kind change, hf change) and, given `layer_posteriors`,
     the layer's KL and mean |mu|. A pandas DataFrame indexed by latent layer."""
-    import pandas as pd
-
     if "layers" not in report:
         raise ValueError("this report has no per-layer rows (a model without class codes); pass a clvae report")
     blocks = {l: [b for b, i in nets.G.code_index.items() if i == l] for l in range(len(nets.spec.layers))}
@@ -589,13 +646,83 @@ def layer_table(nets: Networks, report: dict, posteriors: dict[str, np.ndarray] 
                              "hf_change": "hf change"})
 
 
-def main(argv=None) -> int:
-    from smis.data import make_dataset
-    from smis.train import device_name, load_model
-    from smis.utils import atomic_write_json, resolve
+COLLAPSE_KL = 0.05      # a latent layer whose KL (`layer_posteriors`) is below this has collapsed to the prior
 
+
+def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"
+                     threshold: float = COLLAPSE_KL,
+                     ) -> list[int]:
+    """The posterior-collapse diagnostic: latent layers whose KL is below `threshold` (their codes carry
+    nothing about the photo)."""
+    return [int(l) for l, v in enumerate(np.asarray(kl, dtype=float)) if v < threshold]
+
+
+def locality_table(reports: dict[str, dict]) -> pd.DataFrame:
+    """One row per model of `editing_report`s {name: report}: cases, inside, near, area, change,
+    inside_median (the edit-locality table of notebook 06)."""
+    t = pd.DataFrame({k: {**r["locality"], "cases": r["cases"]} for k, r in reports.items()}).T
+    t.index.name = "model"
+    return t[["cases", "inside", "near", "area", "change", "inside_median"]]
+
+
+def findings(reports: dict[str, dict],            # {"clvae": editing_report, optional "gaugan_vae": baseline's}
+             layers: pd.DataFrame,                 # layer_table(nets, reports["clvae"], posteriors) (as shown)
+             editor_ms: float | None = None,       # median editor slider update, ms (`Editor.latency_table`)
+             threads: int | None = None,           # torch threads the editor ran with
+             ) -> list[str]:
+    """The "What we learnt" lines of notebook 06, from this run's numbers: edit locality (against the
+    baseline's when given), what the coarsest and finest latent layers change, whether the paper's split
+    (coarse codes move colour, fine codes move texture) appears, collapsed layers, the editor's latency."""
+    loc = reports["clvae"]["locality"]
+    lines = [f"- Object edits are local: resampling one class's codes puts {100 * loc['inside']:.0f} % of the pixel "
+             f"change inside the object (which covers {100 * loc['area']:.0f} % of the image on average) and "
+             f"{100 * loc['near']:.0f} % within 2 pixels of it"
+             + (f"; the baseline without class codes puts {100 * reports['gaugan_vae']['locality']['inside']:.0f} % "
+                "inside" if "gaugan_vae" in reports else "") + "."]
+    deep, fine = layers.iloc[-1], layers.iloc[0]
+    L = len(layers)
+    lines.append(f"- Coarsest latent layer ({L - 1}, encoder layer {int(deep['encoder layer'])}, feeds "
+                 f"{deep['generator blocks']}): colour mode changed in {100 * deep['colour mode changed']:.0f} % of "
+                 f"edits, texture kind in {100 * deep['texture kind changed']:.0f} %, KL {deep['KL']:.3f}. Finest (0, "
+                 f"encoder layer {int(fine['encoder layer'])}, feeds {fine['generator blocks']}): colour "
+                 f"{100 * fine['colour mode changed']:.0f} %, texture {100 * fine['texture kind changed']:.0f} %, "
+                 f"KL {fine['KL']:.3f}.")
+    collapsed = [int(layers.index[j]) for j in collapsed_layers(layers["KL"].to_numpy())]
+    split = (deep["colour mode changed"] > deep["texture kind changed"]
+             and fine["texture kind changed"] > deep["texture kind changed"])
+    lines.append("- The paper's split (coarse codes move colour, fine codes move texture) "
+                 + ("**appears** here." if split else "**does not appear** here.")
+                 + (f" Latent layers {collapsed} have collapsed to the prior (KL < {COLLAPSE_KL}): their codes carry "
+                    "nothing." if collapsed else f" No latent layer has collapsed (every KL >= {COLLAPSE_KL})."))
+    if editor_ms is not None:
+        lines.append(f"- Editor: median {editor_ms:.0f} ms per slider update here "
+                     f"({threads} thread(s)), against a 150 ms interactive budget.")
+    return lines
+
+
+def load_or_untrained(source: str | Path,       # an exported model or training checkpoint; "": untrained
+                      variant: str = "clvae",    # the untrained model's variant
+                      dataset: str = "synthscenes",   # the untrained model's preset
+                      seed: int = 0,             # torch.manual_seed before building the untrained model
+                      device: str | torch.device | None = "cpu",
+                      ) -> Networks:
+    """The model to edit: `smis.train.load_model(source)`, or for source "" an UNTRAINED seeded one
+    (right shapes, meaningless images: it checks the machinery only; instance norm, so no running
+    statistics). A missing file is a FileNotFoundError naming the fix."""
+    if not source:
+        torch.manual_seed(seed)
+        return build_networks(variant, get_preset(dataset, norm_G="instance"), discriminator=False).eval()
+    path = resolve(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{source} not found. Fix: run `python scripts/train_demo_models.py` (about two hours "
+                                "on 2 CPU cores), pass an exported model, or '' for an untrained one")
+    return load_model(path, device)
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", nargs="+", default=["checkpoints/synthscenes_clvae.pt", "checkpoints/synthscenes_gaugan_vae.pt"])
+    p.add_argument("--model", nargs="+",
+                   default=["checkpoints/synthscenes_clvae.pt", "checkpoints/synthscenes_gaugan_vae.pt"])
     p.add_argument("--n", type=int, default=200, help="SynthScenes test images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -612,7 +739,8 @@ def main(argv=None) -> int:
         _, labels, mu = encode_dataset(nets, ds)
         g = torch.Generator().manual_seed(a.seed)
         rep = editing_report(nets, labels, mu, g)
-        rep.update(variant=nets.variant, step=(getattr(nets, "meta", {}) or {}).get("step"), seconds=round(time.time() - t0, 1))
+        rep.update(variant=nets.variant, step=(getattr(nets, "meta", {}) or {}).get("step"),
+                   seconds=round(time.time() - t0, 1))
         results["models"][str(path)] = rep
         print(f"{path}: {rep['locality']}")
         for row in rep.get("layers", []):

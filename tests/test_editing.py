@@ -5,14 +5,16 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from smis import editing
+from smis import editing, sampling
 from smis.config import get_preset
 from smis.networks import Latents, build_networks, cse_map
 
-TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")   # instance: no untrained running stats
+# instance norm: no untrained running stats
+TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
 C = 10
 
 
@@ -42,6 +44,13 @@ def test_sample_images_is_one_batched_call_of_the_prior(nets):
     images, lat = editing.sample_images(nets, label[0], 4, torch.Generator().manual_seed(5))
     ref = Latents.prior(nets.spec, label.expand(4, -1, -1), generator=torch.Generator().manual_seed(5))
     assert torch.equal(lat.zc, ref.zc) and torch.equal(lat.z, ref.z)
+    # the codes come from smis.sampling, which draws for label.repeat_interleave(n, 0): the same numbers
+    via = sampling.prior_latents(nets, label, 4, torch.Generator().manual_seed(5))
+    assert torch.equal(via.zc, ref.zc) and torch.equal(via.z, ref.z) and torch.equal(via.present, ref.present)
+    torch.manual_seed(11)                                                 # generator=None: torch's global generator
+    _, glob = editing.sample_images(nets, label[0], 2)
+    torch.manual_seed(11)
+    assert torch.equal(glob.zc, Latents.prior(nets.spec, label.expand(2, -1, -1)).zc)
     with torch.no_grad():
         assert torch.allclose(images, nets.G(label.expand(4, -1, -1), ref), atol=1e-6)
     flat = images.flatten(1)
@@ -169,7 +178,8 @@ def test_interpolate_lerps_only_the_chosen_codes(data):
     assert torch.equal(out.zc[2, 4, 1], lat.zc[1, 4, 1])
     rest = torch.ones(lat.zc.shape[1:3], dtype=torch.bool)
     rest[4, 1] = False
-    assert torch.equal(out.zc[:, rest], lat.zc[0, rest].expand(3, -1, -1)) and torch.equal(out.z, lat.z[0].expand(3, -1))
+    assert torch.equal(out.zc[:, rest], lat.zc[0, rest].expand(3, -1, -1))
+    assert torch.equal(out.z, lat.z[0].expand(3, -1))
     with pytest.raises(ValueError, match="batch-1"):
         editing.interpolate(lat, lat, [0.5])
 
@@ -195,7 +205,8 @@ def fake_nets(kind: str, L: int = 2, K: int = C, N: int = 3):
     'global' adds the mean of all codes everywhere; 'factors' uses layer 1 as colour, layer 0 as the
     amplitude of a fine checker (texture)."""
     spec = SimpleNamespace(num_classes=K, layers=tuple(range(1, L + 1)), z_dim=4, z_dim_local=N, has_class_codes=True,
-                           code_classes=K, classwise=True, presence=lambda lab: torch.ones(lab.shape[0], L, K, dtype=torch.bool))
+                           code_classes=K, classwise=True,
+                           presence=lambda lab: torch.ones(lab.shape[0], L, K, dtype=torch.bool))
 
     def G(label, z):
         if kind == "local":
@@ -212,7 +223,8 @@ def fake_nets(kind: str, L: int = 2, K: int = C, N: int = 3):
 
 def fake_latents(B, L=2, K=C, N=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Latents(torch.randn(B, 4, generator=g), torch.randn(B, L, K, N, generator=g), torch.ones(B, L, K, dtype=torch.bool))
+    return Latents(torch.randn(B, 4, generator=g), torch.randn(B, L, K, N, generator=g),
+                   torch.ones(B, L, K, dtype=torch.bool))
 
 
 def test_edit_locality_is_one_for_a_local_generator_and_area_for_a_global_one():
@@ -226,7 +238,8 @@ def test_edit_locality_is_one_for_a_local_generator_and_area_for_a_global_one():
     assert torch.allclose(r["inside"], torch.full((4,), 0.25), atol=1e-5)     # spread evenly: the area share
     assert (r["near"] > r["inside"]).all()
     # editing only layer 0 of the local generator: still inside; and the right codes were changed
-    r0 = editing.edit_locality(fake_nets("local"), label, lat, cls, layers=[0], generator=torch.Generator().manual_seed(0))
+    r0 = editing.edit_locality(fake_nets("local"), label, lat, cls, layers=[0],
+                               generator=torch.Generator().manual_seed(0))
     assert torch.allclose(r0["inside"], torch.ones(4))
 
 
@@ -251,8 +264,9 @@ def test_layer_factor_effects_separate_colour_and_texture_layers():
         calls.append(image.dtype)
         reg = lab == 0
         return {0: {"colour_mode": int(image[reg].mean(0).argmax()), "texture": "flat"}}
-    texture = editing.layer_factor_effects(fake_nets("factors"), label, lat, cls, torch.zeros(6, dtype=torch.long), g, estimate)
-    colour = editing.layer_factor_effects(fake_nets("factors"), label, lat, cls, torch.ones(6, dtype=torch.long), g, estimate)
+    fine, coarse = torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.long)
+    texture = editing.layer_factor_effects(fake_nets("factors"), label, lat, cls, fine, g, estimate)
+    colour = editing.layer_factor_effects(fake_nets("factors"), label, lat, cls, coarse, g, estimate)
     assert np.allclose(texture["colour_shift"], 0, atol=0.05) and (colour["colour_shift"] > 0.05).mean() > 0.8
     assert (texture["hf_change"] > 0.05).mean() > 0.8
     assert colour["colour_shift"].mean() > 5 * texture["colour_shift"].mean()
@@ -283,6 +297,57 @@ def test_editing_report_on_a_tiny_model(nets):
     assert list(table.index) == list(range(5)) and list(table["encoder layer"]) == [1, 2, 3, 4, 5]
     assert list(table["generator blocks"]) == ["up_2", "up_1", "up_0", "G_middle_0, G_middle_1", "head_0"]
     assert np.allclose(table["KL"], post["kl"]) and (table["mean |mu|"] >= 0).all()
+    # the report is the composition of its named steps, drawing from one generator in this order
+    g = torch.Generator().manual_seed(0)
+    s, c = editing.editable_cases(labels, mu, C)
+    assert torch.equal(s, samples) and torch.equal(c, classes)            # every class of these masks is coded
+    assert editing.locality_summary(nets, labels, mu, s, c, g, batch_size=64) == rep["locality"]
+    assert editing.layer_effects(nets, labels, mu, s, c, g, batch_size=64) == rep["layers"]
+    i, cc, ll = editing.layer_cases(nets, labels, s, c)
+    per_layer = torch.tensor([r["cases"] for r in rep["layers"]])
+    assert len(i) == len(cc) == per_layer.sum() and torch.equal(torch.bincount(ll, minlength=5), per_layer)
+    # notebook 06's tables and "What we learnt" lines come from the library
+    loc = editing.locality_table({"clvae": rep})
+    assert list(loc.columns) == ["cases", "inside", "near", "area", "change", "inside_median"]
+    assert loc.loc["clvae", "cases"] == rep["cases"] and loc.loc["clvae", "inside"] == rep["locality"]["inside"]
+    lines = editing.findings({"clvae": rep}, table.round(3), editor_ms=41.6, threads=2)
+    assert len(lines) == 4 and all(line.startswith("- ") for line in lines)
+    assert f"{100 * rep['locality']['inside']:.0f} % of the pixel change inside" in lines[0]
+    assert "baseline" not in lines[0] and "median 42 ms per slider update here (2 thread(s))" in lines[3]
+    assert len(editing.findings({"clvae": rep, "gaugan_vae": rep}, table.round(3))) == 3
+    assert "the baseline without class codes puts" in editing.findings({"clvae": rep, "gaugan_vae": rep}, table)[0]
+    with pytest.raises(ValueError, match="no class covers 10000 pixels"):
+        editing.editing_report(nets, labels, mu, g, min_pixels=10000)
+
+
+def test_collapsed_layers_is_the_posterior_collapse_diagnostic():
+    assert editing.collapsed_layers(np.array([0.01, 0.3, 0.049, 0.05])) == [0, 2]
+    assert editing.collapsed_layers([1.0, 2.0]) == [] and editing.collapsed_layers([0.2, 0.1], threshold=0.15) == [1]
+    kl = pd.DataFrame({"KL": [0.3, 0.001]}).round(3)["KL"].to_numpy()
+    assert editing.collapsed_layers(kl) == [1]
+
+
+def test_findings_say_whether_the_papers_split_appears():
+    rep = {"locality": {"inside": 0.8, "near": 0.9, "area": 0.2}}
+    layers = pd.DataFrame({"encoder layer": [1, 5], "generator blocks": ["up_2", "head_0"],
+                           "colour mode changed": [0.1, 0.6], "texture kind changed": [0.5, 0.2], "KL": [0.2, 0.01]})
+    lines = editing.findings({"clvae": rep}, layers)
+    assert lines[0].startswith("- Object edits are local: resampling one class's codes puts 80 % of the pixel change")
+    assert "colour mode changed in 60 % of edits, texture kind in 20 %, KL 0.010" in lines[1]
+    assert "**appears** here. Latent layers [1] have collapsed to the prior (KL < 0.05)" in lines[2]
+    layers["texture kind changed"] = [0.1, 0.2]
+    layers["KL"] = [0.2, 0.3]
+    assert "**does not appear** here. No latent layer has collapsed (every KL >= 0.05)." in editing.findings(
+        {"clvae": rep}, layers)[2]
+
+
+def test_load_or_untrained(tmp_path):
+    a, b = editing.load_or_untrained("", seed=3), editing.load_or_untrained("", seed=3)
+    assert a.variant == "clvae" and not a.G.training
+    assert all(torch.equal(p, q) for p, q in zip(a.G.parameters(), b.G.parameters()))   # seeded
+    assert editing.load_or_untrained("", "gaugan_vae").spec.has_class_codes is False
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt not found\. Fix: run `python scripts/train_demo_models"):
+        editing.load_or_untrained(str(tmp_path / "missing.pt"))
 
 
 # -- argument validation: one rule for ids and label maps, absent classes are errors -----------------
@@ -352,4 +417,5 @@ def test_editing_a_class_absent_from_the_mask_is_an_error(nets, data):
                                          r"\(it has classes \[4, 5, 6, 7\]\)"):
         editing.edit_locality(fake_nets("local"), four, fake_latents(2), torch.tensor([1, 1]))
     with pytest.raises(ValueError, match=r"layer_factor_effects: class 0 is absent from the mask of sample 1"):
-        editing.layer_factor_effects(fake_nets("factors"), four, fake_latents(2), torch.tensor([0, 0]), torch.tensor([0, 1]))
+        editing.layer_factor_effects(fake_nets("factors"), four, fake_latents(2), torch.tensor([0, 0]),
+                                     torch.tensor([0, 1]))

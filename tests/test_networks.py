@@ -10,7 +10,7 @@ from smis.config import PRESETS, get_preset
 from smis.losses import d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_divergence, PerceptualLoss
 from smis.networks import (BLOCK_LAYER, VARIANTS, Latents, LatentSpec, build_networks, classwise_max_pool,
                            cse_map, one_hot, resize_labels)
-from smis.networks.latents import check_class_ids, check_label, check_layer_ids
+from smis.networks.latents import check_class_ids, check_label, check_layer_ids, code_mask
 
 TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4)
 
@@ -405,6 +405,35 @@ def test_replace_chosen_classes_and_layers():
         a.replace(b, classes=[4])
     with pytest.raises(ValueError, match="out of range"):
         a.replace(b, layers=[3])
+
+
+def test_code_mask_is_the_one_class_by_layer_selection():
+    """One rule for `Latents.replace` and every edit of smis.editing: None = all, [] = none, integer ids in
+    [0, K) / [0, L); negative ids are errors (never counted from the end), like ids past the end."""
+    m = code_mask((3, 4), classes=[1, 3], layers=[0, 2])
+    want = torch.zeros(3, 4, dtype=torch.bool)
+    want[0, 1] = want[0, 3] = want[2, 1] = want[2, 3] = True
+    assert m.dtype == torch.bool and torch.equal(m, want)
+    assert code_mask((3, 4)).all() and not code_mask((3, 4), classes=[]).any()
+    assert not code_mask((3, 4), layers=[]).any()
+    assert torch.equal(code_mask((3, 4), classes=torch.tensor([[2]]), layers=np.int64(1)),
+                       torch.zeros(3, 4, dtype=torch.bool).index_put_((torch.tensor([1]), torch.tensor([2])),
+                                                                      torch.tensor(True)))
+    assert torch.equal(code_mask((3, 4), classes=[1, 1]), code_mask((3, 4), classes=[1]))   # repeats: the same pick
+    with pytest.raises(ValueError, match=r"classes \[-1\] out of range: the codes have K = 4 classes; use 0\.\.3"):
+        code_mask((3, 4), classes=[-1])
+    with pytest.raises(ValueError, match=r"layers \[-1\] out of range.*0\.\.2.*negative ids are errors"):
+        code_mask((3, 4), layers=[-1])
+    with pytest.raises(TypeError, match="integer id"):
+        code_mask((3, 4), classes=[1.0])
+    # Latents.replace selects exactly code_mask's codes
+    spec = LatentSpec(3, 2, 4, (1, 2, 3))
+    label = block_label(2, 64, 64, 4, cell=8)                             # every class in every sample
+    a = Latents.prior(spec, label, torch.Generator().manual_seed(0))
+    b = Latents.prior(spec, label, torch.Generator().manual_seed(1))
+    for classes, layers in (([1, 3], [0, 2]), (None, [1]), ([2], None), ([], None)):
+        pick = code_mask((3, 4), classes, layers)[None, :, :, None]
+        assert torch.equal(a.replace(b, classes, layers).zc, torch.where(pick, b.zc, a.zc))
 
 
 # -- errors ------------------------------------------------------------------------------------------

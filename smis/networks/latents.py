@@ -16,6 +16,8 @@ The one validation rule for ids, used by the generator, `smis.editing` and the e
 - `check_class_ids` / `check_layer_ids`: class ids and layer positions are integers (Python or
   numpy ints, integer tensors; bool and float refused, even 1.0) in [0, K) / [0, L); negative ids
   are errors, never counted from the end;
+- `code_mask`: the one class x layer selection ((L, K) bool) under that rule, for
+  `Latents.replace` and every edit of `smis.editing`;
 - `check_classes_present`: editing a class that the mask does not contain is an error, not a
   silent no-op;
 - `LatentSpec.check_latents`: a `Latents` fits a network's spec and the label batch.
@@ -138,6 +140,30 @@ def check_layer_ids(layers,                           # int, sequence of ints or
     _check_range(ids, num_layers, what, f"the codes have L = {num_layers} latent layers; use 0..{num_layers - 1} "
                                         "(0 = shallowest / texture, L-1 = deepest / colour)")
     return ids if device is None else ids.to(device)
+
+
+def code_mask(shape: tuple[int, int],                  # (L, K) of a zc (B, L, K, N)
+              classes=None,                            # class ids (check_class_ids); None = all, [] = none
+              layers=None,                             # positions on the L axis (check_layer_ids); None = all
+              device: torch.device | str | None = None,
+              ) -> torch.Tensor:
+    """The one class x layer selection: (L, K) bool, True at `classes` x `layers`.
+
+    Used by `Latents.replace` and every edit of `smis.editing` (resample, style_latents, the
+    measurements). Ids follow `check_class_ids` / `check_layer_ids`: integers in [0, K) / [0, L);
+    a negative id is a ValueError (never counted from the end), like an id >= K. Presence in a mask
+    is not checked here (no mask is given): see `check_classes_present`.
+
+        code_mask((5, 10), classes=[1, 3], layers=[4])    # class 1 and 3 at the deepest of 5 layers
+    """
+    L, K = shape
+    rows = torch.ones(L, dtype=torch.bool, device=device)                 # (L,)
+    cols = torch.ones(K, dtype=torch.bool, device=device)                 # (K,)
+    if layers is not None:
+        rows = torch.zeros_like(rows).index_fill_(0, check_layer_ids(layers, L, rows.device), True)
+    if classes is not None:
+        cols = torch.zeros_like(cols).index_fill_(0, check_class_ids(classes, K, cols.device), True)
+    return rows[:, None] & cols[None, :]                                  # (L, K)
 
 
 def check_classes_present(present: torch.Tensor,     # (B, L, K) bool, `Latents.present`
@@ -365,8 +391,8 @@ class Latents:
         classes: class ids (None = all, [] = none); layers: positions on the L axis of `zc` (0 = the
         shallowest latent layer, see `LatentSpec.layers`; None = all); global_code: also take z.
         `other` may have batch 1 (broadcast to this batch). `present` stays this sample's.
-        Ids follow `check_class_ids` / `check_layer_ids`: integers in [0, K) / [0, L) (TypeError for
-        bool / float, ValueError out of range; -1 is an error, not the last class). A listed class
+        The selection is `code_mask` (integer ids in [0, K) / [0, L): TypeError for bool / float,
+        ValueError out of range; -1 is an error, not the last class). A listed class
         that no sample of `self` has in its mask (`present` false at every layer) is a ValueError
         naming it and the classes present: replacing its code would change nothing.
         """
@@ -378,16 +404,12 @@ class Latents:
         else:
             if self.zc is None or other.zc is None:
                 raise ValueError("replace needs class codes on both sides (one Latents has zc=None)")
-            B, L, K, _ = self.zc.shape
+            _, L, K, _ = self.zc.shape
             if other.zc.shape[1:] != self.zc.shape[1:]:
                 raise ValueError(f"class codes differ in shape: {tuple(other.zc.shape)} vs {tuple(self.zc.shape)}")
-            device = self.zc.device
-            rows = torch.arange(L, device=device) if layers is None else check_layer_ids(layers, L, device)
-            cols = torch.arange(K, device=device) if classes is None else check_class_ids(classes, K, device)
+            pick = code_mask((L, K), classes, layers, self.zc.device)     # (L, K)
             if classes is not None:
-                check_classes_present(self.present, cols, what="replace")
-            pick = torch.zeros(L, K, dtype=torch.bool, device=device)   # (L, K)
-            pick[rows[:, None], cols[None, :]] = True
+                check_classes_present(self.present, check_class_ids(classes, K), what="replace")
             zc = torch.where(pick[None, :, :, None], other.zc.to(self.zc.dtype), self.zc)   # (B, L, K, N)
         z = self.z
         if global_code:
