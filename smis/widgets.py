@@ -15,25 +15,27 @@ functions of `smis.editing`; tests drive the handlers from Python (set `slider.v
 from __future__ import annotations
 
 import io
+import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import ipywidgets as W
 import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 
 from smis import editing
 from smis.networks import Latents, Networks
 from smis.networks.latents import check_label
 from smis.utils import resolve
-from smis.viz import colorize, save_png, to_uint8
+from smis.viz import colorize, grid, save_png, to_uint8
 
 
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
     """(H, W, 3) uint8 -> PNG bytes, upscaled by `scale` with nearest neighbour (fast zlib level 1)."""
-    from PIL import Image
-
     if scale > 1:
         image = image.repeat(scale, 0).repeat(scale, 1)
     buf = io.BytesIO()
@@ -64,19 +66,46 @@ class Editor:
                  layer: int = 0,                         # latent layer to start with (0 = finest)
                  n_sliders: int = 3,                     # principal directions shown
                  slider_range: float = 3.0,              # slider extent, in slider units
-                 slider_unit: str = "prior",             # "prior": 1 (the prior's sd); "pca": sd of the codes along the direction
+                 slider_unit: str = "prior",             # "prior": 1 (the prior's sd); "pca": the codes' sd there
                  scale: int = 4,                         # display upscaling (nearest)
                  seed: int = 0,                          # seed of the resample / prior draws
                  out_dir: str | Path = "outputs/editor",  # where "save PNG" writes (relative to the repo root)
                  ):
+        labels = self._check_arguments(nets, images, labels, class_names, palette, codes, index, layer, slider_unit,
+                                       scale)
+        # -- state -----------------------------------------------------------------------------
+        self.nets, self.images, self.labels = nets, images, labels
+        self.class_names, self.palette, self.scale = list(class_names), palette, int(scale)
+        self.slider_unit = slider_unit
+        self.codes = codes if codes is not None else editing.encode(nets, images, self.labels)
+        self.directions = directions if directions is not None else editing.principal_directions(self.codes, n_sliders)
+        self.n_sliders = min(n_sliders, self.directions.components.shape[2])
+        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+        self.out_dir = resolve(out_dir)
+        self.history: list[tuple[int, Latents]] = []
+        self.timings: list[float] = []             # seconds per slider update, end to end
+        self.saved: list[Path] = []
+        self._quiet = False                          # set while resetting controls (`_quietly`): no edits fire
+
+        self._build_controls(index, layer, slider_range)
+        self._wire()
+        self.widget = self._layout()
+        self._load(index)
+        self.on_reference()
+
+    # -- construction --------------------------------------------------------------------------
+    @staticmethod
+    def _check_arguments(nets, images, labels, class_names, palette, codes, index, layer, slider_unit, scale
+                         ) -> torch.Tensor:
+        """Raise a ValueError naming the fix for anything the editor cannot work with; the labels as (M, H, W) long."""
         if nets.spec.z_dim_local <= 0 or not nets.spec.has_class_codes:
             raise ValueError(f"the editor needs class- and layer-wise codes; the {nets.variant!r} variant has none. "
                              "Fix: load a clvae model")
         if nets.E is None:
             raise ValueError("the editor needs an encoder to edit photos")
         if slider_unit not in ("prior", "pca"):
-            raise ValueError(f"slider_unit={slider_unit!r}: use 'prior' (steps of the prior's sd, 1) or 'pca' (of the codes' sd)")
-        self.slider_unit = slider_unit
+            raise ValueError(f"slider_unit={slider_unit!r}: use 'prior' (steps of the prior's sd, 1) or 'pca' "
+                             "(of the codes' sd)")
         if len(images) != len(labels) or len(images) == 0:
             raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) must be equally many and not empty")
         M, C = len(images), nets.spec.num_classes
@@ -97,49 +126,46 @@ class Editor:
         if codes is not None:
             if codes.batch_size != M:
                 raise ValueError(f"codes hold {codes.batch_size} photos' latents but {M} images were given; pass the "
-                                 "codes of all of them (editing.encode(nets, images, labels)) or codes=None to encode here")
+                                 "codes of all of them (editing.encode(nets, images, labels)) or codes=None to "
+                                 "encode here")
             nets.spec.check_latents(codes, M, "the editor")
-        self.nets, self.images, self.labels = nets, images, labels
-        self.class_names, self.palette, self.scale = list(class_names), palette, int(scale)
-        self.codes = codes if codes is not None else editing.encode(nets, images, self.labels)
-        self.directions = directions if directions is not None else editing.principal_directions(self.codes, n_sliders)
-        self.n_sliders = min(n_sliders, self.directions.components.shape[2])
-        self.generator = torch.Generator(device=images.device).manual_seed(seed)
-        self.out_dir = resolve(out_dir)
-        self.history: list[tuple[int, Latents]] = []
-        self.timings: list[float] = []             # seconds per slider update, end to end
-        self.saved: list[Path] = []
-        self._quiet = False                          # set while resetting controls: no edits fire
+        L = len(nets.spec.layers)
+        if not 0 <= layer < L:
+            raise ValueError(f"layer={layer} out of range: the model has {L} latent layers (0..{L - 1})")
+        return labels
 
-        # -- controls ------------------------------------------------------------------------
-        self.photo = W.Dropdown(options=[(f"photo {i}", i) for i in range(len(images))], value=index, description="photo")
+    def _build_controls(self, index: int, layer: int, slider_range: float):
+        """The widgets: photo / class / layer pickers, PCA sliders, buttons, the image views."""
+        photos = [(f"photo {i}", i) for i in range(len(self.images))]
+        self.photo = W.Dropdown(options=photos, value=index, description="photo")
         self.cls = W.Dropdown(description="class")
-        if not 0 <= layer < len(nets.spec.layers):
-            raise ValueError(f"layer={layer} out of range: the model has {len(nets.spec.layers)} latent layers (0..{len(nets.spec.layers) - 1})")
-        self.layer = W.Dropdown(options=layer_names(nets), value=layer, description="layer")
-        self.sliders = [W.FloatSlider(value=0.0, min=-slider_range, max=slider_range, step=0.1, description=f"PC{i + 1}",
-                                      continuous_update=True, readout_format=".1f") for i in range(self.n_sliders)]
+        self.layer = W.Dropdown(options=layer_names(self.nets), value=layer, description="layer")
+        self.sliders = [W.FloatSlider(value=0.0, min=-slider_range, max=slider_range, step=0.1,
+                                      description=f"PC{i + 1}", continuous_update=True, readout_format=".1f")
+                        for i in range(self.n_sliders)]
         for i, s in enumerate(self.sliders):
             s.add_class(f"smis-pc{i}")
         self.all_layers = W.Checkbox(value=False, description="all layers", indent=False)
         self.resample_button = W.Button(description="resample", tooltip="new prior codes for this class")
-        self.prior_button = W.Button(description="sample all", tooltip="every code from the prior (a new image of this mask)")
+        self.prior_button = W.Button(description="sample all",
+                                     tooltip="every code from the prior (a new image of this mask)")
         self.reset_button = W.Button(description="encode photo", tooltip="back to the photo's own codes")
-        self.reference = W.Dropdown(options=[(f"photo {i}", i) for i in range(len(images))],
-                                    value=(index + 1) % len(images), description="reference")
+        self.reference = W.Dropdown(options=photos, value=(index + 1) % len(self.images), description="reference")
         self.style_layer_only = W.Checkbox(value=False, description="this layer only", indent=False)
         self.style_global = W.Checkbox(value=True, description="global code too", indent=False)
         self.style_button = W.Button(description="apply style", tooltip="style-guided synthesis from the reference")
         self.undo_button = W.Button(description="undo")
         self.save_button = W.Button(description="save PNG")
         self.status = W.HTML()
-        view = lambda name: W.Image(format="png", layout=W.Layout(width=f"{images.shape[-1] * scale}px"))
-        self.mask_view, self.before_view, self.after_view = view("mask"), view("before"), view("after")
-        self.ref_view = W.Image(format="png", layout=W.Layout(width=f"{images.shape[-1] * max(1, scale // 2)}px"))
+        width = self.images.shape[-1]
+        view = lambda: W.Image(format="png", layout=W.Layout(width=f"{width * self.scale}px"))
+        self.mask_view, self.before_view, self.after_view = view(), view(), view()
+        self.ref_view = W.Image(format="png", layout=W.Layout(width=f"{width * max(1, self.scale // 2)}px"))
         self.after_view.add_class("smis-after")
         self.before_view.add_class("smis-before")
 
-        # -- wiring --------------------------------------------------------------------------
+    def _wire(self):
+        """Connect every control to its handler."""
         self.photo.observe(self.on_photo, "value")
         self.cls.observe(self.on_select, "value")
         self.layer.observe(self.on_select, "value")
@@ -153,6 +179,8 @@ class Editor:
         self.undo_button.on_click(self.on_undo)
         self.save_button.on_click(self.on_save)
 
+    def _layout(self) -> W.VBox:
+        """The editor's box: views on top, edit and style controls below, then undo / save and the status."""
         caption = lambda t: W.HTML(f"<b>{t}</b>")
         views = W.HBox([W.VBox([caption("mask"), self.mask_view]), W.VBox([caption("before"), self.before_view]),
                         W.VBox([caption("after"), self.after_view])])
@@ -160,10 +188,18 @@ class Editor:
                        *self.sliders, W.HBox([self.resample_button, self.all_layers])])
         style = W.VBox([W.HBox([self.reference, self.ref_view]), W.HBox([self.style_layer_only, self.style_global]),
                         self.style_button])
-        self.widget = W.VBox([views, W.HBox([edit, style]), W.HBox([self.undo_button, self.save_button]), self.status])
-        self.widget.add_class("smis-editor")
-        self._load(index)
-        self.on_reference()
+        box = W.VBox([views, W.HBox([edit, style]), W.HBox([self.undo_button, self.save_button]), self.status])
+        box.add_class("smis-editor")
+        return box
+
+    @contextmanager
+    def _quietly(self):
+        """Set controls without firing the edit handlers (they return while `_quiet` is set)."""
+        was, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = was
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -194,23 +230,17 @@ class Editor:
         self._show(self.after_view, self.after)
 
     def _reset_sliders(self):
-        self._quiet = True
-        try:
+        with self._quietly():
             for s in self.sliders:
                 s.value = 0.0
-        finally:
-            self._quiet = False
         self._pushed = False
 
     def _load(self, index: int):
         lab = self.labels[index]
         present = torch.unique(lab).tolist()
-        self._quiet = True
-        try:
+        with self._quietly():
             self.cls.options = [(self.class_names[c], c) for c in present]
             self.cls.value = present[0]
-        finally:
-            self._quiet = False
         self.mask = colorize(lab, self.palette)
         self._show(self.mask_view, self.mask)
         self._set_latents(self.codes[index], push=False)
@@ -228,7 +258,8 @@ class Editor:
             return comps, (std if self.slider_unit == "pca" else torch.ones_like(std)), "principal directions"
         g = torch.Generator().manual_seed(1000 * l + c)                      # fixed per selection
         comps = torch.stack([editing.random_direction(d.components.shape[-1], g) for _ in range(self.n_sliders)])
-        return comps.to(self.latents.zc), torch.ones(self.n_sliders).to(self.latents.zc), "random directions (too few codes for PCA)"
+        unit = torch.ones(self.n_sliders).to(self.latents.zc)
+        return comps.to(self.latents.zc), unit, "random directions (too few codes for PCA)"
 
     def slider_latents(self) -> Latents:
         """The latents the sliders ask for: anchor + sum_i value_i * unit_i * direction_i."""
@@ -307,19 +338,26 @@ class Editor:
             return
         index, latents = self.history.pop()
         if index != self.photo.value:
-            self._quiet = True
-            try:
+            with self._quietly():
                 self.photo.value = index
-            finally:
-                self._quiet = False
             self._load(index)
         self._set_latents(latents, push=False, before=self.after)
         self._say("undone")
 
     def panel(self) -> np.ndarray:
         """mask | before | after as one (H, 3W + 4, 3) uint8 image."""
-        from smis.viz import grid
         return grid([[self.mask, self.before, self.after]])
+
+    def latency_table(self) -> pd.DataFrame:
+        """The slider updates timed so far (`timings`, end to end: edit, generator, PNG encoding) as one row:
+        median and 90th percentile in ms, the number of updates and the torch threads, rounded to 0.1."""
+        if not self.timings:
+            raise ValueError("no slider update has been timed yet: move a slider (e.g. editor.sliders[0].value = 1.0) "
+                             "first")
+        ms = np.asarray(self.timings) * 1000
+        return pd.DataFrame({"median_ms": [np.median(ms)], "p90_ms": [np.percentile(ms, 90)], "updates": [len(ms)],
+                             "threads": [torch.get_num_threads()]},
+                            index=pd.Index(["slider update"], name="editor")).round(1)
 
     def on_save(self, button=None) -> Path:
         path = self.out_dir / f"edit_photo{self.photo.value}_{len(self.saved):03d}.png"
@@ -327,3 +365,15 @@ class Editor:
         self.saved.append(path)
         self._say(f"saved {path}")
         return path
+
+
+def benchmark_summary(path: str | Path = "benchmarks/results/editor_cpu.json") -> str | None:
+    """One line from `benchmarks/bench_editor.py`'s results (median end-to-end update per thread count,
+    against its target), or None when the file is absent."""
+    path = resolve(path)
+    if not path.exists():
+        return None
+    b = json.loads(path.read_text())
+    return ("benchmarks/bench_editor.py on the demo model: "
+            + ", ".join(f"{r['threads']} thread(s): median {r['end_to_end']['median_ms']:.0f} ms" for r in b["results"])
+            + f" (target <= {b['target_median_ms']:.0f} ms)")

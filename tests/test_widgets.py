@@ -13,9 +13,10 @@ from smis.config import get_preset
 from smis.data import make_dataset
 from smis.networks import Latents, build_networks
 from smis.viz import to_uint8
-from smis.widgets import Editor, layer_names, png_bytes
+from smis.widgets import Editor, benchmark_summary, layer_names, png_bytes
 
-TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")   # instance: no untrained running stats
+# instance norm: no untrained running stats
+TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
 
 
 
@@ -64,7 +65,8 @@ def test_initial_state_shows_the_photo_reconstruction(editor, setup):
 @pytest.mark.parametrize("unit", ["prior", "pca"])
 def test_sliders_give_exactly_move_along_the_principal_directions(setup, tmp_path, unit):
     nets, images, labels, codes, info = setup
-    editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, slider_unit=unit, out_dir=tmp_path)
+    editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, slider_unit=unit,
+                    out_dir=tmp_path)
     c, l = pick_pca_selection(editor)
     editor.cls.value, editor.layer.value = c, l
     editor.sliders[0].value = 2.0
@@ -105,7 +107,8 @@ def test_resample_and_style_buttons_call_the_pure_functions(editor, setup):
     editor.cls.value, editor.layer.value = c, 1
     editor.resample_button.click()
     want = editing.resample(codes[0], [c], [1], g)
-    assert torch.equal(editor.latents.zc, want.zc) and np.array_equal(editor.after, expected(nets, labels[0][None], want))
+    assert torch.equal(editor.latents.zc, want.zc)
+    assert np.array_equal(editor.after, expected(nets, labels[0][None], want))
     editor.all_layers.value = True
     editor.resample_button.click()
     want = editing.resample(want, [c], None, g)
@@ -157,7 +160,8 @@ def test_random_directions_where_pca_has_too_few_codes(setup, tmp_path):
     ed = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=few, out_dir=tmp_path)
     ed.sliders[0].value = 1.0
     comps, std, kind = ed._direction()
-    assert kind.startswith("random") and torch.allclose(comps.norm(dim=-1), torch.ones(3)) and torch.equal(std, torch.ones(3))
+    assert kind.startswith("random") and torch.allclose(comps.norm(dim=-1), torch.ones(3))
+    assert torch.equal(std, torch.ones(3))
     c, l = ed.selection
     want = editing.move(codes[0], c, l, comps, torch.tensor([1.0, 0.0, 0.0]))
     assert np.array_equal(ed.after, expected(nets, labels[0][None], want))
@@ -222,3 +226,38 @@ def test_png_bytes_upscales_with_nearest_neighbour():
     im = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     out = decode(png_bytes(im, 3))
     assert out.shape == (6, 9, 3) and np.array_equal(out[::3, ::3], im)
+
+
+def test_quietly_resets_controls_without_firing_edits(editor):
+    """The one `_quietly` block (slider reset, class list, undo across photos): handlers return while it
+    is active, and the flag is restored even when setting a control raises."""
+    c, l = pick_pca_selection(editor)
+    editor.cls.value, editor.layer.value = c, l
+    n, steps = len(editor.timings), len(editor.history)
+    with editor._quietly():
+        editor.sliders[0].value = 2.0                                      # no edit fires
+        with editor._quietly():
+            pass
+        assert editor._quiet                                               # nesting keeps it set
+    assert not editor._quiet and len(editor.timings) == n and len(editor.history) == steps
+    with pytest.raises(RuntimeError):
+        with editor._quietly():
+            raise RuntimeError("boom")
+    assert not editor._quiet
+    editor.sliders[0].value = 1.0                                          # handlers fire again
+    assert len(editor.timings) == n + 1
+
+
+def test_latency_table_and_benchmark_summary(editor, tmp_path):
+    with pytest.raises(ValueError, match="no slider update has been timed yet"):
+        editor.latency_table()
+    editor.timings[:] = [0.010, 0.020, 0.030, 0.040]
+    t = editor.latency_table()
+    assert list(t.index) == ["slider update"] and t.index.name == "editor"
+    assert t.loc["slider update", "median_ms"] == 25.0 and t.loc["slider update", "p90_ms"] == 37.0
+    assert t.loc["slider update", "updates"] == 4 and t.loc["slider update", "threads"] == torch.get_num_threads()
+    assert benchmark_summary(tmp_path / "absent.json") is None
+    (tmp_path / "b.json").write_text('{"target_median_ms": 150, "results": [{"threads": 1, "end_to_end": '
+                                     '{"median_ms": 41.4}}, {"threads": 2, "end_to_end": {"median_ms": 30.6}}]}')
+    assert benchmark_summary(tmp_path / "b.json") == ("benchmarks/bench_editor.py on the demo model: 1 thread(s): "
+                                                      "median 41 ms, 2 thread(s): median 31 ms (target <= 150 ms)")
