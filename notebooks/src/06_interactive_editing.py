@@ -12,8 +12,8 @@
 # same functions (its tests check that they produce exactly the same images).
 
 # %% tags=["parameters"]
-MODEL = "checkpoints/synthscenes_clvae.pt"           # exported clvae model; empty: untrained (checks the machinery only)
-BASELINE = "checkpoints/synthscenes_gaugan_vae.pt"   # model without class codes, for the locality comparison; empty: none
+MODEL = "checkpoints/synthscenes_clvae.pt"           # exported clvae model; empty: untrained (checks the machinery)
+BASELINE = "checkpoints/synthscenes_gaugan_vae.pt"   # without class codes, for the locality comparison; empty: none
 N_TEST = 200          # SynthScenes test photos encoded (PCA directions, references, measurements)
 N_EVAL = 100          # photos whose every class is edited for the measurements
 N_SAMPLES = 6         # samples per mask in the figures
@@ -22,23 +22,22 @@ THREADS = 1           # torch intra-op threads (1 is fastest for batch-1 edits o
 OUT_DIR = "outputs/demo/06_interactive_editing"      # figures and tables
 SMOKE = False         # tiny and fast (CI)
 
-# %%
-import json
+# %% [markdown]
+# The model and the test photos: the printout names the model, its latent layers and the size of
+# each class code. With `MODEL = ""` the notebook runs on an untrained, seeded model (right shapes,
+# meaningless images) and says so first.
 
+# %%
 import numpy as np
-import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from smis import editing
-from smis.config import get_preset
 from smis.data import make_dataset
-from smis.networks import build_networks
-from smis.train import load_model
 from smis.evaluate import write_table
-from smis.utils import resolve
+from smis.utils import atomic_write_json, resolve
 from smis.viz import colorize, grid, save_grid, save_png, show, to_uint8
-from smis.widgets import Editor
+from smis.widgets import Editor, benchmark_summary
 
 if SMOKE:
     N_TEST, N_EVAL, N_SAMPLES = 12, 4, 4
@@ -46,20 +45,9 @@ torch.set_num_threads(THREADS)
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 
-
-def load(path: str, variant: str = "clvae"):
-    """An exported model, or (path "") an untrained seeded one: right shapes, meaningless images."""
-    if not path:
-        torch.manual_seed(SEED)
-        print(f"no {variant} model given: an UNTRAINED {variant} (figures show the machinery, not the method)")
-        return build_networks(variant, get_preset("synthscenes", norm_G="instance"), discriminator=False).eval()
-    if not resolve(path).exists():
-        raise FileNotFoundError(f"{path} not found. Fix: run `python scripts/train_demo_models.py` (about two hours on "
-                                f"2 CPU cores), pass MODEL=<an exported model>, or MODEL='' for an untrained one")
-    return load_model(resolve(path), "cpu")
-
-
-nets = load(MODEL)
+if not MODEL:
+    print("no clvae model given: an UNTRAINED clvae (figures show the machinery, not the method)")
+nets = editing.load_or_untrained(MODEL, "clvae", seed=SEED)
 test = make_dataset("synthscenes", None, "test", size=nets.preset.image_size, length=N_TEST)
 info = test.info
 images, labels, codes = editing.encode_dataset(nets, test)            # (M, 3, H, W), (M, H, W), encoder means
@@ -67,7 +55,8 @@ directions = editing.principal_directions(codes, k=3)                  # PCA per
 names, L = info.class_names, len(nets.spec.layers)
 step = (getattr(nets, "meta", None) or {}).get("step")
 print(f"{nets.variant} model{'' if step is None else f' at step {step}'}: {L} latent layers "
-      f"(encoder layers {nets.spec.layers}), codes of N = {nets.spec.z_dim_local} per class; {len(test)} test photos encoded")
+      f"(encoder layers {nets.spec.layers}), codes of N = {nets.spec.z_dim_local} per class; "
+      f"{len(test)} test photos encoded")
 scale = 2 if nets.preset.image_size[0] <= 64 else 1
 mask = lambda i: colorize(labels[i], info.palette)
 photo = lambda i: to_uint8(images[i])
@@ -107,7 +96,8 @@ lat = editing.style_latents(nets.spec, tlab, codes[refs[0]], labels[refs[0]][Non
                             layers=[L - 1], global_code=False)
 rows.append([photo(refs[0])] + list(gen(tlab, lat)))
 shared = editing.shared_classes(tlab, labels[refs[0]][None], info.num_classes)
-print("classes shared with reference", refs[0], ":", [[names[c] for c in torch.nonzero(s).flatten().tolist()] for s in shared])
+print("classes shared with reference", refs[0], ":",
+      [[names[c] for c in torch.nonzero(s).flatten().tolist()] for s in shared])
 figure = grid(rows, min_tile=128)
 save_grid(figure, out_dir / "style_guided.png", ["reference"] + [f"mask of photo {t}" for t in targets],
           ["target masks"] + [f"photo {r}: all layers" for r in refs] + [f"photo {refs[0]}: layer {L - 1} only"],
@@ -135,11 +125,13 @@ for c in edit_classes:                                                 # one row
 c = edit_classes[0]
 lat = editing.resample(codes[src].expand(4), [c], None, torch.Generator().manual_seed(SEED + c))
 edited = editing.synthesize(nets, labels[src][None].expand(4, -1, -1), lat)
-pasted = editing.paste_classes(edited, images[src][None], labels[src][None].expand(4, -1, -1), [k for k in present if k != c])
+pasted = editing.paste_classes(edited, images[src][None], labels[src][None].expand(4, -1, -1),
+                               [k for k in present if k != c])
 rows.append([photo(src), recon] + list(to_uint8(pasted)))
 figure = grid(rows, min_tile=128)
 print("edited classes (rows):", [names[c] for c in edit_classes], "; last row pastes all but", names[c])
-save_grid(figure, out_dir / "object_editing.png", ["region / photo", "reconstruction"] + [f"edit {j + 1}" for j in range(4)],
+save_grid(figure, out_dir / "object_editing.png",
+          ["region / photo", "reconstruction"] + [f"edit {j + 1}" for j in range(4)],
           [f"{names[k]} resampled" for k in edit_classes] + [f"{names[c]}, other pixels pasted"],
           f"object editing of test photo {src}: one class's codes resampled at every layer, all others kept");
 
@@ -149,7 +141,9 @@ save_grid(figure, out_dir / "object_editing.png", ["region / photo", "reconstruc
 # at that layer (over the encoded test set) by -3 ... +3 (in code units: the prior's standard deviation
 # is 1), for the deepest layer (coarse) and the shallowest (fine). The printed standard deviation of the
 # encoded codes along that direction tells how much of that range the photos themselves use. Last row:
-# the class's codes at all layers interpolated from this photo's to another photo's.
+# the class's codes at all layers interpolated from this photo's to another photo's. The second
+# printout is the posterior-collapse diagnostic (`editing.layer_posteriors`): per latent layer the KL
+# of the class codes and the mean |mu|; near 0, the layer's codes carry nothing about the photo.
 
 # %%
 c = edit_classes[0]
@@ -163,14 +157,17 @@ other = next(i for i in range(1, len(test)) if bool((labels[i] == c).any()))
 lat = editing.interpolate(codes[src], codes[other], torch.linspace(0, 1, 7), classes=[c])
 rows.append(list(gen(labels[src][None].expand(7, -1, -1), lat)))
 figure = grid(rows, min_tile=128)
-print(f"class {names[c]}: sd of its encoded codes along PC1 at layer {L - 1}: {directions.std[L - 1, c, 0]:.3f}, at layer 0: "
+print(f"class {names[c]}: sd of its encoded codes along PC1 at layer {L - 1}: {directions.std[L - 1, c, 0]:.3f}, "
+      "at layer 0: "
       f"{directions.std[0, c, 0]:.3f} ({int(directions.count[0, c])} codes); interpolation towards photo {other}")
 posteriors = editing.layer_posteriors(nets, images, labels)
 print("per latent layer, 0 (fine) .. L-1 (coarse): KL", ", ".join(f"{v:.3f}" for v in posteriors["kl"]),
       "| mean |mu|", ", ".join(f"{v:.3f}" for v in posteriors["mean_abs_mu"]), "(near 0: collapsed to the prior)")
+print(f"collapsed latent layers (KL < {editing.COLLAPSE_KL}):", editing.collapsed_layers(posteriors["kl"]) or "none")
 save_grid(figure, out_dir / "material_editing.png", [f"{a:+.0f}" for a in alphas.tolist()],
           [f"layer {L - 1} (coarse), PC1", "layer 0 (fine), PC1", f"to photo {other}, t = 0..1"],
-          f"material editing of {names[c]} in test photo {src}: moved along the first principal direction by -3..+3 code units");
+          f"material editing of {names[c]} in test photo {src}: moved along the first principal direction by -3..+3 "
+          "code units");
 
 # %% [markdown]
 # ### One layer at a time
@@ -186,8 +183,10 @@ for l in range(L):                                                     # one col
     cols.append(gen(labels[src][None].expand(4, -1, -1), lat))
 figure = grid([[cols[l][r] for l in range(L)] for r in range(4)], min_tile=128)
 save_grid(figure, out_dir / "layerwise_resampling.png",
-          [f"layer {l} (enc. {nets.spec.layers[l]})" + (" fine" if l == 0 else " coarse" if l == L - 1 else "") for l in range(L)],
-          [f"draw {r + 1}" for r in range(4)], f"{names[c]} in test photo {src} resampled at one latent layer per column");
+          [f"layer {l} (enc. {nets.spec.layers[l]})" + (" fine" if l == 0 else " coarse" if l == L - 1 else "")
+           for l in range(L)],
+          [f"draw {r + 1}" for r in range(4)],
+          f"{names[c]} in test photo {src} resampled at one latent layer per column");
 
 # %% [markdown]
 # ## Measured: edit locality and what each layer controls
@@ -202,17 +201,20 @@ save_grid(figure, out_dir / "layerwise_resampling.png",
 #   after (in [0, 1] units); *hf change* the |log2| ratio of its high-frequency (Laplacian) energy;
 #   *mode / texture changed* the share of edits where SynthScenes' factor estimator reads a different
 #   colour mode / texture kind from the pixels.
+#
+# Shown below: the locality table (one row per model), then the layer table (one row per latent
+# layer, with the generator blocks it feeds and its KL and mean |mu| from the diagnostic above).
+# Both are written as CSV and Markdown under `OUT_DIR`, with the whole report as `editing_report.json`.
 
 # %%
 n_eval = min(N_EVAL, len(test))
 report = {"clvae": editing.editing_report(nets, labels[:n_eval], codes[:n_eval], torch.Generator().manual_seed(SEED))}
 if BASELINE:
-    base = load(BASELINE, "gaugan_vae")
+    base = editing.load_or_untrained(BASELINE, "gaugan_vae", seed=SEED)
     _, _, base_codes = editing.encode_dataset(base, test, n=n_eval)
-    report["gaugan_vae"] = editing.editing_report(base, labels[:n_eval], base_codes, torch.Generator().manual_seed(SEED))
-locality = pd.DataFrame({k: {**r["locality"], "cases": r["cases"]} for k, r in report.items()}).T
-locality.index.name = "model"
-locality = locality[["cases", "inside", "near", "area", "change", "inside_median"]].round(3)
+    report["gaugan_vae"] = editing.editing_report(base, labels[:n_eval], base_codes,
+                                                  torch.Generator().manual_seed(SEED))
+locality = editing.locality_table(report).round(3)
 write_table(locality, out_dir, "edit_locality",
             f"Edit locality over every class of {n_eval} test photos: share of the pixel change of an object edit "
             "inside the object, within 2 px of it, and the object's share of the image.")
@@ -222,7 +224,7 @@ write_table(layers, out_dir, "layer_effects",
     "what resampling one class's code at that layer alone changes in that class's region (colour shift in RGB "
     "[0, 1]; share of edits whose estimated colour mode / texture kind changed; |log2| change of high-frequency "
     f"energy), and the layer's KL and mean |mu| over {len(test)} encoded test photos (near 0: collapsed).")
-(out_dir / "editing_report.json").write_text(json.dumps(report, indent=2) + "\n")
+atomic_write_json(report, out_dir / "editing_report.json")
 display(locality)
 layers
 
@@ -247,6 +249,9 @@ display(editor.widget)
 # takes a slider drag of 30 updates along the first principal direction, timed end to end (edit,
 # generator, PNG encoding for display), then an undo. (Setting a *displayed* slider from the kernel
 # while the browser renders races with the browser's own updates, so the live one above is left to you.)
+# Shown below: the latency table (median and 90th percentile per update), the benchmark's numbers on
+# the demo model when `benchmarks/results/editor_cpu.json` exists, the panel after the drag, and the
+# status line after the undo.
 
 # %%
 probe = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
@@ -256,17 +261,11 @@ for v in np.linspace(-2.5, 2.5, 30):
     probe.sliders[0].value = float(v)
 panel = probe.panel()
 save_png(panel, out_dir / "editor_panel.png")
-ms = np.asarray(probe.timings) * 1000
-latency = pd.DataFrame({"median_ms": [np.median(ms)], "p90_ms": [np.percentile(ms, 90)], "updates": [len(ms)],
-                        "threads": [torch.get_num_threads()]}, index=pd.Index(["slider update"], name="editor")).round(1)
+latency = probe.latency_table()
 write_table(latency, out_dir, "editor_latency", "Editor slider update, end to end (edit, generator, PNG encoding).")
-bench = resolve("benchmarks/results/editor_cpu.json")
-if bench.exists():
-    b = json.loads(bench.read_text())
-    print("benchmarks/bench_editor.py on the demo model:",
-          ", ".join(f"{r['threads']} thread(s): median {r['end_to_end']['median_ms']:.0f} ms" for r in b["results"]),
-          f"(target <= {b['target_median_ms']:.0f} ms)")
 display(latency)
+if (summary := benchmark_summary()) is not None:
+    print(summary)
 show(panel, "editor: mask | before | after (+2.5 along PC1 at layer 0)", scale=scale)
 probe.undo_button.click()
 assert torch.equal(probe.latents.zc, codes[src].zc)
@@ -274,29 +273,8 @@ print(probe.status.value)
 
 # %% [markdown]
 # ## What we learnt
-# From this run's measurements above.
+# From this run's measurements above (`editing.findings`: locality, the coarsest and finest layers'
+# effects, whether the paper's colour / texture split appears, collapsed layers, the editor's latency).
 
 # %%
-from IPython.display import Markdown
-
-loc = report["clvae"]["locality"]
-lines = [f"- Object edits are local: resampling one class's codes puts {100 * loc['inside']:.0f} % of the pixel change "
-         f"inside the object (which covers {100 * loc['area']:.0f} % of the image on average) and "
-         f"{100 * loc['near']:.0f} % within 2 pixels of it"
-         + (f"; the baseline without class codes puts {100 * report['gaugan_vae']['locality']['inside']:.0f} % inside"
-            if "gaugan_vae" in report else "") + "."]
-deep, fine = layers.iloc[-1], layers.iloc[0]
-lines.append(f"- Coarsest latent layer ({L - 1}, encoder layer {int(deep['encoder layer'])}, feeds "
-             f"{deep['generator blocks']}): colour mode changed in {100 * deep['colour mode changed']:.0f} % of edits, "
-             f"texture kind in {100 * deep['texture kind changed']:.0f} %, KL {deep['KL']:.3f}. Finest (0, encoder layer "
-             f"{int(fine['encoder layer'])}, feeds {fine['generator blocks']}): colour {100 * fine['colour mode changed']:.0f} %, "
-             f"texture {100 * fine['texture kind changed']:.0f} %, KL {fine['KL']:.3f}.")
-collapsed = [int(l) for l, r in layers.iterrows() if r["KL"] < 0.05]
-split = deep["colour mode changed"] > deep["texture kind changed"] and fine["texture kind changed"] > deep["texture kind changed"]
-lines.append("- The paper's split (coarse codes move colour, fine codes move texture) "
-             + ("**appears** here." if split else "**does not appear** here.")
-             + (f" Latent layers {collapsed} have collapsed to the prior (KL < 0.05): their codes carry nothing."
-                if collapsed else " No latent layer has collapsed (every KL >= 0.05)."))
-lines.append(f"- Editor: median {latency['median_ms'].iloc[0]:.0f} ms per slider update here "
-             f"({torch.get_num_threads()} thread(s)), against a 150 ms interactive budget.")
-Markdown("\n".join(lines))
+Markdown("\n".join(editing.findings(report, layers, latency["median_ms"].iloc[0], torch.get_num_threads())))
