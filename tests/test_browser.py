@@ -34,7 +34,8 @@ def chromium() -> Path:
     if not CHROMIUM.exists():
         subprocess.run(["bash", str(ROOT / "scripts" / "install_browser.sh")], check=False, timeout=900)
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing and scripts/install_browser.sh could not install it (needs root and apt-get)")
+        pytest.skip(f"{CHROMIUM} is missing and scripts/install_browser.sh could not install it "
+                    "(needs root and apt-get)")
     return CHROMIUM
 
 
@@ -62,7 +63,8 @@ def notebook_copy(folder: Path) -> Path:
 def jupyterlab(tmp_path):
     """A JupyterLab server on a free localhost port with a random token, serving tmp_path."""
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": pythonpath,
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     env.pop("MPLBACKEND", None)                       # the kernel's inline backend shows the figures
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
@@ -126,7 +128,8 @@ def test_slider_changes_the_displayed_image(jupyterlab):
             run_all_cells(page)
             # the last code cell prints "undone" once the notebook has run to the end
             page.wait_for_selector(".jp-OutputArea-output pre:has-text('undone')", timeout=300_000)
-            assert not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] :text('Traceback')").count()
+            stderr = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+            assert not page.locator(f"{stderr} :text('Traceback')").count()
             after = page.locator(".smis-editor img.smis-after").first
             after.wait_for(state="visible", timeout=60_000)
             after.scroll_into_view_if_needed()
@@ -154,7 +157,8 @@ def test_slider_changes_the_displayed_image(jupyterlab):
             assert not errors, f"page errors: {errors}"
         except BaseException:
             page.screenshot(path=str(folder / "failure.png"), full_page=True)
-            print(f"screenshot: {folder / 'failure.png'}; JupyterLab log:\n" + (folder / "jupyterlab.log").read_text()[-3000:])
+            log = (folder / "jupyterlab.log").read_text()[-3000:]
+            print(f"screenshot: {folder / 'failure.png'}; JupyterLab log:\n" + log)
             raise
         finally:
             browser.close()

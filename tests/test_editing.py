@@ -12,6 +12,7 @@ import torch
 from smis import editing, sampling
 from smis.config import get_preset
 from smis.networks import Latents, build_networks, cse_map
+from smis.networks.latents import code_mask
 
 # instance norm: no untrained running stats
 TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
@@ -369,7 +370,7 @@ def test_editing_refuses_float_ids_and_float_labels_instead_of_truncating(nets, 
         editing.paste_classes(image, image, label, [1.0])
     # -1 is out of range everywhere (Latents.replace used to edit class 9), with the same message
     for edit in (lambda: editing.resample(lat, [-1]), lambda: lat.replace(lat, classes=[-1]),
-                 lambda: editing.code_mask((5, 10), [-1]), lambda: editing.move(lat, -1, 0, torch.ones(4), 1.0),
+                 lambda: code_mask((5, 10), [-1]), lambda: editing.move(lat, -1, 0, torch.ones(4), 1.0),
                  lambda: editing.interpolate(lat[0], lat[1], [0.5], classes=[-1])):
         with pytest.raises(ValueError, match=r"\[-1\] out of range: the codes have K = 10 classes; use 0\.\.9"):
             edit()
