@@ -96,7 +96,8 @@ losses.tail()
 # %%
 test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, trainer.preset.image_size, n=4)
 image, label = ev.load_pairs(test, indices, trainer.device)
-models = {f"{VARIANT} after {trainer.step} steps (this run)": (trainer.nets.eval(), "samples_this_run.png")}
+trainer.nets.eval()   # sample in inference mode; `fit` switches back to training mode
+models = {f"{VARIANT} after {trainer.step} steps (this run)": (trainer.nets, "samples_this_run.png")}
 if DEMO_MODEL and resolve(DEMO_MODEL).is_file() and PRESET == "synthscenes":
     demo = ev.load_networks(DEMO_MODEL, trainer.device)
     models[f"shipped {demo.variant}, {demo.meta['step']} steps"] = (demo, "samples_demo_model.png")
