@@ -2,6 +2,7 @@
 
     rows = checkpoint_scores({"clvae": "outputs/runs/demo_clvae", ...}, n_masks=64, k=4)
     plateau_table(rows)                      # change over the last quarter of training, per score
+    plateau_findings(plateau_table(rows))    # Markdown bullets: which scores flattened, per variant
     curves_figure(rows, "docs/training_curves.png")
 
 Does a schedule train long enough? Diversity, FD, the in-class colour rate and mask mIoU of prior samples
@@ -22,6 +23,8 @@ import torch
 SCORES = ("diversity", "FD", "colour in class modes (%)", "texture in class set (%)", "mask mIoU")
 HIGHER_IS_BETTER = {"diversity": True, "FD": False, "colour in class modes (%)": True,
                     "texture in class set (%)": True, "mask mIoU": True}
+FLAT_SHARE = 0.25      # a score has flattened when its last-quarter change is at most this share of the run's range
+COLLAPSED_KL = 0.05    # a latent layer whose KL (nats) stays below this carries almost nothing: collapsed to the prior
 
 
 def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -97,10 +100,12 @@ def real_scores(n_masks: int = 64, size=(64, 64), segmenter: str = "auto") -> di
     return out
 
 
-def plateau_table(rows: pd.DataFrame) -> pd.DataFrame:
+def plateau_table(rows: pd.DataFrame,       # checkpoint_scores rows
+                  changes: bool = True,     # False: leave out the signed "last-quarter change" columns
+                  ) -> pd.DataFrame:
     """Per variant and score: the value at the last checkpoint, its change over the last quarter of the
     steps (last minus the checkpoint nearest 3/4 of the run) and that change as a share of the whole
-    run's range. Small shares mean the score has flattened."""
+    run's range. Small shares mean the score has flattened (`flattened`)."""
     out = {}
     for v, g in rows.groupby("variant", sort=False):
         g = g.sort_values("step")
@@ -110,10 +115,47 @@ def plateau_table(rows: pd.DataFrame) -> pd.DataFrame:
         for s in SCORES:
             span = float(g[s].max() - g[s].min())
             row[f"{s}"] = float(last[s])
-            row[f"{s}: last-quarter change"] = float(last[s] - q[s])
+            if changes:
+                row[f"{s}: last-quarter change"] = float(last[s] - q[s])
             row[f"{s}: share of range"] = float(abs(last[s] - q[s]) / span) if span > 0 else 0.0
         out[v] = row
     return pd.DataFrame.from_dict(out, orient="index").rename_axis("variant")
+
+
+def flattened(plateau: pd.DataFrame,      # plateau_table(rows)
+              share: float = FLAT_SHARE,    # largest last-quarter change, as a share of the run's range
+              ) -> dict[str, list[str]]:
+    """Per variant: the SCORES that have flattened (last-quarter change <= `share` of the run's range)."""
+    return {v: [s for s in SCORES if r[f"{s}: share of range"] <= share] for v, r in plateau.iterrows()}
+
+
+def plateau_findings(plateau: pd.DataFrame,   # plateau_table(rows)
+                     share: float = FLAT_SHARE,
+                     ) -> list[str]:
+    """One Markdown bullet per variant: its steps and checkpoints, the scores that flattened and those
+    still moving over the last quarter."""
+    flat = flattened(plateau, share)
+    lines = []
+    for v, r in plateau.iterrows():
+        moving = [s for s in SCORES if s not in flat[v]]
+        lines.append(f"- `{v}` ({int(r['steps'])} steps, {int(r['checkpoints'])} checkpoints): "
+                     + (f"flattened on {', '.join(flat[v])}" if flat[v] else "nothing flattened")
+                     + (f"; still moving over the last quarter: {', '.join(moving)}" if moving else "") + ".")
+    return lines
+
+
+def layer_kl_finding(layer_kl: pd.DataFrame,            # layer_kl_table(rows, variant): steps x latent layers
+                     variant: str = "clvae",
+                     collapsed: float = COLLAPSED_KL,     # KL below which a layer counts as collapsed
+                     ) -> str:
+    """A Markdown bullet: each latent layer's KL at the first and the last checkpoint, and whether the
+    layers above the finest (layer 0) are still collapsed at the end."""
+    first, last = layer_kl.iloc[0], layer_kl.iloc[-1]
+    return (f"- Longer training and the collapsed layers ({variant}): KL per latent layer at step {layer_kl.index[0]}: "
+            + ", ".join(f"{v:.3f}" for v in first) + f"; at step {layer_kl.index[-1]}: "
+            + ", ".join(f"{v:.3f}" for v in last) + ". "
+            + ("Layers above the finest stay collapsed however long it trains."
+               if (last.iloc[1:] < collapsed).all() else "Coarser layers carry information by the end."))
 
 
 def layer_kl_table(rows: pd.DataFrame, variant: str = "clvae") -> pd.DataFrame:

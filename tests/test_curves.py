@@ -59,3 +59,31 @@ def test_eval_curves_script_writes_json_and_figure(runs, tmp_path):
     assert len(data["rows"]) == 6 and data["masks"] == 3 and "cpu" in data and "torch" in data
     assert 0.5 < data["real"]["mask mIoU"] <= 1 and data["real"]["colour in class modes (%)"] > 90
     assert fig.stat().st_size > 10_000
+
+
+def test_plateau_findings_and_layer_kl_finding():
+    """By hand: over steps 1..4, clvae's scores all change only before 3/4 of the run (flattened) but its FD
+    keeps falling; gaugan's diversity stays 0 (no range: flattened)."""
+    def rows_of(variant, fd):
+        return pd.DataFrame({"variant": variant, "step": [1, 2, 3, 4], "diversity": [0.0, 0.2, 0.3, 0.3]
+                             if variant == "clvae" else 0.0, "FD": fd, "colour in class modes (%)": [50, 80, 90, 90],
+                             "texture in class set (%)": [60, 70, 75, 75], "mask mIoU": [0.2, 0.5, 0.6, 0.6],
+                             **{f"KL layer {l}": [1.0, 2.0, 3.0, 4.0] if l == 0 else [0.01] * 4 for l in range(5)}})
+    rows = pd.concat([rows_of("clvae", [9.0, 8.0, 7.0, 4.0]), rows_of("gaugan", [9.0, 8.0, 8.0, 8.0])])
+    plateau = curves.plateau_table(rows)
+    assert plateau.loc["clvae", "FD: share of range"] == pytest.approx(3 / 5)
+    assert "FD: last-quarter change" not in curves.plateau_table(rows, changes=False).columns
+    assert "FD: share of range" in curves.plateau_table(rows, changes=False).columns
+    flat = curves.flattened(plateau)
+    assert flat["clvae"] == [s for s in curves.SCORES if s != "FD"] and flat["gaugan"] == list(curves.SCORES)
+    assert curves.flattened(plateau, share=0.7)["clvae"] == list(curves.SCORES)
+    lines = curves.plateau_findings(plateau)
+    assert lines[0] == ("- `clvae` (4 steps, 4 checkpoints): flattened on diversity, colour in class modes (%), "
+                        "texture in class set (%), mask mIoU; still moving over the last quarter: FD.")
+    assert lines[1].startswith("- `gaugan` (4 steps, 4 checkpoints): flattened on diversity, FD,")
+    assert "moving" not in lines[1]
+    kl = curves.layer_kl_table(rows, "clvae")
+    line = curves.layer_kl_finding(kl)
+    assert "at step 1: 1.000, 0.010, 0.010, 0.010, 0.010; at step 4: 4.000, 0.010" in line
+    assert line.endswith("stay collapsed however long it trains.")
+    assert curves.layer_kl_finding(kl, collapsed=0.005).endswith("Coarser layers carry information by the end.")

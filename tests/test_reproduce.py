@@ -97,6 +97,11 @@ def test_prepare_data_writes_only_under_out(tmp_path, repo_snapshot):
     assert (tmp_path / "smoke" / "01_prepare_data" / "samples.png").stat().st_size > 100
     nb = nbformat.read(tmp_path / "smoke" / "01_prepare_data.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["DATA_DIR"] == f"{tmp_path}/smoke/data/synthscenes"
+    # "What we learnt" is computed from the run: the last cell renders this run's factor recovery
+    recovered = pd.read_csv(tmp_path / "smoke" / "01_prepare_data" / "factor_recovery.csv", index_col=0).loc["all"]
+    learnt = "".join(o["data"]["text/markdown"] for o in nb.cells[-1].outputs if "text/markdown" in o.get("data", {}))
+    assert f"{100 * recovered['colour ok']:.1f} % of the regions' colour modes" in learnt
+    assert f"{100 * recovered['texture ok']:.1f} % of\n  their texture kinds" in learnt
 
 
 def test_repo_snapshot_names_changed_paths(tmp_path, repo_snapshot):

@@ -1,8 +1,10 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from smis.data import make_dataset, synthetic
 from smis.data.synthetic import CLASSES, MAX_CLASSES, MIN_CLASSES, TEXTURES, estimate_factors, generate, render
@@ -129,3 +131,27 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert len(list((tmp_path / "cli" / "train" / "labels").glob("*.png"))) == 3
     meta = json.loads((tmp_path / "cli" / "meta.json").read_text())
     assert meta["size"] == [64, 96] and meta["splits"] == {"train": 3, "test": 1}
+
+
+def test_factor_recovery_scores_every_region_of_a_written_split(tmp_path):
+    """factor_recovery = estimate_factors on each written test image against its record, per class and overall
+    (as notebook 01 computed it in a cell, through the dataset's load_raw)."""
+    root = synthetic.write_synthscenes(tmp_path / "ss", n_train=1, n_test=5, size=64, seed=1, progress=False)
+    test = make_dataset("synthscenes", root, "test", size=64)
+    rows = []
+    for rec in synthetic.read_factors(root, "test"):
+        img = np.asarray(Image.open(root / "test" / "images" / f"{rec['index']:06d}.png"))
+        for c, e in estimate_factors(img, test.load_raw(rec["index"])[1], rec["global"]).items():
+            truth = rec["classes"][str(c)]
+            rows.append({"class": truth["name"], "colour ok": e["colour_mode"] == truth["colour_mode"],
+                         "texture ok": e["texture"] == truth["texture"]})
+    regions = pd.DataFrame(rows)
+    summary = synthetic.factor_recovery(root, "test")
+    assert list(summary.columns) == ["colour ok", "texture ok"] and summary.index[-1] == "all"
+    assert sorted(summary.index[:-1]) == sorted(regions["class"].unique())
+    for cls, g in regions.groupby("class"):
+        assert summary.loc[cls, "colour ok"] == round(g["colour ok"].mean(), 3)
+    assert summary.loc["all", "texture ok"] == round(regions["texture ok"].mean(), 3)
+    assert ((summary >= 0) & (summary <= 1)).all().all() and summary.loc["all", "colour ok"] > 0.5
+    with pytest.raises(synthetic.DatasetError, match="does not exist"):
+        synthetic.factor_recovery(root, "val")

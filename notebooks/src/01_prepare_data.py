@@ -24,13 +24,13 @@ SMOKE = False         # tiny and fast (CI)
 
 # %%
 import numpy as np
-import pandas as pd
-from PIL import Image
+from IPython.display import Markdown, display
 
-from smis.data import make_dataset
-from smis.data import synthetic
+from smis.data import make_dataset, synthetic
+from smis.data.check import check_dataset, plot_class_histogram, plot_samples
 from smis.data.stats import label_histograms, plot_label_statistics
-from smis.utils import markdown_table, resolve
+from smis.evaluate import write_table
+from smis.utils import resolve
 from smis.viz import colorize, grid, save_png, show, to_uint8
 
 if SMOKE:
@@ -55,8 +55,10 @@ info = train.info
 print(len(train), "train,", len(test), "test;", info.num_classes, "classes:", ", ".join(info.class_names))
 
 # %% [markdown]
+# Above: the size of each split as read back from disk, and the classes with their ids' order.
+#
 # ## Masks and images
-# Each pair is the image and its label map drawn with the class palette.
+# Eight training samples, each pair the image and its label map drawn with the class palette.
 
 # %%
 samples = [train[i] for i in range(8)]
@@ -67,14 +69,14 @@ show(figure, "SynthScenes: image | mask", scale=1.5 if SIZE <= 64 else 1.0);
 
 # %% [markdown]
 # ## One mask, many images
-# The same layout rendered with other appearance factors: this is the diversity the class- and
-# layer-wise VAE must learn to produce from one mask.
+# The first training mask, its dataset image, then the same layout rendered with five other draws of the
+# appearance factors: this is the diversity the class- and layer-wise VAE must learn to produce from one mask.
 
 # %%
 img, label, record = synthetic.generate(0, SIZE, SEED, "train")
 rng = np.random.default_rng(1)
-variants = [synthetic.render(label, synthetic.sample_factors(rng, sorted(int(k) for k in record["classes"]), SIZE, SIZE))
-            for _ in range(5)]
+classes = sorted(int(k) for k in record["classes"])
+variants = [synthetic.render(label, synthetic.sample_factors(rng, classes, SIZE, SIZE)) for _ in range(5)]
 figure = grid([[colorize(label, info.palette), img] + variants])
 save_png(figure, out_dir / "one_mask_many_images.png")
 show(figure, "mask | dataset image | 5 other factor draws", scale=1.5 if SIZE <= 64 else 1.0);
@@ -89,27 +91,22 @@ per_image = (hist > 0).sum(1)
 print(f"classes per image: min {per_image.min()}, mean {per_image.mean():.2f}, max {per_image.max()}")
 
 # %% [markdown]
+# Above: the share of all training pixels that each class covers, how many classes an image holds, and that
+# count's minimum, mean and maximum.
+#
 # ## The factor record, and reading it back from pixels
 # `estimate_factors` recovers each class region's colour mode and texture kind from the pixels alone.
-# The factor-aware metrics of later notebooks use it on generated images.
+# The factor-aware metrics of later notebooks use it on generated images. Here it reads every region of
+# the written test images back, against their factor records (`synthetic.factor_recovery`).
 
 # %%
-records = synthetic.read_factors(data_dir, "test")
-rows = []
-for rec in records:  # a summary table over the test split
-    img = np.asarray(Image.open(data_dir / "test" / "images" / f"{rec['index']:06d}.png"))
-    lab = test.load_raw(rec["index"])[1]
-    est = synthetic.estimate_factors(img, lab, rec["global"])
-    for c, e in est.items():
-        truth = rec["classes"][str(c)]
-        rows.append({"class": truth["name"], "texture": truth["texture"],
-                     "colour ok": e["colour_mode"] == truth["colour_mode"], "texture ok": e["texture"] == truth["texture"]})
-factors = pd.DataFrame(rows)
-summary = factors.groupby("class")[["colour ok", "texture ok"]].mean().round(3)
-summary.loc["all"] = factors[["colour ok", "texture ok"]].mean().round(3)
-summary.to_csv(out_dir / "factor_recovery.csv")
-(out_dir / "factor_recovery.md").write_text(markdown_table(summary))
+summary = synthetic.factor_recovery(data_dir, "test")
+write_table(summary, out_dir, "factor_recovery")
 summary
+
+# %% [markdown]
+# Above: per class, and over every region ("all"), the share of regions whose colour mode and texture kind
+# are read back right.
 
 # %% [markdown]
 # ## The paper's datasets
@@ -171,11 +168,6 @@ summary
 # `papermill ... -p DATA_ROOT /data/ADEChallengeData2016 -p DATA_FORMAT ade20k`.
 
 # %%
-from IPython.display import Markdown, display
-
-from smis.data import make_dataset
-from smis.data.check import check_dataset, plot_class_histogram, plot_samples
-
 report = None
 if DATA_ROOT:
     report = check_dataset(DATA_ROOT, DATA_FORMAT, num_workers=2, max_files=32 if SMOKE else None)
@@ -198,8 +190,13 @@ elif report is not None:
 
 # %% [markdown]
 # ## What we learnt
-# - SynthScenes gives every mask many correct images, with colour and texture as separate, recorded factors.
-# - The factors can be recovered from the pixels (table above), so the diversity and editing notebooks can
-#   check *which* factor a generated image or an edit changed, not only *how much* it changed.
-# - The data on disk is in the generic `folder` layout that `smis.data.make_dataset` reads; the paper's
-#   datasets have loaders of their own with the paper's preprocessing, and a checker to run before training.
+
+# %%
+recovered = summary.loc["all"]
+Markdown(f"""- SynthScenes gives every mask many correct images, with colour and texture as separate, recorded factors.
+- The factors can be recovered from the pixels: over the {len(test)} test images, `estimate_factors` reads back
+  {100 * recovered["colour ok"]:.1f} % of the regions' colour modes and {100 * recovered["texture ok"]:.1f} % of
+  their texture kinds (table above), so the diversity and editing notebooks can check *which* factor a generated
+  image or an edit changed, not only *how much* it changed.
+- The data on disk is in the generic `folder` layout that `smis.data.make_dataset` reads; the paper's
+  datasets have loaders of their own with the paper's preprocessing, and a checker to run before training.""")

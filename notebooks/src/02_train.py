@@ -10,11 +10,9 @@
 # (0, 0.9), learning rates of the published code (G/E 1e-4, D 4e-4; `paper_text_lr=True` gives the
 # paper's text, G/E 4e-4, D 1e-4), constant then linearly decayed to zero.
 #
-# Speed: on a GPU set `PRECISION = "bf16"` and `CHANNELS_LAST = True`. On an NVIDIA H100 the ADE20K preset
-# at batch 16 then trains at 88.7 images/s in 16.7 GiB, against 60.8 images/s and 21.3 GiB in fp32 (the
-# authors' code: 5.0 images/s, 23.1 GiB); batch 4 is launch-bound at about 39 images/s whatever the options.
-# On this 2-core CPU keep fp32 (bf16 is slower without AMX); `CHANNELS_LAST` still gains about 12 %.
-# Details: `benchmarks/RESULTS.md`.
+# Speed: on a GPU set `PRECISION = "bf16"` and `CHANNELS_LAST = True`; on a CPU keep fp32 (bf16 is slower
+# there without AMX) and `CHANNELS_LAST` still helps. What each option gains, in images/s and GiB, on a GPU and
+# on this CPU: `benchmarks/RESULTS.md` ("Training step" and "Notebook 02's speed advice").
 
 # %% tags=["parameters"]
 VARIANT = "clvae"              # clvae, gaugan_vae, gaugan, no_classwise, no_layerwise, clvae_L3..L5
@@ -31,20 +29,28 @@ CHANNELS_LAST = False          # NHWC convolutions: faster on GPU and CPU (see a
 RUN_DIR = "outputs/runs/nb02_clvae"   # checkpoints, losses.csv, tensorboard/, config.json
 OUT_DIR = "outputs/demo/02_train"     # figures
 DEMO_MODEL = "checkpoints/synthscenes_clvae.pt"  # the shipped model, for comparison
-CURVES = "checkpoints/synthscenes_curves.json"   # the shipped models' training curves (scripts/eval_curves.py); "": skip
+CURVES = "checkpoints/synthscenes_curves.json"   # the shipped models' training curves (eval_curves.py); "": skip
 FRESH = True                   # True: start RUN_DIR anew; False: continue its latest checkpoint
 SMOKE = False                  # a few tiny CPU steps
 
+# %% [markdown]
+# ## Set up the run
+# One `TrainConfig` holds every option; `Trainer` builds the networks, optimizers, losses and data from it.
+# `SMOKE` shrinks the networks and the run to a few CPU seconds; `FRESH = False` continues `RUN_DIR`.
+
 # %%
+import json
 import shutil
 
 import pandas as pd
-import torch
+from IPython.display import Markdown, display
 
-from smis.networks import Latents
-from smis.train import TrainConfig, Trainer, load_model
+from smis import curves
+from smis import evaluate as ev
+from smis.sampling import sample_prior
+from smis.train import TrainConfig, Trainer
 from smis.utils import resolve
-from smis.viz import LiveLossPlot, colorize, grid, save_png, show, to_uint8
+from smis.viz import LiveLossPlot, save_figure, save_grid
 
 overrides = {}
 if SMOKE:
@@ -65,60 +71,48 @@ trainer = Trainer(cfg)
 print(trainer.nets.param_counts(), "| perceptual backbone:", trainer.perceptual_name, "| device:", trainer.device)
 
 # %% [markdown]
+# Above: the parameter count of each network (G generator, E encoder, D discriminator), the backbone of the
+# perceptual loss and the device the run trains on.
+#
 # ## Train, with live loss curves
 
 # %%
 plot = LiveLossPlot(every=2 if SMOKE else 5)
 trainer.fit(resume=not FRESH, callback=plot)
-losses = pd.read_csv(run_dir / "losses.csv")
-from smis.viz import save_figure
-
 save_figure(plot.figure(), out_dir / "losses.png")
+losses = pd.read_csv(run_dir / "losses.csv")
 losses.tail()
 
 # %% [markdown]
-# ## Samples: mask | real | 4 samples from the prior
+# Above: the losses redrawn every few steps while training (the generator's hinge GAN loss, feature matching,
+# perceptual loss and KL; the discriminator's hinge loss), then the last rows of `losses.csv`, which logs every
+# term at each logged step. The run folder also holds the checkpoints, TensorBoard logs and `config.json`.
+#
+# ## Samples from the prior
+# Four test masks, each with its real image and four samples from the prior (`smis.sampling.sample_prior`,
+# one seed per mask, the same for every model; `gaugan` has no latents: one image per mask).
+# The shipped demo model (trained longer with `scripts/train_demo_models.py`) follows on the same masks.
 
 # %%
-def sample_rows(nets, dataset, n=4, k=4, seed=0):
-    """One row per mask (the dataset's first n, fewer when it is shorter): mask | real | k prior samples."""
-    nets.eval()
-    device = next(nets.G.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    rows = []
-    with torch.no_grad():
-        for i in range(min(n, len(dataset))):  # one mask per row, its k samples in one batch
-            s = dataset[i]
-            lab = s["label"][None].expand(k, -1, -1).to(device)
-            has_latents = nets.spec.z_dim or nets.spec.has_class_codes
-            fakes = nets.G(lab, Latents.prior(nets.spec, lab, generator=g)) if has_latents else nets.G(lab)
-            rows.append([colorize(s["label"], dataset.info.palette), to_uint8(s["image"])] + list(to_uint8(fakes.cpu())))
-    return grid(rows)
-
-
-from smis.data import make_dataset
-
-size = trainer.preset.image_size
-# on-the-fly SynthScenes takes a length; a dataset on disk is as long as its split
-test = (make_dataset(DATASET, None, SPLIT, size=size, length=8) if DATASET == "synthscenes" and not DATA_ROOT
-        else make_dataset(DATASET, DATA_ROOT, SPLIT, size=size))
-figure = sample_rows(trainer.nets, test)
-save_png(figure, out_dir / "samples_this_run.png")
-show(figure, f"{VARIANT} after {trainer.step} steps", scale=2 if trainer.preset.image_size[0] <= 64 else 1);
-
-# %% [markdown]
-# The shipped demo model (trained longer with `scripts/train_demo_models.py`) on the same masks:
-
-# %%
+test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, trainer.preset.image_size, n=4)
+image, label = ev.load_pairs(test, indices, trainer.device)
+trainer.nets.eval()   # sample in inference mode; `fit` switches back to training mode
+models = {f"{VARIANT} after {trainer.step} steps (this run)": (trainer.nets, "samples_this_run.png")}
 if DEMO_MODEL and resolve(DEMO_MODEL).is_file() and PRESET == "synthscenes":
-    demo = load_model(resolve(DEMO_MODEL))
-    figure = sample_rows(demo, make_dataset("synthscenes", None, "test", size=demo.preset.image_size, length=8))
-    save_png(figure, out_dir / "samples_demo_model.png")
-    show(figure, f"shipped {demo.variant}, {demo.meta['step']} steps", scale=2);
+    demo = ev.load_networks(DEMO_MODEL, trainer.device)
+    models[f"shipped {demo.variant}, {demo.meta['step']} steps"] = (demo, "samples_demo_model.png")
 else:
-    print(f"no shipped model at {DEMO_MODEL!r} (or another preset): train one with `python scripts/train_demo_models.py`.")
+    print(f"no shipped model at {DEMO_MODEL!r} (or another preset): train one with "
+          "`python scripts/train_demo_models.py`.")
+for title, (nets, name) in models.items():
+    samples = sample_prior(nets, label, k=4, seeds=indices)   # (4 masks, 4 samples, 3, H, W); gaugan: 1 sample
+    columns = ["mask", "real"] + [f"sample {j + 1}" for j in range(samples.shape[1])]
+    save_grid(ev.example_grid(label, image, [samples], test.info.palette), out_dir / name, columns, title=title)
 
 # %% [markdown]
+# Above: one figure per model, a row per mask (its colour-coded mask, the real image, the samples); each
+# figure is saved as a PNG in `OUT_DIR`.
+#
 # ## Did the shipped models train long enough?
 # Every variant of the paper's comparison was trained by `scripts/train_demo_models.py` (same data, schedule
 # and seed; 8,000 steps for clvae and gaugan_vae, 3,000 for the others) and `scripts/eval_curves.py` scored
@@ -126,25 +120,24 @@ else:
 # quarter of training is a small share of its range over the run. The dashed lines are the real images.
 
 # %%
-import json
-
-from IPython.display import Markdown, display
-
-from smis import curves
-
 curve_data = json.loads(resolve(CURVES).read_text()) if CURVES and resolve(CURVES).is_file() else None
 if curve_data is None:
     print(f"no curves file at {CURVES!r}: score a set of runs with `python scripts/eval_curves.py --runs ...`")
 else:
     rows = pd.DataFrame(curve_data["rows"])
-    fig = curves.curves_figure(rows, out_dir / "training_curves.png", real=curve_data.get("real"))
-    plateau = curves.plateau_table(rows)
-    display(plateau[[c for c in plateau.columns if not c.endswith("last-quarter change")]].round(3))
+    curves.curves_figure(rows, out_dir / "training_curves.png", real=curve_data.get("real"))
+    plateau = curves.plateau_table(rows, changes=False)
+    display(plateau.round(3))
     layer_kl = curves.layer_kl_table(rows, "clvae")
     print("clvae: KL of each latent layer (0 = fine ... 4 = coarse) at each checkpoint; near 0 = collapsed")
     display(layer_kl.round(3))
 
 # %% [markdown]
+# Above: per variant, its steps and checkpoints and, per score, the value at the last checkpoint and its change
+# over the last quarter as a share of the run's range (flattened: at most `curves.FLAT_SHARE`); then the KL of
+# each of clvae's latent layers at every checkpoint; and one panel per score against the training step, one
+# line per variant.
+#
 # ## What we learnt
 
 # %%
@@ -152,17 +145,5 @@ lines = ["- One trainer serves the notebook, the shell and `torchrun`; its runs 
          "`losses.csv`, TensorBoard logs, `config.json`) that `--resume` continues exactly.",
          f"- This run: {trainer.step} steps of {VARIANT}; its samples are above, next to the shipped model's."]
 if curve_data is not None:
-    flat = {v: [s for s in curves.SCORES if r[f"{s}: share of range"] <= 0.25] for v, r in plateau.iterrows()}
-    for v, r in plateau.iterrows():
-        moving = [s for s in curves.SCORES if s not in flat[v]]
-        lines.append(f"- `{v}` ({int(r['steps'])} steps, {int(r['checkpoints'])} checkpoints): "
-                     + (f"flattened on {', '.join(flat[v])}" if flat[v] else "nothing flattened")
-                     + (f"; still moving over the last quarter: {', '.join(moving)}" if moving else "") + ".")
-    last = layer_kl.iloc[-1]
-    first = layer_kl.iloc[0]
-    lines.append(f"- Longer training and the collapsed layers (clvae): KL per latent layer at step {layer_kl.index[0]}: "
-                 + ", ".join(f"{v:.3f}" for v in first) + f"; at step {layer_kl.index[-1]}: "
-                 + ", ".join(f"{v:.3f}" for v in last) + ". "
-                 + ("Layers above the finest stay collapsed however long it trains."
-                    if (last.iloc[1:] < 0.05).all() else "Coarser layers carry information by the end."))
+    lines += curves.plateau_findings(plateau) + [curves.layer_kl_finding(layer_kl, "clvae")]
 Markdown("\n".join(lines))

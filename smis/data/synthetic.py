@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -427,6 +428,28 @@ def read_factors(root, split: str = "train") -> list[dict]:
     if not path.exists():
         raise DatasetError(f"{path} does not exist. Fix: generate the dataset with `python -m smis.data.synthetic --out {root}`.")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def factor_recovery(root,                  # a SynthScenes folder written by write_synthscenes
+                    split: str = "test",
+                    ) -> pd.DataFrame:
+    """How often `estimate_factors` reads a class region's colour mode and texture kind back from the
+    written pixels (given the image's global factor): the share right, columns "colour ok" and "texture ok",
+    per class name and over every region ("all"), rounded to 3 decimals."""
+    root = Path(root)
+    rows = []
+    for rec in read_factors(root, split):   # one image at a time: decoding and estimating, not a hot path
+        name = f"{rec['index']:06d}.png"
+        image = np.asarray(Image.open(root / split / "images" / name))
+        label = np.asarray(Image.open(root / split / "labels" / name))
+        for c, est in estimate_factors(image, label, rec["global"]).items():
+            truth = rec["classes"][str(c)]
+            rows.append({"class": truth["name"], "colour ok": est["colour_mode"] == truth["colour_mode"],
+                         "texture ok": est["texture"] == truth["texture"]})
+    regions = pd.DataFrame(rows, columns=["class", "colour ok", "texture ok"])
+    summary = regions.groupby("class")[["colour ok", "texture ok"]].mean().round(3)
+    summary.loc["all"] = regions[["colour ok", "texture ok"]].mean().round(3)
+    return summary
 
 
 def generation_speed(n: int = 200, size=128, seed: int = 0) -> float:
