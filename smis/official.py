@@ -56,7 +56,8 @@ def check_state_dict(module: nn.Module,                      # the network the w
                  f"{len(shapes)} shape-mismatched keys). {hint}"]
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if keys:
-                lines.append(f"  {title}: " + ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else ""))
+                lines.append(f"  {title}: " + ", ".join(keys[:20])
+                             + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else ""))
         raise CheckpointMismatch("\n".join(lines))
 
 
@@ -81,7 +82,8 @@ def load_official(generator_path: str | os.PathLike | Mapping[str, torch.Tensor]
     """
     if dataset not in OFFICIAL_DATASETS:
         raise ValueError(f"dataset={dataset!r} has no published checkpoint; choose one of {OFFICIAL_DATASETS}")
-    states = [map_names(_load(p, "cpu")) for p in (generator_path, encoder_path) if p is not None]  # read first: fail fast
+    # read first: fail fast
+    states = [map_names(_load(p, "cpu")) for p in (generator_path, encoder_path) if p is not None]
     nets = build_networks("clvae", get_preset(dataset), discriminator=False, init_gain=None)
     G, E = nets.G, nets.E
     pairs = [(G, states[0], "generator")] + ([(E, states[1], "encoder")] if encoder_path is not None else [])

@@ -164,5 +164,6 @@ def markdown_table(df, floatfmt: str = ".4g") -> str:
     cols = [idx_name] + [str(c) for c in df.columns]
     fmt = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join([str(i)] + [fmt(v) for v in row]) + " |" for i, row in zip(df.index, df.itertuples(index=False))]
+    lines += ["| " + " | ".join([str(i)] + [fmt(v) for v in row]) + " |"
+              for i, row in zip(df.index, df.itertuples(index=False))]
     return "\n".join(lines) + "\n"

@@ -54,8 +54,9 @@ def _repository_outputs_and_data_untouched(repo_snapshot):
     changed = repo_snapshot.changes(before, repo_snapshot())
     if changed:
         shown = ", ".join(changed[:20]) + (f" and {len(changed) - 20} more" if len(changed) > 20 else "")
-        pytest.fail(f"the tests changed the repository's outputs/ or data/ ({REPO}): {shown}. Fix: write under tmp_path "
-                    "(e.g. --out / --run-dir / OUT_DIR to a temporary folder); a test must never touch a user's results.",
+        pytest.fail(f"the tests changed the repository's outputs/ or data/ ({REPO}): {shown}. Fix: write under "
+                    "tmp_path (e.g. --out / --run-dir / OUT_DIR to a temporary folder); a test must never touch a "
+                    "user's results.",
                     pytrace=False)
 
 

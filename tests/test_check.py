@@ -83,8 +83,8 @@ def test_every_finding_on_a_broken_dataset(broken_gta5):
     assert rows[2].sum() == 0 and rows[4].sum() == 0 and rows[3].sum() == H * (W - 2)
     assert rep.histogram("train")[:4].sum() == 2 * H * W + H * (W - 2) and rep.histogram()[4:].sum() == 0
     md = rep.to_markdown()
-    for text in ("7 problem(s)", "## unpaired (2)", "## unreadable (2)", "## id_out_of_range (1)", "## size_mismatch (1)",
-                 "## empty_split (1)", "b.png", "e.png", "| train | 6 | 6 | 5 | 5 |"):
+    for text in ("7 problem(s)", "## unpaired (2)", "## unreadable (2)", "## id_out_of_range (1)",
+                 "## size_mismatch (1)", "## empty_split (1)", "b.png", "e.png", "| train | 6 | 6 | 5 | 5 |"):
         assert text in md, text
 
 
@@ -242,8 +242,10 @@ BAD_CLASSES_JSON = {   # id: (classes.json content, what the error must say)
     "colour_length_2": (pal4_with(1, [255, 0]), r"'palette'\[1\] \(class 1\) is \[255, 0\], not \[r, g, b\]"),
     "colour_not_list": (pal4_with(1, "#ff0000"), r"'palette'\[1\] \(class 1\) is \"#ff0000\""),
     "duplicate_colour": (pal4_with(3, [255, 0, 0]),
-                         r"'palette'\[3\] \(class 3\) repeats the colour \[255, 0, 0\] of class 1.*Fix: give every class"),
-    "palette_too_short": ({"names": NAMES4, "palette": PAL4[:3]}, r"one \[r, g, b\] per class \(4 names\), got 3 entries"),
+                         r"'palette'\[3\] \(class 3\) repeats the colour \[255, 0, 0\] of class 1"
+                         r".*Fix: give every class"),
+    "palette_too_short": ({"names": NAMES4, "palette": PAL4[:3]},
+                          r"one \[r, g, b\] per class \(4 names\), got 3 entries"),
     "dontcare_too_big": ({"names": NAMES4, "dontcare": 4}, r"'dontcare' is 4, not a class id in 0\.\.3"),
     "dontcare_negative": ({"names": NAMES4, "dontcare": -1}, r"'dontcare' is -1, not a class id in 0\.\.3"),
     "dontcare_string": ({"names": NAMES4, "dontcare": "3"}, r"'dontcare' is \"3\", not a class id in 0\.\.3"),

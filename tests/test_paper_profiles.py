@@ -35,7 +35,8 @@ def _lines(text: str, state: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip().startswith(state)]
 
 
-def _finished_run(folder: Path, variant: str, dataset: str, step: int, batch: int, overrides: dict | None = None) -> Path:
+def _finished_run(folder: Path, variant: str, dataset: str, step: int, batch: int,
+                  overrides: dict | None = None) -> Path:
     """A training run folder as `smis.train` leaves it, for the preflight (which reads config.json and the newest
     checkpoint's name, never the weights): config.json with the options it records and checkpoints/step_N.pt."""
     (folder / "checkpoints").mkdir(parents=True)
@@ -148,9 +149,12 @@ def test_check_passes_when_every_input_is_in_place(tmp_path, capsys, ade20k_root
     rc, text = check(weights_dir=other)
     assert rc == 1
     invalid = _lines(text, "INVALID")
-    assert any(line.startswith("INVALID  run clvae_L5") and "holds a no_layerwise run" in line for line in invalid), text
-    assert any(line.startswith("INVALID  published generator (ade20k)") and "shape-mismatched" in line for line in invalid)
-    assert any(line.startswith("INVALID  published encoder (ade20k)") and "truncated or corrupt" in line for line in invalid)
+    assert any(line.startswith("INVALID  run clvae_L5") and "holds a no_layerwise run" in line
+               for line in invalid), text
+    assert any(line.startswith("INVALID  published generator (ade20k)") and "shape-mismatched" in line
+               for line in invalid)
+    assert any(line.startswith("INVALID  published encoder (ade20k)") and "truncated or corrupt" in line
+               for line in invalid)
     assert "a run stops before its first notebook" in text
 
 
@@ -167,7 +171,8 @@ def test_check_reports_a_broken_dataset_split(tmp_path, capsys, ade20k_root):
     text = capsys.readouterr().out
     assert rc == 1
     invalid = _lines(text, "INVALID  dataset ade20k, split train")
-    assert len(invalid) == 1 and "3 pairs" not in invalid[0] and "2 pairs" in invalid[0] and "has no label" in invalid[0]
+    assert len(invalid) == 1 and "3 pairs" not in invalid[0]
+    assert "2 pairs" in invalid[0] and "has no label" in invalid[0]
     assert f"ok       dataset ade20k, split val: {data}: 3 pairs" in text
 
 
@@ -221,7 +226,8 @@ def test_estimate_of_the_run_notebook_02_trains(tmp_path, ade20k_root):
 
 
 def _report_tables(report: str) -> dict[str, pd.DataFrame]:
-    """The Markdown tables of REPORT.md by their heading ("### table1_reconstruction" -> DataFrame, index = first column)."""
+    """The Markdown tables of REPORT.md by their heading ("### table1_reconstruction" -> DataFrame, index = first
+    column)."""
     tables = {}
     for match in re.finditer(r"^### (\S+)\n\n(?:[^|\n].*\n\n)?((?:\|.*\|\n)+)", report, flags=re.M):
         rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in match.group(2).strip().splitlines()]
@@ -246,8 +252,9 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, 
     runs = tmp_path / "runs"
     for v in ABLATIONS:          # the real training path, into the folders the profile reads
         assert train(["--variant", v, "--preset", profile, "--dataset", profile, "--data-root", str(root),
-                      "--run-dir", str(runs / f"{profile}_{v}"), "--steps", "2", "--batch-size", "1", "--ckpt-every", "2",
-                      "--perceptual", "none", "--no-tensorboard", "--no-progress", "--device", "cpu", "--set", *TINY]) == 0
+                      "--run-dir", str(runs / f"{profile}_{v}"), "--steps", "2", "--batch-size", "1",
+                      "--ckpt-every", "2", "--perceptual", "none", "--no-tensorboard", "--no-progress",
+                      "--device", "cpu", "--set", *TINY]) == 0
     sets = _inputs(profile, weights, runs, root) + [
         "02.STEPS=2", "02.BATCH=1", "02.PRESET_SET=" + json.dumps({k: int(v) for k, v in (t.split("=") for t in TINY)}),
         "N_TEST=2", "K=2"]
@@ -259,7 +266,8 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, 
     tables = _report_tables(report)
     expect = {"table1_reconstruction": ["clvae", "gaugan_vae"], "table2_diversity_top1": ["clvae", "gaugan_vae"],
               "table5_ablations": [f"{label} [{v}]" for v, label in
-                                   zip(["clvae"] + ABLATIONS, ["full (L = 6)", "w/o class-wise", "w/o layer-wise", "L = 3", "L = 5"])]}
+                                   zip(["clvae"] + ABLATIONS,
+                                       ["full (L = 6)", "w/o class-wise", "w/o layer-wise", "L = 3", "L = 5"])]}
     for name, rows in expect.items():
         assert name in tables, f"{name} missing from REPORT.md: {sorted(tables)}"
         table = tables[name]
@@ -269,7 +277,8 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, 
         assert any(c.startswith("FD (") for c in table.columns), name
     assert (tables["table2_diversity_top1"]["masks"].map(float) == 2).all()
     assert (tables["table2_diversity_top1"]["samples per mask"].map(float) == 2).all()
-    assert f"on 2 {profile} {EVAL_SPLIT[profile]} pairs" in report and "clvae (the authors' published weights)" in report
+    assert f"on 2 {profile} {EVAL_SPLIT[profile]} pairs" in report
+    assert "clvae (the authors' published weights)" in report
     state = json.loads((out / ".completed.json").read_text())
     assert set(state) == set(reproduce.PROFILES[profile])
     assert (out / "02_train" / "samples_this_run.png").stat().st_size > 1000
@@ -289,9 +298,11 @@ def test_readme_real_data_commands_run(tmp_path, ade20k_root):
     --check names what is missing, the training command writes the run the profile reads (2 steps of tiny networks
     appended), and --check then sees it (partial). The third, the profile run, is test_paper_profile_end_to_end."""
     check, train, run = _readme_real_data_commands()
-    assert check == "python -m smis.reproduce --profile ade20k --check" and run == "python -m smis.reproduce --profile ade20k"
+    assert check == "python -m smis.reproduce --profile ade20k --check"
+    assert run == "python -m smis.reproduce --profile ade20k"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    sets = ["--out", str(tmp_path / "out"), "--set", *_inputs("ade20k", tmp_path / "weights", tmp_path / "runs", ade20k_root)]
+    sets = ["--out", str(tmp_path / "out"),
+            "--set", *_inputs("ade20k", tmp_path / "weights", tmp_path / "runs", ade20k_root)]
     first = subprocess.run(check.split() + sets, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 1 and "MISSING  run no_classwise" in first.stdout, first.stdout + first.stderr
     argv = [str(ade20k_root) if a == "data/ADEChallengeData2016" else a.replace("outputs/runs", str(tmp_path / "runs"))
@@ -303,4 +314,5 @@ def test_readme_real_data_commands_run(tmp_path, ade20k_root):
     assert r.returncode == 0, r.stderr[-3000:]
     second = subprocess.run(check.split() + sets, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     line = _lines(second.stdout, "PARTIAL  run no_classwise")
-    assert second.returncode == 1 and len(line) == 1 and "partial: 2 of 600 steps of the preset's schedule (batch 1)" in line[0], second.stdout
+    assert second.returncode == 1 and len(line) == 1, second.stdout
+    assert "partial: 2 of 600 steps of the preset's schedule (batch 1)" in line[0], second.stdout

@@ -197,7 +197,8 @@ def test_deepfashion_padding_at_other_sizes(portrait_fashion):
     left = (H - W) // 2
     s = make_dataset("deepfashion", root, split, train=False, size=H // 2)[i]
     assert s["label"].shape == (H // 2, H // 2) and (s["label"][:, :left // 2] == 0).all()
-    assert (s["image"][:, :, :left // 2 - 2] == 1).all()  # bicubic reaches 2 columns into the padding from the photo's edge
+    # bicubic reaches 2 columns into the padding from the photo's edge
+    assert (s["image"][:, :, :left // 2 - 2] == 1).all()
     unpadded = deepfashion.remove_padding(s["label"], (H, W))
     assert unpadded.shape == (H // 2, W // 2)
     assert np.array_equal(unpadded.numpy(), lab[1::2, 1::2])  # nearest resize by 1/2 samples pixel centres 2i + 1
@@ -232,7 +233,8 @@ def test_gta5_fixture(tmp_path):
                    tmp_path / "LabelgrayFull20" / "train" / f"{i:05d}.png", gta_label(shift=i), seed=i)
     ds = make_dataset("gta5", tmp_path, "train", train=False)
     assert len(ds) == 3 and ds.info.num_classes == 20 and ds.info.size == (256, 512)
-    assert ds.info.class_names[0] == "road" and ds.info.class_names[18] == "bicycle" and ds.info.class_names[19] == "others"
+    assert ds.info.class_names[0] == "road" and ds.info.class_names[18] == "bicycle"
+    assert ds.info.class_names[19] == "others"
     assert ds.info.palette[0] == (128, 64, 128) and ds.info.palette[10] == (70, 130, 180)  # road, sky
     s = ds[1]
     assert s["image"].shape == (3, 256, 512) and np.array_equal(s["label"].numpy(), gta_label(shift=1))
@@ -268,8 +270,10 @@ def test_rarity_weights_hand_computed():
     tiny = np.array([[999, 1, 0], [500, 500, 0]])
     assert torch.allclose(gta5.rarity_weights(tiny, alpha=1.0), torch.ones(2, dtype=torch.float64))  # 1/1000 counts
     # at 1%: present {0}, {0, 1}; f = (1, 1/2); w = (1, 1 + 2) / 2
-    assert torch.allclose(gta5.rarity_weights(tiny, alpha=1.0, min_fraction=0.01), torch.tensor([0.5, 1.5], dtype=torch.float64))
-    assert torch.allclose(gta5.rarity_weights(hist, alpha=1.0, ignore=(1,)), torch.tensor([2, 2, 10, 2], dtype=torch.float64) / 4)
+    assert torch.allclose(gta5.rarity_weights(tiny, alpha=1.0, min_fraction=0.01),
+                          torch.tensor([0.5, 1.5], dtype=torch.float64))
+    assert torch.allclose(gta5.rarity_weights(hist, alpha=1.0, ignore=(1,)),
+                          torch.tensor([2, 2, 10, 2], dtype=torch.float64) / 4)
     with pytest.raises(ValueError, match="alpha"):
         gta5.rarity_weights(hist, alpha=-1)
 
@@ -287,12 +291,13 @@ def test_rarity_weights_drive_a_sampler():
 # Cityscapes (generated fixture in the official layout)
 
 # labelId -> expected id, written out by hand from the Cityscapes label table
-EXPECTED_CITYSCAPES = [19, 19, 19, 19, 19, 19, 19,   # 0-6: unlabeled, ego vehicle, border, out of roi, static, dynamic, ground
-                       0, 1, 19, 19,                 # 7 road, 8 sidewalk, 9 parking, 10 rail track
-                       2, 3, 4, 19, 19, 19,          # 11 building, 12 wall, 13 fence, 14 guard rail, 15 bridge, 16 tunnel
-                       5, 19, 6, 7, 8, 9, 10,        # 17 pole, 18 polegroup, 19 light, 20 sign, 21 vegetation, 22 terrain, 23 sky
-                       11, 12, 13, 14, 15, 19, 19,   # 24 person, 25 rider, 26 car, 27 truck, 28 bus, 29 caravan, 30 trailer
-                       16, 17, 18]                   # 31 train, 32 motorcycle, 33 bicycle
+EXPECTED_CITYSCAPES = [
+    19, 19, 19, 19, 19, 19, 19,   # 0-6: unlabeled, ego vehicle, border, out of roi, static, dynamic, ground
+    0, 1, 19, 19,                 # 7 road, 8 sidewalk, 9 parking, 10 rail track
+    2, 3, 4, 19, 19, 19,          # 11 building, 12 wall, 13 fence, 14 guard rail, 15 bridge, 16 tunnel
+    5, 19, 6, 7, 8, 9, 10,        # 17 pole, 18 polegroup, 19 light, 20 sign, 21 vegetation, 22 terrain, 23 sky
+    11, 12, 13, 14, 15, 19, 19,   # 24 person, 25 rider, 26 car, 27 truck, 28 bus, 29 caravan, 30 trailer
+    16, 17, 18]                   # 31 train, 32 motorcycle, 33 bicycle
 
 
 def cityscapes_fixture(root: Path, split="train", cities=("aachen", "bremen"), H=34, W=68):

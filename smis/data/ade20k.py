@@ -38,7 +38,8 @@ def class_names() -> tuple[str, ...]:
     rows = [line.split("\t") for line in CLASS_TABLE.read_text().splitlines()
             if line and not line.startswith("#")][1:]  # skip the header row
     if [int(r[0]) for r in rows] != list(range(1, 151)):
-        raise DatasetError(f"{CLASS_TABLE} must list raw ids 1..150 in order. Fix: restore the file from the repository.")
+        raise DatasetError(f"{CLASS_TABLE} must list raw ids 1..150 in order. "
+                           "Fix: restore the file from the repository.")
     return tuple(r[1] for r in rows) + ("unknown",)
 
 

@@ -102,7 +102,8 @@ def read_label_ids(path: Path, palette: np.ndarray | None = None, lut: np.ndarra
     if arr.ndim == 3:
         if palette is None:
             raise DatasetError(f"label {path} is an RGB image but the dataset has no palette. Fix: save labels as "
-                               "single-channel id PNGs, or give a palette (classes.json 'palette' for the folder format).")
+                               "single-channel id PNGs, or give a palette (classes.json 'palette' for the folder "
+                               "format).")
         arr = rgb_to_ids(arr, palette, path)
     arr = arr.astype(np.int64)
     if lut is not None:
@@ -144,7 +145,8 @@ def files_by_stem(image_dir: Path, label_dir: Path) -> tuple[dict[str, Path], di
     return images, labels, image_dir, label_dir
 
 
-def pair_files(image_dir: Path, label_dir: Path, label_suffix: str = ".png", image_stem_fn: Callable[[Path], str] | None = None,
+def pair_files(image_dir: Path, label_dir: Path, label_suffix: str = ".png",
+               image_stem_fn: Callable[[Path], str] | None = None,
                label_stem_fn: Callable[[Path], str] | None = None) -> list[tuple[Path, Path]]:
     """Match images and labels by stem; unpaired files or an empty split are errors naming the files."""
     require_dirs((image_dir, label_dir), "check the dataset root and split name.")
@@ -155,7 +157,8 @@ def pair_files(image_dir: Path, label_dir: Path, label_suffix: str = ".png", ima
     return match_pairs(images, labels, image_dir, label_dir)
 
 
-def match_pairs(images: dict[str, Path], labels: dict[str, Path], image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
+def match_pairs(images: dict[str, Path], labels: dict[str, Path], image_dir: Path,
+                label_dir: Path) -> list[tuple[Path, Path]]:
     only_img = sorted(set(images) - set(labels))
     only_lab = sorted(set(labels) - set(images))
     if only_img or only_lab:
@@ -200,7 +203,8 @@ class PairTransform:
             ch, cw = self.crop_size
             W, H = image.size
             if ch > H or cw > W:
-                raise DatasetError(f"crop {self.crop_size} is larger than the resized image {(H, W)}. Fix: raise load_size.")
+                raise DatasetError(f"crop {self.crop_size} is larger than the resized image {(H, W)}. "
+                                   "Fix: raise load_size.")
             if self.train:
                 top = int(torch.randint(0, H - ch + 1, (1,), generator=generator))
                 left = int(torch.randint(0, W - cw + 1, (1,), generator=generator))
@@ -277,14 +281,15 @@ class PairedSegmentationDataset(torch.utils.data.Dataset):
         image = read_image(ipath)
         label = read_label_ids(lpath, self.rgb_palette, self.lut)
         if self.check_size and (label.shape[0], label.shape[1]) != (image.size[1], image.size[0]):
-            raise DatasetError(f"size mismatch: image {ipath} is {image.size[1]}x{image.size[0]} (HxW) but label {lpath} is "
-                               f"{label.shape[0]}x{label.shape[1]}. Fix: regenerate the label at the image's size.")
+            raise DatasetError(f"size mismatch: image {ipath} is {image.size[1]}x{image.size[0]} (HxW) but label "
+                               f"{lpath} is {label.shape[0]}x{label.shape[1]}. Fix: regenerate the label at the "
+                               "image's size.")
         lo, hi = int(label.min(initial=0)), int(label.max(initial=0))
         if lo < 0 or hi >= self.info.num_classes:
             bad = hi if hi >= self.info.num_classes else lo
             raise DatasetError(f"label {lpath} has class id {bad}, outside 0..{self.info.num_classes - 1} for "
-                               f"{self.info.name} ({self.info.num_classes} classes). Fix: check num_classes / the label "
-                               "format, or remove this file.")
+                               f"{self.info.name} ({self.info.num_classes} classes). Fix: check num_classes / the "
+                               "label format, or remove this file.")
         return image, label
 
     def __getitem__(self, index: int) -> dict:

@@ -124,8 +124,9 @@ class PairChecker(torch.utils.data.Dataset):
             ids = self.lut[raw]
         bad = np.unique(ids[(ids < 0) | (ids >= self.num_classes)])
         if len(bad):
-            out["problems"].append(("id_out_of_range", str(lpath), f"label {lpath} holds class id(s) {bad[:5].tolist()} "
-                                    f"outside 0..{self.num_classes - 1}. Fix: check the format / num_classes, or remove "
+            out["problems"].append(("id_out_of_range", str(lpath),
+                                    f"label {lpath} holds class id(s) {bad[:5].tolist()} outside "
+                                    f"0..{self.num_classes - 1}. Fix: check the format / num_classes, or remove "
                                     "this file."))
             return out
         out["hist"] = np.bincount(ids.ravel(), minlength=self.num_classes).astype(np.int64)
@@ -155,7 +156,8 @@ class SplitReport:
     n_labels: int = 0                 # label files found
     n_pairs: int = 0                  # images with a label
     n_checked: int = 0                # pairs opened (all unless max_files)
-    per_image: np.ndarray | None = None  # (n_checked, C) class pixel counts, rows in dataset order (zeros if unreadable)
+    # (n_checked, C) class pixel counts, rows in dataset order (zeros if unreadable)
+    per_image: np.ndarray | None = None
     sizes: Counter = field(default_factory=Counter)  # (H, W) of the images -> count
 
     def histogram(self) -> np.ndarray:
@@ -194,7 +196,8 @@ class CheckReport:
                  f"**{len(self.problems)} problem(s)**: " + ", ".join(f"{k} {n}" for k, n in self.counts().items()), "",
                  "| split | images | labels | pairs | checked | image sizes (HxW) |", "|---|---|---|---|---|---|"]
         for r in self.splits.values():
-            lines.append(f"| {r.split} | {r.n_images} | {r.n_labels} | {r.n_pairs} | {r.n_checked} | {_sizes(r.sizes)} |")
+            lines.append(f"| {r.split} | {r.n_images} | {r.n_labels} | {r.n_pairs} | {r.n_checked} "
+                         f"| {_sizes(r.sizes)} |")
         for kind in PROBLEM_KINDS:
             found = [p for p in self.problems if p.kind == kind]
             if found:
@@ -209,10 +212,12 @@ class CheckReport:
             lines += ["", f"## Classes ({self.info.num_classes})", "",
                       "most pixels: " + ", ".join(f"{names[i]} {share[i]:.1%}" for i in order[:5]),
                       "",
-                      "fewest pixels: " + ", ".join(f"{names[i]} {100 * share[i]:.2g}%" for i in order[hist[order] > 0][-5:])]
+                      "fewest pixels: " + ", ".join(f"{names[i]} {100 * share[i]:.2g}%"
+                                                    for i in order[hist[order] > 0][-5:])]
             unseen = [names[i] for i in np.flatnonzero(hist == 0)]
             if unseen:
-                lines += ["", f"never seen ({len(unseen)}): " + ", ".join(unseen[:30]) + (" ..." if len(unseen) > 30 else "")]
+                lines += ["", f"never seen ({len(unseen)}): " + ", ".join(unseen[:30])
+                          + (" ..." if len(unseen) > 30 else "")]
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict:
@@ -272,8 +277,9 @@ def check_dataset(
             continue
         rep.n_images, rep.n_labels = len(images), len(labels)
         if not images and not labels:
-            problems.append(Problem("empty_split", split, str(image_dir), f"empty split: no images in {image_dir} and no "
-                                    f"labels in {label_dir}. Fix: check the dataset root and split name."))
+            problems.append(Problem("empty_split", split, str(image_dir),
+                                    f"empty split: no images in {image_dir} and no labels in {label_dir}. "
+                                    "Fix: check the dataset root and split name."))
             continue
         for key in sorted(set(images) - set(labels)):
             problems.append(Problem("unpaired", split, str(images[key]), f"image {images[key]} has no label in "
@@ -328,7 +334,8 @@ def plot_class_histogram(report: CheckReport, split: str | None = None, path=Non
            edgecolor="0.3", linewidth=0.3)
     ax.set_yscale("log")
     step = max(1, C // 40)
-    ax.set_xticks(np.arange(0, C, step), [report.info.class_names[i] for i in range(0, C, step)], rotation=90, fontsize=7)
+    ax.set_xticks(np.arange(0, C, step), [report.info.class_names[i] for i in range(0, C, step)], rotation=90,
+                  fontsize=7)
     ax.set_ylabel("share of pixels")
     ax.set_title(f"{report.format}: class pixel histogram ({split or 'all splits'})")
     fig.tight_layout()

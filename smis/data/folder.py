@@ -37,7 +37,7 @@ def read_classes_json(root: Path) -> dict | None:
     except Exception as e:
         raise DatasetError(f"cannot parse {path}: {e}. Fix: make it valid JSON like {CLASSES_JSON_EXAMPLE}.") from e
     if not isinstance(meta, dict):
-        hint = (f'wrap the list as {{"names": [...]}}' if isinstance(meta, list)
+        hint = ('wrap the list as {"names": [...]}' if isinstance(meta, list)
                 else f"write an object like {CLASSES_JSON_EXAMPLE}")
         raise DatasetError(f"{path} holds a JSON {type(meta).__name__} ({_short(meta)}), not an object with 'names'. "
                            f"Fix: {hint}.")
@@ -94,7 +94,8 @@ def _short(v, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def folder_info(root: Path, name: str = "folder", num_classes: int | None = None, size=None) -> tuple[DatasetInfo, bool]:
+def folder_info(root: Path, name: str = "folder", num_classes: int | None = None,
+                size=None) -> tuple[DatasetInfo, bool]:
     """DatasetInfo from classes.json (or `num_classes`), and whether a real palette was given."""
     meta = read_classes_json(root)
     if meta is None:
@@ -105,8 +106,8 @@ def folder_info(root: Path, name: str = "folder", num_classes: int | None = None
         return DatasetInfo(name, num_classes, names, default_palette(num_classes), None, as_hw(size)), False
     names = meta["names"]
     if num_classes is not None and num_classes != len(names):
-        raise DatasetError(f"num_classes={num_classes} but {root / 'classes.json'} names {len(names)} classes. Fix: drop "
-                           "the num_classes argument or correct classes.json.")
+        raise DatasetError(f"num_classes={num_classes} but {root / 'classes.json'} names {len(names)} classes. "
+                           "Fix: drop the num_classes argument or correct classes.json.")
     has_pal = meta["palette"] is not None
     palette = meta["palette"] if has_pal else default_palette(len(names))
     return DatasetInfo(name, len(names), names, palette, meta["dontcare"], as_hw(size)), has_pal
@@ -124,12 +125,13 @@ def make_folder_dataset(
 ) -> PairedSegmentationDataset:
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset root {root} does not exist. Fix: check the path (for SynthScenes, generate it with "
-                           "`python -m smis.data.synthetic --out {root}`).")
+        raise DatasetError(f"dataset root {root} does not exist. Fix: check the path (for SynthScenes, generate it "
+                           "with `python -m smis.data.synthetic --out {root}`).")
     train = (split == "train") if train is None else train
     info, has_pal = folder_info(root, name, num_classes, size)
     pairs = pair_files(root / split / "images", root / split / "labels")
     size, load_size = as_hw(size), as_hw(load_size)
-    transform = PairTransform(load_size=load_size or size, crop_size=size if load_size else None, flip=flip, train=train)
+    transform = PairTransform(load_size=load_size or size, crop_size=size if load_size else None, flip=flip,
+                              train=train)
     palette = np.asarray(info.palette, dtype=np.uint8) if has_pal else None
     return PairedSegmentationDataset(pairs, info, transform, rgb_palette=palette)

@@ -43,7 +43,8 @@ class Encoder(nn.Module):
             raise ValueError(f"depth={depth} must be in 3..{MAX_DEPTH}")
         bad = [l for l in spec.layers if not 1 <= l < depth]
         if bad:
-            raise ValueError(f"latent layers {bad} need 1 <= l < depth={depth} (the deepest layer gives the global code)")
+            raise ValueError(f"latent layers {bad} need 1 <= l < depth={depth} "
+                             "(the deepest layer gives the global code)")
         H, W = input_size
         if H % (1 << MAX_DEPTH) or W % (1 << MAX_DEPTH) or min(H, W) < 128:
             raise ValueError(f"encoder input_size {input_size} must be divisible by 64 and at least 128: six "
@@ -83,7 +84,8 @@ class Encoder(nn.Module):
         for l in range(1, self.depth + 1):                              # the conv stack itself
             h = getattr(self, f"layer{l}")(x if l == 1 else F.leaky_relu(x, 0.2))   # (B, D_l, He/2^l, We/2^l)
             if spec.has_class_codes and l in spec.layers:
-                lab = resize_labels(label, h.shape[-2:]) if spec.classwise else label.new_zeros(h.shape[0], *h.shape[-2:])
+                lab = (resize_labels(label, h.shape[-2:]) if spec.classwise
+                       else label.new_zeros(h.shape[0], *h.shape[-2:]))
                 pooled[l] = classwise_max_pool(h, lab, K)               # (B, K, D_l), (B, K)
             x = h
         x = F.leaky_relu(x, 0.2)

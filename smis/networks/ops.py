@@ -85,7 +85,8 @@ class BagPlan:
 
     The conv of any map that is a function of the ids (a table row per id) is, at pixel p, the sum of 9
     rows of a tap table of (K + 1) 9 rows (per sample with `per_sample`, rows offset by b (K + 1) 9): for
-    tap k = 3 ky + kx the row 9 id[y + ky - 1, x + kx - 1] + k, or row 9 K + k (zeros) outside the image. A bag is a distinct set of 9 rows: all pixels inside a region of one id (per sample with
+    tap k = 3 ky + kx the row 9 id[y + ky - 1, x + kx - 1] + k, or row 9 K + k (zeros) outside the image.
+    A bag is a distinct set of 9 rows: all pixels inside a region of one id (per sample with
     `per_sample`) share one, pixels along a straight boundary share a few. `bags` (U, 9) lists each
     bag's rows, `inv` (B h w,) each pixel's bag: conv = (row sums of each bag)[inv]. At 256x256 with 17
     regions U is ~800 against 65,536 pixels.
@@ -135,7 +136,8 @@ class BagPlan:
             U, n = self.bags.shape[0], self.inv.numel()
             flat = self.bags.reshape(-1)                                            # (9U,) row of (bag, tap)
             self._csr[dtype] = (_csr_of_ones(self.inv, None, U, n, dtype),
-                                _csr_of_ones(flat, torch.arange(flat.numel(), device=flat.device) // 9, self.rows, U, dtype))
+                                _csr_of_ones(flat, torch.arange(flat.numel(), device=flat.device) // 9, self.rows, U,
+                                             dtype))
         return self._csr[dtype]
 
 
@@ -267,7 +269,8 @@ class PiecewiseMap:
         if label.dim() != 3:
             raise ValueError(f"PiecewiseMap label must be (B, h, w) ids, got shape {tuple(label.shape)}; "
                              "add a batch dimension with label[None]")
-        if table is not None and (table.dim() != 3 or table.shape[0] != label.shape[0] or table.shape[1] != num_classes):
+        if table is not None and (table.dim() != 3 or table.shape[0] != label.shape[0]
+                                  or table.shape[1] != num_classes):
             raise ValueError(f"PiecewiseMap table must be (B, C, N) = ({label.shape[0]}, {num_classes}, N), got "
                              f"{tuple(table.shape)}; pass the per-sample class table W + Z_l of Eq. 12")
         self.label, self.table, self.num_classes = label.long(), table, num_classes
