@@ -1,4 +1,8 @@
-"""Figures: image / mask grids and small plots, saved as PNG under outputs/."""
+"""Figures: image / mask grids and small plots, saved as PNG under outputs/.
+
+    figure = example_grid(label, image, [samples], dataset.info.palette)   # mask | real | samples, per row
+    save_grid(figure, "outputs/fig.png", ["mask", "real", "s1"], ["mask 0"], "title")
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,6 +49,24 @@ def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255, mi
         for j, im in enumerate(row):
             out[i * (H + pad): i * (H + pad) + H, j * (W + pad): j * (W + pad) + W] = im
     return out
+
+
+def example_grid(label: torch.Tensor,                     # (B, H, W) masks, one row each
+                 image: torch.Tensor | None,               # (B, 3, H, W) ground truth in [-1, 1], or None
+                 columns: Sequence[torch.Tensor],          # each (B, 3, H, W) or (B, n, 3, H, W): n columns
+                 palette: Sequence[Sequence[int]],         # (C, 3) mask colours (dataset.info.palette)
+                 min_tile: int = 128,                      # tiles enlarged to >= this many pixels a side
+                 ) -> np.ndarray:
+    """One row per mask: the mask, the ground truth (if given), then every image of `columns`.
+    uint8 (H', W', 3); `save_grid` names its rows and columns."""
+    masks = colorize(label, palette)
+    parts = [c if c.dim() == 5 else c[:, None] for c in columns]
+    rows = []
+    for b in range(label.shape[0]):                        # figure assembly
+        row = [masks[b]] + ([to_uint8(image[b])] if image is not None else [])
+        row += [to_uint8(im) for p in parts for im in p[b]]
+        rows.append(row)
+    return grid(rows, min_tile=min_tile)
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
