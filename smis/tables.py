@@ -207,4 +207,5 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, stem: str, caption: st
     out_dir = Path(out_dir)
     with atomic_path(out_dir / f"{stem}.csv") as tmp:
         table.to_csv(tmp)
-    return atomic_write_text((caption.strip() + "\n\n" if caption else "") + markdown_table(table), out_dir / f"{stem}.md")
+    text = (caption.strip() + "\n\n" if caption else "") + markdown_table(table)
+    return atomic_write_text(text, out_dir / f"{stem}.md")

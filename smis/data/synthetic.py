@@ -52,9 +52,11 @@ CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("sky", "stuff", ((0.45, 0.65, 0.92), (0.92, 0.55, 0.30), (0.62, 0.62, 0.66)), ("flat", "noise")),
     ClassSpec("ground", "stuff", ((0.30, 0.58, 0.22), (0.80, 0.68, 0.42)), ("noise", "stripes", "flat")),
     ClassSpec("water", "stuff", ((0.12, 0.30, 0.62), (0.10, 0.52, 0.44)), ("stripes", "noise")),
-    ClassSpec("wall", "stuff", ((0.68, 0.28, 0.22), (0.86, 0.84, 0.78), (0.40, 0.40, 0.46)), ("checker", "flat", "stripes")),
+    ClassSpec("wall", "stuff", ((0.68, 0.28, 0.22), (0.86, 0.84, 0.78), (0.40, 0.40, 0.46)),
+              ("checker", "flat", "stripes")),
     ClassSpec("disc", "thing", ((0.88, 0.18, 0.18), (0.92, 0.82, 0.18)), ("flat", "stripes", "checker"), "disc"),
-    ClassSpec("box", "thing", ((0.80, 0.30, 0.15), (0.18, 0.28, 0.82)), ("checker", "stripes", "flat"), "box", (1.0, 0.75)),
+    ClassSpec("box", "thing", ((0.80, 0.30, 0.15), (0.18, 0.28, 0.82)), ("checker", "stripes", "flat"), "box",
+              (1.0, 0.75)),
     ClassSpec("triangle", "thing", ((0.18, 0.72, 0.30), (0.58, 0.22, 0.72)), ("flat", "noise", "stripes"), "triangle"),
     ClassSpec("pole", "thing", ((0.16, 0.16, 0.16), (0.90, 0.90, 0.90)), ("flat", "stripes"), "box", (0.16, 1.6)),
     ClassSpec("ring", "thing", ((0.18, 0.78, 0.82), (0.82, 0.18, 0.62)), ("flat", "checker"), "ring"),
@@ -223,13 +225,15 @@ def render(label: np.ndarray, record: dict) -> np.ndarray:
     pattern[m] = _noise(record["noise_seed"], table("noise_grid")[k[m]], ids[k[m]], xx[m] / S, yy[m] / S)
     colour = table("colour")[k]                                             # (H, W, 3)
     g = record["global"]
-    img = colour * (1 + table("contrast")[k] * pattern)[..., None] * (np.asarray(g["tint"], np.float32) * np.float32(g["brightness"]))
+    img = colour * (1 + table("contrast")[k] * pattern)[..., None] * (np.asarray(g["tint"], np.float32)
+                                                                      * np.float32(g["brightness"]))
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _noise(seed: int, grid: np.ndarray, cls: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Smooth value noise in [-1, 1]: bilinear interpolation of a per-class random grid."""
-    values = np.random.default_rng(seed).uniform(-1, 1, (NUM_CLASSES, NOISE_CELLS + 1, NOISE_CELLS + 1)).astype(np.float32)
+    values = np.random.default_rng(seed).uniform(-1, 1, (NUM_CLASSES, NOISE_CELLS + 1, NOISE_CELLS + 1))
+    values = values.astype(np.float32)
     gx, gy = x * grid, y * grid                      # grid coordinates
     x0, y0 = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
     fx, fy = gx - x0, gy - y0
@@ -293,7 +297,8 @@ def estimate_factors(image: np.ndarray, label: np.ndarray, global_factors: dict 
     lab = np.where(interior, label, NUM_CLASSES).ravel()  # NUM_CLASSES = "ignore" bin
     cnt = np.bincount(lab, minlength=NUM_CLASSES + 1)[:NUM_CLASSES]
     safe = np.maximum(cnt, 1)
-    mean = np.stack([np.bincount(lab, img[..., ch].ravel(), NUM_CLASSES + 1)[:NUM_CLASSES] for ch in range(3)], -1) / safe[:, None]
+    mean = np.stack([np.bincount(lab, img[..., ch].ravel(), NUM_CLASSES + 1)[:NUM_CLASSES] for ch in range(3)],
+                    -1) / safe[:, None]
     lum = img.mean(-1)
     r = (lum / np.maximum(mean.mean(-1), 1e-3)[np.minimum(label, NUM_CLASSES - 1)] - 1).ravel()  # relative intensity
     s1 = np.bincount(lab, r, NUM_CLASSES + 1)[:NUM_CLASSES] / safe
@@ -304,7 +309,8 @@ def estimate_factors(image: np.ndarray, label: np.ndarray, global_factors: dict 
     grp = np.where(lab < NUM_CLASSES, lab * 2 + hi, 2 * NUM_CLASSES)
     gn = np.maximum(np.bincount(grp, minlength=2 * NUM_CLASSES + 1), 1)
     gm = np.bincount(grp, r, 2 * NUM_CLASSES + 1) / gn
-    within = np.bincount(grp, (r - gm[grp]) ** 2, 2 * NUM_CLASSES + 1)[:2 * NUM_CLASSES].reshape(NUM_CLASSES, 2).sum(1) / safe
+    within = np.bincount(grp, (r - gm[grp]) ** 2, 2 * NUM_CLASSES + 1)[:2 * NUM_CLASSES]
+    within = within.reshape(NUM_CLASSES, 2).sum(1) / safe
     bimodal = within / np.maximum(std ** 2, 1e-12)
     # structure tensor over interior pixels (central differences stay inside the region)
     R = r.reshape(H, W)
@@ -321,7 +327,8 @@ def estimate_factors(image: np.ndarray, label: np.ndarray, global_factors: dict 
             dist = np.linalg.norm(modes - mean[c], axis=1)
         else:
             chroma = lambda v: v / np.maximum(v.sum(-1, keepdims=True), 1e-6)
-            dist = np.linalg.norm(chroma(modes) - chroma(mean[c]), axis=-1) + 0.2 * np.abs(modes.mean(-1) - mean[c].mean())
+            dist = (np.linalg.norm(chroma(modes) - chroma(mean[c]), axis=-1)
+                    + 0.2 * np.abs(modes.mean(-1) - mean[c].mean()))
         out[int(c)] = {"colour_mode": int(dist.argmin()), "colour": mean[c].tolist(), "texture": TEXTURES[texture[c]],
                        "contrast": float(std[c]), "coherence": float(coherence[c]), "pixels": int(cnt[c])}
     return out
@@ -400,8 +407,9 @@ def write_synthscenes(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        (tmp / "classes.json").write_text(json.dumps({"names": [c.name for c in CLASSES], "palette": [list(p) for p in PALETTE],
-                                                      "dontcare": None}, indent=1))
+        (tmp / "classes.json").write_text(json.dumps({"names": [c.name for c in CLASSES],
+                                                      "palette": [list(p) for p in PALETTE], "dontcare": None},
+                                                     indent=1))
         for split, n in meta["splits"].items():
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "labels").mkdir(parents=True)
@@ -426,7 +434,8 @@ def read_factors(root, split: str = "train") -> list[dict]:
     """The factor records of a SynthScenes split on disk, in index order."""
     path = Path(root) / split / "factors.jsonl"
     if not path.exists():
-        raise DatasetError(f"{path} does not exist. Fix: generate the dataset with `python -m smis.data.synthetic --out {root}`.")
+        raise DatasetError(f"{path} does not exist. Fix: generate the dataset with "
+                           f"`python -m smis.data.synthetic --out {root}`.")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
