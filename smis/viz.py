@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from smis.utils import atomic_path
 
@@ -70,8 +71,6 @@ def example_grid(label: torch.Tensor,                     # (B, H, W) masks, one
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
-    from PIL import Image
-
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
@@ -93,7 +92,7 @@ def labelled(image: np.ndarray,                        # a `grid` of equal tiles
              pad: int = 2):
     """The grid as a matplotlib figure at its pixel size, each column and row named, so a saved PNG reads
     without the notebook. Returns the figure (`save_figure` writes it)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
     h, w = image.shape[:2]
     left = 0.0 if not rows else 0.12 * max(len(r) for r in rows)
@@ -130,7 +129,7 @@ def save_grid(image: np.ndarray, path: str | Path, columns: Sequence[str] | None
 
 def show(image: np.ndarray, title: str | None = None, scale: float = 1.0):
     """Display an image inline (matplotlib), sized by its pixels."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
     h, w = image.shape[:2]
     fig, ax = plt.subplots(figsize=(scale * w / 100, scale * h / 100 + (0.3 if title else 0)))
@@ -153,7 +152,7 @@ class LiveLossPlot:
             self.draw()
 
     def figure(self):
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
         fig, axes = plt.subplots(1, len(self.keys), figsize=(3.2 * len(self.keys), 2.6))
         steps = [h["step"] for h in self.history]
@@ -166,13 +165,13 @@ class LiveLossPlot:
 
     def draw(self):
         try:
-            from IPython import get_ipython
+            from IPython import get_ipython          # optional: only inside a notebook
             from IPython.display import display
         except ImportError:
             return
         if get_ipython() is None or not self.history:
             return
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
         fig = self.figure()
         if self._handle is None:

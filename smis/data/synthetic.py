@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from smis.data.base import DatasetError, DatasetInfo, as_hw
 
@@ -388,8 +389,6 @@ def write_synthscenes(
     <split>/factors.jsonl (one factor record per line, in index order).
     A second call with the same settings finds the dataset complete and returns at once.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     H, W = as_hw(size)
     _check_size(H, W)
