@@ -15,15 +15,19 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smis.curves import SCORES, plateau_table  # noqa: E402
+from smis.tables import COLOUR_IN, COLOUR_MATCH, MIOU, MIOU_HIGH, MIOU_LOW, TEXTURE_IN, TEXTURE_MATCH, Columns  # noqa: E402
 START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
 
 
 def _ci(row, col) -> str:
-    return f"{row[col]:.3f} ± {row[col + ' ±95%']:.3f}"
+    return f"{row[col]:.3f} ± {row[Columns.ci(col)]:.3f}"
 
 
 def _miou(row) -> str:
-    return f"{row['mask mIoU']:.3f} [{row['mask mIoU 95% low']:.3f}, {row['mask mIoU 95% high']:.3f}]"
+    return f"{row[MIOU]:.3f} [{row[MIOU_LOW]:.3f}, {row[MIOU_HIGH]:.3f}]"
 
 
 def collect(run: Path) -> dict:
@@ -52,8 +56,9 @@ def _verdict(lo: float, hi: float, sign: int = 1) -> str:
     return "**holds**" if lo > 0 else "**does not hold** (the opposite is resolved)" if hi < 0 else "**not resolved**"
 
 
-def claims(d: dict, div: str, top: str, gt: str) -> list[str]:
+def claims(d: dict, cols: Columns) -> list[str]:
     """The paper's claims, each with its verdict on this run's intervals."""
+    div, top, gt = cols.diversity, cols.top1, cols.gt_similarity
     p = pd.DataFrame(d["paired"]).set_index("score")
     t1 = pd.DataFrame(d["table1"]).set_index("variant")
     la = pd.DataFrame(d["layers"]).set_index("layer")
@@ -63,29 +68,33 @@ def claims(d: dict, div: str, top: str, gt: str) -> list[str]:
     lines.append(f"- *clvae is more diverse than gaugan_vae* (Table 2): {_verdict(r['CI low'], r['CI high'])}, "
                  f"{r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}].")
     r = p.loc[top]
-    lines.append(f"- *at no loss of top-1 GT-similarity* (lower is closer): "
-                 + ("**does not hold**" if r["CI low"] > 0 else "**holds**") + f", clvae minus gaugan_vae "
+    lines.append("- *at no loss of top-1 GT-similarity* (lower is closer): "
+                 + ("**does not hold**" if r["CI low"] > 0 else "**holds**") + ", clvae minus gaugan_vae "
                  f"{r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}]: "
                  + ("clvae's closest sample is closer" if r["CI high"] < 0 else "clvae's closest sample is further"
                     if r["CI low"] > 0 else "no resolved difference") + ".")
-    if "mask mIoU" in p.index:
-        r = p.loc["mask mIoU"]
-        lines.append(f"- *and at no loss of mask fidelity* (mask mIoU, higher follows the mask): "
-                     + ("**does not hold**" if r["CI high"] < 0 else "**holds**") + f", clvae minus gaugan_vae "
+    if MIOU in p.index:
+        r = p.loc[MIOU]
+        lines.append("- *and at no loss of mask fidelity* (mask mIoU, higher follows the mask): "
+                     + ("**does not hold**" if r["CI high"] < 0 else "**holds**") + ", clvae minus gaugan_vae "
                      f"{r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}].")
     if "clvae" in t1.index and "gaugan_vae" in t1.index:
         a, b = t1.loc["clvae"], t1.loc["gaugan_vae"]
-        lines.append(f"- *clvae reconstructs closer* (Table 1, {gt}, lower is closer): {a[gt]:.3f} ± {a[gt + ' ±95%']:.3f} "
-                     f"vs {b[gt]:.3f} ± {b[gt + ' ±95%']:.3f}.")
+        lines.append(f"- *clvae reconstructs closer* (Table 1, {gt}, lower is closer): "
+                     f"{a[gt]:.3f} ± {a[Columns.ci(gt)]:.3f} vs {b[gt]:.3f} ± {b[Columns.ci(gt)]:.3f}.")
     held = int((o["verdict"] == "holds").sum())
-    lines.append(f"- *Table 5 ordering full > L5 > w/o layer-wise > L3 > w/o class-wise on diversity*: {held} of {len(o)} "
-                 "neighbouring steps hold (" + "; ".join(f"{k}: {r['verdict']}" for k, r in o.iterrows()) + ").")
+    lines.append("- *Table 5 ordering full > L5 > w/o layer-wise > L3 > w/o class-wise on diversity*: "
+                 f"{held} of {len(o)} neighbouring steps hold ("
+                 + "; ".join(f"{k}: {r['verdict']}" for k, r in o.iterrows()) + ").")
     deep, fine = la.iloc[-1], la.iloc[0]
-    split = deep["colour mode changed"] > deep["texture kind changed"] and fine["texture kind changed"] > deep["texture kind changed"]
+    split = (deep["colour mode changed"] > deep["texture kind changed"]
+             and fine["texture kind changed"] > deep["texture kind changed"])
     collapsed = [int(l) for l, r in la.iterrows() if r["KL"] < 0.05]
-    lines.append(f"- *coarse codes move colour, fine codes move texture* (Sec. 4.4.3): "
-                 + ("**holds**" if split else "**does not hold**") + f": the coarsest latent layer changes the colour mode "
-                 f"in {100 * deep['colour mode changed']:.0f} % of edits, the finest in {100 * fine['colour mode changed']:.0f} % "
+    lines.append("- *coarse codes move colour, fine codes move texture* (Sec. 4.4.3): "
+                 + ("**holds**" if split else "**does not hold**")
+                 + ": the coarsest latent layer changes the colour mode "
+                 f"in {100 * deep['colour mode changed']:.0f} % of edits, "
+                 f"the finest in {100 * fine['colour mode changed']:.0f} % "
                  f"(texture kind {100 * fine['texture kind changed']:.0f} %)"
                  + (f"; latent layers {collapsed} have collapsed to the prior (KL < 0.05)." if collapsed else "."))
     return lines
@@ -95,70 +104,76 @@ def render(d: dict, curves: dict | None) -> str:
     """Markdown of the results block."""
     t1 = pd.DataFrame(d["table1"]).set_index("variant")
     t2 = pd.DataFrame(d["table2"]).set_index("variant")
-    lp = next(c for c in t2.columns if c.startswith("diversity (")).split("(")[1].rstrip(")")
-    fdn = next(c for c in t2.columns if c.startswith("FD (")).split("(")[1].rstrip(")")
-    div, top, gt, fd = f"diversity ({lp})", f"top-1 GT-similarity ({lp})", f"GT-similarity ({lp})", f"FD ({fdn})"
+    cols = Columns.of(t2)
+    lp, fdn = cols.metric, cols.fd_name
+    div, top, gt, fd = cols.diversity, cols.top1, cols.gt_similarity, cols.fd
     factors = pd.DataFrame(d["factors"]).set_index("source")
-    out = [f"Computed by `python scripts/demo_results.py` from the demo run (`bash run.sh demo`, {sum(d['timings_s'].values()) / 60:.1f} "
-           f"min: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in d["timings_s"].items()) + "). Scores are "
-           f"`{lp}` / `{fdn}`" + (" (EfficientNet-Lite0 stand-ins: compare across rows, never with the paper's LPIPS / FID)"
-                                  if "effnet" in lp + fdn else "") + "; ± = 95 % interval over masks, [ ] = bootstrap "
+    minutes = sum(d["timings_s"].values()) / 60
+    out = [f"Computed by `python scripts/demo_results.py` from the demo run (`bash run.sh demo`, {minutes:.1f} "
+           "min: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in d["timings_s"].items()) + "). Scores are "
+           f"`{lp}` / `{fdn}`"
+           + (" (EfficientNet-Lite0 stand-ins: compare across rows, never with the paper's LPIPS / FID)"
+              if "effnet" in lp + fdn else "") + "; ± = 95 % interval over masks, [ ] = bootstrap "
            "interval of the pooled mask mIoU.", "",
-           f"| variant | diversity (higher: more varied) | top-1 GT-similarity (lower: closer) | FD of samples | mask mIoU of samples | colour in class modes | texture in class set | reconstruction GT-similarity | reconstruction mask mIoU |",
+           "| variant | diversity (higher: more varied) | top-1 GT-similarity (lower: closer) | FD of samples "
+           "| mask mIoU of samples | colour in class modes | texture in class set | reconstruction GT-similarity "
+           "| reconstruction mask mIoU |",
            "|---|---|---|---|---|---|---|---|---|"]
     for v in [i for i in t2.index if not i.startswith("real")]:
         r, f = t2.loc[v], factors.loc[v] if v in factors.index else None
         rec = t1.loc[v] if v in t1.index else None
         out.append(f"| {v} | {_ci(r, div)} | {_ci(r, top)} | {r[fd]:.1f} | {_miou(r)} | "
-                   + (f"{f['colour in class modes (%)']:.1f} % | {f['texture in class set (%)']:.1f} % | " if f is not None else "- | - | ")
+                   + (f"{f[COLOUR_IN]:.1f} % | {f[TEXTURE_IN]:.1f} % | " if f is not None else "- | - | ")
                    + (f"{_ci(rec, gt)} | {_miou(rec)} |" if rec is not None else "- (no encoder) | - |"))
     real = t2.loc[[i for i in t2.index if i.startswith("real")][0]]
     rf = factors.loc[[i for i in factors.index if i.startswith("real")][0]]
-    out.append(f"| real test images | | | | {_miou(real)} | {rf['colour in class modes (%)']:.1f} % | "
-               f"{rf['texture in class set (%)']:.1f} % | | |")
+    out.append(f"| real test images | | | | {_miou(real)} | {rf[COLOUR_IN]:.1f} % | "
+               f"{rf[TEXTURE_IN]:.1f} % | | |")
     p = pd.DataFrame(d["paired"]).set_index("score")
-    out += ["", *claims(d, div, top, gt)]
+    out += ["", *claims(d, cols)]
     out += ["", "Paired over the same masks and seeds, clvae minus gaugan_vae: " + "; ".join(
         f"{s} {r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}]" for s, r in p.iterrows()) + "."]
     st = pd.DataFrame(d["style"]).set_index("method")
     out += ["", "Style-guided synthesis, share of shared classes taking the reference's colour mode / texture kind: "
-            + "; ".join(f"{m} {r['colour mode = reference (%)']:.0f} % / {r['texture = reference (%)']:.0f} %" for m, r in st.iterrows()) + "."]
+            + "; ".join(f"{m} {r[COLOUR_MATCH]:.0f} % / {r[TEXTURE_MATCH]:.0f} %" for m, r in st.iterrows()) + "."]
     t5 = pd.DataFrame(d["table5"]).set_index("variant")
     out += ["", "**Table 5** (ablations, shipped models, same masks and seeds):", "",
-            "| variant | diversity | top-1 GT-similarity | FD | mask mIoU | colour in class modes | reconstruction GT-similarity |",
+            "| variant | diversity | top-1 GT-similarity | FD | mask mIoU | colour in class modes "
+            "| reconstruction GT-similarity |",
             "|---|---|---|---|---|---|---|"]
     for v, r in t5.iterrows():
         if v.startswith("real"):
             continue
-        out.append(f"| {v} | {_ci(r, div)} | {_ci(r, top)} | {r[fd]:.1f} | {_miou(r)} | {r['colour in class modes (%)']:.1f} % | "
+        out.append(f"| {v} | {_ci(r, div)} | {_ci(r, top)} | {r[fd]:.1f} | {_miou(r)} | {r[COLOUR_IN]:.1f} % | "
                    f"{_ci(r, 'reconstruction ' + gt)} |")
     o = pd.DataFrame(d["ordering"]).set_index("paper's claim")
     out += ["", "The paper's diversity ordering, pair by pair (paired difference, 95 % interval): " + "; ".join(
-        f"{k}: **{r['verdict']}** ({r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}])" for k, r in o.iterrows()) + "."]
+        f"{k}: **{r['verdict']}** ({r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}])"
+        for k, r in o.iterrows()) + "."]
     la = pd.DataFrame(d["layers"]).set_index("layer")
     out += ["", "**Layer table** (clvae; resample one class's code at one latent layer; 0 = fine ... 4 = coarse):", "",
-            "| latent layer | encoder layer | generator blocks | colour shift | colour mode changed | texture kind changed | KL | mean abs(mu) |",
+            "| latent layer | encoder layer | generator blocks | colour shift | colour mode changed "
+            "| texture kind changed | KL | mean abs(mu) |",
             "|---|---|---|---|---|---|---|---|"]
     for l, r in la.iterrows():
         out.append(f"| {l} | {int(r['encoder layer'])} | {r['generator blocks']} | {r['colour shift']:.3f} | "
-                   f"{100 * r['colour mode changed']:.1f} % | {100 * r['texture kind changed']:.1f} % | {r['KL']:.3f} | {r['mean |mu|']:.3f} |")
+                   f"{100 * r['colour mode changed']:.1f} % | {100 * r['texture kind changed']:.1f} % | "
+                   f"{r['KL']:.3f} | {r['mean |mu|']:.3f} |")
     loc = pd.DataFrame(d["locality"]).set_index("model")
     out += ["", "Edit locality (resample one class's codes at every layer): " + "; ".join(
         f"{m}: {100 * r['inside']:.0f} % of the change inside the object, {100 * r['near']:.0f} % within 2 px "
         f"(object area {100 * r['area']:.0f} %)" for m, r in loc.iterrows()) + "."]
     if curves:
-        from smis.curves import plateau_table
-
         pt = plateau_table(pd.DataFrame(curves["rows"]))
-        out += ["", f"**Training curves** (`checkpoints/synthscenes_curves.json`, {curves['masks']} masks x {curves['k']} samples "
-                "per checkpoint; figure `docs/training_curves.png`): change over the last quarter of training as a share "
-                "of the run's range (small: flattened).", "",
-                "| variant | steps | checkpoints | diversity | FD | colour in class modes | texture in class set | mask mIoU |",
+        out += ["", f"**Training curves** (`checkpoints/synthscenes_curves.json`, {curves['masks']} masks x "
+                f"{curves['k']} samples per checkpoint; figure `docs/training_curves.png`): change over the last "
+                "quarter of training as a share of the run's range (small: flattened).", "",
+                "| variant | steps | checkpoints | diversity | FD | colour in class modes | texture in class set "
+                "| mask mIoU |",
                 "|---|---|---|---|---|---|---|---|"]
         for v, r in pt.iterrows():
             out.append(f"| {v} | {int(r['steps'])} | {int(r['checkpoints'])} | " + " | ".join(
-                f"{r[s]:.3g} ({100 * r[s + ': share of range']:.0f} %)" for s in
-                ("diversity", "FD", "colour in class modes (%)", "texture in class set (%)", "mask mIoU")) + " |")
+                f"{r[s]:.3g} ({100 * r[s + ': share of range']:.0f} %)" for s in SCORES) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from smis.curves import checkpoint_scores, curves_figure, plateau_table, real_scores  # noqa: E402
+from smis.train import device_name  # noqa: E402
+from smis.utils import atomic_write_json, resolve  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,13 +37,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="checkpoints/synthscenes_curves.json")
     p.add_argument("--figure", default="docs/training_curves.png")
     a = p.parse_args(argv)
-    import pandas as pd
-    import torch
-
-    from smis.curves import checkpoint_scores, curves_figure, plateau_table, real_scores
-    from smis.train import device_name
-    from smis.utils import atomic_write_json, resolve
-
     torch.set_num_threads(a.threads)
     runs = {d.name[len("demo_"):]: d for d in sorted(resolve(a.runs).glob("demo_*")) if d.is_dir()}
     if not runs:
@@ -49,12 +50,11 @@ def main(argv=None) -> int:
             done = pd.DataFrame(old["rows"])
     t0 = time.time()
     rows = checkpoint_scores(runs, a.n, a.k, done=done)
-    import platform
-
     real = real_scores(a.n, tuple(rows["size"].iloc[0]) if "size" in rows else (64, 64))
 
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines() if l.startswith("model name")),
+               platform.processor()) if cpuinfo.exists() else platform.processor()
     atomic_write_json({"command": "python scripts/eval_curves.py " + " ".join(argv), "masks": a.n, "k": a.k,
                        "device": device_name(torch.device("cpu")), "cpu": cpu, "torch": str(torch.__version__),
                        "seconds_this_call": round(time.time() - t0, 1), "real": real, "rows": rows.to_dict("records"),

@@ -19,10 +19,19 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-SCORES = ("diversity", "FD", "colour in class modes (%)", "texture in class set (%)", "mask mIoU")
-HIGHER_IS_BETTER = {"diversity": True, "FD": False, "colour in class modes (%)": True,
-                    "texture in class set (%)": True, "mask mIoU": True}
+from smis import evaluate as ev
+from smis.editing import layer_posteriors
+from smis.factors import factor_rows
+from smis.metrics import LPIPS
+from smis.models import load_segmenter_for
+from smis.tables import COLOUR_IN, MIOU, TEXTURE_IN, Columns, miou_columns
+from smis.train import load_model
+from smis.viz import save_figure, to_uint8
+
+SCORES = ("diversity", "FD", COLOUR_IN, TEXTURE_IN, MIOU)
+HIGHER_IS_BETTER = {"diversity": True, "FD": False, COLOUR_IN: True, TEXTURE_IN: True, MIOU: True}
 FLAT_SHARE = 0.25      # a score has flattened when its last-quarter change is at most this share of the run's range
 COLLAPSED_KL = 0.05    # a latent layer whose KL (nats) stays below this carries almost nothing: collapsed to the prior
 
@@ -40,20 +49,13 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run folder
                       n_masks: int = 64,                  # SynthScenes test masks (the same for every checkpoint)
                       k: int = 4,                         # prior samples per mask
-                      seed: int = 0,                      # prior codes' seed (evaluate.mask_seed)
+                      seed: int = 0,                      # prior codes' seed (smis.evaluate.mask_seed)
                       lpips: str = "auto", fd: str = "auto", segmenter: str = "auto",
                       done: pd.DataFrame | None = None,   # rows already scored (same settings): skipped
                       device: str | torch.device = "cpu",
                       progress: bool = True) -> pd.DataFrame:
     """One row per (variant, step): diversity, top-1 GT-similarity, FD, factor rates and mask mIoU of
     K prior samples per mask. Columns name the metric backbone in `lpips` / `fd_name`."""
-    from tqdm.auto import tqdm
-
-    from smis import evaluate as ev
-    from smis.editing import layer_posteriors
-    from smis.metrics import LPIPS
-    from smis.train import load_model
-
     todo = [(v, s, p) for v, r in runs.items() for s, p in run_checkpoints(r)
             if done is None or not ((done["variant"] == v) & (done["step"] == s)).any()]
     rows = [] if done is None else done.to_dict("records")
@@ -63,21 +65,21 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
     test, indices = ev.test_set("synthscenes", "", "test", first.preset.image_size, n_masks, 0)
     metric = LPIPS(lpips, device=device)
     fd_real = ev.real_frechet(test, indices, fd, device, progress=False)
-    seg = ev.load_segmenter_for("synthscenes", segmenter, device)
+    seg = load_segmenter_for("synthscenes", segmenter, device)
+    cols = Columns(metric.name)
+    options = ev.PriorOptions(k=k, seed=seed, per_class=False, factors=True, keep=0)
     image, label = ev.load_pairs(test, indices, device)                 # the masks every checkpoint is scored on
     for variant, step, path in tqdm(todo, desc="checkpoints", disable=not progress):
         nets = load_model(path, device)
-        r = ev.evaluate_prior(nets, test, indices, k, metric, seed, fd_real, per_class=False, factors=True, keep=0,
-                              progress=False, segmenter=seg)
+        r = ev.evaluate_prior(nets, test, indices, metric, options, fd_real, seg, progress=False)
         f = r.factors
         kl = {}
         if nets.E is not None and nets.spec.has_class_codes:          # is each latent layer used (Sec. 4.4.3)?
             kl = {f"KL layer {l}": float(v) for l, v in enumerate(layer_posteriors(nets, image, label)["kl"])}
-        rows.append({"variant": variant, "step": step, "diversity": float(r.per_image.iloc[:, 0].mean()),
-                     "top-1 GT-similarity": float(r.per_image.iloc[:, 1].mean()), "FD": r.fd,
-                     "colour in class modes (%)": 100 * float(f["colour_in"].mean()),
-                     "texture in class set (%)": 100 * float(f["texture_in"].mean()),
-                     "mask mIoU": ev.miou_columns(r.confusion)[ev.MIOU] if seg is not None else float("nan"),
+        rows.append({"variant": variant, "step": step, "diversity": float(r.per_image[cols.diversity].mean()),
+                     "top-1 GT-similarity": float(r.per_image[cols.top1].mean()), "FD": r.fd,
+                     COLOUR_IN: 100 * float(f["colour_in"].mean()), TEXTURE_IN: 100 * float(f["texture_in"].mean()),
+                     MIOU: miou_columns(r.confusion)[MIOU] if seg is not None else float("nan"),
                      "lpips": metric.name, "fd_name": r.fd_name, "masks": len(indices), "k": r.k, **kl})
     return pd.DataFrame(rows).sort_values(["variant", "step"], kind="stable").reset_index(drop=True)
 
@@ -86,17 +88,13 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
 def real_scores(n_masks: int = 64, size=(64, 64), segmenter: str = "auto") -> dict[str, float]:
     """The same scores' values on the real test images of those masks: the ceiling lines of the curves
     (colour / texture rates of real images, the segmenter's mIoU on them)."""
-    from smis import evaluate as ev
-    from smis.viz import to_uint8
-
     test, indices = ev.test_set("synthscenes", "", "test", size, n_masks, 0)
     image, label = ev.load_pairs(test, indices)
-    f = ev.factor_rows(to_uint8(image), label.numpy())
-    out = {"colour in class modes (%)": 100 * float(f["colour_in"].mean()),
-           "texture in class set (%)": 100 * float(f["texture_in"].mean())}
-    seg = ev.load_segmenter_for("synthscenes", segmenter)
+    f = factor_rows(to_uint8(image), label.numpy())
+    out = {COLOUR_IN: 100 * float(f["colour_in"].mean()), TEXTURE_IN: 100 * float(f["texture_in"].mean())}
+    seg = load_segmenter_for("synthscenes", segmenter)
     if seg is not None:
-        out["mask mIoU"] = ev.miou_columns(ev.real_mask_fidelity(seg, test, indices, progress=False))[ev.MIOU]
+        out[MIOU] = miou_columns(ev.real_mask_fidelity(seg, test, indices, progress=False))[MIOU]
     return out
 
 
@@ -172,15 +170,13 @@ def curves_figure(rows: pd.DataFrame, path: str | Path | None = None, title: str
                   real: Mapping[str, float] | None = None):
     """One panel per score (step on x), one line per variant, the real images' value (`real_scores`) as a
     dashed line; saved to `path` when given. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    from smis.viz import save_figure
+    import matplotlib.pyplot as plt          # optional heavy dependency: only for the figure
 
     fig, axes = plt.subplots(1, len(SCORES), figsize=(4.2 * len(SCORES), 3.6))
     lp, fdn = rows["lpips"].iloc[0], rows["fd_name"].iloc[0]
     names = {"diversity": f"diversity ({lp}), higher = more varied", "FD": f"FD ({fdn}), lower = closer to real",
-             "colour in class modes (%)": "colour in class's modes (%)", "texture in class set (%)":
-             "texture kind in class's set (%)", "mask mIoU": "mask mIoU (segmenter), higher = follows mask"}
+             COLOUR_IN: "colour in class's modes (%)", TEXTURE_IN: "texture kind in class's set (%)",
+             MIOU: "mask mIoU (segmenter), higher = follows mask"}
     for ax, s in zip(axes, SCORES):
         for v, g in rows.groupby("variant", sort=False):
             ax.plot(g["step"], g[s], marker="o", ms=3, label=v)

@@ -28,7 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from smis.data.base import as_hw
+from smis.data.synthetic import CLASSES, NUM_CLASSES, generate
+from smis.stats import bootstrap_weights, percentile_interval
 from smis.utils import CheckpointError, atomic_torch_save, pick_device, plain_data, safe_load
 
 FORMAT = "smis-segmenter-v1"
@@ -231,8 +235,6 @@ def miou_ci(per_mask: torch.Tensor | np.ndarray,       # (N, C, C) confusion mat
     also the paired difference mIoU(per_mask) - mIoU(other) under the same resampled masks:
     {"difference", "difference_low", "difference_high"}. Vectorised: each replicate's pooled confusion is
     a row of (R, N) resampling counts times the (N, C^2) per-mask matrices."""
-    from smis.stats import bootstrap_weights, percentile_interval
-
     def as_np(x, what):
         x = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if x.ndim != 3 or x.shape[1] != x.shape[2] or x.shape[0] < 1:
@@ -408,11 +410,6 @@ def synthscenes_arrays(split: str = "train",         # "train", "test" or "val"
     """SynthScenes images (N, 3, H, W) uint8 and labels (N, H, W) uint8, generated in memory (the
     pixels `make_dataset("synthscenes", None, split, size=..., seed=...)` yields, before its [-1, 1]
     scaling: x / 127.5 - 1). uint8 keeps 4000 64x64 images at 65 MB."""
-    from tqdm.auto import tqdm
-
-    from smis.data.base import as_hw
-    from smis.data.synthetic import generate
-
     if int(length) < 1:
         raise ValueError(f"length={length}: ask for at least one image")
     hw = as_hw(size)
@@ -458,11 +455,6 @@ def train_segmenter(size: int | Sequence[int] = 64,          # training image si
     Batches are drawn from a torch.Generator seeded with `seed`: two runs with the same arguments on the
     same device give the same weights.
     """
-    from tqdm.auto import tqdm
-
-    from smis.data.base import as_hw
-    from smis.data.synthetic import CLASSES, NUM_CLASSES
-
     hw = as_hw(size)
     if hw[0] % 8 or hw[1] % 8:
         raise ValueError(f"size={size}: the U-Net needs H and W divisible by 8, e.g. 64 or 128")

@@ -1,4 +1,8 @@
-"""Figures: image / mask grids and small plots, saved as PNG under outputs/."""
+"""Figures: image / mask grids and small plots, saved as PNG under outputs/.
+
+    figure = example_grid(label, image, [samples], dataset.info.palette)   # mask | real | samples, per row
+    save_grid(figure, "outputs/fig.png", ["mask", "real", "s1"], ["mask 0"], "title")
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from smis.utils import atomic_path
 
@@ -47,9 +52,25 @@ def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255, mi
     return out
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    from PIL import Image
+def example_grid(label: torch.Tensor,                     # (B, H, W) masks, one row each
+                 image: torch.Tensor | None,               # (B, 3, H, W) ground truth in [-1, 1], or None
+                 columns: Sequence[torch.Tensor],          # each (B, 3, H, W) or (B, n, 3, H, W): n columns
+                 palette: Sequence[Sequence[int]],         # (C, 3) mask colours (dataset.info.palette)
+                 min_tile: int = 128,                      # tiles enlarged to >= this many pixels a side
+                 ) -> np.ndarray:
+    """One row per mask: the mask, the ground truth (if given), then every image of `columns`.
+    uint8 (H', W', 3); `save_grid` names its rows and columns."""
+    masks = colorize(label, palette)
+    parts = [c if c.dim() == 5 else c[:, None] for c in columns]
+    rows = []
+    for b in range(label.shape[0]):                        # figure assembly
+        row = [masks[b]] + ([to_uint8(image[b])] if image is not None else [])
+        row += [to_uint8(im) for p in parts for im in p[b]]
+        rows.append(row)
+    return grid(rows, min_tile=min_tile)
 
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
@@ -71,7 +92,7 @@ def labelled(image: np.ndarray,                        # a `grid` of equal tiles
              pad: int = 2):
     """The grid as a matplotlib figure at its pixel size, each column and row named, so a saved PNG reads
     without the notebook. Returns the figure (`save_figure` writes it)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
     h, w = image.shape[:2]
     left = 0.0 if not rows else 0.12 * max(len(r) for r in rows)
@@ -108,7 +129,7 @@ def save_grid(image: np.ndarray, path: str | Path, columns: Sequence[str] | None
 
 def show(image: np.ndarray, title: str | None = None, scale: float = 1.0):
     """Display an image inline (matplotlib), sized by its pixels."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
     h, w = image.shape[:2]
     fig, ax = plt.subplots(figsize=(scale * w / 100, scale * h / 100 + (0.3 if title else 0)))
@@ -131,7 +152,7 @@ class LiveLossPlot:
             self.draw()
 
     def figure(self):
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
         fig, axes = plt.subplots(1, len(self.keys), figsize=(3.2 * len(self.keys), 2.6))
         steps = [h["step"] for h in self.history]
@@ -144,13 +165,13 @@ class LiveLossPlot:
 
     def draw(self):
         try:
-            from IPython import get_ipython
+            from IPython import get_ipython          # optional: only inside a notebook
             from IPython.display import display
         except ImportError:
             return
         if get_ipython() is None or not self.history:
             return
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt          # optional heavy dependency: only for figures
 
         fig = self.figure()
         if self._handle is None:

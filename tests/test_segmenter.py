@@ -67,7 +67,8 @@ def test_per_mask_confusions_sum_to_the_pooled_one_and_match_each_mask():
 def test_miou_ci_brackets_the_pooled_miou_and_pairs_variants():
     g = torch.Generator().manual_seed(1)
     label = torch.randint(0, 4, (40, 16, 16), generator=g)
-    noisy = lambda p: torch.where(torch.rand(label.shape, generator=g) < p, torch.randint(0, 4, label.shape, generator=g), label)
+    noisy = lambda p: torch.where(torch.rand(label.shape, generator=g) < p,                  # draws in this order
+                                  torch.randint(0, 4, label.shape, generator=g), label)
     good, bad = confusion_matrices(noisy(0.2), label, 4), confusion_matrices(noisy(0.6), label, 4)
     r = miou_ci(good, bad, replicates=500, seed=0)
     assert r["miou"] == pytest.approx(miou(good.sum(0))[0])

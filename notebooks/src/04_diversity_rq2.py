@@ -6,7 +6,8 @@
 # than a single global latent code (`gaugan_vae`), while staying as **close to the ground truth**?
 #
 # - **Diversity**: mean LPIPS over all pairs of the K samples of a mask, averaged over masks (higher is more varied).
-# - **Top-1 GT-similarity**: of the K samples, the one with the least L1 distance to the ground truth; its LPIPS to it (lower is closer).
+# - **Top-1 GT-similarity**: of the K samples, the one with the least L1 distance to the ground truth; its
+#   LPIPS to it (lower is closer).
 # - **FD**: Fréchet distance of one sample per mask to the real test images (realism).
 # - **Mask mIoU**: a segmenter trained on real images only (`smis.segmenter`) labels every sample; its
 #   mIoU against the mask says whether the image follows its mask. The same segmenter on the real test
@@ -23,7 +24,9 @@
 # EfficientNet-Lite0 stand-ins. They are reported under their own names only.
 
 # %% tags=["parameters"]
-MODELS = "clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt,gaugan:checkpoints/synthscenes_gaugan.pt"  # NAME:model, comma-separated
+# MODELS: NAME:model, comma-separated (an exported model, a run folder or official:DATASET:FOLDER)
+MODELS = ("clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt,"
+          "gaugan:checkpoints/synthscenes_gaugan.pt")
 DATASET = "synthscenes"   # smis.data.DATASETS key
 DATA_ROOT = ""            # dataset root; empty: SynthScenes generated on the fly
 SPLIT = "test"            # evaluation split
@@ -48,54 +51,42 @@ SMOKE = False             # tiny and fast (CI)
 
 # %%
 import numpy as np
-import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
 from smis import evaluate as ev
-from smis.metrics import LPIPS, plot_score_histograms
-from smis.utils import pick_device, resolve
-from smis.viz import save_figure, save_grid, to_uint8
-
-
-def trained(nets) -> str:
-    """How a model was trained, for the captions: its steps, or the authors' published weights."""
-    source = str((nets.meta.get("provenance") or {}).get("source", ""))
-    return "the authors' published weights" if source.startswith("official:") else f"{nets.meta.get('step')} steps"
-
+from smis import tables
+from smis.factors import COLOUR_TOLERANCE, factor_rows
+from smis.metrics import plot_score_histograms
+from smis.study import STAND_IN_NOTE, load_study
+from smis.utils import resolve
+from smis.viz import example_grid, save_figure, save_grid, to_uint8
 
 if SMOKE:
     N_TEST, K, N_STYLE, N_SHOW, N_SHOW_SAMPLES, MASKS_PER_BATCH = 4, 3, 4, 2, 3, 2
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
-device = pick_device(DEVICE)
-models = {name: ev.load_networks(src, device) for name, src in ev.parse_models(MODELS).items()}
-sizes = {tuple(n.preset.image_size) for n in models.values()}
-assert len(sizes) == 1, f"the models were trained at different sizes {sizes}; compare models of one dataset"
-test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, sizes.pop(), N_TEST, DATA_SEED)
+study = load_study(MODELS, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE, FD_BACKBONE, SEGMENTER,
+                   DEVICE, BATCH)
+test, indices, metric, cols, models = study.dataset, study.indices, study.metric, study.columns, study.models
 FACTORS = FACTORS and DATASET == "synthscenes"
-for name, nets in models.items():
-    print(f"{name}: variant {nets.variant}, {trained(nets)}"
-          + ("" if nets.spec.takes_latents else " (no latents: one image per mask, diversity 0 by construction)"))
-print(f"{len(indices)} masks x K = {K} samples on {device}")
-
-# %%
-metric = LPIPS(LPIPS_BACKBONE, device=device)
-fd_real = ev.real_frechet(test, indices, FD_BACKBONE, device, BATCH)
-segmenter = ev.load_segmenter_for(DATASET, SEGMENTER, device)
-print("LPIPS:", metric.name, "| Fréchet distance:", fd_real.name, "| mask fidelity:",
-      getattr(segmenter, "source", "none (no segmenter for this dataset)"))
+print(study.summary())
+print(f"K = {K} samples per mask")
 
 # %% [markdown]
+# Above: each model's variant and training (a variant without latents draws one image per mask), the
+# number of test masks and the metrics every variant is scored with.
+#
 # ## Sample and score
 # For each mask: K prior samples in one batch, their pairwise LPIPS (diversity), the Top-1 sample's
 # LPIPS to the ground truth, the per-class diversity, and (SynthScenes) the factors of every sample.
 
 # %%
+options = ev.PriorOptions(k=K, seed=SEED, masks_per_batch=MASKS_PER_BATCH, chunk=BATCH, per_class=PER_CLASS,
+                          factors=FACTORS, keep=N_SHOW)
 results = {}
 for name, nets in models.items():
-    results[name] = ev.evaluate_prior(nets, test, indices, K, metric, SEED, fd_real, MASKS_PER_BATCH, BATCH,
-                                      per_class=PER_CLASS, factors=FACTORS, keep=N_SHOW, segmenter=segmenter)
+    results[name] = ev.evaluate_prior(nets, test, indices, metric, options, study.fd_real, study.segmenter)
     print(f"{name}: {results[name].seconds:.0f} s")
 
 # %% [markdown]
@@ -103,21 +94,19 @@ for name, nets in models.items():
 # The paper reports these per dataset (with FID); here, one table for this profile's dataset.
 
 # %%
-table2 = ev.diversity_table(results)
-if segmenter is not None:                  # the ceiling: the segmenter on the real images of the same masks
-    table2.loc["real test images (ceiling)"] = pd.Series(ev.miou_columns(ev.real_mask_fidelity(segmenter, test, indices, BATCH)))
-note = ("lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID. "
-        if "effnet" in metric.name + fd_real.name else "")
+table2 = study.add_ceiling(tables.diversity_table(results))   # + the segmenter on the real images of the same masks
+note = STAND_IN_NOTE + " " if study.stand_ins else ""
 caption = (f"Tables 2-4 style on {DATASET} ({len(indices)} {SPLIT} masks, K = {K} prior samples each, seed {SEED}): "
            f"diversity = mean pairwise {metric.name} of a mask's samples (higher is more varied); top-1 "
            f"GT-similarity = {metric.name} to the ground truth of the sample nearest to it in L1 (lower is closer); "
-           f"FD = {fd_real.name} of one sample per mask to the real images. std over masks; ±95% = half-width of the "
-           "95 % interval of the mean over masks. "
-           + (f"mask mIoU = mIoU of the segmenter's labels of every sample against its mask (higher follows the mask; "
-              "95 % bootstrap interval over masks); its real-image row is the ceiling. " if segmenter is not None else "")
+           f"FD = {study.fd_real.name} of one sample per mask to the real images. std over masks; ±95% = half-width "
+           "of the 95 % interval of the mean over masks. "
+           + ("mask mIoU = mIoU of the segmenter's labels of every sample against its mask (higher follows the mask; "
+              "95 % bootstrap interval over masks); its real-image row is the ceiling. "
+              if study.segmenter is not None else "")
            + note
-           + "Models: " + ", ".join(f"{k} ({trained(m)})" for k, m in models.items()) + ".")
-ev.write_table(table2, out_dir, "table2_diversity_top1", caption)
+           + "Models: " + study.models_caption() + ".")
+tables.write_table(table2, out_dir, "table2_diversity_top1", caption)
 print(caption)
 table2
 
@@ -129,11 +118,11 @@ table2
 # %%
 claim = None
 if "clvae" in results and BASELINE in results:
-    paired = ev.paired_comparison(results["clvae"], results[BASELINE])
-    ev.write_table(paired, out_dir, "paired_clvae_vs_baseline",
-                   f"Per-mask paired differences clvae - {BASELINE} ({len(indices)} masks, same seeds), "
-                   "95 % confidence intervals (normal approximation over masks; paired bootstrap for mask mIoU).")
-    div_col, top_col = [c for c in paired.index if c.startswith("diversity")][0], [c for c in paired.index if c.startswith("top-1")][0]
+    paired = tables.paired_comparison(results["clvae"], results[BASELINE])
+    tables.write_table(paired, out_dir, "paired_clvae_vs_baseline",
+                       f"Per-mask paired differences clvae - {BASELINE} ({len(indices)} masks, same seeds), "
+                       "95 % confidence intervals (normal approximation over masks; paired bootstrap for mask mIoU).")
+    div_col, top_col = cols.diversity, cols.top1
     more_diverse = paired.loc[div_col, "CI low"] > 0
     top_diff = paired.loc[top_col, "difference"] / paired.loc[top_col, BASELINE]
     claim = {"more diverse (CI above 0)": bool(more_diverse), "top-1 relative difference": float(top_diff),
@@ -148,23 +137,21 @@ if "clvae" in results and BASELINE in results:
 # %%
 image, label = ev.load_pairs(test, indices[:N_SHOW])
 for name, r in results.items():
-    figure = ev.example_grid(label, image, [r.examples[:, :N_SHOW_SAMPLES]], test.info.palette)
+    figure = example_grid(label, image, [r.examples[:, :N_SHOW_SAMPLES]], test.info.palette)
     n = min(N_SHOW_SAMPLES, r.k)
     save_grid(figure, out_dir / f"fig7_samples_{name}.png", ["mask", "real"] + [f"sample {j + 1}" for j in range(n)],
               [f"test mask {i}" for i in indices[:N_SHOW]],
-              f"{name} ({trained(models[name])}): {n} prior samples per mask, seeds shared by every variant")
+              f"{name} ({study.trained(name)}): {n} prior samples per mask, seeds shared by every variant")
 
 # %% [markdown]
 # ## Fig. 10: per-image scores
 # Histograms of the per-mask diversity and Top-1 GT-similarity of every variant on shared bins.
 
 # %%
-for col in table2.columns:
-    if col.startswith(("diversity", "top-1")) and col.endswith(")"):
-        stem = "fig10_hist_" + col.split(" (")[0].replace(" ", "_").replace("-", "")
-        plot_score_histograms({k: r.per_image[col].to_numpy() for k, r in results.items()}, out_dir / f"{stem}.png",
-                              xlabel=col)
-        print(stem, {k: round(float(r.per_image[col].median()), 3) for k, r in results.items()})
+for col, stem in ((cols.diversity, "fig10_hist_diversity"), (cols.top1, "fig10_hist_top1_GTsimilarity")):
+    plot_score_histograms({k: r.per_image[col].to_numpy() for k, r in results.items()}, out_dir / f"{stem}.png",
+                          xlabel=col)
+    print(stem, {k: round(float(r.per_image[col].median()), 3) for k, r in results.items()})
 
 # %% [markdown]
 # ## Which classes vary
@@ -176,26 +163,26 @@ for col in table2.columns:
 # %%
 MAX_CLASSES_SHOWN = 30
 if PER_CLASS:
-    per_class = ev.per_class_table(results)
+    per_class = tables.per_class_table(results)
     dontcare = test.info.dontcare                     # rows are class ids 0..C-1
     absent = (per_class["masks"] == 0).to_numpy()
     is_dontcare = np.arange(len(per_class)) == (-1 if dontcare is None else dontcare)
     per_class = per_class[~(absent | is_dontcare)]
-    dropped = ([f"the {int((absent & ~is_dontcare).sum())} classes no mask holds"] if (absent & ~is_dontcare).any() else []) \
+    unheld = absent & ~is_dontcare
+    dropped = ([f"the {int(unheld.sum())} classes no mask holds"] if unheld.any() else []) \
         + ([f"the don't-care class {test.info.class_names[dontcare]!r}"] if dontcare is not None else [])
     left_out = f" Left out: {' and '.join(dropped)}." if dropped else ""
-    ev.write_table(per_class, out_dir, "per_class_diversity",
-                   f"Per-class diversity: {metric.name} of the K = {K} samples restricted to each class region, "
-                   f"mean over the masks holding the class ({len(indices)} masks).{left_out}")
+    tables.write_table(per_class, out_dir, "per_class_diversity",
+                       f"Per-class diversity: {metric.name} of the K = {K} samples restricted to each class region, "
+                       f"mean over the masks holding the class ({len(indices)} masks).{left_out}")
     shown = per_class.sort_values("masks", ascending=False, kind="stable").head(MAX_CLASSES_SHOWN)
     fig = Figure(figsize=(max(7, 0.3 * len(shown)), 3.2), dpi=110)
     ax = fig.add_subplot()
-    cols = [c for c in shown.columns if c != "masks"]
-    width = 0.8 / len(cols)
-    for i, c in enumerate(cols):
-        ax.bar(np.arange(len(shown)) + i * width, shown[c], width, label=c.split(":")[0])
+    width = 0.8 / len(results)
+    for i, name in enumerate(results):                # per_class_table's column of each variant
+        ax.bar(np.arange(len(shown)) + i * width, shown[f"{name}: {cols.diversity}"], width, label=name)
     ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, shown.index, rotation=45, ha="right")
-    ax.set_ylabel(f"diversity ({metric.name})")
+    ax.set_ylabel(cols.diversity)
     ax.legend(frameon=False)
     save_figure(fig, out_dir / "per_class_diversity.png")
     display(per_class)
@@ -211,13 +198,13 @@ if PER_CLASS:
 # %%
 if FACTORS:
     real_img, real_lab = ev.load_pairs(test, indices)
-    rows = {"real test images": ev.factor_rows(to_uint8(real_img), real_lab.numpy())}
+    rows = {"real test images": factor_rows(to_uint8(real_img), real_lab.numpy())}
     rows.update({k: r.factors for k, r in results.items()})
-    factors = ev.factor_table(rows)
-    ev.write_table(factors, out_dir, "factors_in_distribution",
-                   f"Share of class regions whose estimated colour is within {ev.COLOUR_TOLERANCE} (RGB) of one of the "
-                   "class's colour modes under some tint and brightness, and whose texture kind is one of the class's "
-                   f"own; all K = {K} samples of {len(indices)} masks.")
+    factors = tables.factor_table(rows)
+    tables.write_table(factors, out_dir, "factors_in_distribution",
+                       f"Share of class regions whose estimated colour is within {COLOUR_TOLERANCE} (RGB) of one of "
+                       "the class's colour modes under some tint and brightness, and whose texture kind is one of the "
+                       f"class's own; all K = {K} samples of {len(indices)} masks.")
     display(factors)
 
 # %% [markdown]
@@ -237,10 +224,11 @@ if FACTORS:
             continue
         style_rows[f"{name}: guided"] = ev.evaluate_style(nets, test, targets, refs, SEED, True, BATCH)
         style_rows[f"{name}: prior (chance)"] = ev.evaluate_style(nets, test, targets, refs, SEED, False, BATCH)
-    style = ev.style_table(style_rows)
-    ev.write_table(style, out_dir, "style_guided_factors",
-                   f"Style-guided synthesis on {len(targets)} mask / reference pairs: share of shared class regions "
-                   "whose estimated colour mode / texture kind equals the reference's; prior rows use no reference.")
+    style = tables.style_table(style_rows)
+    tables.write_table(style, out_dir, "style_guided_factors",
+                       f"Style-guided synthesis on {len(targets)} mask / reference pairs: share of shared class "
+                       "regions whose estimated colour mode / texture kind equals the reference's; prior rows use no "
+                       "reference.")
     display(style)
 
 # %% [markdown]
@@ -248,33 +236,35 @@ if FACTORS:
 # Built from this run's tables above (nothing pasted from an earlier run).
 
 # %%
-from IPython.display import Markdown
-
 lines = ["- Diversity and Top-1 GT-similarity pull in opposite directions (a model can be diverse by being wrong), "
          "so the paired comparison reads both on the same masks and seeds."]
 if claim is not None:
     d = paired.loc[div_col]
     t = paired.loc[top_col]
-    lines.append(f"- `clvae` vs `{BASELINE}` ({len(indices)} masks, K = {K}): diversity {d['clvae']:.3f} vs {d[BASELINE]:.3f} "
+    lines.append(f"- `clvae` vs `{BASELINE}` ({len(indices)} masks, K = {K}): "
+                 f"diversity {d['clvae']:.3f} vs {d[BASELINE]:.3f} "
                  f"(paired difference {d['difference']:+.3f}, 95 % CI [{d['CI low']:.3f}, {d['CI high']:.3f}]): "
-                 + ("**clvae is more diverse**" if claim["more diverse (CI above 0)"] else "**not shown to be more diverse**")
+                 + ("**clvae is more diverse**" if claim["more diverse (CI above 0)"]
+                    else "**not shown to be more diverse**")
                  + f"; top-1 GT-similarity {t['clvae']:.3f} vs {t[BASELINE]:.3f} (difference {t['difference']:+.3f}, "
                  f"CI [{t['CI low']:.3f}, {t['CI high']:.3f}]; lower is closer).")
-    if ev.MIOU in paired.index:
-        m = paired.loc[ev.MIOU]
-        ceiling = table2.loc["real test images (ceiling)", ev.MIOU]
+    if tables.MIOU in paired.index:
+        m = paired.loc[tables.MIOU]
+        ceiling = table2.loc[tables.CEILING, tables.MIOU]
         lines.append(f"- Mask fidelity: mIoU {m['clvae']:.3f} (`clvae`) vs {m[BASELINE]:.3f} (`{BASELINE}`), paired "
                      f"difference {m['difference']:+.3f} (CI [{m['CI low']:.3f}, {m['CI high']:.3f}]); real images "
-                     f"{ceiling:.3f}. " + ("Both follow their masks close to the ceiling." if min(m['clvae'], m[BASELINE])
-                                           > ceiling - 0.1 else "The gap to the real images is what the models still miss."))
+                     f"{ceiling:.3f}. "
+                     + ("Both follow their masks close to the ceiling." if min(m['clvae'], m[BASELINE]) > ceiling - 0.1
+                        else "The gap to the real images is what the models still miss."))
 if FACTORS:
-    f = factors["colour in class modes (%)"]
+    f = factors[tables.COLOUR_IN]
     lines.append("- Colour in the class's own modes: " + ", ".join(f"{k} {v:.1f} %" for k, v in f.items())
                  + "; texture kind in the class's set: "
-                 + ", ".join(f"{k} {v:.1f} %" for k, v in factors["texture in class set (%)"].items()) + ".")
-    st = style["colour mode = reference (%)"]
+                 + ", ".join(f"{k} {v:.1f} %" for k, v in factors[tables.TEXTURE_IN].items()) + ".")
+    st = style[tables.COLOUR_MATCH]
     lines.append("- Style guidance, share of shared classes taking the reference's colour mode: "
                  + ", ".join(f"{k} {v:.1f} %" for k, v in st.items()) + ".")
-lines.append(f"- Scores are {metric.name} / {fd_real.name}" + (": EfficientNet-Lite0 stand-ins, comparable across variants "
-             "here, never with the paper's LPIPS or FID." if "effnet" in metric.name + fd_real.name else "."))
+lines.append(f"- Scores are {metric.name} / {study.fd_real.name}"
+             + (": EfficientNet-Lite0 stand-ins, comparable across variants here, never with the paper's LPIPS or FID."
+                if study.stand_ins else "."))
 Markdown("\n".join(lines))

@@ -28,9 +28,10 @@ TRAIN_SEED = 0            # training seed (weights, data order, noise)
 PRESET = "synthscenes"    # preset for the training
 PERCEPTUAL = "auto"       # perceptual loss network: "auto" (VGG19 if cached, else EfficientNet-Lite0), "none"
 RUN_ROOT = "outputs/demo/runs_ablation"   # where the short training runs go
+# MODELS, if TRAIN_STEPS is 0: NAME:model file or run folder, comma-separated
 MODELS = ("clvae:checkpoints/synthscenes_clvae.pt,no_classwise:checkpoints/synthscenes_no_classwise.pt,"
           "no_layerwise:checkpoints/synthscenes_no_layerwise.pt,clvae_L3:checkpoints/synthscenes_clvae_L3.pt,"
-          "clvae_L5:checkpoints/synthscenes_clvae_L5.pt")  # if TRAIN_STEPS is 0: NAME:model file or run folder, comma-separated
+          "clvae_L5:checkpoints/synthscenes_clvae_L5.pt")
 DATASET = "synthscenes"   # smis.data.DATASETS key (training and evaluation)
 DATA_ROOT = ""            # dataset root; empty: SynthScenes generated on the fly
 SPLIT = "test"            # evaluation split
@@ -53,14 +54,17 @@ import time
 
 import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from smis import evaluate as ev
-from smis.metrics import LPIPS
+from smis import tables
+from smis.models import parse_models
 from smis.networks import VARIANTS as REGISTRY
+from smis.stats import paired_ci
+from smis.study import STAND_IN_NOTE, load_study
 from smis.train import Trainer, TrainConfig
 from smis.utils import pick_device, resolve
-from smis.viz import save_grid
+from smis.viz import example_grid, save_grid
 
 overrides = {}
 if SMOKE:  # tiny networks, a couple of steps
@@ -97,40 +101,40 @@ if TRAIN_STEPS > 0:
         sources[v] = cfg.run_dir
         print(f"{v}: {train_seconds[v]:.0f} s")
 else:
-    sources = ev.parse_models(MODELS)
+    sources = parse_models(MODELS)
     missing = [v for v in variants if v not in sources]
     assert not missing, f"MODELS lacks {missing}; give NAME:path for every variant in VARIANTS"
-models = {v: ev.load_networks(sources[v], device) for v in variants}
+study = load_study({v: sources[v] for v in variants}, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE,
+                   FD_BACKBONE, SEGMENTER, device, BATCH)
+test, indices, metric, cols, models = study.dataset, study.indices, study.metric, study.columns, study.models
 for v, nets in models.items():
-    print(f"{v}: {len(nets.spec.layers)} latent layers, K = {nets.spec.code_classes} codes per "
-          f"layer, encoder depth {nets.E.depth}, {sum(p.numel() for p in nets.G.parameters()) / 1e6:.2f} M G parameters")
+    print(f"{v}: {len(nets.spec.layers)} latent layers, K = {nets.spec.code_classes} codes per layer, encoder depth "
+          f"{nets.E.depth}, {sum(p.numel() for p in nets.G.parameters()) / 1e6:.2f} M G parameters")
+print(study.summary())
 
 # %% [markdown]
+# Above: each variant's latent structure and size, then the test masks and the metrics they are all scored with.
+#
 # ## Score every variant on the same masks and seeds
 
 # %%
-sizes = {tuple(n.preset.image_size) for n in models.values()}
-assert len(sizes) == 1, f"the models were trained at different sizes {sizes}"
-test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, sizes.pop(), N_TEST, DATA_SEED)
-metric = LPIPS(LPIPS_BACKBONE, device=device)
-fd_real = ev.real_frechet(test, indices, FD_BACKBONE, device, BATCH)
-segmenter = ev.load_segmenter_for(DATASET, SEGMENTER, device)
 factors = DATASET == "synthscenes"
+options = ev.PriorOptions(k=K, seed=SEED, chunk=BATCH, per_class=False, factors=factors, keep=1)
 prior, recon = {}, {}
 for v, nets in models.items():
-    prior[v] = ev.evaluate_prior(nets, test, indices, K, metric, SEED, fd_real, chunk=BATCH, per_class=False,
-                                 factors=factors, keep=1, segmenter=segmenter)
+    prior[v] = ev.evaluate_prior(nets, test, indices, metric, options, study.fd_real, study.segmenter)
     recon[v] = ev.evaluate_reconstruction(nets, test, indices, metric, None, batch=BATCH, keep=1)
 
 # %% [markdown]
 # ## Table 5
 
 # %%
-table5 = ev.diversity_table(prior).join(ev.reconstruction_table(recon).drop(columns="images").add_prefix("reconstruction "))
-if segmenter is not None:
-    table5.loc["real"] = pd.Series(ev.miou_columns(ev.real_mask_fidelity(segmenter, test, indices, BATCH)))
+table5 = tables.diversity_table(prior).join(
+    tables.reconstruction_table(recon).drop(columns="images").add_prefix("reconstruction "))
+study.add_ceiling(table5, "real")
 if factors:
-    table5 = table5.join(ev.factor_table({v: r.factors for v, r in prior.items()})[["colour in class modes (%)", "texture in class set (%)"]])
+    table5 = table5.join(tables.factor_table({v: r.factors for v, r in prior.items()})[[tables.COLOUR_IN,
+                                                                                         tables.TEXTURE_IN]])
 if TRAIN_STEPS > 0:
     table5["training steps"] = TRAIN_STEPS
     table5["training s"] = pd.Series(train_seconds).round(0)
@@ -140,15 +144,15 @@ table5.index.name = "variant"
 how = (f"all trained here from scratch for the same short schedule ({TRAIN_STEPS} steps, batch {TRAIN_BATCH}, "
        f"{PRESET} preset, {device}, seed {TRAIN_SEED}): far from converged, and one training seed only, so "
        "differences between rows can be training noise" if TRAIN_STEPS > 0
-       else "loaded from checkpoints: " + ", ".join(f"{k}={s} ({models[k].meta.get('step')} steps)" for k, s in sources.items()))
+       else "loaded from checkpoints: " + ", ".join(f"{k}={s} ({models[k].meta.get('step')} steps)"
+                                                    for k, s in sources.items()))
 caption = (f"Table 5 style ablation on {DATASET} ({len(indices)} {SPLIT} masks, K = {K}); models {how}. "
            f"Diversity (higher: more varied), top-1 and reconstruction GT-similarity (lower: closer) in {metric.name}; "
-           f"FD in {fd_real.name}; ±95% = half-width of the 95 % interval over masks"
+           f"FD in {study.fd_real.name}; ±95% = half-width of the 95 % interval over masks"
            + ("; mask mIoU = the segmenter's labels of the samples against their masks (95 % bootstrap interval)"
-              if segmenter is not None else "") + "."
-           + (" lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID."
-              if "effnet" in metric.name + fd_real.name else ""))
-ev.write_table(table5, out_dir, "table5_ablations", caption)
+              if study.segmenter is not None else "") + "."
+           + (" " + STAND_IN_NOTE if study.stand_ins else ""))
+tables.write_table(table5, out_dir, "table5_ablations", caption)
 print(caption)
 table5
 
@@ -163,13 +167,13 @@ if "clvae" in prior:
     for v in variants:
         if v == "clvae":
             continue
-        p = ev.paired_comparison(prior[v], prior["clvae"])
+        p = tables.paired_comparison(prior[v], prior["clvae"])
         versus[v] = {f"{score}: {what}": p.loc[score, col] for score in p.index
                      for what, col in (("difference", "difference"), ("CI low", "CI low"), ("CI high", "CI high"))}
     paired5 = pd.DataFrame.from_dict(versus, orient="index").rename_axis("ablation - clvae")
-    ev.write_table(paired5, out_dir, "table5_paired_vs_full",
-                   f"Ablation minus full model (clvae), per mask on the same {len(indices)} masks and seeds: mean "
-                   "difference and 95 % interval of each score.")
+    tables.write_table(paired5, out_dir, "table5_paired_vs_full",
+                       f"Ablation minus full model (clvae), per mask on the same {len(indices)} masks and seeds: mean "
+                       "difference and 95 % interval of each score.")
     display(paired5.T.round(3))
 
 # %% [markdown]
@@ -180,18 +184,18 @@ if "clvae" in prior:
 
 # %%
 order = [v for v in PAPER_ORDER.split(",") if v in prior]
-div_col = f"diversity ({metric.name})"
+div_col = cols.diversity
 steps_rows = {}
 for hi_v, lo_v in zip(order, order[1:]):
-    d, lo, hi = ev.paired_ci(prior[hi_v].per_image[div_col], prior[lo_v].per_image[div_col])
+    d, lo, hi = paired_ci(prior[hi_v].per_image[div_col], prior[lo_v].per_image[div_col])
     steps_rows[f"{hi_v} > {lo_v}"] = {"difference": d, "CI low": lo, "CI high": hi,
                                       "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"}
 ordering = pd.DataFrame.from_dict(steps_rows, orient="index").rename_axis("paper's claim")
 observed = sorted(order, key=lambda v: -prior[v].per_image[div_col].mean())
 if len(ordering):
-    ev.write_table(ordering, out_dir, "table5_ordering",
-                   f"The paper's diversity ordering, pair by pair, paired over {len(indices)} masks ({metric.name}). "
-                   f"Observed order by mean diversity: {' > '.join(observed)}.")
+    tables.write_table(ordering, out_dir, "table5_ordering",
+                       f"The paper's diversity ordering, pair by pair, paired over {len(indices)} masks "
+                       f"({metric.name}). Observed order by mean diversity: {' > '.join(observed)}.")
     display(ordering)
 print("observed order by mean diversity:", " > ".join(observed))
 
@@ -202,8 +206,8 @@ print("observed order by mean diversity:", " > ".join(observed))
 # %%
 image, label = ev.load_pairs(test, indices[:1])
 rows = torch.cat([prior[v].examples[:1, :N_SHOW_SAMPLES] for v in variants])       # (V, n, 3, H, W)
-figure = ev.example_grid(label.expand(len(variants), -1, -1), image.expand(len(variants), -1, -1, -1), [rows],
-                         test.info.palette)
+figure = example_grid(label.expand(len(variants), -1, -1), image.expand(len(variants), -1, -1, -1), [rows],
+                      test.info.palette)
 save_grid(figure, out_dir / "fig11_ablation_samples.png",
           ["mask", "real"] + [f"sample {j + 1}" for j in range(rows.shape[1])], [LABELS.get(v, v) for v in variants],
           f"test mask {indices[0]}: the same prior seeds through every variant")
@@ -215,23 +219,23 @@ save_grid(figure, out_dir / "fig11_ablation_samples.png",
 # from this run's tables.
 
 # %%
-from IPython.display import Markdown
-
 lines = []
 if len(ordering):
     held = (ordering["verdict"] == "holds").sum()
     lines.append(f"- The paper's diversity ordering: {held} of {len(ordering)} neighbouring steps hold with 95 % "
-                 f"intervals above 0 (" + "; ".join(f"{k}: {r['verdict']} ({r['difference']:+.3f}, CI [{r['CI low']:.3f}, "
-                                                   f"{r['CI high']:.3f}])" for k, r in ordering.iterrows())
+                 "intervals above 0 ("
+                 + "; ".join(f"{k}: {r['verdict']} ({r['difference']:+.3f}, CI [{r['CI low']:.3f}, {r['CI high']:.3f}])"
+                             for k, r in ordering.iterrows())
                  + f"). Observed order: {' > '.join(observed)}.")
 for v, row in versus.items():
     parts = [f"diversity {row[f'{div_col}: difference']:+.3f}"]
-    top = f"top-1 GT-similarity ({metric.name})"
+    top, miou, colour = cols.top1, tables.MIOU, tables.COLOUR_IN
     parts.append(f"top-1 {row[f'{top}: difference']:+.3f} [{row[f'{top}: CI low']:.3f}, {row[f'{top}: CI high']:.3f}]")
-    if f"{ev.MIOU}: difference" in row:
-        parts.append(f"mIoU {row[f'{ev.MIOU}: difference']:+.3f} [{row[f'{ev.MIOU}: CI low']:.3f}, {row[f'{ev.MIOU}: CI high']:.3f}]")
-    if "colour in class modes (%): difference" in row:
-        parts.append(f"colour in class modes {row['colour in class modes (%): difference']:+.1f} points")
+    if f"{miou}: difference" in row:
+        parts.append(f"mIoU {row[f'{miou}: difference']:+.3f} [{row[f'{miou}: CI low']:.3f}, "
+                     f"{row[f'{miou}: CI high']:.3f}]")
+    if f"{colour}: difference" in row:
+        parts.append(f"colour in class modes {row[f'{colour}: difference']:+.1f} points")
     lines.append(f"- {LABELS.get(v, v)} minus full: " + ", ".join(parts) + ".")
 if TRAIN_STEPS > 0:
     lines.append(f"- These models were trained here for {TRAIN_STEPS} steps: far from converged, one seed; the rows "

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from smis.data.base import DatasetError, DatasetInfo, as_hw
 
@@ -86,8 +87,9 @@ def info(size=None) -> DatasetInfo:
     return DatasetInfo("synthscenes", NUM_CLASSES, tuple(c.name for c in CLASSES), PALETTE, None, as_hw(size))
 
 
-def _tint(t: float) -> np.ndarray:
-    """Time of day t in [0, 1]: warm (dawn / dusk) at 0, neutral at 0.5, cool at 1."""
+def tint(t: float) -> np.ndarray:
+    """The RGB tint (3,) of time of day t in [0, 1]: warm (dawn / dusk) at 0, neutral at 0.5, cool at 1.
+    Public: `smis.factors` fits colour modes under every tint."""
     w = np.clip(1 - 2 * t, 0, 1)
     c = np.clip(2 * t - 1, 0, 1)
     return (1 - w - c) * np.ones(3) + w * WARM + c * COOL
@@ -183,7 +185,7 @@ def _paint(rng, label, inst_cls, H, W, S, instances, big=False):
 def sample_factors(rng: np.random.Generator, classes: list[int], H: int, W: int) -> dict:
     """Global and per-class appearance factors for the classes present (the image's factor record)."""
     t = float(rng.uniform(0, 1))
-    rec = {"global": {"time_of_day": t, "tint": [float(v) for v in _tint(t)],
+    rec = {"global": {"time_of_day": t, "tint": [float(v) for v in tint(t)],
                       "brightness": float(rng.uniform(*BRIGHTNESS))},
            "noise_seed": int(rng.integers(0, 2**31 - 1)), "classes": {}}
     for c in classes:
@@ -275,7 +277,7 @@ def generate(index: int, size=128, seed: int = 0, split: str = "train") -> tuple
 
 
 # ---------------------------------------------------------------------------------------------
-# Factor estimation from pixels (used by tests and by the factor-aware metrics)
+# Factor estimation from pixels (used by tests and by the factor-aware scores, smis.factors)
 
 
 def estimate_factors(image: np.ndarray, label: np.ndarray, global_factors: dict | None = None,
@@ -388,8 +390,6 @@ def write_synthscenes(
     <split>/factors.jsonl (one factor record per line, in index order).
     A second call with the same settings finds the dataset complete and returns at once.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     H, W = as_hw(size)
     _check_size(H, W)

@@ -1,0 +1,95 @@
+"""Loading the models an evaluation compares, by source string, and the segmenter that scores mask fidelity.
+
+    nets = load_networks("checkpoints/synthscenes_clvae.pt")     # an export, a checkpoint, a run folder
+    nets = load_networks("official:ade20k:weights/ade20k")       # the authors' published G and E
+    parse_models("clvae:checkpoints/a.pt, gaugan_vae:outputs/runs/b")   # {name: source}: notebooks' MODELS
+    seg = load_segmenter_for("synthscenes")                      # the shipped one; None for other datasets
+
+A source is one of: an exported model or training checkpoint (`smis.train.load_model`), a training run
+folder (its latest `checkpoints/step_*.pt`), or "official:DATASET:FOLDER" (`smis.official.load_official`
+on FOLDER/latest_net_G.pth and latest_net_E.pth).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from smis.config import get_preset
+from smis.networks import Networks
+from smis.official import load_official
+from smis.segmenter import Segmenter, load_segmenter
+from smis.train import load_model
+from smis.utils import pick_device, resolve
+
+SEGMENTERS = {"synthscenes": "checkpoints/synthscenes_segmenter.pt"}   # scripts/train_segmenter.py
+
+
+def load_networks(source: str | Path,                                # see the module docstring
+                  device: str | torch.device | None = "cpu",
+                  ) -> Networks:
+    """G and E in eval mode from
+    - an exported model (.pt) or a training checkpoint (`smis.train.load_model`);
+    - a run folder: its latest `checkpoints/step_*.pt`;
+    - "official:DATASET:FOLDER": the authors' published latest_net_G.pth / latest_net_E.pth
+      (DATASET in ade20k, deepfashion, gta5; `smis.official.load_official`)."""
+    source = str(source)
+    if source.startswith("official:"):
+        _, dataset, folder = (source.split(":", 2) + ["", ""])[:3]
+        folder = resolve(folder)
+        G, E = load_official(folder / "latest_net_G.pth", folder / "latest_net_E.pth", dataset, pick_device(device))
+        nets = Networks(G, E, None, G.spec, "clvae", get_preset(dataset))
+        nets.meta = {"step": None, "provenance": {"source": source}}
+        return nets.eval()
+    path = resolve(source)
+    if path.is_dir():
+        ckpts = sorted((path / "checkpoints").glob("step_*.pt"))
+        if not ckpts:
+            raise FileNotFoundError(f"run folder {path} has no checkpoints/step_*.pt. Fix: train it first "
+                                    "(python -m smis.train --run-dir ...) or pass a model file.")
+        path = ckpts[-1]
+    elif not path.exists():
+        raise FileNotFoundError(f"model {path} does not exist. Fix: pass an exported model (checkpoints/*.pt), a "
+                                "training checkpoint, a run folder or official:DATASET:FOLDER; "
+                                "scripts/train_demo_models.py makes the demo models.")
+    return load_model(path, device)
+
+
+def parse_models(spec: str) -> dict[str, str]:
+    """'clvae:checkpoints/a.pt, gaugan_vae:outputs/runs/b' -> {name: source}, split at each entry's
+    first ':' (a source may be official:DATASET:FOLDER); entries with an empty source are dropped."""
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, sep, source = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"model entry {item!r} must read NAME:SOURCE, e.g. clvae:checkpoints/synthscenes_clvae.pt")
+        if source.strip():
+            out[name.strip()] = source.strip()
+    return out
+
+
+def trained(nets: Networks) -> str:
+    """How a model was trained, for captions: "N steps", or "the authors' published weights"."""
+    source = str((nets.meta.get("provenance") or {}).get("source", ""))
+    return "the authors' published weights" if source.startswith("official:") else f"{nets.meta.get('step')} steps"
+
+
+def load_segmenter_for(dataset: str,                                 # smis.data.DATASETS key
+                       source: str | Path | None = "auto",           # a file, "auto" (SEGMENTERS), "" / None: none
+                       device: str | torch.device | None = "cpu",
+                       ) -> Segmenter | None:
+    """The mask-fidelity segmenter of `dataset`: `source` a file from scripts/train_segmenter.py, "auto"
+    the shipped one (SEGMENTERS; None for datasets without one), "" / None: no mask fidelity."""
+    if not source:
+        return None
+    if source == "auto":
+        if dataset not in SEGMENTERS:
+            return None
+        source = SEGMENTERS[dataset]
+    path = resolve(str(source))
+    if not path.exists():
+        raise FileNotFoundError(f"segmenter {path} does not exist. Fix: train one (python scripts/train_segmenter.py) "
+                                "or pass SEGMENTER='' to skip mask fidelity")
+    seg = load_segmenter(path, device)
+    seg.source = str(source)
+    return seg

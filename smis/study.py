@@ -1,0 +1,117 @@
+"""One evaluation study: the models a notebook compares, the test masks they share, the metrics and the
+mask-fidelity segmenter, set up by one call (notebooks 03, 04 and 05).
+
+    study = load_study("clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt",
+                       "synthscenes", "", "test", n_test=100)
+    res = {name: evaluate_prior(nets, study.dataset, study.indices, study.metric, PriorOptions(k=20),
+                                study.fd_real, study.segmenter) for name, nets in study.models.items()}
+    table = study.add_ceiling(diversity_table(res))     # + the segmenter's mIoU on the real images
+    study.columns.diversity                             # "diversity (lpips_effnet)": the tables' score columns
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import pandas as pd
+import torch
+
+from smis.evaluate import real_frechet, real_mask_fidelity, test_set
+from smis.metrics import LPIPS, FrechetDistance
+from smis.models import load_networks, load_segmenter_for, parse_models, trained
+from smis.networks import Networks
+from smis.segmenter import Segmenter
+from smis.tables import CEILING, Columns, miou_columns
+from smis.utils import pick_device
+
+STAND_IN_NOTE = "lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID."
+
+
+@dataclass
+class Study:
+    """Models compared on the same test masks with the same metrics (`load_study` builds one)."""
+
+    models: dict[str, Networks]          # name -> networks (eval mode, on `device`), in the order given
+    dataset: object                      # the evaluation split (smis.data dataset) at the models' image size
+    indices: list[int]                   # its items evaluated (masks)
+    metric: LPIPS                        # GT-similarity / diversity metric
+    fd_real: FrechetDistance             # real images' feature statistics: the reference of every FD
+    segmenter: Segmenter | None          # mask fidelity (None: the dataset has none, or SEGMENTER="")
+    device: torch.device
+    batch: int = 64                      # images per network pass for the real-image statistics
+    _ceiling: dict | None = field(default=None, repr=False)
+
+    @property
+    def columns(self) -> Columns:
+        """The tables' score column names for this study's metrics."""
+        return Columns(self.metric.name, self.fd_real.name)
+
+    @property
+    def stand_ins(self) -> bool:
+        """True when the scores are the EfficientNet-Lite0 stand-ins, never comparable with the paper's."""
+        return "effnet" in self.metric.name + self.fd_real.name
+
+    def trained(self, name: str) -> str:
+        """How model `name` was trained, for captions (`smis.models.trained`)."""
+        return trained(self.models[name])
+
+    def models_caption(self, names=None) -> str:
+        """'clvae (3000 steps), gaugan_vae (3000 steps)' for the models `names` (default: all)."""
+        return ", ".join(f"{k} ({self.trained(k)})" for k in self.models if names is None or k in names)
+
+    def ceiling(self) -> dict:
+        """miou_columns of the segmenter on the real images of the study's masks (computed once); {} without
+        a segmenter."""
+        if self.segmenter is None:
+            return {}
+        if self._ceiling is None:
+            self._ceiling = miou_columns(real_mask_fidelity(self.segmenter, self.dataset, self.indices, self.batch))
+        return self._ceiling
+
+    def add_ceiling(self, table: pd.DataFrame, row: str = CEILING) -> pd.DataFrame:
+        """`table` with the real images' mask mIoU as row `row` (the ceiling of the mIoU column); unchanged
+        without a segmenter. Modifies and returns `table`."""
+        if self.segmenter is not None:
+            table.loc[row] = pd.Series(self.ceiling())
+        return table
+
+    def summary(self) -> str:
+        """One line per model (variant, training) and one for the metrics, for the notebook's first output."""
+        lines = [f"{name}: variant {nets.variant}, {trained(nets)}"
+                 + ("" if nets.spec.takes_latents else " (no latents: one image per mask, diversity 0 by construction)")
+                 for name, nets in self.models.items()]
+        lines.append(f"{len(self.indices)} test masks on {self.device}; LPIPS: {self.metric.name} | Fréchet distance: "
+                     f"{self.fd_real.name} | mask fidelity: "
+                     + getattr(self.segmenter, "source", "none (no segmenter for this dataset)"))
+        return "\n".join(lines)
+
+
+def load_study(models: str | Mapping[str, str],   # "NAME:source,..." (smis.models.parse_models) or {name: source}
+               dataset: str,                        # smis.data.DATASETS key
+               data_root: str | None,               # its root; "" / None: SynthScenes generated on the fly
+               split: str = "test",                 # evaluation split
+               n_test: int = 0,                     # masks (0: the whole split)
+               data_seed: int = 0,                  # SynthScenes seed
+               lpips: str = "auto",                 # LPIPS backbone: "auto", "alex", "effnet"
+               fd: str = "auto",                    # FD backbone: "auto", "inception", "effnet"
+               segmenter: str | None = "auto",      # "auto" (shipped one), a file, "" (no mask fidelity)
+               device: str | torch.device = "auto",
+               batch: int = 64,                     # images per pass for the real images' statistics
+               ) -> Study:
+    """Load every model, check they share one image size, build the test split at that size, the LPIPS
+    metric, the real images' FD statistics and the segmenter: what notebooks 03-05 compare with."""
+    device = pick_device(device)
+    sources = parse_models(models) if isinstance(models, str) else dict(models)
+    if not sources:
+        raise ValueError(f"no models in {models!r}. Fix: pass NAME:SOURCE entries, e.g. "
+                         "clvae:checkpoints/synthscenes_clvae.pt")
+    nets = {name: load_networks(src, device) for name, src in sources.items()}
+    sizes = {tuple(n.preset.image_size) for n in nets.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"the models were trained at different sizes {sorted(sizes)}; compare models of one dataset "
+                         "and preset")
+    test, indices = test_set(dataset, data_root, split, sizes.pop(), n_test, data_seed)
+    metric = LPIPS(lpips, device=device)
+    fd_real = real_frechet(test, indices, fd, device, batch)
+    seg = load_segmenter_for(dataset, segmenter, device)
+    return Study(nets, test, indices, metric, fd_real, seg, device, batch)

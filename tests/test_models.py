@@ -1,0 +1,40 @@
+"""smis.models: models by source string (export, checkpoint, run folder), the notebooks' MODELS syntax."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smis import models
+from smis.train import Trainer, TrainConfig, export_model
+
+TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
+
+
+def test_parse_models_and_load_errors(tmp_path):
+    assert models.parse_models("clvae:a.pt, gaugan_vae:official:ade20k:dir,skip:") == \
+        {"clvae": "a.pt", "gaugan_vae": "official:ade20k:dir"}
+    with pytest.raises(ValueError, match="NAME:SOURCE"):
+        models.parse_models("clvae=a.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.load_networks(tmp_path / "nope.pt")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        models.load_networks(tmp_path / "run")
+
+
+def test_load_networks_from_a_run_folder_and_an_export(tmp_path):
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), variant="clvae", preset_overrides=TINY, steps=1, batch_size=2,
+                      perceptual="none", data_length=4, device="cpu", tensorboard=False, progress=False)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    nets = models.load_networks(tmp_path / "run")
+    assert nets.variant == "clvae" and not nets.training and nets.meta["step"] == 1
+    for a, b in zip(nets.G.state_dict().values(), trainer.nets.G.state_dict().values()):
+        assert torch.equal(a, b.cpu())
+    export = export_model(sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))[-1], tmp_path / "m.pt", half=False)
+    again = models.load_networks(export)
+    assert all(torch.equal(a, b) for a, b in zip(again.G.state_dict().values(), nets.G.state_dict().values()))
+
+    assert models.trained(nets) == "1 steps"
+    nets.meta = {"step": None, "provenance": {"source": "official:ade20k:weights"}}
+    assert models.trained(nets) == "the authors' published weights"
