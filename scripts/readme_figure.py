@@ -9,16 +9,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smis import evaluate as ev  # noqa: E402
-from smis.viz import save_grid  # noqa: E402
+from smis.models import load_networks  # noqa: E402
+from smis.sampling import sample_prior  # noqa: E402
+from smis.viz import example_grid, save_grid  # noqa: E402
 
 
 def main(n_masks: int = 4, k: int = 4, variants=("clvae", "gaugan_vae")):
-    models = {v: ev.load_networks(ROOT / "checkpoints" / f"synthscenes_{v}.pt") for v in variants}
+    models = {v: load_networks(ROOT / "checkpoints" / f"synthscenes_{v}.pt") for v in variants}
     test, indices = ev.test_set("synthscenes", "", "test", (64, 64), n_masks)
     image, label = ev.load_pairs(test, indices)
     with torch.no_grad():
-        samples = [ev.sample_prior(nets, label, k, [ev.mask_seed(0, i) for i in indices]) for nets in models.values()]
-    figure = ev.example_grid(label, image, samples, test.info.palette)
+        samples = [sample_prior(nets, label, k, [ev.mask_seed(0, i) for i in indices]) for nets in models.values()]
+    figure = example_grid(label, image, samples, test.info.palette)
     steps = {v: n.meta.get("step") for v, n in models.items()}
     cols = ["mask", "real"] + [f"{v} {j + 1}" for v in models for j in range(k)]
     title = ("SynthScenes test masks: " + ", ".join(f"{v} ({s} steps)" for v, s in steps.items())

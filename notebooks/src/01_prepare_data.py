@@ -29,7 +29,7 @@ from IPython.display import Markdown, display
 from smis.data import make_dataset, synthetic
 from smis.data.check import check_dataset, plot_class_histogram, plot_samples
 from smis.data.stats import label_histograms, plot_label_statistics
-from smis.evaluate import write_table
+from smis.tables import write_table
 from smis.utils import resolve
 from smis.viz import colorize, grid, save_png, show, to_uint8
 

@@ -47,10 +47,11 @@ from IPython.display import Markdown, display
 
 from smis import curves
 from smis import evaluate as ev
+from smis.models import load_networks
 from smis.sampling import sample_prior
 from smis.train import TrainConfig, Trainer
 from smis.utils import resolve
-from smis.viz import LiveLossPlot, save_figure, save_grid
+from smis.viz import LiveLossPlot, example_grid, save_figure, save_grid
 
 overrides = {}
 if SMOKE:
@@ -99,7 +100,7 @@ image, label = ev.load_pairs(test, indices, trainer.device)
 trainer.nets.eval()   # sample in inference mode; `fit` switches back to training mode
 models = {f"{VARIANT} after {trainer.step} steps (this run)": (trainer.nets, "samples_this_run.png")}
 if DEMO_MODEL and resolve(DEMO_MODEL).is_file() and PRESET == "synthscenes":
-    demo = ev.load_networks(DEMO_MODEL, trainer.device)
+    demo = load_networks(DEMO_MODEL, trainer.device)
     models[f"shipped {demo.variant}, {demo.meta['step']} steps"] = (demo, "samples_demo_model.png")
 else:
     print(f"no shipped model at {DEMO_MODEL!r} (or another preset): train one with "
@@ -107,7 +108,7 @@ else:
 for title, (nets, name) in models.items():
     samples = sample_prior(nets, label, k=4, seeds=indices)   # (4 masks, 4 samples, 3, H, W); gaugan: 1 sample
     columns = ["mask", "real"] + [f"sample {j + 1}" for j in range(samples.shape[1])]
-    save_grid(ev.example_grid(label, image, [samples], test.info.palette), out_dir / name, columns, title=title)
+    save_grid(example_grid(label, image, [samples], test.info.palette), out_dir / name, columns, title=title)
 
 # %% [markdown]
 # Above: one figure per model, a row per mask (its colour-coded mask, the real image, the samples); each

@@ -34,7 +34,7 @@ from IPython.display import Markdown, display
 
 from smis import editing
 from smis.data import make_dataset
-from smis.evaluate import write_table
+from smis.tables import write_table
 from smis.utils import atomic_write_json, resolve
 from smis.viz import colorize, grid, save_grid, save_png, show, to_uint8
 from smis.widgets import Editor, benchmark_summary
