@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from smis import objective
 from smis import train as T
 from smis.networks import Latents
 from smis.utils import project_root
@@ -48,9 +49,21 @@ def test_fit_writes_checkpoints_losses_and_config(tmp_path):
 
 def test_schedule_and_learning_rates(tmp_path):
     t = T.Trainer(cfg(tmp_path, steps=10, decay_start=0.5))
-    assert [round(t.lr_factor(s), 3) for s in (0, 4, 5, 6, 9)] == [1.0, 1.0, 1.0, 0.8, 0.2]
-    assert t.base_lr == (1e-4, 4e-4)  # the published code's rates
-    assert T.Trainer(cfg(tmp_path, paper_text_lr=True)).base_lr == (4e-4, 1e-4)  # the paper's text
+    assert [round(t.train_step.lr_factor(s), 3) for s in (0, 4, 5, 6, 9)] == [1.0, 1.0, 1.0, 0.8, 0.2]
+    assert t.parts.base_lr == (1e-4, 4e-4)  # the published code's rates
+    assert T.Trainer(cfg(tmp_path, paper_text_lr=True)).parts.base_lr == (4e-4, 1e-4)  # the paper's text
+    assert [g["lr"] for g in t.parts.opt_g.param_groups] == [1e-4] and t.parts.opt_d.param_groups[0]["lr"] == 4e-4
+
+
+def test_schedule_in_epochs_without_steps(tmp_path):
+    """No --steps: the preset's epochs_const epochs at the base rate, then epochs_decay decaying (SPADE's
+    epoch schedule, counted in steps of len(data) / batch per epoch)."""
+    t = T.Trainer(cfg(tmp_path, steps=None, data_length=32, batch_size=2,
+                      preset_overrides={**TINY, "epochs_const": 2, "epochs_decay": 4}))
+    per_epoch = 16
+    assert t.total_steps == 6 * per_epoch and t.train_step.decay_start == 2 * per_epoch
+    f = t.train_step.lr_factor
+    assert [f(s * per_epoch) for s in (0, 1, 2, 3, 4, 5, 6)] == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
 
 
 def test_cudnn_autotuning_follows_the_config_on_cuda_only(monkeypatch):
@@ -86,13 +99,13 @@ def test_step_sampler_shards_like_one_process():
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     t = T.Trainer(cfg(tmp_path, steps=6, ckpt_every=2))
-    real = T.g_hinge_loss
+    real = objective.g_hinge_loss
 
     def poisoned(pred):
         out = real(pred)
         return out * float("nan") if t.step >= 3 else out
 
-    monkeypatch.setattr(T, "g_hinge_loss", poisoned)
+    monkeypatch.setattr(objective, "g_hinge_loss", poisoned)
     with pytest.raises(T.TrainingDiverged, match=r"g_gan.*step 3.*step_00000002\.pt"):
         t.fit()
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000002.pt"]
