@@ -24,8 +24,8 @@ def main(out: str, run_dir: str, mutate_kl: bool) -> None:
         world = T.dist_info()[1]
         real = objective.kl_divergence
         objective.kl_divergence = lambda mu, logvar: real(mu, logvar) * world
-    cfg = T.TrainConfig(run_dir=run_dir, preset_overrides=TINY, data_length=16, steps=1, batch_size=4, perceptual="none",
-                        tensorboard=False, progress=False, ckpt_every=1, log_every=1, image_every=0)
+    cfg = T.TrainConfig(run_dir=run_dir, preset_overrides=TINY, data_length=16, steps=1, batch_size=4,
+                        perceptual="none", tensorboard=False, progress=False, ckpt_every=1, log_every=1, image_every=0)
     grads = {}
 
     def grab(trainer, step, losses):
