@@ -1,6 +1,6 @@
 """A/B of the training step across code versions and options, interleaved in one run.
 
-Each variant is a worker process holding one `smis.train.Trainer` on a fixed batch (`common.fixed_batch`),
+Each variant is a worker process holding one `smis.train.TrainStep` on a fixed batch (`common.fixed_batch`),
 built from a code root (`new`: this checkout; `base`: `--base`, e.g. a git worktree of the commit before a
 change) with a set of options. The parent runs rounds A B C A B C ...: `--steps` timed steps of each
 variant per round, so that load changes on a shared CPU hit every variant alike. Reported per variant:
@@ -96,16 +96,22 @@ def worker(a) -> None:
     import torch
     if a.threads:
         torch.set_num_threads(a.threads)
-    from common import fixed_batch, make_trainer, pick_device, sync
+    import common
     import smis
+    from common import fixed_batch, pick_device, sync
     device = pick_device(a.device)
     opts = json.loads(a.trainer)
     flags = a.flags.split(",") if a.flags else []
     overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in a.set)}
     torch.manual_seed(0)
-    trainer, perceptual = make_trainer(a.preset, a.batch, device, variant=a.variant, overrides=overrides,
-                                       perceptual=a.perceptual, **opts)
-    G = trainer.nets.G
+    # this version's step: a smis.train.TrainStep on smis.build's parts, or (versions before the build split,
+    # whose common.py has make_trainer) a Trainer holding nets, preset and perceptual itself
+    make = getattr(common, "make_train_step", None) or common.make_trainer
+    built, perceptual = make(a.preset, a.batch, device, variant=a.variant, overrides=overrides,
+                             perceptual=a.perceptual, **opts)
+    parts = getattr(built, "parts", built)                              # .nets, .preset, .perceptual
+    train_step = getattr(built, "train_step", built)                    # (image, label) -> losses
+    G = parts.nets.G
     if "dense" in flags:
         G.piecewise_cond = False
     for key, value in json.loads(a.attrs).items():                      # module attributes (levers under test)
@@ -118,10 +124,10 @@ def worker(a) -> None:
         except json.JSONDecodeError:
             pass
         setattr(module, attr, value)
-    if "perceptual_half" in flags and trainer.perceptual is not None:
-        trainer.perceptual = HalfSize(trainer.perceptual)
-    image, label, _ = fixed_batch(trainer.preset, a.batch, device)
-    losses = trainer.train_step(image, label)                          # the first step: losses compared
+    if "perceptual_half" in flags and parts.perceptual is not None:
+        parts.perceptual = HalfSize(parts.perceptual)
+    image, label, _ = fixed_batch(parts.preset, a.batch, device)
+    losses = train_step(image, label)                          # the first step: losses compared
     sync(device)
     reply = {"ready": True, "smis": str(Path(smis.__file__).parent), "threads": torch.get_num_threads(),
              "perceptual": perceptual, "first_losses": losses}
@@ -133,7 +139,7 @@ def worker(a) -> None:
         times, cpu = [], []
         for _ in range(n):
             t0, c0 = time.perf_counter(), time.process_time()
-            trainer.train_step(image, label)
+            train_step(image, label)
             sync(device)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
@@ -201,7 +207,7 @@ def main(argv=None) -> dict:
     if a.base:
         base_commit = subprocess.run(["git", "-C", a.base, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     new_commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"benchmark": "smis.train.Trainer.train_step, variants interleaved round by round (A B A B ...)",
+    result = {"benchmark": "smis.train.TrainStep, variants interleaved round by round (A B A B ...)",
               "config": {"preset": a.preset, "variant": a.variant, "batch": a.batch[0], "overrides": a.set,
                          "perceptual": a.perceptual, "warmup": a.warmup, "rounds": a.rounds, "steps_per_round": a.steps,
                          "base_commit": base_commit, "new_commit": new_commit + " + working tree"},

@@ -11,6 +11,7 @@ build exactly this and time `smis.train.TrainStep` on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -69,11 +70,12 @@ class TrainingParts:
 def build(cfg: TrainConfig,                                   # the run's options
           device: torch.device | str | None = None,           # None: pick_device(cfg.device)
           world: int = 1,                                     # processes (DDP wrappers when > 1; group joined)
-          perceptual: nn.Module | None = None,                # a built perceptual net to use instead of cfg's
+          perceptual: Callable[[], nn.Module] | None = None,  # makes the perceptual net instead of cfg's
           ) -> TrainingParts:
     """Build the parts of a run from `cfg`. `perceptual` (benchmarks: VGG19's shape without its ImageNet
-    file) replaces the network cfg.perceptual would load; either is used only when cfg.perceptual is not
-    "none" and the preset's lambda_P > 0; its name is its `.backbone` attribute."""
+    file) is called, at the point where cfg.perceptual's network would be loaded (same RNG stream), instead
+    of loading it; either is used only when cfg.perceptual is not "none" and the preset's lambda_P > 0, and
+    named by its `.backbone` attribute."""
     device = pick_device(cfg.device) if device is None else torch.device(device)
     preset = get_preset(cfg.preset, **cfg.preset_overrides)
     torch.manual_seed(cfg.seed)  # weight init
@@ -91,7 +93,7 @@ def build(cfg: TrainConfig,                                   # the run's option
 
     loss_net, name = None, "none"
     if cfg.perceptual != "none" and preset.lambda_perceptual > 0:
-        loss_net = perceptual if perceptual is not None else make_perceptual_loss(
+        loss_net = perceptual() if perceptual is not None else make_perceptual_loss(
             device, prefer="vgg19" if cfg.perceptual == "auto" else "efficientnet_lite0")
         name = str(loss_net.backbone)
         if cfg.channels_last:
