@@ -150,7 +150,8 @@ def configure_backends(device: torch.device, cfg: TrainConfig) -> None:
     """On CUDA, let cuDNN autotune convolution algorithms (`cfg.cudnn_benchmark`). Training shapes are
     fixed, so the first step's search buys faster kernels for every later step, at the price of a slower
     first step whose trial workspaces take whatever memory is free (measured: benchmarks/RESULTS.md,
-    "cuDNN autotuning"). TF32 convolutions stay at torch's default (on). No effect on the CPU."""
+    "cuDNN autotuning (`smis.train.configure_backends`)"). TF32 convolutions stay at torch's default (on).
+    No effect on the CPU."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
 
