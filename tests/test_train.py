@@ -1,6 +1,9 @@
 """Training: losses, schedule, checkpoints, exact resume after SIGKILL, DDP, NaN stop, export."""
+import argparse
 import csv
+import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,7 +15,10 @@ import torch
 
 from smis import objective
 from smis import train as T
-from smis.networks import Latents
+from smis.build import build
+from smis.data import DatasetError
+from smis.networks import Latents, build_networks
+from smis.options import add_config_arguments
 from smis.utils import project_root
 
 TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
@@ -406,3 +412,61 @@ def test_load_model_errors_name_the_file_and_the_fix(tmp_path):
     want = r"(?s)other\.pt: G of a clvae synthscenes model.*shape-mismatched keys\). Fix: .*shape mismatch"
     with pytest.raises(T.CheckpointError, match=want):
         T.load_model(tmp_path / "other.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Options declared once (smis.options), the data-free build (smis.build), the latent noise
+
+
+def test_cli_is_generated_from_every_config_field_with_the_old_spellings():
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    dests = {a.dest for a in p._actions if a.dest != "help"}
+    assert dests == {f.name for f in dataclasses.fields(T.TrainConfig)}                    # no option forgotten
+    assert all(a.help for a in p._actions)                                                    # help from metadata
+    assert T.parse_args([])[0] == T.TrainConfig()                                             # same defaults
+    flags = ["--no-flip", "--no-lr-decay", "--no-fused-adam", "--channels-last", "--paper-text-lr", "--compile",
+             "--no-cudnn-benchmark", "--no-tensorboard", "--no-progress"]
+    cfg, resume = T.parse_args(flags + ["--resume", "--kl-weight", "0.5", "--steps", "7", "--data-root", "x",
+                                        "--precision", "bf16", "--set", "ngf=32", "image_size=[128,128]"])
+    assert resume and (cfg.flip, cfg.lr_decay, cfg.fused_adam, cfg.channels_last, cfg.paper_text_lr, cfg.compile,
+                       cfg.cudnn_benchmark, cfg.tensorboard, cfg.progress) == (False, False, False, True, True, True,
+                                                                                False, False, False)
+    assert (cfg.kl_weight, cfg.steps, cfg.data_root, cfg.precision) == (0.5, 7, "x", "bf16")
+    assert cfg.preset_overrides == {"ngf": 32, "image_size": [128, 128]}
+    assert T.parse_args(["--fused-adam", "--flip"])[0].fused_adam is True                     # both directions
+
+
+def test_cli_choices_come_from_the_field_metadata(capsys):
+    with pytest.raises(SystemExit):
+        T.parse_args(["--precision", "fp8"])
+    assert "fp8" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="perceptual='vgg'"):
+        T.TrainConfig(perceptual="vgg")                                                       # the API checks too
+
+
+def test_build_needs_no_data(tmp_path):
+    """The parts of an ADE20K run, built while its data root does not exist: what the benchmarks time."""
+    c = T.TrainConfig(run_dir=str(tmp_path / "run"), preset="ade20k", dataset="ade20k", data_root=str(tmp_path / "no"),
+                      preset_overrides={**TINY, "image_size": [64, 64]}, perceptual="none", batch_size=2, steps=3)
+    parts = build(c, "cpu")
+    assert not (tmp_path / "no").exists() and parts.nets.spec.num_classes == 151
+    assert parts.base_lr == (1e-4, 4e-4) and parts.perceptual is None and parts.weights.kl == 0.05
+    step = T.TrainStep(c, parts, *T.schedule(c, parts.preset, 0, 2), global_batch=2)
+    label = torch.randint(0, 151, (2, 64, 64))
+    losses = step(torch.rand(2, 3, 64, 64) * 2 - 1, label)
+    assert step.step == 1 and all(math.isfinite(v) for v in losses.values())
+    with pytest.raises(DatasetError, match=r"images/training does not exist"):
+        T.Trainer(c)                                                                          # the loop needs data
+
+
+def test_latent_noise_has_the_codes_shapes_and_shards_like_one_process():
+    spec = build_networks("clvae", "synthscenes").spec
+    one = T.latent_noise(spec, 4, step=3, seed=1, global_batch=4, rank=0, device="cpu")
+    assert one.z.shape == (4, spec.z_dim) and one.zc.shape == (4, len(spec.layers), spec.code_classes, spec.z_dim_local)
+    halves = [T.latent_noise(spec, 2, step=3, seed=1, global_batch=4, rank=r, device="cpu") for r in (0, 1)]
+    assert torch.equal(torch.cat([h.z for h in halves]), one.z)
+    assert torch.equal(torch.cat([h.zc for h in halves]), one.zc)
+    g = torch.Generator().manual_seed(1 * 7_919 + 3)                                         # z first, then zc
+    assert torch.equal(one.z, torch.randn(4, spec.z_dim, generator=g))
+    assert not torch.equal(one.z, T.latent_noise(spec, 4, 4, 1, 4, 0, "cpu").z)               # another step
