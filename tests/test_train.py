@@ -470,3 +470,18 @@ def test_latent_noise_has_the_codes_shapes_and_shards_like_one_process():
     g = torch.Generator().manual_seed(1 * 7_919 + 3)                                         # z first, then zc
     assert torch.equal(one.z, torch.randn(4, spec.z_dim, generator=g))
     assert not torch.equal(one.z, T.latent_noise(spec, 4, 4, 1, 4, 0, "cpu").z)               # another step
+
+
+@pytest.mark.parametrize("variant, samples", [("clvae", 3), ("gaugan", 1)])
+def test_tensorboard_log_and_sample_grid(tmp_path, variant, samples):
+    """TensorBoard gets the scalars and the labelled grid mask | real | fake | prior samples (smis.sampling)."""
+    t = T.Trainer(cfg(tmp_path, variant=variant, steps=2, tensorboard=True, image_every=1))
+    run = t.fit()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    batch = [t.dataset[i] for i in range(2)]
+    image, label = torch.stack([b["image"] for b in batch]), torch.stack([b["label"] for b in batch])
+    grid = t.sample_grid(image, label)
+    H, W = t.preset.image_size
+    assert grid.shape == (3, 2 * H, (3 + samples) * W) and 0 <= grid.min() and grid.max() <= 1
+    assert torch.allclose(grid[:, :H, W:2 * W], (image[0] + 1) / 2)                # the real image, row 0
+    assert torch.allclose(grid[:, :H, 2 * W:3 * W], (t.train_step.last_fake[0].clamp(-1, 1) + 1) / 2)
