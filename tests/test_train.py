@@ -16,6 +16,7 @@ import torch
 from smis import objective
 from smis import train as T
 from smis.build import build
+from smis.checkpoint import CKPT_FORMAT, export_model, load_model
 from smis.data import DatasetError
 from smis.networks import Latents, build_networks
 from smis.options import add_config_arguments
@@ -121,9 +122,9 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 def test_export_and_load_model(tmp_path):
     t = T.Trainer(cfg(tmp_path, steps=2))
     run = t.fit()
-    out = T.export_model(run / "checkpoints" / "step_00000002.pt", tmp_path / "model.pt",
+    out = export_model(run / "checkpoints" / "step_00000002.pt", tmp_path / "model.pt",
                          extra={"provenance": {"x": 1}})
-    nets = T.load_model(out)
+    nets = load_model(out)
     assert nets.D is None and not nets.training and nets.meta["provenance"] == {"x": 1}
     t.nets.eval()
     lab = torch.stack([t.dataset[i]["label"] for i in range(2)])
@@ -132,7 +133,7 @@ def test_export_and_load_model(tmp_path):
     assert (a - b).abs().max() < 0.02  # fp16 storage
     with pytest.raises(ValueError, match="not an smis model"):
         torch.save({"x": 1}, tmp_path / "bad.pt")
-        T.load_model(tmp_path / "bad.pt")
+        load_model(tmp_path / "bad.pt")
 
 
 def _cli(tmp_path, run, steps, extra=()):
@@ -237,15 +238,15 @@ def _trained(tmp_path, **kw):
 @pytest.mark.parametrize("entry", ["load_model", "export_model", "load_checkpoint", "resume"])
 def test_malicious_pickle_is_refused_without_running(tmp_path, entry):
     marker = tmp_path / "pwned"
-    evil = {"format": T.CKPT_FORMAT, "variant": "clvae", "step": 1, "payload": _Evil(marker)}
+    evil = {"format": CKPT_FORMAT, "variant": "clvae", "step": 1, "payload": _Evil(marker)}
     path = tmp_path / "run" / "checkpoints" / "step_00000009.pt"
     path.parent.mkdir(parents=True)
     torch.save(evil, path)
     with pytest.raises(T.CheckpointError, match=r"step_00000009\.pt was refused: its pickle calls posix\.system"):
         if entry == "load_model":
-            T.load_model(path)
+            load_model(path)
         elif entry == "export_model":
-            T.export_model(path, tmp_path / "out.pt")
+            export_model(path, tmp_path / "out.pt")
         elif entry == "load_checkpoint":
             T.Trainer(cfg(tmp_path)).load_checkpoint(path)
         else:
@@ -277,11 +278,11 @@ def test_checkpoints_and_exports_hold_plain_data_only(tmp_path):
     """New files need no allow-listed globals at all (the legacy list only serves older files)."""
     _trained(tmp_path, steps=2)
     ck = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
-    out = T.export_model(ck, tmp_path / "m.pt", extra={"provenance": {"torch": torch.__version__, "shape": (1, 2)}})
+    out = export_model(ck, tmp_path / "m.pt", extra={"provenance": {"torch": torch.__version__, "shape": (1, 2)}})
     for path in (ck, out):
         assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == [], path
         torch.load(path, weights_only=True)   # bare, no safe_globals
-    assert T.load_model(out).meta["provenance"] == {"torch": str(torch.__version__), "shape": [1, 2]}
+    assert load_model(out).meta["provenance"] == {"torch": str(torch.__version__), "shape": [1, 2]}
 
 
 def test_legacy_v1_checkpoint_with_numpy_rng_still_resumes(tmp_path):
@@ -396,22 +397,22 @@ def test_resume_with_only_corrupt_checkpoints_says_so(tmp_path):
 def test_load_model_errors_name_the_file_and_the_fix(tmp_path):
     _trained(tmp_path, steps=2)
     ck = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
-    model = T.export_model(ck, tmp_path / "m.pt")
+    model = export_model(ck, tmp_path / "m.pt")
     data = model.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "random.pt").write_bytes(os.urandom(4096))
     with pytest.raises(T.CheckpointError, match=r"cut\.pt \(\d+ bytes\) is truncated or corrupt.*Fix:"):
-        T.load_model(tmp_path / "cut.pt")
+        load_model(tmp_path / "cut.pt")
     with pytest.raises(T.CheckpointError, match=r"random\.pt .*not a readable torch checkpoint.*Fix:"):
-        T.load_model(tmp_path / "random.pt")
+        load_model(tmp_path / "random.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        T.load_model(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
     m = torch.load(model, weights_only=True)
     m["preset"]["ngf"] = 16                                     # weights of another size than their preset
     torch.save(m, tmp_path / "other.pt")
     want = r"(?s)other\.pt: G of a clvae synthscenes model.*shape-mismatched keys\). Fix: .*shape mismatch"
     with pytest.raises(T.CheckpointError, match=want):
-        T.load_model(tmp_path / "other.pt")
+        load_model(tmp_path / "other.pt")
 
 
 # ---------------------------------------------------------------------------------------------
