@@ -153,7 +153,8 @@ def start(v: dict, a) -> subprocess.Popen:
     env.update(v["env"])
     cmd = [sys.executable, str(HERE / "bench_ab_step.py"), "--worker", "--root", root, "--preset", a.preset,
            "--batch", str(a.batch[0]), "--device", a.device, "--perceptual", a.perceptual, "--variant", a.variant,
-           "--trainer", json.dumps(v["trainer"]), "--flags", ",".join(v["flags"]), "--attrs", json.dumps(v["attrs"]), "--set", *a.set]
+           "--trainer", json.dumps(v["trainer"]), "--flags", ",".join(v["flags"]), "--attrs", json.dumps(v["attrs"]),
+           "--set", *a.set]
     if v["threads"]:
         cmd += ["--threads", str(v["threads"])]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
@@ -169,7 +170,8 @@ def ask(p: subprocess.Popen, n: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--trainer", default="{}", help=argparse.SUPPRESS)
@@ -188,13 +190,13 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     p.add_argument("--tag", default="", help="suffix of the default JSON name")
-    p.add_argument("--out", help="JSON path (default $OUT or benchmarks/results / ab_step_<preset>_<device>[_tag].json)")
+    p.add_argument("--out",
+                   help="JSON path (default $OUT or benchmarks/results / ab_step_<preset>_<device>[_tag].json)")
     a = p.parse_args(argv)
     if a.worker:
         a.batch = a.batch[0]
         return worker(a)
 
-    import torch
     sys.path.insert(0, str(HERE))
     from common import machine_info, pick_device, results_path
     from smis.utils import atomic_write_json
@@ -205,8 +207,10 @@ def main(argv=None) -> dict:
     name = a.out or str(results_path(f"ab_step_{a.preset}_{device.type}{'_' + a.tag if a.tag else ''}.json"))
     base_commit = None
     if a.base:
-        base_commit = subprocess.run(["git", "-C", a.base, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    new_commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        base_commit = subprocess.run(["git", "-C", a.base, "rev-parse", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()
+    new_commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
     result = {"benchmark": "smis.train.TrainStep, variants interleaved round by round (A B A B ...)",
               "config": {"preset": a.preset, "variant": a.variant, "batch": a.batch[0], "overrides": a.set,
                          "perceptual": a.perceptual, "warmup": a.warmup, "rounds": a.rounds, "steps_per_round": a.steps,
@@ -231,7 +235,8 @@ def main(argv=None) -> dict:
                 v["times"] += times
                 v["cpu"] += got["cpu"]
                 v["round_medians"].append(statistics.median(times))
-            print(f"round {r + 1}: " + ", ".join(f"{v['name']} {v['round_medians'][-1]:.3f} s" for v in variants), flush=True)
+            print(f"round {r + 1}: " + ", ".join(f"{v['name']} {v['round_medians'][-1]:.3f} s" for v in variants),
+                  flush=True)
     finally:
         for proc in procs:
             try:
@@ -245,8 +250,9 @@ def main(argv=None) -> dict:
     for v in variants:
         ratios = [b / x for b, x in zip(ref["round_medians"], v["round_medians"])]
         first = v["ready"]["first_losses"]
-        loss_diff = max((abs(first[k] - ref["ready"]["first_losses"][k]) / max(abs(ref["ready"]["first_losses"][k]), 1e-12)
-                         for k in first if k in ref["ready"]["first_losses"]), default=None)
+        ref_first = ref["ready"]["first_losses"]
+        loss_diff = max((abs(first[k] - ref_first[k]) / max(abs(ref_first[k]), 1e-12) for k in first if k in ref_first),
+                        default=None)
         rows.append({"variant": v["name"], "threads": v["ready"]["threads"], "smis": v["ready"]["smis"],
                      "perceptual": v["ready"]["perceptual"], "median_s": statistics.median(v["times"]),
                      "min_s": min(v["times"]), "round_medians_s": v["round_medians"], "times_s": v["times"],
@@ -258,13 +264,15 @@ def main(argv=None) -> dict:
     result["machine"] = machine_info(device)
     atomic_write_json(result, name)
     m = result["machine"]
-    print(f"\ntraining step A/B, {a.preset} batch {a.batch[0]}, {m['device']}, load {result['machine_at_start']['load_avg_1_5_15']}"
-          f" -> {m['load_avg_1_5_15']}, {m['date_utc']} UTC")
-    print(f"| variant | threads | s/step (median) | min | CPU s/step | images/s | x {ref['name']} (median of rounds) | first-step losses vs {ref['name']} |")
+    print(f"\ntraining step A/B, {a.preset} batch {a.batch[0]}, {m['device']}, "
+          f"load {result['machine_at_start']['load_avg_1_5_15']} -> {m['load_avg_1_5_15']}, {m['date_utc']} UTC")
+    print(f"| variant | threads | s/step (median) | min | CPU s/step | images/s | x {ref['name']} (median of rounds) "
+          f"| first-step losses vs {ref['name']} |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['threads']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['cpu_s_per_step']:.3f} | {r['images_per_s']:.2f} | "
-              f"{r['speedup_vs_first']:.2f} | {r['first_losses_max_rel_diff_vs_first']:.1e} |")
+        print(f"| {r['variant']} | {r['threads']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['cpu_s_per_step']:.3f} "
+              f"| {r['images_per_s']:.2f} | {r['speedup_vs_first']:.2f} "
+              f"| {r['first_losses_max_rel_diff_vs_first']:.1e} |")
     print(f"wrote {name}")
     return result
 

@@ -66,7 +66,8 @@ def bench(nets, device, precision: str, reps: int, n_samples: int) -> dict:
         tasks = {
             "one_sample": lambda: editing.sample_images(nets, label, 1, generator=g),
             f"samples_{n_samples}_one_mask": lambda: editing.sample_images(nets, label, n_samples, generator=g),
-            "editor_update": lambda: editing.synthesize(nets, label, editing.move(codes, cls, layer, direction, next(alphas))),
+            "editor_update": lambda: editing.synthesize(nets, label,
+                                                        editing.move(codes, cls, layer, direction, next(alphas))),
             "encode_one_photo": lambda: editing.encode(nets, image, label),
         }
         rows = {}
@@ -83,7 +84,8 @@ def bench(nets, device, precision: str, reps: int, n_samples: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--preset", default=None, help="default: synthscenes on the CPU, ade20k on a GPU")
     p.add_argument("--variant", default="clvae")

@@ -55,7 +55,8 @@ def options(config: str) -> dict:
     """'bf16+channels_last' -> the merged make_train_step keywords of its parts."""
     bad = [c for c in config.split("+") if c not in OPTIONS]
     if bad:
-        raise SystemExit(f"unknown option set(s) {bad} in {config!r}; choose among {sorted(OPTIONS)}, '+'-joined, or best")
+        raise SystemExit(f"unknown option set(s) {bad} in {config!r}; choose among {sorted(OPTIONS)}, '+'-joined, "
+                         "or best")
     return {k: v for c in config.split("+") for k, v in OPTIONS[c].items()}
 
 
@@ -113,7 +114,8 @@ def run_one(name: str, opts: dict, a, batch: int, device: torch.device) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="ade20k")
     p.add_argument("--variant", default="clvae")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="preset overrides (smoke runs)")
@@ -128,7 +130,8 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     p.add_argument("--tag", default="", help="suffix of the default JSON name")
-    p.add_argument("--out", help="JSON path (default $OUT or benchmarks/results / train_step_<preset>_<device>[_tag].json)")
+    p.add_argument("--out",
+                   help="JSON path (default $OUT or benchmarks/results / train_step_<preset>_<device>[_tag].json)")
     a = p.parse_args(argv)
     a.overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in a.set)}
     device = pick_device(a.device)
@@ -168,7 +171,8 @@ def main(argv=None) -> dict:
                         continue
                     picked = [r for r in singles if r.get("images_per_s", 0) >= GAIN * base["images_per_s"]]
                     if len(picked) < 2:
-                        print(f"best at batch {batch}: {[r['config'] for r in picked] or 'baseline'} (nothing to combine)")
+                        names = [r["config"] for r in picked] or "baseline"
+                        print(f"best at batch {batch}: {names} (nothing to combine)")
                         continue
                     opts = {k: v for r in picked for k, v in r["options"].items()}
                     row = run_one("best: " + "+".join(r["config"] for r in picked), opts, a, batch, device)
@@ -182,12 +186,14 @@ def main(argv=None) -> dict:
                     row["speedup_vs_fp32"] = round(row["images_per_s"] / base["images_per_s"], 3)
                 rows.append(row)
                 save()
-                print(json.dumps({k: row.get(k) for k in ("config", "batch", "threads", "images_per_s", "peak_steady_gib", "peak_gib",
-                                                           "first_step_s", "error")}), flush=True)
+                keys = ("config", "batch", "threads", "images_per_s", "peak_steady_gib", "peak_gib", "first_step_s",
+                        "error")
+                print(json.dumps({k: row.get(k) for k in keys}), flush=True)
     save()
     print(f"\ntraining step, {a.preset} preset{' ' + str(a.overrides) if a.overrides else ''}, {a.variant}, on "
           f"{result['machine']['device']}, torch {torch.__version__}, load {result['machine']['load_avg_1_5_15']}")
-    print("| batch | threads | config | s/step (median) | images/s | x fp32 | peak GiB (steady / first step) | first step (s) |")
+    print("| batch | threads | config | s/step (median) | images/s | x fp32 | peak GiB (steady / first step) "
+          "| first step (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
@@ -200,7 +206,8 @@ def main(argv=None) -> dict:
     if result["target"]:
         ok = [r for r in rows if r["batch"] == TARGET["batch"] and r.get("images_per_s", 0) >= TARGET["images_per_s"]
               and (r.get("peak_steady_gib") or 1e9) <= TARGET["peak_gib"]]
-        print(f"target (batch 16: >= 25 images/s, steady peak <= 23.1 GiB): {'met by ' + ', '.join(r['config'] for r in ok) if ok else 'NOT met'}")
+        met = "met by " + ", ".join(r["config"] for r in ok) if ok else "NOT met"
+        print(f"target (batch 16: >= 25 images/s, steady peak <= 23.1 GiB): {met}")
     print(f"wrote {name}")
     return result
 

@@ -64,7 +64,8 @@ def reference_args(description: str, name: str, reps_help: str, argv=None) -> ar
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--batch", type=int, nargs="+", default=[4, 16])
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--reps", type=int, default=5, help=f"timed repetitions of {reps_help} (best kept; the loop runs once)")
+    p.add_argument("--reps", type=int, default=5,
+                   help=f"timed repetitions of {reps_help} (best kept; the loop runs once)")
     p.add_argument("--out", help=f"JSON path (default benchmarks/results/{name}_<device>.json)")
     a = p.parse_args(argv)
     a.device = pick_device(a.device)

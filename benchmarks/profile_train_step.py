@@ -49,8 +49,9 @@ SYNC_OPS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSyn
 def label_forwards(train_step) -> list:
     """Profiler ranges around each network's forward; returns the hook handles."""
     handles = []
-    mods = {"GeneratorStep (G+E fwd)": train_step.parts.gstep, "E fwd": train_step.parts.nets.E, "G fwd": train_step.parts.nets.G,
-            "D fwd": train_step.parts.nets.D, "perceptual fwd": train_step.parts.perceptual}
+    parts = train_step.parts
+    mods = {"GeneratorStep (G+E fwd)": parts.gstep, "E fwd": parts.nets.E, "G fwd": parts.nets.G,
+            "D fwd": parts.nets.D, "perceptual fwd": parts.perceptual}
     for name, m in mods.items():
         if m is None:
             continue
@@ -143,7 +144,8 @@ def count_flops(a, device) -> dict:
     tflop = {k: round(v / 1e12, 4) for k, v in parts.items()}
     bound = {gpu: round(peak / tflop["train_step_total"], 1) for gpu, peak in PEAK_BF16_TFLOPS.items()}
     return {"kind": "flops", "preset": a.preset, "overrides": a.overrides, "perceptual": perceptual, "masks": masks,
-            "tflop_per_image": tflop, "tflop_by_module_train_step": {k: round(v / 1e12, 4) for k, v in by_module.items()},
+            "tflop_per_image": tflop,
+            "tflop_by_module_train_step": {k: round(v / 1e12, 4) for k, v in by_module.items()},
             "gflop_G_forward_by_block": {k: round(v / 1e9, 2) for k, v in g_blocks.items()},
             "gflop_G_forward_by_part": {k: round(v / 1e9, 2) for k, v in g_parts.items()},
             "peak_bf16_tflops_dense": PEAK_BF16_TFLOPS, "images_per_s_upper_bound_at_peak": bound,
@@ -188,14 +190,16 @@ def measure_memory(a, device) -> dict:
         train_step.parts.opt_g.zero_grad(set_to_none=True), train_step.parts.opt_d.zero_grad(set_to_none=True)
         mods = [m for m in (train_step.parts.nets, train_step.parts.perceptual) if m is not None]
         persistent = [t for m in mods for t in (*m.parameters(), *m.buffers())]
-        persistent += [v for o in (train_step.parts.opt_g, train_step.parts.opt_d) for st in o.state.values() for v in st.values()
+        persistent += [v for o in (train_step.parts.opt_g, train_step.parts.opt_d) for st in o.state.values()
+                       for v in st.values()
                        if torch.is_tensor(v)]
         known = {t.untyped_storage().data_ptr() for t in persistent}
         nbytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in persistent}.values())
         mode = LivePeak(known)
         with mode:
             train_step(image, label)
-        rows.append({"batch": B, "step_peak_gib": round(mode.peak / 2**30, 3), "persistent_gib": round(nbytes / 2**30, 3),
+        rows.append({"batch": B, "step_peak_gib": round(mode.peak / 2**30, 3),
+                     "persistent_gib": round(nbytes / 2**30, 3),
                      "total_gib": round((mode.peak + nbytes) / 2**30, 3)})
         print(json.dumps(rows[-1]), flush=True)
         del train_step, mode
@@ -203,7 +207,8 @@ def measure_memory(a, device) -> dict:
     if len(rows) >= 2:
         (b0, m0), (b1, m1) = [(r["batch"], r["total_gib"]) for r in rows[-2:]]
         slope = (m1 - m0) / (b1 - b0)
-        fit = {"gib_per_image": round(slope, 3), "predicted_total_gib": {str(b): round(m1 + slope * (b - b1), 2) for b in (4, 16, 32)}}
+        fit = {"gib_per_image": round(slope, 3),
+               "predicted_total_gib": {str(b): round(m1 + slope * (b - b1), 2) for b in (4, 16, 32)}}
     return {"kind": "memory", "preset": a.preset, "overrides": a.overrides, "precision": a.precision,
             "channels_last": a.channels_last, "perceptual": perceptual, "results": rows, "linear_fit_last_two": fit,
             "note": "live tensor bytes on this device; torch.cuda.max_memory_allocated adds cuDNN workspaces and "
@@ -212,7 +217,8 @@ def measure_memory(a, device) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="synthscenes")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="preset overrides (smoke runs)")
     p.add_argument("--batch", type=int, default=8)
@@ -226,7 +232,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rows", type=int, default=30)
     p.add_argument("--flops", action="store_true", help="count FLOPs instead of profiling")
-    p.add_argument("--memory", type=int, nargs="*", help="measure peak memory at these batch sizes instead of profiling")
+    p.add_argument("--memory", type=int, nargs="*",
+                   help="measure peak memory at these batch sizes instead of profiling")
     a = p.parse_args(argv)
     a.overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in a.set)}
     a.perceptual = a.perceptual or ("effnet" if a.preset == "synthscenes" else "vgg19")
