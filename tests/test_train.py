@@ -1,25 +1,30 @@
 """Training: losses, schedule, checkpoints, exact resume after SIGKILL, DDP, NaN stop, export."""
 import argparse
+import ast
 import csv
 import dataclasses
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from smis import objective
 from smis import train as T
 from smis.build import build
-from smis.checkpoint import CKPT_FORMAT, export_model, load_model
+from smis.checkpoint import CKPT_FORMAT, Checkpointer, export_model, load_model, rng_state, set_rng_state
 from smis.data import DatasetError
 from smis.networks import Latents, build_networks
 from smis.options import add_config_arguments
+from smis.rundir import RunDirBusy, RunDirLock
+from smis.runlog import RunLog
 from smis.utils import project_root
 
 TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
@@ -256,7 +261,6 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, entry):
 
 
 def _torch_load_calls():
-    import ast
     root = project_root()
     for folder in ("smis", "scripts", "benchmarks", "tests", "notebooks/src"):
         for py in sorted((root / folder).rglob("*.py")):
@@ -270,7 +274,7 @@ def test_every_torch_load_in_the_project_uses_weights_only():
     calls = list(_torch_load_calls())
     assert len(calls) >= 3   # the scan finds the loads (smis.utils.safe_load, official, backbones...)
     bad = [where for where, kw in calls
-           if not (isinstance(kw.get("weights_only"), __import__("ast").Constant) and kw["weights_only"].value is True)]
+           if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True)]
     assert not bad, f"torch.load without weights_only=True at {bad}; use smis.utils.safe_load"
 
 
@@ -286,7 +290,6 @@ def test_checkpoints_and_exports_hold_plain_data_only(tmp_path):
 
 
 def test_legacy_v1_checkpoint_with_numpy_rng_still_resumes(tmp_path):
-    import numpy as np
     _trained(tmp_path, steps=2)
     path = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
     ck = torch.load(path, weights_only=True)
@@ -319,7 +322,6 @@ def test_config_rejects_keep_last_zero_through_the_api_too(tmp_path):
 
 
 def test_second_run_on_a_locked_run_dir_is_refused(tmp_path):
-    from smis.rundir import RunDirBusy, RunDirLock
     run = tmp_path / "run"
     with RunDirLock(run):                                     # another run holds the folder
         with pytest.raises(RunDirBusy, match=rf"in use by another training run \(pid {os.getpid()} on "):
@@ -486,3 +488,37 @@ def test_tensorboard_log_and_sample_grid(tmp_path, variant, samples):
     assert grid.shape == (3, 2 * H, (3 + samples) * W) and 0 <= grid.min() and grid.max() <= 1
     assert torch.allclose(grid[:, :H, W:2 * W], (image[0] + 1) / 2)                # the real image, row 0
     assert torch.allclose(grid[:, :H, 2 * W:3 * W], (t.train_step.last_fake[0].clamp(-1, 1) + 1) / 2)
+
+
+def test_checkpointer_keeps_the_newest_and_skips_a_cut_one(tmp_path, capsys):
+    ck = Checkpointer(tmp_path, keep_last=2)
+    assert ck.list() == [] and ck.latest() is None and ck.load_latest_intact() == (None, None)
+    for step in (1, 2, 3):
+        ck.save(step, {"format": CKPT_FORMAT, "step": step, "w": torch.full((3,), float(step))})
+    assert [p.name for p in ck.list()] == ["step_00000002.pt", "step_00000003.pt"]     # keep_last=2, oldest first
+    assert torch.equal(ck.load(ck.latest())["w"], torch.full((3,), 3.0))
+    ck.latest().write_bytes(ck.latest().read_bytes()[:50])                              # cut short
+    path, state = ck.load_latest_intact()
+    assert path.name == "step_00000002.pt" and state["step"] == 2
+    assert "skipping" in capsys.readouterr().err
+    torch.save({"format": "other"}, tmp_path / "checkpoints" / "step_00000009.pt")
+    with pytest.raises(T.CheckpointError, match=r"step_00000009\.pt is not an smis training checkpoint"):
+        ck.load_latest_intact()
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    a = (torch.rand(2), np.random.rand(2), random.random())
+    set_rng_state(state)
+    b = (torch.rand(2), np.random.rand(2), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_run_log_drops_rows_past_the_resumed_step(tmp_path):
+    with RunLog(tmp_path, tensorboard=False) as log:
+        for step in (1, 2, 3):
+            log.scalars(step, {"g_total": float(step), "images_per_s": 1.0})
+    with RunLog(tmp_path, resume_step=2, tensorboard=False) as log:                   # resumed from step 2
+        log.scalars(3, {"g_total": 30.0, "images_per_s": 1.0})
+    rows = list(csv.DictReader(open(tmp_path / "losses.csv")))
+    assert [(r["step"], r["g_total"]) for r in rows] == [("1", "1"), ("2", "2"), ("3", "30")]
