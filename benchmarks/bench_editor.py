@@ -22,7 +22,7 @@ import torch
 
 from smis import editing
 from smis.data import make_dataset
-from smis.train import load_model
+from smis.checkpoint import load_model
 from smis.utils import atomic_write_json, resolve
 from smis.viz import to_uint8
 from smis.widgets import Editor, png_bytes

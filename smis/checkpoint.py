@@ -154,8 +154,8 @@ def load_model(path: str | Path,                         # an exported model or 
     if not isinstance(ck, dict) or ck.get("format") not in (MODEL_FORMAT, *CKPT_FORMATS):
         fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
         raise CheckpointError(f"{path} is not an smis model or checkpoint (format {fmt!r}). Fix: export one with "
-                              "smis.train.export_model, pass a checkpoint from outputs/runs/*/checkpoints, or load the "
-                              "authors' weights with smis.official.load_official.")
+                              "smis.checkpoint.export_model, pass a checkpoint from outputs/runs/*/checkpoints, or "
+                              "load the authors' weights with smis.official.load_official.")
     if ck.get("variant") not in VARIANTS:
         raise CheckpointError(f"{path}: unknown variant {ck.get('variant')!r}; this smis knows {sorted(VARIANTS)}. "
                               "Fix: use the smis version that wrote the file.")
@@ -174,7 +174,7 @@ def load_model(path: str | Path,                         # an exported model or 
         try:
             check_state_dict(net, ck[key], f"{path}: {key} of a {ck['variant']} {preset.name} model",
                              hint="Fix: the weights do not fit the preset recorded in the file; re-export the model "
-                                  "from its training checkpoint with smis.train.export_model.")
+                                  "from its training checkpoint with smis.checkpoint.export_model.")
         except CheckpointMismatch as e:
             raise CheckpointError(str(e)) from None
         net.load_state_dict(fp32(ck[key]))

@@ -34,14 +34,14 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from smis.build import TrainingParts, build
-from smis.checkpoint import (CKPT_FORMAT, CKPT_FORMATS, MODEL_FORMAT, Checkpointer, export_model,  # noqa: F401
-                             load_model, rng_state, set_rng_state)
+from smis.checkpoint import CKPT_FORMAT, Checkpointer, rng_state, set_rng_state
+from smis.checkpoint import export_model, load_model  # noqa: F401  (old home: smis.train.load_model / export_model)
 from smis.config import get_preset
 from smis.data import collate, make_dataset
 from smis.networks import Latents, LatentSpec, Networks
 from smis.objective import discriminator_losses, generator_losses, split_batch
-from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_config_arguments,  # noqa: F401
-                          parse_overrides, resume_conflicts)
+from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_config_arguments, parse_overrides,
+                          resume_conflicts)
 from smis.rundir import RunDirBusy, RunDirLock
 from smis.runlog import RunLog
 from smis.sampling import sample_prior
