@@ -4,7 +4,7 @@
     p = add_config_arguments(argparse.ArgumentParser())                        # the CLI, same fields
     p.parse_args(["--variant", "clvae", "--steps", "3000", "--no-flip"])     # (smis.train.parse_args)
 
-Each field's help text lives in its `metadata["help"]`; `parse_args` turns field `name` into `--name`
+Each field's help text lives in its `metadata["help"]`; `add_config_arguments` turns field `name` into `--name`
 (underscores as dashes), booleans into `--name/--no-name` (argparse.BooleanOptionalAction), and the preset
 overrides dict into `--set FIELD=JSON ...`. `TrainConfig.__post_init__` checks every value, so the API and
 the CLI reject the same things with the same message. A run's options are saved as `config.json`;
