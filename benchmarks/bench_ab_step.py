@@ -1,6 +1,6 @@
 """A/B of the training step across code versions and options, interleaved in one run.
 
-Each variant is a worker process holding one `smis.train.Trainer` on a fixed batch (`common.fixed_batch`),
+Each variant is a worker process holding one `smis.train.TrainStep` on a fixed batch (`common.fixed_batch`),
 built from a code root (`new`: this checkout; `base`: `--base`, e.g. a git worktree of the commit before a
 change) with a set of options. The parent runs rounds A B C A B C ...: `--steps` timed steps of each
 variant per round, so that load changes on a shared CPU hit every variant alike. Reported per variant:
@@ -96,16 +96,22 @@ def worker(a) -> None:
     import torch
     if a.threads:
         torch.set_num_threads(a.threads)
-    from common import fixed_batch, make_trainer, pick_device, sync
+    import common
     import smis
+    from common import fixed_batch, pick_device, sync
     device = pick_device(a.device)
     opts = json.loads(a.trainer)
     flags = a.flags.split(",") if a.flags else []
     overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in a.set)}
     torch.manual_seed(0)
-    trainer, perceptual = make_trainer(a.preset, a.batch, device, variant=a.variant, overrides=overrides,
-                                       perceptual=a.perceptual, **opts)
-    G = trainer.nets.G
+    # this version's step: a smis.train.TrainStep on smis.build's parts, or (versions before the build split,
+    # whose common.py has make_trainer) a Trainer holding nets, preset and perceptual itself
+    make = getattr(common, "make_train_step", None) or common.make_trainer
+    built, perceptual = make(a.preset, a.batch, device, variant=a.variant, overrides=overrides,
+                             perceptual=a.perceptual, **opts)
+    parts = getattr(built, "parts", built)                              # .nets, .preset, .perceptual
+    train_step = getattr(built, "train_step", built)                    # (image, label) -> losses
+    G = parts.nets.G
     if "dense" in flags:
         G.piecewise_cond = False
     for key, value in json.loads(a.attrs).items():                      # module attributes (levers under test)
@@ -118,10 +124,10 @@ def worker(a) -> None:
         except json.JSONDecodeError:
             pass
         setattr(module, attr, value)
-    if "perceptual_half" in flags and trainer.perceptual is not None:
-        trainer.perceptual = HalfSize(trainer.perceptual)
-    image, label, _ = fixed_batch(trainer.preset, a.batch, device)
-    losses = trainer.train_step(image, label)                          # the first step: losses compared
+    if "perceptual_half" in flags and parts.perceptual is not None:
+        parts.perceptual = HalfSize(parts.perceptual)
+    image, label, _ = fixed_batch(parts.preset, a.batch, device)
+    losses = train_step(image, label)                          # the first step: losses compared
     sync(device)
     reply = {"ready": True, "smis": str(Path(smis.__file__).parent), "threads": torch.get_num_threads(),
              "perceptual": perceptual, "first_losses": losses}
@@ -133,7 +139,7 @@ def worker(a) -> None:
         times, cpu = [], []
         for _ in range(n):
             t0, c0 = time.perf_counter(), time.process_time()
-            trainer.train_step(image, label)
+            train_step(image, label)
             sync(device)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
@@ -147,7 +153,8 @@ def start(v: dict, a) -> subprocess.Popen:
     env.update(v["env"])
     cmd = [sys.executable, str(HERE / "bench_ab_step.py"), "--worker", "--root", root, "--preset", a.preset,
            "--batch", str(a.batch[0]), "--device", a.device, "--perceptual", a.perceptual, "--variant", a.variant,
-           "--trainer", json.dumps(v["trainer"]), "--flags", ",".join(v["flags"]), "--attrs", json.dumps(v["attrs"]), "--set", *a.set]
+           "--trainer", json.dumps(v["trainer"]), "--flags", ",".join(v["flags"]), "--attrs", json.dumps(v["attrs"]),
+           "--set", *a.set]
     if v["threads"]:
         cmd += ["--threads", str(v["threads"])]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
@@ -163,7 +170,8 @@ def ask(p: subprocess.Popen, n: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--trainer", default="{}", help=argparse.SUPPRESS)
@@ -182,13 +190,13 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     p.add_argument("--tag", default="", help="suffix of the default JSON name")
-    p.add_argument("--out", help="JSON path (default $OUT or benchmarks/results / ab_step_<preset>_<device>[_tag].json)")
+    p.add_argument("--out",
+                   help="JSON path (default $OUT or benchmarks/results / ab_step_<preset>_<device>[_tag].json)")
     a = p.parse_args(argv)
     if a.worker:
         a.batch = a.batch[0]
         return worker(a)
 
-    import torch
     sys.path.insert(0, str(HERE))
     from common import machine_info, pick_device, results_path
     from smis.utils import atomic_write_json
@@ -199,9 +207,11 @@ def main(argv=None) -> dict:
     name = a.out or str(results_path(f"ab_step_{a.preset}_{device.type}{'_' + a.tag if a.tag else ''}.json"))
     base_commit = None
     if a.base:
-        base_commit = subprocess.run(["git", "-C", a.base, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    new_commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"benchmark": "smis.train.Trainer.train_step, variants interleaved round by round (A B A B ...)",
+        base_commit = subprocess.run(["git", "-C", a.base, "rev-parse", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()
+    new_commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+    result = {"benchmark": "smis.train.TrainStep, variants interleaved round by round (A B A B ...)",
               "config": {"preset": a.preset, "variant": a.variant, "batch": a.batch[0], "overrides": a.set,
                          "perceptual": a.perceptual, "warmup": a.warmup, "rounds": a.rounds, "steps_per_round": a.steps,
                          "base_commit": base_commit, "new_commit": new_commit + " + working tree"},
@@ -225,7 +235,8 @@ def main(argv=None) -> dict:
                 v["times"] += times
                 v["cpu"] += got["cpu"]
                 v["round_medians"].append(statistics.median(times))
-            print(f"round {r + 1}: " + ", ".join(f"{v['name']} {v['round_medians'][-1]:.3f} s" for v in variants), flush=True)
+            print(f"round {r + 1}: " + ", ".join(f"{v['name']} {v['round_medians'][-1]:.3f} s" for v in variants),
+                  flush=True)
     finally:
         for proc in procs:
             try:
@@ -239,8 +250,9 @@ def main(argv=None) -> dict:
     for v in variants:
         ratios = [b / x for b, x in zip(ref["round_medians"], v["round_medians"])]
         first = v["ready"]["first_losses"]
-        loss_diff = max((abs(first[k] - ref["ready"]["first_losses"][k]) / max(abs(ref["ready"]["first_losses"][k]), 1e-12)
-                         for k in first if k in ref["ready"]["first_losses"]), default=None)
+        ref_first = ref["ready"]["first_losses"]
+        loss_diff = max((abs(first[k] - ref_first[k]) / max(abs(ref_first[k]), 1e-12) for k in first if k in ref_first),
+                        default=None)
         rows.append({"variant": v["name"], "threads": v["ready"]["threads"], "smis": v["ready"]["smis"],
                      "perceptual": v["ready"]["perceptual"], "median_s": statistics.median(v["times"]),
                      "min_s": min(v["times"]), "round_medians_s": v["round_medians"], "times_s": v["times"],
@@ -252,13 +264,15 @@ def main(argv=None) -> dict:
     result["machine"] = machine_info(device)
     atomic_write_json(result, name)
     m = result["machine"]
-    print(f"\ntraining step A/B, {a.preset} batch {a.batch[0]}, {m['device']}, load {result['machine_at_start']['load_avg_1_5_15']}"
-          f" -> {m['load_avg_1_5_15']}, {m['date_utc']} UTC")
-    print(f"| variant | threads | s/step (median) | min | CPU s/step | images/s | x {ref['name']} (median of rounds) | first-step losses vs {ref['name']} |")
+    print(f"\ntraining step A/B, {a.preset} batch {a.batch[0]}, {m['device']}, "
+          f"load {result['machine_at_start']['load_avg_1_5_15']} -> {m['load_avg_1_5_15']}, {m['date_utc']} UTC")
+    print(f"| variant | threads | s/step (median) | min | CPU s/step | images/s | x {ref['name']} (median of rounds) "
+          f"| first-step losses vs {ref['name']} |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['threads']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['cpu_s_per_step']:.3f} | {r['images_per_s']:.2f} | "
-              f"{r['speedup_vs_first']:.2f} | {r['first_losses_max_rel_diff_vs_first']:.1e} |")
+        print(f"| {r['variant']} | {r['threads']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['cpu_s_per_step']:.3f} "
+              f"| {r['images_per_s']:.2f} | {r['speedup_vs_first']:.2f} "
+              f"| {r['first_losses_max_rel_diff_vs_first']:.1e} |")
     print(f"wrote {name}")
     return result
 

@@ -85,7 +85,8 @@ def main(argv=None) -> dict:
                          "masks": "Voronoi, 17 classes each"},
               "machine": machine(device), "results": rows}
     print(f"CSE maps, ADE20K config, forward + backward, on {result['machine']['device']}")
-    print("| batch | gather (s) | dense one-hot (s) | loop (s) | dense / gather | loop / gather |\n|---|---|---|---|---|---|")
+    print("| batch | gather (s) | dense one-hot (s) | loop (s) | dense / gather | loop / gather |\n"
+          "|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batch']} | {r['gather_s']:.4f} | {r['dense_s']:.4f} | {r['loop_s']:.3f} | "
               f"{r['dense_over_gather']:.1f}x | {r['loop_over_gather']:.0f}x |")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smis.data.ade20k import make_ade20k_dataset  # noqa: E402
 from smis.data.base import collate  # noqa: E402
+from smis.data.synthetic import generate  # noqa: E402
 from smis.utils import atomic_write_json  # noqa: E402
 
 SAMPLES = Path(os.environ.get("SMIS_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples"))
@@ -37,8 +38,6 @@ def source_pairs() -> list[tuple[Image.Image, Image.Image]]:
     if ann.is_dir():
         return [(Image.open(SAMPLES / "ade20k" / "images" / "training" / f"{p.stem}.jpg").convert("RGB"),
                  Image.open(p)) for p in sorted(ann.glob("*.png"))]
-    from smis.data.synthetic import generate
-
     out = []
     for i in range(4):
         img, lab, _ = generate(i, (384, 512), seed=0)

@@ -22,7 +22,7 @@ import torch
 
 from smis import editing
 from smis.data import make_dataset
-from smis.train import load_model
+from smis.checkpoint import load_model
 from smis.utils import atomic_write_json, resolve
 from smis.viz import to_uint8
 from smis.widgets import Editor, png_bytes
@@ -71,8 +71,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     path = resolve(a.model)
     if not path.exists():
-        raise SystemExit(f"{path} not found. Fix: train and export the demo model (python scripts/train_demo_models.py) "
-                         "or pass --model outputs/runs/demo_clvae/checkpoints/step_XXXXXXXX.pt")
+        raise SystemExit(f"{path} not found. Fix: train and export the demo model "
+                         "(python scripts/train_demo_models.py) or pass --model "
+                         "outputs/runs/demo_clvae/checkpoints/step_XXXXXXXX.pt")
     nets = load_model(path, "cpu")
     ds = make_dataset("synthscenes", None, "test", size=nets.preset.image_size, length=a.images)
     images, labels, codes = editing.encode_dataset(nets, ds)
@@ -92,7 +93,8 @@ def main(argv=None) -> int:
     print(f"{'threads':>7} | {'end-to-end median':>17} | {'p90':>7} | {'generator':>9} | {'display':>7} | target")
     for r in rows:
         e = r["end_to_end"]
-        print(f"{r['threads']:>7} | {e['median_ms']:>14.1f} ms | {e['p90_ms']:>7.1f} | {r['generator_only']['median_ms']:>9.1f} | "
+        print(f"{r['threads']:>7} | {e['median_ms']:>14.1f} ms | {e['p90_ms']:>7.1f} | "
+              f"{r['generator_only']['median_ms']:>9.1f} | "
               f"{r['display_encoding_only']['median_ms']:>7.2f} | {'ok' if e['median_ms'] <= TARGET_MS else 'SLOW'}")
     atomic_write_json(result, a.out)
     print("wrote", a.out)

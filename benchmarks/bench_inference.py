@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (fixed_batch, machine_info, peak_gib, pick_device, reset_peak, summary,  # noqa: E402
                     time_steps, write_json)
 from smis import editing  # noqa: E402
+from smis.checkpoint import load_model  # noqa: E402
+from smis.config import get_preset  # noqa: E402
 from smis.networks import build_networks  # noqa: E402
 from smis.utils import atomic_write_json, resolve  # noqa: E402
 
@@ -41,10 +43,8 @@ TARGETS = {"samples40_s_gpu_ade20k": 0.5, "editor_update_ms_cpu_demo": 150.0}
 def load(a, device):
     """(networks in eval mode, description)."""
     if a.preset == "synthscenes" and not a.random and resolve(a.model).exists():
-        from smis.train import load_model
         nets = load_model(resolve(a.model), device)
         return nets, f"{a.model} (step {(nets.meta or {}).get('step')})"
-    from smis.config import get_preset
     torch.manual_seed(0)
     preset = get_preset(a.preset, **a.overrides)
     nets = build_networks(a.variant, preset, discriminator=False, device=device).eval()
@@ -66,7 +66,8 @@ def bench(nets, device, precision: str, reps: int, n_samples: int) -> dict:
         tasks = {
             "one_sample": lambda: editing.sample_images(nets, label, 1, generator=g),
             f"samples_{n_samples}_one_mask": lambda: editing.sample_images(nets, label, n_samples, generator=g),
-            "editor_update": lambda: editing.synthesize(nets, label, editing.move(codes, cls, layer, direction, next(alphas))),
+            "editor_update": lambda: editing.synthesize(nets, label,
+                                                        editing.move(codes, cls, layer, direction, next(alphas))),
             "encode_one_photo": lambda: editing.encode(nets, image, label),
         }
         rows = {}
@@ -83,7 +84,8 @@ def bench(nets, device, precision: str, reps: int, n_samples: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--preset", default=None, help="default: synthscenes on the CPU, ade20k on a GPU")
     p.add_argument("--variant", default="clvae")

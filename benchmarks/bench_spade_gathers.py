@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_info, pick_device, results_path, sync, voronoi_masks, write_json  # noqa: E402
+from common import machine_info, pick_device, sync, voronoi_masks, write_json  # noqa: E402
 from smis.networks import Latents, build_networks, spade  # noqa: E402
 
 PATHS = {"dense": dict(piecewise=False), "shared": dict(modulation=False), "gathers": {}, "all": dict(min_macs=0),
@@ -92,7 +92,8 @@ def run_preset(preset: str, batch: int, device: torch.device, reps: int, paths: 
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["ade20k", "gta5", "synthscenes"])
     p.add_argument("--batch", type=int, default=None, help="default: 1, SynthScenes 8")
     p.add_argument("--device", default="cpu")
@@ -118,7 +119,8 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|---|---|---|---|---|")
     for pr in result["presets"]:
         for r in pr["rows"]:
-            print(f"| {r['preset']} | {r['batch']} | {r['path']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['cpu_s']:.3f} | "
+            print(f"| {r['preset']} | {r['batch']} | {r['path']} | {r['median_s']:.3f} | {r['min_s']:.3f} "
+                  f"| {r['cpu_s']:.3f} | "
                   f"{r['speedup_vs_' + a.paths[0]]:.2f} | {r['output_max_abs']:.1e} | {r['grad_rel_l2']:.1e} |")
     write_json(result, a.out or f"spade_gathers_{device.type}.json")
     return result

@@ -1,4 +1,4 @@
-"""Full training step: `smis.train.Trainer.train_step` on a fixed batch, images/s and peak memory.
+"""Full training step: `smis.train.TrainStep` on a fixed batch, images/s and peak memory.
 
 One step = generator + encoder update (hinge GAN + feature matching + perceptual + KL) then the
 discriminator update on the same fake, exactly as `smis.train` trains. The perceptual network is
@@ -30,17 +30,19 @@ import math
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (fixed_batch, machine_info, make_trainer, peak_gib, pick_device, reset_peak, results_path,  # noqa: E402
+from common import (fixed_batch, machine_info, make_train_step, peak_gib, pick_device, reset_peak, results_path,  # noqa: E402
                     summary, sync, time_steps)
+from smis.config import get_preset  # noqa: E402
 from smis.utils import atomic_write_json  # noqa: E402
 
-OPTIONS = {                                   # name -> make_trainer keyword arguments
+OPTIONS = {                                   # name -> make_train_step keyword arguments
     "fp32": {},
     "bf16": {"precision": "bf16"},
     "channels_last": {"channels_last": True},
@@ -50,10 +52,11 @@ OPTIONS = {                                   # name -> make_trainer keyword arg
 
 
 def options(config: str) -> dict:
-    """'bf16+channels_last' -> the merged make_trainer keywords of its parts."""
+    """'bf16+channels_last' -> the merged make_train_step keywords of its parts."""
     bad = [c for c in config.split("+") if c not in OPTIONS]
     if bad:
-        raise SystemExit(f"unknown option set(s) {bad} in {config!r}; choose among {sorted(OPTIONS)}, '+'-joined, or best")
+        raise SystemExit(f"unknown option set(s) {bad} in {config!r}; choose among {sorted(OPTIONS)}, '+'-joined, "
+                         "or best")
     return {k: v for c in config.split("+") for k, v in OPTIONS[c].items()}
 
 
@@ -65,19 +68,19 @@ TARGET = {"batch": 16, "images_per_s": 25.0, "peak_gib": 23.1}
 
 
 def run_one(name: str, opts: dict, a, batch: int, device: torch.device) -> dict:
-    """Build a Trainer with `opts`, time `a.steps` steps after `a.warmup` (more for compile)."""
+    """Build a TrainStep with `opts`, time `a.steps` steps after `a.warmup` (more for compile)."""
     row = {"config": name, "options": opts, "batch": batch, "threads": torch.get_num_threads()}
-    trainer = None
+    train_step = None
     try:
         reset_peak(device)
         torch.manual_seed(0)
-        trainer, perceptual = make_trainer(a.preset, batch, device, variant=a.variant, overrides=a.overrides,
+        train_step, perceptual = make_train_step(a.preset, batch, device, variant=a.variant, overrides=a.overrides,
                                            perceptual=a.perceptual, **opts)
-        image, label, masks = fixed_batch(trainer.preset, batch, device)
+        image, label, masks = fixed_batch(train_step.parts.preset, batch, device)
         row.update(perceptual=perceptual, masks=masks,
                    mean_classes_per_mask=round(sum(len(l.unique()) for l in label) / batch, 1))
         losses = {}
-        step = lambda: losses.update(trainer.train_step(image, label))
+        step = lambda: losses.update(train_step(image, label))
         t0 = time.perf_counter()
         step()
         sync(device)
@@ -96,12 +99,12 @@ def run_one(name: str, opts: dict, a, batch: int, device: torch.device) -> dict:
         if device.type == "cuda":
             row["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 3)
         row["losses_finite"] = all(math.isfinite(v) for v in losses.values())
-        row["params"] = trainer.nets.param_counts()
+        row["params"] = train_step.parts.nets.param_counts()
     except Exception as e:                                              # OOM, compile failure: record, go on
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         traceback.print_exc()
     finally:
-        trainer = None                                                  # free the networks before the next row
+        train_step = None                                               # free the networks before the next row
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -111,7 +114,8 @@ def run_one(name: str, opts: dict, a, batch: int, device: torch.device) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="ade20k")
     p.add_argument("--variant", default="clvae")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="preset overrides (smoke runs)")
@@ -126,7 +130,8 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     p.add_argument("--tag", default="", help="suffix of the default JSON name")
-    p.add_argument("--out", help="JSON path (default $OUT or benchmarks/results / train_step_<preset>_<device>[_tag].json)")
+    p.add_argument("--out",
+                   help="JSON path (default $OUT or benchmarks/results / train_step_<preset>_<device>[_tag].json)")
     a = p.parse_args(argv)
     a.overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in a.set)}
     device = pick_device(a.device)
@@ -135,12 +140,10 @@ def main(argv=None) -> dict:
     for config in a.configs:
         if config != "best":
             options(config)                                             # fail early on a typo
-    from dataclasses import asdict
-    from smis.config import get_preset
     preset = get_preset(a.preset, **a.overrides)
     name = a.out or str(results_path(f"train_step_{a.preset}_{device.type}{'_' + a.tag if a.tag else ''}.json"))
     result = {
-        "benchmark": "smis.train.Trainer.train_step on a fixed batch: G+E step (GAN + FM + perceptual + KL), then D step",
+        "benchmark": "smis.train.TrainStep on a fixed batch: G+E step (GAN + FM + perceptual + KL), then D step",
         "config": {"preset": asdict(preset), "variant": a.variant, "overrides": a.overrides, "warmup": a.warmup,
                    "timed_steps": a.steps, "perceptual": a.perceptual,
                    "tf32_conv": torch.backends.cudnn.allow_tf32, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32},
@@ -168,7 +171,8 @@ def main(argv=None) -> dict:
                         continue
                     picked = [r for r in singles if r.get("images_per_s", 0) >= GAIN * base["images_per_s"]]
                     if len(picked) < 2:
-                        print(f"best at batch {batch}: {[r['config'] for r in picked] or 'baseline'} (nothing to combine)")
+                        names = [r["config"] for r in picked] or "baseline"
+                        print(f"best at batch {batch}: {names} (nothing to combine)")
                         continue
                     opts = {k: v for r in picked for k, v in r["options"].items()}
                     row = run_one("best: " + "+".join(r["config"] for r in picked), opts, a, batch, device)
@@ -182,12 +186,14 @@ def main(argv=None) -> dict:
                     row["speedup_vs_fp32"] = round(row["images_per_s"] / base["images_per_s"], 3)
                 rows.append(row)
                 save()
-                print(json.dumps({k: row.get(k) for k in ("config", "batch", "threads", "images_per_s", "peak_steady_gib", "peak_gib",
-                                                           "first_step_s", "error")}), flush=True)
+                keys = ("config", "batch", "threads", "images_per_s", "peak_steady_gib", "peak_gib", "first_step_s",
+                        "error")
+                print(json.dumps({k: row.get(k) for k in keys}), flush=True)
     save()
     print(f"\ntraining step, {a.preset} preset{' ' + str(a.overrides) if a.overrides else ''}, {a.variant}, on "
           f"{result['machine']['device']}, torch {torch.__version__}, load {result['machine']['load_avg_1_5_15']}")
-    print("| batch | threads | config | s/step (median) | images/s | x fp32 | peak GiB (steady / first step) | first step (s) |")
+    print("| batch | threads | config | s/step (median) | images/s | x fp32 | peak GiB (steady / first step) "
+          "| first step (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
@@ -200,7 +206,8 @@ def main(argv=None) -> dict:
     if result["target"]:
         ok = [r for r in rows if r["batch"] == TARGET["batch"] and r.get("images_per_s", 0) >= TARGET["images_per_s"]
               and (r.get("peak_steady_gib") or 1e9) <= TARGET["peak_gib"]]
-        print(f"target (batch 16: >= 25 images/s, steady peak <= 23.1 GiB): {'met by ' + ', '.join(r['config'] for r in ok) if ok else 'NOT met'}")
+        met = "met by " + ", ".join(r["config"] for r in ok) if ok else "NOT met"
+        print(f"target (batch 16: >= 25 images/s, steady peak <= 23.1 GiB): {met}")
     print(f"wrote {name}")
     return result
 

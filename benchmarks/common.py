@@ -5,7 +5,8 @@ a few; a reference run once), the argument set of the vectorised-vs-loop benchma
 go (`$OUT` when set, as on the GPU machine, else `benchmarks/results/`), CUDA-synchronised step
 timing, peak memory, a realistic fixed batch (ADE20K-like Voronoi masks with ~17 classes, or real
 SynthScenes renders), a VGG19-shaped perceptual loss with random weights when the ImageNet file is
-absent (same cost), and a `smis.train.Trainer` for any preset with the speed options as arguments.
+absent (same cost), and a `smis.train.TrainStep` on exactly what training builds (`smis.build.build`, no
+data set) for any preset with the speed options as arguments.
 """
 from __future__ import annotations
 
@@ -27,11 +28,19 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
+from torchvision.models.vgg import cfgs, make_layers  # noqa: E402
+
+from smis.backbones import VGG19_FILE, EffNetFeatures, VGG19Features, hub_checkpoint  # noqa: E402
+from smis.build import build  # noqa: E402
+from smis.data import make_dataset  # noqa: E402
+from smis.losses import PerceptualLoss  # noqa: E402
+from smis.options import TrainConfig  # noqa: E402
+from smis.train import TrainStep, schedule  # noqa: E402
 from smis.utils import atomic_write_json, atomic_write_text, pick_device  # noqa: E402
 
 __all__ = ["machine", "machine_info", "sync", "voronoi_masks", "results_path", "write_json", "write_text",
            "time_steps", "best_time", "time_once", "reference_args", "reset_peak", "peak_gib", "fixed_batch",
-           "perceptual_loss", "make_trainer", "pick_device", "summary"]
+           "perceptual_loss", "make_train_step", "pick_device", "summary"]
 
 
 def voronoi_masks(B: int, size: int, classes_per_mask: int = 17, generator: torch.Generator | None = None,
@@ -55,7 +64,8 @@ def reference_args(description: str, name: str, reps_help: str, argv=None) -> ar
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--batch", type=int, nargs="+", default=[4, 16])
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--reps", type=int, default=5, help=f"timed repetitions of {reps_help} (best kept; the loop runs once)")
+    p.add_argument("--reps", type=int, default=5,
+                   help=f"timed repetitions of {reps_help} (best kept; the loop runs once)")
     p.add_argument("--out", help=f"JSON path (default benchmarks/results/{name}_<device>.json)")
     a = p.parse_args(argv)
     a.device = pick_device(a.device)
@@ -180,7 +190,6 @@ def fixed_batch(preset, batch: int, device: torch.device, seed: int = 0) -> tupl
     """
     H, W = preset.image_size
     if preset.name == "synthscenes":
-        from smis.data import make_dataset
         ds = make_dataset("synthscenes", None, "train", size=preset.image_size, length=batch, seed=seed)
         items = [ds[i] for i in range(batch)]
         image = torch.stack([it["image"] for it in items])
@@ -197,22 +206,22 @@ def fixed_batch(preset, batch: int, device: torch.device, seed: int = 0) -> tupl
     return image.contiguous().to(device), label.to(device), what
 
 
-def perceptual_loss(kind: str, device: torch.device):
-    """(PerceptualLoss or None, description). kind: "vgg19" (ImageNet weights if cached, else the same
-    VGG19 shape with random weights: same cost), "effnet" (EfficientNet-Lite0, the CPU fallback), "none"."""
-    if kind == "none":
-        return None, "none"
-    from smis.backbones import VGG19_FILE, EffNetFeatures, VGG19Features, hub_checkpoint
-    from smis.losses import PerceptualLoss
+def perceptual_loss(kind: str, device: torch.device) -> PerceptualLoss:
+    """The perceptual loss network, described by its `.backbone`. kind: "vgg19" (ImageNet weights if
+    cached, else the same VGG19 shape with random weights: same cost), "effnet" (EfficientNet-Lite0, the
+    CPU fallback)."""
     if kind == "effnet":
-        return PerceptualLoss(EffNetFeatures()).to(device), "efficientnet_lite0 (ImageNet weights)"
-    if kind != "vgg19":
-        raise ValueError(f"perceptual kind {kind!r}; choose vgg19, effnet or none")
-    path = hub_checkpoint(VGG19_FILE)
-    if path is not None:
-        return PerceptualLoss(VGG19Features(path)).to(device), "vgg19 (ImageNet weights)"
-    ext = VGG19Features(_random_vgg19_file())
-    return PerceptualLoss(ext).to(device), "vgg19 shape, random weights (ImageNet file absent; same cost)"
+        loss, loss.backbone = PerceptualLoss(EffNetFeatures()), "efficientnet_lite0 (ImageNet weights)"
+    elif kind == "vgg19":
+        path = hub_checkpoint(VGG19_FILE)
+        if path is not None:
+            loss, loss.backbone = PerceptualLoss(VGG19Features(path)), "vgg19 (ImageNet weights)"
+        else:
+            loss = PerceptualLoss(VGG19Features(_random_vgg19_file()))
+            loss.backbone = "vgg19 shape, random weights (ImageNet file absent; same cost)"
+    else:
+        raise ValueError(f"perceptual kind {kind!r}; choose vgg19, effnet (or none: no perceptual loss)")
+    return loss.to(device)
 
 
 _VGG_FILE: list[Path] = []
@@ -221,7 +230,6 @@ _VGG_FILE: list[Path] = []
 def _random_vgg19_file() -> Path:
     """A file with VGG19's conv trunk (torchvision layout `features.*`) at random init, made once per process."""
     if not _VGG_FILE:
-        from torchvision.models.vgg import cfgs, make_layers
         tmp = tempfile.mkdtemp(prefix="smis_vgg_")
         atexit.register(shutil.rmtree, tmp, True)
         path = Path(tmp) / "vgg19_features_random.pth"
@@ -230,31 +238,19 @@ def _random_vgg19_file() -> Path:
     return _VGG_FILE[0]
 
 
-def make_trainer(preset: str, batch: int, device: torch.device, *, variant: str = "clvae",
-                 overrides: dict | None = None, perceptual: str = "vgg19", precision: str = "fp32",
-                 channels_last: bool = False, fused_adam: bool = False, compile: bool = False):
-    """A `smis.train.Trainer` for `preset` at `batch` with the given speed options, and a description
-    of its perceptual network. Non-SynthScenes presets get a 2-file ADE20K-layout fixture as their
-    data set (the Trainer checks the class count; the benchmark feeds its own fixed batch)."""
-    from smis.train import Trainer, TrainConfig
-    tmp = tempfile.mkdtemp(prefix="smis_bench_")
-    atexit.register(shutil.rmtree, tmp, True)
-    data = dict(dataset="synthscenes", data_length=max(batch, 8))
-    if preset != "synthscenes":
-        from bench_dataloader import make_fixture
-        make_fixture(Path(tmp) / "ade", 2)
-        data = dict(dataset="ade20k", data_root=str(Path(tmp) / "ade"))
-    cfg = TrainConfig(run_dir=str(Path(tmp) / "run"), variant=variant, preset=preset,
-                      preset_overrides=dict(overrides or {}), batch_size=batch, perceptual="none", device=str(device),
+def make_train_step(preset: str, batch: int, device: torch.device, *, variant: str = "clvae",
+                    overrides: dict | None = None, perceptual: str = "vgg19", precision: str = "fp32",
+                    channels_last: bool = False, fused_adam: bool = False, compile: bool = False):
+    """(`smis.train.TrainStep`, description of its perceptual network): one training iteration on exactly
+    the parts training builds (`smis.build.build`) for `preset` at `batch` with the given speed options.
+    No data set: the benchmark feeds its own fixed batch (`fixed_batch`). `perceptual` picks the network
+    (see `perceptual_loss`: VGG19's shape with random weights when its ImageNet file is absent)."""
+    cfg = TrainConfig(variant=variant, preset=preset, preset_overrides=dict(overrides or {}), batch_size=batch,
+                      perceptual={"none": "none", "effnet": "effnet"}.get(perceptual, "auto"), device=str(device),
                       precision=precision, channels_last=channels_last, fused_adam=fused_adam, compile=compile,
-                      tensorboard=False, progress=False, steps=10**6, **data)
-    trainer = Trainer(cfg)
-    if trainer.dataset.info.num_classes != trainer.preset.num_classes:
-        raise ValueError("fixture data set does not match the preset")
-    loss, what = perceptual_loss(perceptual, trainer.device)
-    if loss is not None and trainer.preset.lambda_perceptual > 0:
-        if channels_last:
-            loss = loss.to(memory_format=torch.channels_last)
-        trainer.perceptual, trainer.perceptual_name = loss, what
-    trainer.nets.train()
-    return trainer, what
+                      tensorboard=False, progress=False, steps=10**6)
+    parts = build(cfg, device, perceptual=lambda: perceptual_loss(perceptual, device))
+    parts.nets.train()
+    total, decay = schedule(cfg, parts.preset, batch, batch)
+    what = parts.perceptual_name if perceptual != "none" else "none"
+    return TrainStep(cfg, parts, total, decay, global_batch=batch), what

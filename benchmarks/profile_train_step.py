@@ -1,6 +1,6 @@
 """Where a training step's time goes (torch.profiler) and what it costs in FLOPs (FlopCounterMode).
 
-Profile: `smis.train.Trainer.train_step` on a fixed batch after warm-up, with a profiler range per
+Profile: `smis.train.TrainStep` on a fixed batch after warm-up, with a profiler range per
 network forward (G+E as `GeneratorStep`, E, G, D, perceptual) so that the table of top operators
 (self time) comes with a per-network split; backward operators appear as `autograd::...` rows.
 Also counted: host-device synchronisations (`aten::_local_scalar_dense`, i.e. `.item()` / `float()`
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import weakref
 from pathlib import Path
@@ -33,21 +34,24 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fixed_batch, machine_info, make_trainer, pick_device, sync, write_json, write_text  # noqa: E402
+from common import fixed_batch, machine_info, make_train_step, pick_device, sync, write_json, write_text  # noqa: E402
+from smis import editing  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100 SXM": 989.0, "H200": 989.0, "H100 PCIe": 756.0}   # dense, vendor data sheets
 ANCHOR_TFLOP = {"g_step": 1.26, "d_step": 0.46, "inference_E_G": 0.36}     # authors' code, per image
 SYNC_OPS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync")
 
 
-def label_forwards(trainer) -> list:
+def label_forwards(train_step) -> list:
     """Profiler ranges around each network's forward; returns the hook handles."""
     handles = []
-    mods = {"GeneratorStep (G+E fwd)": trainer.gstep, "E fwd": trainer.nets.E, "G fwd": trainer.nets.G,
-            "D fwd": trainer.nets.D, "perceptual fwd": trainer.perceptual}
+    parts = train_step.parts
+    mods = {"GeneratorStep (G+E fwd)": parts.gstep, "E fwd": parts.nets.E, "G fwd": parts.nets.G,
+            "D fwd": parts.nets.D, "perceptual fwd": parts.perceptual}
     for name, m in mods.items():
         if m is None:
             continue
@@ -63,18 +67,18 @@ def label_forwards(trainer) -> list:
 
 
 def run_profile(a, device) -> dict:
-    trainer, perceptual = make_trainer(a.preset, a.batch, device, overrides=a.overrides, perceptual=a.perceptual,
+    train_step, perceptual = make_train_step(a.preset, a.batch, device, overrides=a.overrides, perceptual=a.perceptual,
                                        precision=a.precision, channels_last=a.channels_last,
                                        fused_adam=device.type == "cuda")
-    image, label, masks = fixed_batch(trainer.preset, a.batch, device)
+    image, label, masks = fixed_batch(train_step.parts.preset, a.batch, device)
     for _ in range(a.warmup):
-        trainer.train_step(image, label)
+        train_step(image, label)
     sync(device)
-    handles = label_forwards(trainer)
+    handles = label_forwards(train_step)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts, record_shapes=False) as prof:
         for _ in range(a.steps):
-            trainer.train_step(image, label)
+            train_step(image, label)
         sync(device)
     for h in handles:
         h.remove()
@@ -91,7 +95,7 @@ def run_profile(a, device) -> dict:
     head = (f"profile of {a.steps} train_step(s), {a.preset} preset {a.overrides or ''}, batch {a.batch}, "
             f"{a.precision}{', channels_last' if a.channels_last else ''}, perceptual {perceptual}, masks: {masks}\n"
             f"device {machine_info(device)['device']}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-            f"load {[round(x, 2) for x in __import__('os').getloadavg()]}\n"
+            f"load {[round(x, 2) for x in os.getloadavg()]}\n"
             f"host-device synchronisations per step: {syncs}\n"
             f"forward ranges per step (inclusive, ms): {json.dumps(regions)}\n"
             f"sorted by {key}\n\n")
@@ -110,18 +114,16 @@ def run_profile(a, device) -> dict:
 
 def count_flops(a, device) -> dict:
     """FLOPs of one training step and one G-only sample at batch 1, per network."""
-    from torch.utils.flop_counter import FlopCounterMode
-    from smis import editing
-    trainer, perceptual = make_trainer(a.preset, 1, device, overrides=a.overrides, perceptual=a.perceptual)
-    image, label, masks = fixed_batch(trainer.preset, 1, device)
-    trainer.train_step(image, label)                                     # warm (lazy init, no counting)
+    train_step, perceptual = make_train_step(a.preset, 1, device, overrides=a.overrides, perceptual=a.perceptual)
+    image, label, masks = fixed_batch(train_step.parts.preset, 1, device)
+    train_step(image, label)                                     # warm (lazy init, no counting)
     with FlopCounterMode(display=False, depth=2) as fc:
-        trainer.train_step(image, label)
+        train_step(image, label)
     total = fc.get_total_flops()
     by_module = {k: sum(v.values()) for k, v in fc.get_flop_counts().items() if k.count(".") <= 1}
-    trainer.nets.eval()
+    train_step.parts.nets.eval()
     with FlopCounterMode(display=False, depth=4) as fc2:
-        editing.sample_images(trainer.nets, label, 1)
+        editing.sample_images(train_step.parts.nets, label, 1)
     g_parts = {"SPADE mlp_shared (conditioning map -> hidden)": 0, "SPADE mlp_gamma + mlp_beta": 0,
                "block convs conv_0 / conv_1 / conv_s": 0}
     for k, v in fc2.get_flop_counts().items():
@@ -136,13 +138,14 @@ def count_flops(a, device) -> dict:
             g_parts["block convs conv_0 / conv_1 / conv_s"] += sum(v.values())
     g_blocks = {k.split(".")[-1]: sum(v.values()) for k, v in fc2.get_flop_counts().items() if k.count(".") == 1}
     with FlopCounterMode(display=False) as fc3:
-        editing.encode(trainer.nets, image, label)
+        editing.encode(train_step.parts.nets, image, label)
     parts = {"train_step_total": total, "inference_G_prior_sample": fc2.get_total_flops(),
              "encoder_forward": fc3.get_total_flops()}
     tflop = {k: round(v / 1e12, 4) for k, v in parts.items()}
     bound = {gpu: round(peak / tflop["train_step_total"], 1) for gpu, peak in PEAK_BF16_TFLOPS.items()}
     return {"kind": "flops", "preset": a.preset, "overrides": a.overrides, "perceptual": perceptual, "masks": masks,
-            "tflop_per_image": tflop, "tflop_by_module_train_step": {k: round(v / 1e12, 4) for k, v in by_module.items()},
+            "tflop_per_image": tflop,
+            "tflop_by_module_train_step": {k: round(v / 1e12, 4) for k, v in by_module.items()},
             "gflop_G_forward_by_block": {k: round(v / 1e9, 2) for k, v in g_blocks.items()},
             "gflop_G_forward_by_part": {k: round(v / 1e9, 2) for k, v in g_parts.items()},
             "peak_bf16_tflops_dense": PEAK_BF16_TFLOPS, "images_per_s_upper_bound_at_peak": bound,
@@ -180,29 +183,32 @@ def measure_memory(a, device) -> dict:
     """Peak step memory at each batch of a.memory, persistent memory, and a linear fit in the batch."""
     rows = []
     for B in a.memory:
-        trainer, perceptual = make_trainer(a.preset, B, device, overrides=a.overrides, perceptual=a.perceptual,
+        train_step, perceptual = make_train_step(a.preset, B, device, overrides=a.overrides, perceptual=a.perceptual,
                                            precision=a.precision, channels_last=a.channels_last)
-        image, label, _ = fixed_batch(trainer.preset, B, device)
-        trainer.train_step(image, label)                                 # optimiser states exist from here on
-        trainer.opt_g.zero_grad(set_to_none=True), trainer.opt_d.zero_grad(set_to_none=True)
-        mods = [m for m in (trainer.nets, trainer.perceptual) if m is not None]
+        image, label, _ = fixed_batch(train_step.parts.preset, B, device)
+        train_step(image, label)                                 # optimiser states exist from here on
+        train_step.parts.opt_g.zero_grad(set_to_none=True), train_step.parts.opt_d.zero_grad(set_to_none=True)
+        mods = [m for m in (train_step.parts.nets, train_step.parts.perceptual) if m is not None]
         persistent = [t for m in mods for t in (*m.parameters(), *m.buffers())]
-        persistent += [v for o in (trainer.opt_g, trainer.opt_d) for st in o.state.values() for v in st.values()
+        persistent += [v for o in (train_step.parts.opt_g, train_step.parts.opt_d) for st in o.state.values()
+                       for v in st.values()
                        if torch.is_tensor(v)]
         known = {t.untyped_storage().data_ptr() for t in persistent}
         nbytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in persistent}.values())
         mode = LivePeak(known)
         with mode:
-            trainer.train_step(image, label)
-        rows.append({"batch": B, "step_peak_gib": round(mode.peak / 2**30, 3), "persistent_gib": round(nbytes / 2**30, 3),
+            train_step(image, label)
+        rows.append({"batch": B, "step_peak_gib": round(mode.peak / 2**30, 3),
+                     "persistent_gib": round(nbytes / 2**30, 3),
                      "total_gib": round((mode.peak + nbytes) / 2**30, 3)})
         print(json.dumps(rows[-1]), flush=True)
-        del trainer, mode
+        del train_step, mode
     fit = {}
     if len(rows) >= 2:
         (b0, m0), (b1, m1) = [(r["batch"], r["total_gib"]) for r in rows[-2:]]
         slope = (m1 - m0) / (b1 - b0)
-        fit = {"gib_per_image": round(slope, 3), "predicted_total_gib": {str(b): round(m1 + slope * (b - b1), 2) for b in (4, 16, 32)}}
+        fit = {"gib_per_image": round(slope, 3),
+               "predicted_total_gib": {str(b): round(m1 + slope * (b - b1), 2) for b in (4, 16, 32)}}
     return {"kind": "memory", "preset": a.preset, "overrides": a.overrides, "precision": a.precision,
             "channels_last": a.channels_last, "perceptual": perceptual, "results": rows, "linear_fit_last_two": fit,
             "note": "live tensor bytes on this device; torch.cuda.max_memory_allocated adds cuDNN workspaces and "
@@ -211,7 +217,8 @@ def measure_memory(a, device) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="synthscenes")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="preset overrides (smoke runs)")
     p.add_argument("--batch", type=int, default=8)
@@ -225,7 +232,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rows", type=int, default=30)
     p.add_argument("--flops", action="store_true", help="count FLOPs instead of profiling")
-    p.add_argument("--memory", type=int, nargs="*", help="measure peak memory at these batch sizes instead of profiling")
+    p.add_argument("--memory", type=int, nargs="*",
+                   help="measure peak memory at these batch sizes instead of profiling")
     a = p.parse_args(argv)
     a.overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in a.set)}
     a.perceptual = a.perceptual or ("effnet" if a.preset == "synthscenes" else "vgg19")

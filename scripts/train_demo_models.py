@@ -22,8 +22,13 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from smis.checkpoint import export_model  # noqa: E402
+from smis.utils import safe_load  # noqa: E402
 
 VARIANTS = ["clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5"]
 STEPS = {"clvae": 8000, "gaugan_vae": 8000}      # the two models the demo's claims rest on; others: --steps
@@ -61,11 +66,6 @@ def cpu_model() -> str:
 
 def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: list[str], a) -> Path:
     """Newest checkpoint of `run_dir` -> fp16 `out_dir/synthscenes_<variant>.pt` + its provenance JSON."""
-    import torch
-
-    from smis.train import export_model
-    from smis.utils import safe_load
-
     ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
     cfg = json.loads((run_dir / "config.json").read_text())
     wall = safe_load(ckpts[-1], map_location="cpu").get("wall_time_s")
@@ -75,7 +75,8 @@ def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: lis
         "variant": variant, "dataset": "synthscenes (generated on the fly)", "data_seed": a.data_seed, "seed": a.seed,
         "steps": int(cfg["resolved"]["total_steps"]), "batch_size": a.batch_size,
         "wall_time_s": None if wall is None else round(wall, 1), "threads": a.threads, "concurrent_runs": a.jobs,
-        "device": cfg["resolved"]["device_name"], "cpu": cpu_model(), "torch": str(torch.__version__), "python": platform.python_version(),
+        "device": cfg["resolved"]["device_name"], "cpu": cpu_model(), "torch": str(torch.__version__),
+        "python": platform.python_version(),
         "perceptual": cfg["resolved"]["perceptual"], "params": cfg["resolved"]["params"],
         "curve_checkpoints": [int(p.stem.split("_")[1]) for p in ckpts],
         "storage": "fp16 (loaded back as fp32)",
@@ -96,7 +97,8 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="training processes at a time")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-channels-last", action="store_true", help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
     p.add_argument("--runs", default="outputs/runs", help="where the training runs go")
     p.add_argument("--out", default="checkpoints", help="where the exported models go")
     p.add_argument("--resume", action="store_true")

@@ -19,8 +19,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from smis.segmenter import (mask_fidelity, per_class_table, save_segmenter, synthscenes_arrays,  # noqa: E402
+                            train_segmenter)
+from smis.train import device_name  # noqa: E402
+from smis.utils import atomic_write_json, pick_device, resolve  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,12 +76,6 @@ def cpu_model() -> str:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    import torch
-
-    from smis.segmenter import (mask_fidelity, per_class_table, save_segmenter, synthscenes_arrays,
-                                train_segmenter)
-    from smis.train import device_name
-    from smis.utils import atomic_write_json, pick_device, resolve
 
     torch.set_num_threads(a.threads)
     device = pick_device(a.device)

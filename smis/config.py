@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
+UPSAMPLING = {"normal": 5, "more": 6, "most": 7}     # x2 upsamplings from fc to output (smis.networks.generator)
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ class Preset:
         def need(ok: bool, msg: str):
             if not ok:
                 raise ValueError(f"preset {self.name!r}: {msg}")
-        need(self.upsampling in UPSAMPLING_LAYERS,
-             f"upsampling={self.upsampling!r}; choose one of {sorted(UPSAMPLING_LAYERS)}")
-        step = 1 << UPSAMPLING_LAYERS.get(self.upsampling, 5)
+        need(self.upsampling in UPSAMPLING,
+             f"upsampling={self.upsampling!r}; choose one of {sorted(UPSAMPLING)}")
+        step = 1 << UPSAMPLING.get(self.upsampling, 5)
         H, W = self.image_size
         need(H % step == 0 and W % step == 0,
              f"image_size {self.image_size} must be divisible by {step} for upsampling={self.upsampling!r}")
@@ -77,12 +77,10 @@ class Preset:
     def epochs(self) -> int:
         return self.epochs_const + self.epochs_decay
 
-    def lr_factor(self, epoch: int) -> float:
-        """Learning-rate multiplier for 0-based `epoch`, as SPADE steps it: 1 for the first
-        `epochs_const + 1` epochs, then down by 1/epochs_decay per epoch (the last runs at 1/epochs_decay)."""
-        if epoch < self.epochs_const or self.epochs_decay == 0:
-            return 1.0
-        return max(0.0, 1.0 - (epoch - self.epochs_const) / self.epochs_decay)
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preset":
+        """Inverse of `dataclasses.asdict` after a JSON / checkpoint round trip (lists back to tuples)."""
+        return cls(**_tuples(d))
 
 
 PRESETS: dict[str, Preset] = {
@@ -117,6 +115,9 @@ def get_preset(name: str, **overrides) -> Preset:
     bad = sorted(set(overrides) - valid)
     if bad:
         raise TypeError(f"unknown preset field(s) {bad}; valid fields: {sorted(valid)}")
-    if "image_size" in overrides:
-        overrides["image_size"] = tuple(overrides["image_size"])
-    return replace(PRESETS[name], **overrides)
+    return replace(PRESETS[name], **_tuples(overrides))
+
+
+def _tuples(d: dict) -> dict:
+    """`d` with the tuple fields of Preset (image_size, betas, encoder_size) as tuples (JSON gives lists)."""
+    return {k: tuple(v) if k in ("image_size", "betas", "encoder_size") and v is not None else v for k, v in d.items()}

@@ -35,11 +35,10 @@ of the run declares (in its cell tagged `parameters`) is an error that lists the
 (profile, --only, --set, the notebooks and their parameters) is checked before any folder is created.
 A failing notebook stops the run with a non-zero exit that names the notebook and the cell.
 
-Threads: kernels run with OMP_WAIT_POLICY=PASSIVE and OPENBLAS_NUM_THREADS=1 unless these are set.
-On a 2-core machine shared with other jobs, spinning OpenMP / OpenBLAS threads made a training step
-5.9 s instead of 1.1 s (PASSIVE) and a Fréchet distance's eigendecomposition 40x slower. `--threads N`
-also sets the kernels' torch threads (OMP_NUM_THREADS); on that busy machine 1 thread was fastest
-(0.64 s per step).
+Threads: kernels run with OMP_WAIT_POLICY=PASSIVE and OPENBLAS_NUM_THREADS=1 unless these are set:
+spinning OpenMP / OpenBLAS threads slow every job on a CPU shared with others (measured: benchmarks/RESULTS.md,
+"Kernel threads on a shared CPU"). `--threads N` also sets the kernels' torch threads (OMP_NUM_THREADS);
+on a busy machine fewer threads can be faster.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from smis import objective
 from smis import train as T
 
 TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4, "norm_G": "instance"}
@@ -21,10 +22,10 @@ def main(out: str, run_dir: str, mutate_kl: bool) -> None:
     torch.set_num_threads(1)
     if mutate_kl:
         world = T.dist_info()[1]
-        real = T.kl_divergence
-        T.kl_divergence = lambda mu, logvar: real(mu, logvar) * world
-    cfg = T.TrainConfig(run_dir=run_dir, preset_overrides=TINY, data_length=16, steps=1, batch_size=4, perceptual="none",
-                        tensorboard=False, progress=False, ckpt_every=1, log_every=1, image_every=0)
+        real = objective.kl_divergence
+        objective.kl_divergence = lambda mu, logvar: real(mu, logvar) * world
+    cfg = T.TrainConfig(run_dir=run_dir, preset_overrides=TINY, data_length=16, steps=1, batch_size=4,
+                        perceptual="none", tensorboard=False, progress=False, ckpt_every=1, log_every=1, image_every=0)
     grads = {}
 
     def grab(trainer, step, losses):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from smis.checkpoint import load_model
 from smis.data import make_dataset
 from smis.data.synthetic import estimate_factors
 from smis.networks import Latents
-from smis.train import load_model
 from smis.utils import project_root
 from smis.viz import to_uint8
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smis.config import PRESETS, Preset, get_preset
+from smis.config import PRESETS, UPSAMPLING, Preset, get_preset
+from smis.networks import generator
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "official_checkpoint_keys.json"  # committed copy of ../shared's
 
@@ -63,10 +64,19 @@ def test_overrides_and_errors():
         get_preset("synthscenes", encoder_size=(64, 64))
 
 
-def test_learning_rate_schedule():
-    p = get_preset("synthscenes", epochs_const=2, epochs_decay=4)
-    assert [p.lr_factor(e) for e in range(7)] == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
-    assert get_preset("synthscenes", epochs_decay=0).lr_factor(100) == 1.0
+def test_preset_round_trips_through_json():
+    """Preset.from_dict inverts asdict after JSON (lists back to tuples): what load_model rebuilds."""
+    for name in ("ade20k", "gta5", "synthscenes"):
+        p = get_preset(name, betas=[0.5, 0.99])
+        assert p.betas == (0.5, 0.99)
+        assert Preset.from_dict(json.loads(json.dumps(dataclasses.asdict(p)))) == p
+    with pytest.raises(TypeError):
+        Preset.from_dict({**dataclasses.asdict(get_preset("gta5")), "ngff": 3})
+
+
+def test_one_upsampling_table():
+    """The presets and the generator read the same table (smis.config.UPSAMPLING)."""
+    assert generator.UPSAMPLING is UPSAMPLING and UPSAMPLING == {"normal": 5, "more": 6, "most": 7}
 
 
 def test_preset_is_a_plain_dataclass():

@@ -72,10 +72,12 @@ def test_piecewise_conv_equals_dense_conv_with_gradients(C, N, O, B, H, W, oneho
     grad_out = torch.randn(B, O, H, W)
 
     def dense(dtype):
-        return lambda w, b, t: F.conv2d(dense_map(PiecewiseMap(label, t, C), dtype), w.to(dtype), b.to(dtype), padding=1)
+        return lambda w, b, t: F.conv2d(dense_map(PiecewiseMap(label, t, C), dtype), w.to(dtype), b.to(dtype),
+                                        padding=1)
 
     fast = lambda w, b, t: piecewise_conv3x3(w, b, PiecewiseMap(label, t, C))
-    truth = conv_and_grads(weight.double(), bias.double(), None if onehot else table.double(), dense(torch.float64), grad_out)
+    truth = conv_and_grads(weight.double(), bias.double(), None if onehot else table.double(), dense(torch.float64),
+                           grad_out)
     plain = conv_and_grads(weight, bias, table, dense(torch.float32), grad_out)
     ours = conv_and_grads(weight, bias, table, fast, grad_out)
     for name, t, p, o in zip(["out", "d weight", "d bias", "d table"], truth, plain, ours):
@@ -95,7 +97,8 @@ def test_piecewise_conv_rejects_wrong_widths_with_the_fix():
         PiecewiseMap(label, torch.randn(1, 5, 2), 4)
 
 
-@pytest.mark.parametrize("size,x_size", [((13, 11), (13, 11)), ((13, 11), (7, 5)), ((8, 8), (16, 16)), ((9, 6), (4, 3))])
+@pytest.mark.parametrize("size,x_size", [((13, 11), (13, 11)), ((13, 11), (7, 5)), ((8, 8), (16, 16)),
+                                         ((9, 6), (4, 3))])
 @pytest.mark.parametrize("onehot", [True, False])
 @pytest.mark.parametrize("gather_modulation", [True, False])
 def test_spade_takes_either_form_and_resizes_like_nearest(size, x_size, onehot, gather_modulation, monkeypatch):

@@ -1,17 +1,30 @@
 """Training: losses, schedule, checkpoints, exact resume after SIGKILL, DDP, NaN stop, export."""
+import argparse
+import ast
 import csv
+import dataclasses
 import json
+import math
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from smis import objective
 from smis import train as T
-from smis.networks import Latents
+from smis.build import build
+from smis.checkpoint import CKPT_FORMAT, Checkpointer, export_model, load_model, rng_state, set_rng_state
+from smis.data import DatasetError
+from smis.networks import Latents, build_networks
+from smis.options import add_config_arguments
+from smis.rundir import RunDirBusy, RunDirLock
+from smis.runlog import RunLog
 from smis.utils import project_root
 
 TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
@@ -38,19 +51,32 @@ def test_fit_writes_checkpoints_losses_and_config(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert all(torch.isfinite(torch.tensor(float(r["g_total"]))) for r in rows)
     conf = json.loads((run / "config.json").read_text())
-    assert conf["variant"] == "clvae" and conf["resolved"]["total_steps"] == 4 and conf["resolved"]["perceptual"] == "none"
+    assert conf["variant"] == "clvae" and conf["resolved"]["total_steps"] == 4
+    assert conf["resolved"]["perceptual"] == "none"
     after = weights(t.nets)
     changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
-    assert any(k.startswith("G.") for k in changed) and any(k.startswith("E.") for k in changed) and any(k.startswith("D.") for k in changed)
+    assert all(any(k.startswith(f"{net}.") for k in changed) for net in "GED")
     with pytest.raises(FileExistsError, match="--resume"):
         T.Trainer(cfg(tmp_path)).fit()
 
 
 def test_schedule_and_learning_rates(tmp_path):
     t = T.Trainer(cfg(tmp_path, steps=10, decay_start=0.5))
-    assert [round(t.lr_factor(s), 3) for s in (0, 4, 5, 6, 9)] == [1.0, 1.0, 1.0, 0.8, 0.2]
-    assert t.base_lr == (1e-4, 4e-4)  # the published code's rates
-    assert T.Trainer(cfg(tmp_path, paper_text_lr=True)).base_lr == (4e-4, 1e-4)  # the paper's text
+    assert [round(t.train_step.lr_factor(s), 3) for s in (0, 4, 5, 6, 9)] == [1.0, 1.0, 1.0, 0.8, 0.2]
+    assert t.parts.base_lr == (1e-4, 4e-4)  # the published code's rates
+    assert T.Trainer(cfg(tmp_path, paper_text_lr=True)).parts.base_lr == (4e-4, 1e-4)  # the paper's text
+    assert [g["lr"] for g in t.parts.opt_g.param_groups] == [1e-4] and t.parts.opt_d.param_groups[0]["lr"] == 4e-4
+
+
+def test_schedule_in_epochs_without_steps(tmp_path):
+    """No --steps: the preset's epochs_const epochs at the base rate, then epochs_decay decaying (SPADE's
+    epoch schedule, counted in steps of len(data) / batch per epoch)."""
+    t = T.Trainer(cfg(tmp_path, steps=None, data_length=32, batch_size=2,
+                      preset_overrides={**TINY, "epochs_const": 2, "epochs_decay": 4}))
+    per_epoch = 16
+    assert t.total_steps == 6 * per_epoch and t.train_step.decay_start == 2 * per_epoch
+    f = t.train_step.lr_factor
+    assert [f(s * per_epoch) for s in (0, 1, 2, 3, 4, 5, 6)] == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
 
 
 def test_cudnn_autotuning_follows_the_config_on_cuda_only(monkeypatch):
@@ -86,13 +112,13 @@ def test_step_sampler_shards_like_one_process():
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     t = T.Trainer(cfg(tmp_path, steps=6, ckpt_every=2))
-    real = T.g_hinge_loss
+    real = objective.g_hinge_loss
 
     def poisoned(pred):
         out = real(pred)
         return out * float("nan") if t.step >= 3 else out
 
-    monkeypatch.setattr(T, "g_hinge_loss", poisoned)
+    monkeypatch.setattr(objective, "g_hinge_loss", poisoned)
     with pytest.raises(T.TrainingDiverged, match=r"g_gan.*step 3.*step_00000002\.pt"):
         t.fit()
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000002.pt"]
@@ -101,8 +127,9 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 def test_export_and_load_model(tmp_path):
     t = T.Trainer(cfg(tmp_path, steps=2))
     run = t.fit()
-    out = T.export_model(run / "checkpoints" / "step_00000002.pt", tmp_path / "model.pt", extra={"provenance": {"x": 1}})
-    nets = T.load_model(out)
+    out = export_model(run / "checkpoints" / "step_00000002.pt", tmp_path / "model.pt",
+                         extra={"provenance": {"x": 1}})
+    nets = load_model(out)
     assert nets.D is None and not nets.training and nets.meta["provenance"] == {"x": 1}
     t.nets.eval()
     lab = torch.stack([t.dataset[i]["label"] for i in range(2)])
@@ -111,13 +138,14 @@ def test_export_and_load_model(tmp_path):
     assert (a - b).abs().max() < 0.02  # fp16 storage
     with pytest.raises(ValueError, match="not an smis model"):
         torch.save({"x": 1}, tmp_path / "bad.pt")
-        T.load_model(tmp_path / "bad.pt")
+        load_model(tmp_path / "bad.pt")
 
 
 def _cli(tmp_path, run, steps, extra=()):
     return [sys.executable, "-m", "smis.train", "--run-dir", str(run), "--steps", str(steps), "--batch-size", "2",
             "--data-length", "16", "--perceptual", "none", "--no-tensorboard", "--no-progress", "--ckpt-every", "2",
-            "--threads", "1", "--image-every", "0", "--log-every", "1", "--set"] + [f"{k}={v}" for k, v in TINY.items()] + list(extra)
+            "--threads", "1", "--image-every", "0", "--log-every", "1",
+            "--set"] + [f"{k}={v}" for k, v in TINY.items()] + list(extra)
 
 
 def _env():
@@ -138,7 +166,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (cut / "checkpoints" / "step_00000008.pt").exists()
-    r = subprocess.run(_cli(tmp_path, cut, 8, ["--resume"]), env=_env(), cwd=project_root(), capture_output=True, text=True)
+    r = subprocess.run(_cli(tmp_path, cut, 8, ["--resume"]), env=_env(), cwd=project_root(), capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     a = torch.load(full / "checkpoints" / "step_00000008.pt", weights_only=True)
     b = torch.load(cut / "checkpoints" / "step_00000008.pt", weights_only=True)
@@ -214,15 +243,15 @@ def _trained(tmp_path, **kw):
 @pytest.mark.parametrize("entry", ["load_model", "export_model", "load_checkpoint", "resume"])
 def test_malicious_pickle_is_refused_without_running(tmp_path, entry):
     marker = tmp_path / "pwned"
-    evil = {"format": T.CKPT_FORMAT, "variant": "clvae", "step": 1, "payload": _Evil(marker)}
+    evil = {"format": CKPT_FORMAT, "variant": "clvae", "step": 1, "payload": _Evil(marker)}
     path = tmp_path / "run" / "checkpoints" / "step_00000009.pt"
     path.parent.mkdir(parents=True)
     torch.save(evil, path)
     with pytest.raises(T.CheckpointError, match=r"step_00000009\.pt was refused: its pickle calls posix\.system"):
         if entry == "load_model":
-            T.load_model(path)
+            load_model(path)
         elif entry == "export_model":
-            T.export_model(path, tmp_path / "out.pt")
+            export_model(path, tmp_path / "out.pt")
         elif entry == "load_checkpoint":
             T.Trainer(cfg(tmp_path)).load_checkpoint(path)
         else:
@@ -232,7 +261,6 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, entry):
 
 
 def _torch_load_calls():
-    import ast
     root = project_root()
     for folder in ("smis", "scripts", "benchmarks", "tests", "notebooks/src"):
         for py in sorted((root / folder).rglob("*.py")):
@@ -246,24 +274,23 @@ def test_every_torch_load_in_the_project_uses_weights_only():
     calls = list(_torch_load_calls())
     assert len(calls) >= 3   # the scan finds the loads (smis.utils.safe_load, official, backbones...)
     bad = [where for where, kw in calls
-           if not (isinstance(kw.get("weights_only"), __import__("ast").Constant) and kw["weights_only"].value is True)]
+           if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True)]
     assert not bad, f"torch.load without weights_only=True at {bad}; use smis.utils.safe_load"
 
 
 def test_checkpoints_and_exports_hold_plain_data_only(tmp_path):
     """New files need no allow-listed globals at all (the legacy list only serves older files)."""
-    t = _trained(tmp_path, steps=2)
+    _trained(tmp_path, steps=2)
     ck = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
-    out = T.export_model(ck, tmp_path / "m.pt", extra={"provenance": {"torch": torch.__version__, "shape": (1, 2)}})
+    out = export_model(ck, tmp_path / "m.pt", extra={"provenance": {"torch": torch.__version__, "shape": (1, 2)}})
     for path in (ck, out):
         assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == [], path
         torch.load(path, weights_only=True)   # bare, no safe_globals
-    assert T.load_model(out).meta["provenance"] == {"torch": str(torch.__version__), "shape": [1, 2]}
+    assert load_model(out).meta["provenance"] == {"torch": str(torch.__version__), "shape": [1, 2]}
 
 
 def test_legacy_v1_checkpoint_with_numpy_rng_still_resumes(tmp_path):
-    import numpy as np
-    t = _trained(tmp_path, steps=2)
+    _trained(tmp_path, steps=2)
     path = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
     ck = torch.load(path, weights_only=True)
     np.random.seed(7)
@@ -295,7 +322,6 @@ def test_config_rejects_keep_last_zero_through_the_api_too(tmp_path):
 
 
 def test_second_run_on_a_locked_run_dir_is_refused(tmp_path):
-    from smis.rundir import RunDirBusy, RunDirLock
     run = tmp_path / "run"
     with RunDirLock(run):                                     # another run holds the folder
         with pytest.raises(RunDirBusy, match=rf"in use by another training run \(pid {os.getpid()} on "):
@@ -324,8 +350,10 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path, capsys):
 def test_resume_with_changed_options_is_refused(tmp_path):
     _trained(tmp_path, steps=2)
     before = (tmp_path / "run" / "config.json").read_text()
-    for change, name in ((dict(seed=1), "seed"), (dict(batch_size=4), "batch_size"), (dict(variant="gaugan_vae"), "variant"),
-                         (dict(preset_overrides={**TINY, "ngf": 16}), "preset_overrides"), (dict(kl_weight=1.0), "kl_weight")):
+    for change, name in ((dict(seed=1), "seed"), (dict(batch_size=4), "batch_size"),
+                         (dict(variant="gaugan_vae"), "variant"),
+                         (dict(preset_overrides={**TINY, "ngf": 16}), "preset_overrides"),
+                         (dict(kl_weight=1.0), "kl_weight")):
         with pytest.raises(T.ResumeMismatch, match=rf"{name}: checkpoint .*, now "):
             T.Trainer(cfg(tmp_path, steps=4, **change)).fit(resume=True)
     assert (tmp_path / "run" / "config.json").read_text() == before      # not rewritten
@@ -371,18 +399,126 @@ def test_resume_with_only_corrupt_checkpoints_says_so(tmp_path):
 def test_load_model_errors_name_the_file_and_the_fix(tmp_path):
     _trained(tmp_path, steps=2)
     ck = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
-    model = T.export_model(ck, tmp_path / "m.pt")
+    model = export_model(ck, tmp_path / "m.pt")
     data = model.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "random.pt").write_bytes(os.urandom(4096))
     with pytest.raises(T.CheckpointError, match=r"cut\.pt \(\d+ bytes\) is truncated or corrupt.*Fix:"):
-        T.load_model(tmp_path / "cut.pt")
+        load_model(tmp_path / "cut.pt")
     with pytest.raises(T.CheckpointError, match=r"random\.pt .*not a readable torch checkpoint.*Fix:"):
-        T.load_model(tmp_path / "random.pt")
+        load_model(tmp_path / "random.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        T.load_model(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
     m = torch.load(model, weights_only=True)
     m["preset"]["ngf"] = 16                                     # weights of another size than their preset
     torch.save(m, tmp_path / "other.pt")
-    with pytest.raises(T.CheckpointError, match=r"(?s)other\.pt: G of a clvae synthscenes model.*shape-mismatched keys\). Fix: .*shape mismatch"):
-        T.load_model(tmp_path / "other.pt")
+    want = r"(?s)other\.pt: G of a clvae synthscenes model.*shape-mismatched keys\). Fix: .*shape mismatch"
+    with pytest.raises(T.CheckpointError, match=want):
+        load_model(tmp_path / "other.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Options declared once (smis.options), the data-free build (smis.build), the latent noise
+
+
+def test_cli_is_generated_from_every_config_field_with_the_old_spellings():
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    dests = {a.dest for a in p._actions if a.dest != "help"}
+    assert dests == {f.name for f in dataclasses.fields(T.TrainConfig)}                    # no option forgotten
+    assert all(a.help for a in p._actions)                                                    # help from metadata
+    assert T.parse_args([])[0] == T.TrainConfig()                                             # same defaults
+    flags = ["--no-flip", "--no-lr-decay", "--no-fused-adam", "--channels-last", "--paper-text-lr", "--compile",
+             "--no-cudnn-benchmark", "--no-tensorboard", "--no-progress"]
+    cfg, resume = T.parse_args(flags + ["--resume", "--kl-weight", "0.5", "--steps", "7", "--data-root", "x",
+                                        "--precision", "bf16", "--set", "ngf=32", "image_size=[128,128]"])
+    assert resume and (cfg.flip, cfg.lr_decay, cfg.fused_adam, cfg.channels_last, cfg.paper_text_lr, cfg.compile,
+                       cfg.cudnn_benchmark, cfg.tensorboard, cfg.progress) == (False, False, False, True, True, True,
+                                                                                False, False, False)
+    assert (cfg.kl_weight, cfg.steps, cfg.data_root, cfg.precision) == (0.5, 7, "x", "bf16")
+    assert cfg.preset_overrides == {"ngf": 32, "image_size": [128, 128]}
+    assert T.parse_args(["--fused-adam", "--flip"])[0].fused_adam is True                     # both directions
+
+
+def test_cli_choices_come_from_the_field_metadata(capsys):
+    with pytest.raises(SystemExit):
+        T.parse_args(["--precision", "fp8"])
+    assert "fp8" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="perceptual='vgg'"):
+        T.TrainConfig(perceptual="vgg")                                                       # the API checks too
+
+
+def test_build_needs_no_data(tmp_path):
+    """The parts of an ADE20K run, built while its data root does not exist: what the benchmarks time."""
+    c = T.TrainConfig(run_dir=str(tmp_path / "run"), preset="ade20k", dataset="ade20k", data_root=str(tmp_path / "no"),
+                      preset_overrides={**TINY, "image_size": [64, 64]}, perceptual="none", batch_size=2, steps=3)
+    parts = build(c, "cpu")
+    assert not (tmp_path / "no").exists() and parts.nets.spec.num_classes == 151
+    assert parts.base_lr == (1e-4, 4e-4) and parts.perceptual is None and parts.weights.kl == 0.05
+    step = T.TrainStep(c, parts, *T.schedule(c, parts.preset, 0, 2), global_batch=2)
+    label = torch.randint(0, 151, (2, 64, 64))
+    losses = step(torch.rand(2, 3, 64, 64) * 2 - 1, label)
+    assert step.step == 1 and all(math.isfinite(v) for v in losses.values())
+    with pytest.raises(DatasetError, match=r"images/training does not exist"):
+        T.Trainer(c)                                                                          # the loop needs data
+
+
+def test_latent_noise_has_the_codes_shapes_and_shards_like_one_process():
+    spec = build_networks("clvae", "synthscenes").spec
+    one = T.latent_noise(spec, 4, step=3, seed=1, global_batch=4, rank=0, device="cpu")
+    assert one.z.shape == (4, spec.z_dim) and one.zc.shape == (4, len(spec.layers), spec.code_classes, spec.z_dim_local)
+    halves = [T.latent_noise(spec, 2, step=3, seed=1, global_batch=4, rank=r, device="cpu") for r in (0, 1)]
+    assert torch.equal(torch.cat([h.z for h in halves]), one.z)
+    assert torch.equal(torch.cat([h.zc for h in halves]), one.zc)
+    g = torch.Generator().manual_seed(1 * 7_919 + 3)                                         # z first, then zc
+    assert torch.equal(one.z, torch.randn(4, spec.z_dim, generator=g))
+    assert not torch.equal(one.z, T.latent_noise(spec, 4, 4, 1, 4, 0, "cpu").z)               # another step
+
+
+@pytest.mark.parametrize("variant, samples", [("clvae", 3), ("gaugan", 1)])
+def test_tensorboard_log_and_sample_grid(tmp_path, variant, samples):
+    """TensorBoard gets the scalars and the labelled grid mask | real | fake | prior samples (smis.sampling)."""
+    t = T.Trainer(cfg(tmp_path, variant=variant, steps=2, tensorboard=True, image_every=1))
+    run = t.fit()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    batch = [t.dataset[i] for i in range(2)]
+    image, label = torch.stack([b["image"] for b in batch]), torch.stack([b["label"] for b in batch])
+    grid = t.sample_grid(image, label)
+    H, W = t.preset.image_size
+    assert grid.shape == (3, 2 * H, (3 + samples) * W) and 0 <= grid.min() and grid.max() <= 1
+    assert torch.allclose(grid[:, :H, W:2 * W], (image[0] + 1) / 2)                # the real image, row 0
+    assert torch.allclose(grid[:, :H, 2 * W:3 * W], (t.train_step.last_fake[0].clamp(-1, 1) + 1) / 2)
+
+
+def test_checkpointer_keeps_the_newest_and_skips_a_cut_one(tmp_path, capsys):
+    ck = Checkpointer(tmp_path, keep_last=2)
+    assert ck.list() == [] and ck.latest() is None and ck.load_latest_intact() == (None, None)
+    for step in (1, 2, 3):
+        ck.save(step, {"format": CKPT_FORMAT, "step": step, "w": torch.full((3,), float(step))})
+    assert [p.name for p in ck.list()] == ["step_00000002.pt", "step_00000003.pt"]     # keep_last=2, oldest first
+    assert torch.equal(ck.load(ck.latest())["w"], torch.full((3,), 3.0))
+    ck.latest().write_bytes(ck.latest().read_bytes()[:50])                              # cut short
+    path, state = ck.load_latest_intact()
+    assert path.name == "step_00000002.pt" and state["step"] == 2
+    assert "skipping" in capsys.readouterr().err
+    torch.save({"format": "other"}, tmp_path / "checkpoints" / "step_00000009.pt")
+    with pytest.raises(T.CheckpointError, match=r"step_00000009\.pt is not an smis training checkpoint"):
+        ck.load_latest_intact()
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    a = (torch.rand(2), np.random.rand(2), random.random())
+    set_rng_state(state)
+    b = (torch.rand(2), np.random.rand(2), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_run_log_drops_rows_past_the_resumed_step(tmp_path):
+    with RunLog(tmp_path, tensorboard=False) as log:
+        for step in (1, 2, 3):
+            log.scalars(step, {"g_total": float(step), "images_per_s": 1.0})
+    with RunLog(tmp_path, resume_step=2, tensorboard=False) as log:                   # resumed from step 2
+        log.scalars(3, {"g_total": 30.0, "images_per_s": 1.0})
+    rows = list(csv.DictReader(open(tmp_path / "losses.csv")))
+    assert [(r["step"], r["g_total"]) for r in rows] == [("1", "1"), ("2", "2"), ("3", "30")]

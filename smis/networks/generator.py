@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smis.config import UPSAMPLING  # the one table: number of x2 upsamplings from fc to output
 from smis.networks.latents import Latents, LatentSpec, check_label
 from smis.networks.ops import PiecewiseMap, one_hot, resize_labels
 from smis.networks.spade import SPADEResBlock
 
-UPSAMPLING = {"normal": 5, "more": 6, "most": 7}     # number of x2 upsamplings from fc to output
 BLOCK_LAYER = {"head_0": 5, "G_middle_0": 4, "G_middle_1": 4, "up_0": 3, "up_1": 2, "up_2": 1}
 
 

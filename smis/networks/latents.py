@@ -325,14 +325,21 @@ class Latents:
         return cls(z, zc, present)
 
     @staticmethod
-    def reparameterize(mu: "Latents", logvar: "Latents", generator: torch.Generator | None = None) -> "Latents":
-        """z = mu + eps * exp(logvar / 2), eps ~ N(0, I) drawn from `generator` (z first, then zc)."""
-        def draw(m, lv):
+    def reparameterize(mu: "Latents",                            # posterior means, z (B, N1), zc (B, L, K, N)
+                       logvar: "Latents",                        # posterior log-variances, same shapes
+                       generator: torch.Generator | None = None,  # draws eps when `eps` is None (z first, then zc)
+                       eps: "Latents | None" = None,             # given noise N(0, I) shaped like mu (training)
+                       ) -> "Latents":
+        """z = mu + eps * exp(logvar / 2) (the reparameterisation trick, Eq. 18's sampling), eps ~ N(0, I)
+        drawn from `generator` or given as `eps` (its `present` is not read). `present` stays mu's."""
+        def draw(m, lv, e):
             if m is None:
                 return None
-            eps = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
-            return m + eps * torch.exp(0.5 * lv)
-        return Latents(draw(mu.z, logvar.z), draw(mu.zc, logvar.zc), mu.present)
+            if e is None:
+                e = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
+            return m + e * torch.exp(0.5 * lv)
+        eps_z, eps_zc = (None, None) if eps is None else (eps.z, eps.zc)
+        return Latents(draw(mu.z, logvar.z, eps_z), draw(mu.zc, logvar.zc, eps_zc), mu.present)
 
     @classmethod
     def cat(cls, items: Sequence["Latents"]) -> "Latents":

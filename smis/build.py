@@ -1,0 +1,115 @@
+"""Everything a training step needs, built from a TrainConfig alone (no data set).
+
+    parts = build(TrainConfig(variant="clvae", preset="ade20k", precision="bf16"), device="cuda")
+    parts.nets, parts.opt_g, parts.opt_d, parts.scaler, parts.perceptual      # what smis.train.Trainer trains
+
+Networks (seeded by `cfg.seed`, SyncBatchNorm for several CUDA ranks, channels_last), Adam optimisers at
+the published code's rates (or the paper's text's, `paper_text_lr`), the fp16 GradScaler, the autocast
+dtype, the loss weights and perceptual network, and the DDP / torch.compile wrappers. The benchmarks
+build exactly this and time `smis.train.TrainStep` on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from smis.config import Preset, get_preset
+from smis.losses import make_perceptual_loss
+from smis.networks import Networks, build_networks
+from smis.objective import GeneratorStep, LossWeights
+from smis.options import TrainConfig
+from smis.utils import pick_device
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainingParts:
+    """The built objects of a run; `g_model` / `d_model` are what the steps call (DDP / compiled)."""
+
+    preset: Preset                          # the resolved preset (cfg.preset + cfg.preset_overrides)
+    device: torch.device
+    nets: Networks                          # G, E (None for gaugan), D: the plain modules (checkpointed)
+    gstep: GeneratorStep                    # G and E as one module (one DDP unit)
+    g_model: nn.Module                      # gstep, DDP-wrapped (world > 1) and/or compiled
+    d_model: nn.Module                      # D, DDP-wrapped and/or compiled: the D step
+    d_plain: nn.Module                      # D without DDP (compiled if cfg.compile): the frozen D of the G step
+    opt_g: torch.optim.Optimizer            # Adam over G and E
+    opt_d: torch.optim.Optimizer            # Adam over D
+    base_lr: tuple[float, float]            # (G/E, D) learning rates before the schedule's factor
+    scaler: torch.amp.GradScaler            # enabled for fp16 only
+    autocast_dtype: torch.dtype | None      # None: fp32, no autocast
+    weights: LossWeights                    # the lambdas of Eq. 7
+    perceptual: nn.Module | None            # perceptual loss network, None without the term
+    perceptual_name: str                    # its backbone's name ("none" without)
+
+    def autocast(self):
+        """The forward passes' autocast context (a no-op in fp32)."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def state_dict(self) -> dict:
+        """Networks, optimisers and scaler (the trained state of a checkpoint)."""
+        return {"G": self.nets.G.state_dict(), "E": None if self.nets.E is None else self.nets.E.state_dict(),
+                "D": self.nets.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, ck: dict) -> None:
+        """Inverse of state_dict (extra keys of a checkpoint are ignored)."""
+        self.nets.G.load_state_dict(ck["G"])
+        if self.nets.E is not None:
+            self.nets.E.load_state_dict(ck["E"])
+        self.nets.D.load_state_dict(ck["D"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+        self.scaler.load_state_dict(ck["scaler"])
+
+
+def build(cfg: TrainConfig,                                   # the run's options
+          device: torch.device | str | None = None,           # None: pick_device(cfg.device)
+          world: int = 1,                                     # processes (DDP wrappers when > 1; group joined)
+          perceptual: Callable[[], nn.Module] | None = None,  # makes the perceptual net instead of cfg's
+          ) -> TrainingParts:
+    """Build the parts of a run from `cfg`. `perceptual` (benchmarks: VGG19's shape without its ImageNet
+    file) is called, at the point where cfg.perceptual's network would be loaded (same RNG stream), instead
+    of loading it; either is used only when cfg.perceptual is not "none" and the preset's lambda_P > 0, and
+    named by its `.backbone` attribute."""
+    device = pick_device(cfg.device) if device is None else torch.device(device)
+    preset = get_preset(cfg.preset, **cfg.preset_overrides)
+    torch.manual_seed(cfg.seed)  # weight init
+    nets = build_networks(cfg.variant, preset, device=device)
+    if world > 1 and device.type == "cuda":
+        nets.G = nn.SyncBatchNorm.convert_sync_batchnorm(nets.G)
+    if cfg.channels_last:
+        nets = nets.to(memory_format=torch.channels_last)
+    gstep = GeneratorStep(nets.G, nets.E, nets.spec)
+    lr_g, lr_d = (preset.lr_d, preset.lr_g) if cfg.paper_text_lr else (preset.lr_g, preset.lr_d)
+    fused = (device.type == "cuda") if cfg.fused_adam is None else cfg.fused_adam
+    adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=preset.betas, **({"fused": True} if fused else {}))
+    opt_g = adam(list(gstep.parameters()), lr_g)
+    opt_d = adam(list(nets.D.parameters()), lr_d)
+
+    loss_net, name = None, "none"
+    if cfg.perceptual != "none" and preset.lambda_perceptual > 0:
+        loss_net = perceptual() if perceptual is not None else make_perceptual_loss(
+            device, prefer="vgg19" if cfg.perceptual == "auto" else "efficientnet_lite0")
+        name = str(loss_net.backbone)
+        if cfg.channels_last:
+            loss_net = loss_net.to(memory_format=torch.channels_last)
+
+    g_model: nn.Module = gstep
+    d_model: nn.Module = nets.D
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        g_model = nn.parallel.DistributedDataParallel(gstep, device_ids=ids)
+        d_model = nn.parallel.DistributedDataParallel(nets.D, device_ids=ids)
+    d_plain: nn.Module = nets.D
+    if cfg.compile:
+        g_model, d_model, d_plain = torch.compile(g_model), torch.compile(d_model), torch.compile(nets.D)
+    return TrainingParts(preset=preset, device=device, nets=nets, gstep=gstep, g_model=g_model, d_model=d_model,
+                         d_plain=d_plain, opt_g=opt_g, opt_d=opt_d, base_lr=(lr_g, lr_d),
+                         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+                         autocast_dtype=AUTOCAST_DTYPES[cfg.precision], weights=LossWeights.of(preset, cfg.kl_weight),
+                         perceptual=loss_net, perceptual_name=name)

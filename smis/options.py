@@ -1,0 +1,181 @@
+"""Training options: every option declared once, in `TrainConfig`; the command line is generated from it.
+
+    cfg = TrainConfig(variant="clvae", preset="synthscenes", steps=3000)     # the API
+    p = add_config_arguments(argparse.ArgumentParser())                        # the CLI, same fields
+    p.parse_args(["--variant", "clvae", "--steps", "3000", "--no-flip"])     # (smis.train.parse_args)
+
+Each field's help text lives in its `metadata["help"]`; `add_config_arguments` turns field `name` into `--name`
+(underscores as dashes), booleans into `--name/--no-name` (argparse.BooleanOptionalAction), and the preset
+overrides dict into `--set FIELD=JSON ...`. `TrainConfig.__post_init__` checks every value, so the API and
+the CLI reject the same things with the same message. A run's options are saved as `config.json`;
+`resume_conflicts` lists what differs from a checkpoint's (only RESUME_MAY_CHANGE may).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from smis.config import PRESETS, get_preset
+from smis.data import DATASETS
+from smis.networks import VARIANTS
+from smis.utils import plain_data
+
+# Options that may differ when a run is resumed (recorded in config.json); every other option must
+# equal the checkpoint's, or the resumed run would silently be another experiment.
+RESUME_MAY_CHANGE = ("run_dir", "data_root", "steps", "device", "channels_last", "fused_adam", "compile",
+                     "cudnn_benchmark", "num_workers", "log_every", "image_every", "ckpt_every", "keep_last",
+                     "tensorboard", "progress")
+
+
+def option(default, help: str, **extra):
+    """A TrainConfig field: its default, its help text and extra argparse settings (`choices`, `flag`)."""
+    kw = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**kw, metadata={"help": help, **extra})
+
+
+class ResumeMismatch(ValueError):
+    """--resume with options that differ from the checkpoint's; the message lists each difference."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; saved as `config.json` beside its outputs."""
+
+    run_dir: str = option("outputs/runs/clvae", "checkpoints, logs and samples (relative to the repo root)")
+    variant: str = option("clvae", f"network variant, one of {sorted(VARIANTS)} (smis.networks.VARIANTS)")
+    preset: str = option("synthscenes", f"sizes and training constants, one of {sorted(PRESETS)} (smis.config)")
+    preset_overrides: dict = option(dict, "preset fields to override, e.g. ngf=32 image_size=[128,128]",
+                                    flag="--set", metavar="FIELD=JSON")
+    dataset: str = option("synthscenes", f"data set, one of {sorted(DATASETS)} (smis.data.DATASETS)")
+    data_root: str | None = option(None, "data set folder; none: SynthScenes generated on the fly")
+    data_length: int = option(2000, "on-the-fly SynthScenes: images per epoch")
+    data_seed: int = option(0, "dataset seed (SynthScenes)")
+    steps: int | None = option(None, "iterations; default: the preset's epochs x len(data) / batch")
+    batch_size: int | None = option(None, "global batch (all ranks); default: the preset's")
+    lr_decay: bool = option(True, "constant learning rate, then linear decay to 0 over the run")
+    decay_start: float = option(0.5, "with --steps: fraction of the run at the constant rate (without: the "
+                                "preset's epochs_const / epochs)")
+    paper_text_lr: bool = option(False, "G/E 4e-4, D 1e-4 as the paper's text states (default: the published "
+                                 "code's G/E 1e-4, D 4e-4)")
+    perceptual: str = option("auto", "perceptual loss: auto (VGG19 if cached, else EfficientNet-Lite0), effnet, none",
+                             choices=("auto", "effnet", "none"))
+    kl_weight: float | None = option(None, "KL weight lambda_KL; default: the preset's")
+    seed: int = option(0, "seed of the weight init, noise, data order and augmentation")
+    flip: bool = option(True, "random horizontal flips")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
+    precision: str = option("fp32", "fp32, bf16 (autocast, GPU) or fp16 (autocast + GradScaler)",
+                            choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = option(False, "NHWC memory format for convolutions")
+    fused_adam: bool | None = option(None, "fused Adam; default: on CUDA only")
+    compile: bool = option(False, "torch.compile G, E and D")
+    cudnn_benchmark: bool = option(True, "CUDA: autotune conv algorithms on the first step (shapes are fixed); "
+                                   "--no-cudnn-benchmark: less memory at step 1, slower steps")
+    num_workers: int = option(0, "DataLoader workers")
+    log_every: int = option(10, "steps between CSV + TensorBoard scalars")
+    image_every: int = option(200, "steps between TensorBoard sample grids (0 = never)")
+    ckpt_every: int = option(200, "steps between checkpoints")
+    keep_last: int = option(3, "checkpoints kept")
+    tensorboard: bool = option(True, "write TensorBoard logs")
+    progress: bool = option(True, "tqdm progress bar")
+
+    def __post_init__(self):
+        """Reject values that would train nothing, crash later or silently do something else."""
+        def need(ok: bool, name: str, rule: str):
+            if not ok:
+                raise ValueError(f"training option {name}={getattr(self, name)!r} (--{name.replace('_', '-')}): {rule}")
+
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+        for name in ("data_length", "log_every", "ckpt_every", "keep_last"):
+            need(is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "must be an integer >= 1")
+        for name in ("image_every", "num_workers", "data_seed", "seed"):
+            need(is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "must be an integer >= 0")
+        for name in ("steps", "batch_size"):
+            need(getattr(self, name) is None or (is_int(getattr(self, name)) and getattr(self, name) >= 1), name,
+                 "must be an integer >= 1 (or None: the preset's)")
+        need(isinstance(self.decay_start, (int, float)) and 0 <= self.decay_start <= 1, "decay_start",
+             "is the fraction of the run before the decay starts: give a number in [0, 1]")
+        need(self.kl_weight is None or (isinstance(self.kl_weight, (int, float)) and self.kl_weight >= 0), "kl_weight",
+             "must be >= 0 (or None: the preset's lambda_KL)")
+        need(self.variant in VARIANTS, "variant", f"choose one of {sorted(VARIANTS)}")
+        need(self.preset in PRESETS, "preset", f"choose one of {sorted(PRESETS)}")
+        need(self.dataset in DATASETS, "dataset", f"choose one of {sorted(DATASETS)}")
+        need(isinstance(self.preset_overrides, dict), "preset_overrides", "must be a dict of preset fields")
+        for f in fields(self):
+            if "choices" in f.metadata:
+                need(getattr(self, f.name) in f.metadata["choices"], f.name, f"choose one of {f.metadata['choices']}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - names)
+        if bad:
+            raise TypeError(f"unknown training option(s) {bad}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+def resume_conflicts(saved: dict,                 # the checkpoint's config (asdict of its TrainConfig)
+                     cfg: TrainConfig) -> list[str]:  # the options given now
+    """'name: checkpoint X, now Y' for every option outside RESUME_MAY_CHANGE that differs. batch_size
+    and kl_weight compare as resolved (None = the preset's value), so spelling out the default is no change."""
+    defaults = asdict(TrainConfig())
+    old = {**defaults, **saved}
+    now = asdict(cfg)
+
+    def resolved(d: dict, name: str):
+        if name in ("batch_size", "kl_weight") and d[name] is None:
+            try:
+                preset = get_preset(d["preset"], **d["preset_overrides"])
+            except (KeyError, TypeError, ValueError):
+                return None
+            return preset.batch_size if name == "batch_size" else preset.lambda_kl
+        return plain_data(d[name])
+
+    return [f"{name}: checkpoint {resolved(old, name)!r}, now {resolved(now, name)!r}" for name in now
+            if name not in RESUME_MAY_CHANGE and resolved(old, name) != resolved(now, name)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line, generated from the fields
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_field(p: argparse.ArgumentParser, f) -> None:
+    """One TrainConfig field as an argparse option (see the module docstring for the spelling)."""
+    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    default = f.default_factory() if f.default is MISSING else f.default
+    kind = f.type.replace(" | None", "")
+    kw = dict(dest=f.name, default=default, help=f.metadata["help"])
+    if kind == "bool":
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+    elif kind == "dict":
+        p.add_argument(flag, nargs="*", metavar=f.metadata.get("metavar"), **{**kw, "default": []})
+    else:
+        p.add_argument(flag, type=_TYPES[kind], choices=f.metadata.get("choices"), **kw)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """One option per TrainConfig field on `p` (`python -m smis.train` adds --resume and --threads)."""
+    for f in fields(TrainConfig):
+        _add_field(p, f)
+    return p
+
+
+def parse_overrides(p: argparse.ArgumentParser, items: list[str], preset: str) -> dict:
+    """--set FIELD=JSON ... -> {field: value} (a value that is not JSON stays a string), checked against `preset`."""
+    overrides = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            p.error(f"--set {item!r}: write FIELD=JSON, e.g. --set ngf=32 image_size=[128,128]")
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    try:
+        get_preset(preset, **dict(overrides))
+    except (KeyError, TypeError, ValueError) as e:
+        p.error(f"--preset {preset} --set {' '.join(items)}: {e.args[0] if e.args else e}")
+    return overrides
