@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smis.curves import checkpoint_scores, curves_figure, plateau_table, real_scores  # noqa: E402
-from smis.train import device_name  # noqa: E402
+from smis.utils import device_name  # noqa: E402
 from smis.utils import atomic_write_json, resolve  # noqa: E402
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from smis.segmenter import (mask_fidelity, per_class_table, save_segmenter, synthscenes_arrays,  # noqa: E402
                             train_segmenter)
-from smis.train import device_name  # noqa: E402
+from smis.utils import device_name  # noqa: E402
 from smis.utils import atomic_write_json, pick_device, resolve  # noqa: E402
 
 

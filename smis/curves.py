@@ -27,7 +27,7 @@ from smis.factors import factor_rows
 from smis.metrics import LPIPS
 from smis.models import load_segmenter_for
 from smis.tables import COLOUR_IN, MIOU, TEXTURE_IN, Columns, miou_columns
-from smis.train import load_model
+from smis.checkpoint import load_model
 from smis.viz import save_figure, to_uint8
 
 SCORES = ("diversity", "FD", COLOUR_IN, TEXTURE_IN, MIOU)

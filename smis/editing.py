@@ -25,7 +25,7 @@ editing a class the mask does not contain is a ValueError naming it and the clas
     layer_posteriors       per-layer KL and mean |mu| (collapsed_layers: the posterior-collapse diagnostic)
     layer_table / locality_table / findings   the tables and "What we learnt" lines of notebook 06
 
-    nets = load_or_untrained("checkpoints/synthscenes_clvae.pt")
+    nets = load_or_untrained("checkpoints/synthscenes_clvae.pt")   # smis.models.load_or_untrained
     images, labels, mu = encode_dataset(nets, make_dataset("synthscenes", None, "test", size=64, length=20))
     report = editing_report(nets, labels, mu, torch.Generator().manual_seed(0))
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,14 +44,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from smis.config import get_preset
 from smis.data import make_dataset
 from smis.data.synthetic import estimate_factors
-from smis.networks import Latents, LatentSpec, Networks, build_networks, label_presence
+from smis.networks import Latents, LatentSpec, Networks, label_presence
 from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids, code_mask
+from smis.checkpoint import load_model
 from smis.sampling import chunks, generate, prior_latents
-from smis.train import device_name, load_model   # model loading: to move to smis.models with evaluate.load_networks
-from smis.utils import atomic_write_json, resolve
+from smis.utils import atomic_write_json, device_name, resolve
 from smis.viz import to_uint8
 
 # --------------------------------------------------------------------------------------------
@@ -698,25 +696,6 @@ def findings(reports: dict[str, dict],            # {"clvae": editing_report, op
         lines.append(f"- Editor: median {editor_ms:.0f} ms per slider update here "
                      f"({threads} thread(s)), against a 150 ms interactive budget.")
     return lines
-
-
-def load_or_untrained(source: str | Path,       # an exported model or training checkpoint; "": untrained
-                      variant: str = "clvae",    # the untrained model's variant
-                      dataset: str = "synthscenes",   # the untrained model's preset
-                      seed: int = 0,             # torch.manual_seed before building the untrained model
-                      device: str | torch.device | None = "cpu",
-                      ) -> Networks:
-    """The model to edit: `smis.train.load_model(source)`, or for source "" an UNTRAINED seeded one
-    (right shapes, meaningless images: it checks the machinery only; instance norm, so no running
-    statistics). A missing file is a FileNotFoundError naming the fix."""
-    if not source:
-        torch.manual_seed(seed)
-        return build_networks(variant, get_preset(dataset, norm_G="instance"), discriminator=False).eval()
-    path = resolve(source)
-    if not path.exists():
-        raise FileNotFoundError(f"{source} not found. Fix: run `python scripts/train_demo_models.py` (about two hours "
-                                "on 2 CPU cores), pass an exported model, or '' for an untrained one")
-    return load_model(path, device)
 
 
 def main(argv=None) -> int:

@@ -44,9 +44,6 @@ from smis.viz import to_uint8
 
 # Old places of names that moved (smis.models, smis.tables, smis.viz), kept for callers outside this split
 # (smis/reproduce.py, scripts/readme_figure.py, tests/test_checkpoints.py, notebook 06); to be removed.
-from smis.models import load_networks, load_segmenter_for, parse_models  # noqa: F401
-from smis.tables import write_table  # noqa: F401
-from smis.viz import example_grid  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # The evaluation data

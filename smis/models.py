@@ -2,6 +2,7 @@
 
     nets = load_networks("checkpoints/synthscenes_clvae.pt")     # an export, a checkpoint, a run folder
     nets = load_networks("official:ade20k:weights/ade20k")       # the authors' published G and E
+    nets = load_or_untrained("")                                # an untrained seeded clvae (machinery checks)
     parse_models("clvae:checkpoints/a.pt, gaugan_vae:outputs/runs/b")   # {name: source}: notebooks' MODELS
     seg = load_segmenter_for("synthscenes")                      # the shipped one; None for other datasets
 
@@ -16,10 +17,10 @@ from pathlib import Path
 import torch
 
 from smis.config import get_preset
-from smis.networks import Networks
+from smis.networks import Networks, build_networks
 from smis.official import load_official
 from smis.segmenter import Segmenter, load_segmenter
-from smis.train import load_model
+from smis.checkpoint import load_model
 from smis.utils import pick_device, resolve
 
 SEGMENTERS = {"synthscenes": "checkpoints/synthscenes_segmenter.pt"}   # scripts/train_segmenter.py
@@ -52,6 +53,25 @@ def load_networks(source: str | Path,                                # see the m
         raise FileNotFoundError(f"model {path} does not exist. Fix: pass an exported model (checkpoints/*.pt), a "
                                 "training checkpoint, a run folder or official:DATASET:FOLDER; "
                                 "scripts/train_demo_models.py makes the demo models.")
+    return load_model(path, device)
+
+
+def load_or_untrained(source: str | Path,       # an exported model or training checkpoint; "": untrained
+                      variant: str = "clvae",    # the untrained model's variant
+                      dataset: str = "synthscenes",   # the untrained model's preset
+                      seed: int = 0,             # torch.manual_seed before building the untrained model
+                      device: str | torch.device | None = "cpu",
+                      ) -> Networks:
+    """The model to edit: `smis.checkpoint.load_model(source)`, or for source "" an UNTRAINED seeded one
+    (right shapes, meaningless images: it checks the machinery only; instance norm, so no running
+    statistics). A missing file is a FileNotFoundError naming the fix."""
+    if not source:
+        torch.manual_seed(seed)
+        return build_networks(variant, get_preset(dataset, norm_G="instance"), discriminator=False).eval()
+    path = resolve(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{source} not found. Fix: run `python scripts/train_demo_models.py` (about two hours "
+                                "on 2 CPU cores), pass an exported model, or '' for an untrained one")
     return load_model(path, device)
 
 

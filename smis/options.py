@@ -163,17 +163,26 @@ def add_config_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def parse_assignment(item: str,            # "KEY=VALUE", as typed after --set (here and in smis.reproduce)
+                     ) -> tuple[str, object] | None:
+    """(KEY, VALUE parsed as JSON, else the raw string); None when `item` has no "=" or no KEY."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        return None
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
 def parse_overrides(p: argparse.ArgumentParser, items: list[str], preset: str) -> dict:
     """--set FIELD=JSON ... -> {field: value} (a value that is not JSON stays a string), checked against `preset`."""
     overrides = {}
     for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
+        kv = parse_assignment(item)
+        if kv is None:
             p.error(f"--set {item!r}: write FIELD=JSON, e.g. --set ngf=32 image_size=[128,128]")
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
+        overrides[kv[0]] = kv[1]
     try:
         get_preset(preset, **dict(overrides))
     except (KeyError, TypeError, ValueError) as e:

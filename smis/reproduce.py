@@ -55,7 +55,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from smis.utils import atomic_write_json, atomic_write_text, project_root, resolve
+import papermill as pm
+import torch
+import zmq
+from jupyter_client.manager import KernelManager
+from traitlets.config import Config
+
+from smis.config import get_preset
+from smis.data import DatasetError, ade20k, cityscapes, deepfashion, gta5
+from smis.data.check import check_dataset
+from smis.models import parse_models
+from smis.networks import VARIANTS, build_networks
+from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, map_names
+from smis.options import parse_assignment
+from smis.utils import (CheckpointError, atomic_write_json, atomic_write_text, project_root, resolve,
+                        safe_load)
 
 # The shipped SynthScenes demo models (scripts/train_demo_models.py).
 DEMO_MODELS = ("clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt,"
@@ -148,15 +162,11 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, str, object]]:
     """`NAME=VALUE` / `NN.NAME=VALUE` -> [(notebook prefix or "", NAME, value)]; VALUE as JSON, else a string."""
     out = []
     for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
+        kv = parse_assignment(item)
+        if kv is None:
             raise SystemExit(f"--set {item!r}: write NAME=VALUE or NN.NAME=VALUE (e.g. N_TEST=50, 05.K=20)")
-        prefix, _, name = key.rpartition(".")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.append((prefix, name, value))
+        prefix, _, name = kv[0].rpartition(".")
+        out.append((prefix, name, kv[1]))
     return out
 
 
@@ -224,7 +234,6 @@ PREFLIGHT_STATES = {               # state -> meaning; `complete` needs none of 
 @dataclass
 class Input:
     """One input of a run and its state."""
-
     state: str                      # a key of PREFLIGHT_STATES
     what: str                       # e.g. "dataset ade20k, split val", "published encoder (ade20k)", "run no_classwise"
     where: str                      # the file or folder ("" when none)
@@ -237,7 +246,6 @@ class Input:
 class Preflight:
     """The preflight of one run: `complete` (everything in place, `--check` exits 0) and `runnable` (nothing
     missing or unusable: a profile run may start; partial inputs give a warning)."""
-
     profile: str
     notebooks: list[str]
     inputs: list[Input]
@@ -310,7 +318,6 @@ def _per_10k(preset) -> str:
 
 def _splits_of(fmt: str) -> tuple[str, ...]:
     """The splits a complete copy of a dataset format has (what notebook 01 checks)."""
-    from smis.data import ade20k, cityscapes, deepfashion, gta5
     return {"ade20k": ade20k.SPLITS, "deepfashion": deepfashion.SPLITS, "gta5": gta5.SPLITS,
             "cityscapes": cityscapes.SPLITS}.get(fmt, ("train", "test"))
 
@@ -328,9 +335,6 @@ def _dataset_reads(stem: str, p: dict) -> list[tuple[str, str, str]]:
 
 def _check_datasets(reads: dict, sample: int, strict: bool) -> tuple[list[Input], dict]:
     """Inputs for {(format, root): {split: notebooks}}, and {(format, root): train pairs} for the schedules."""
-    from smis.data import DatasetError
-    from smis.data.check import check_dataset
-
     inputs, n_train = [], {}
     for (fmt, root), splits in reads.items():
         used = tuple(sorted({s for stems in splits.values() for s in stems}))
@@ -370,13 +374,6 @@ def _check_datasets(reads: dict, sample: int, strict: bool) -> tuple[list[Input]
 def _official_inputs(dataset: str, folder: str, used: tuple[str, ...]) -> list[Input]:
     """One input per published file: present, readable (safe_load) and matching `dataset`'s configuration
     (checked against networks built on the meta device: no memory, no time)."""
-    import torch
-
-    from smis.config import get_preset
-    from smis.networks import build_networks
-    from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, map_names
-    from smis.utils import CheckpointError, safe_load
-
     if dataset not in OFFICIAL_DATASETS:
         return [Input("invalid", f"published weights ({dataset})", folder, f"no published checkpoint for {dataset!r}. "
                       f"Fix: official:DATASET:FOLDER with DATASET one of {OFFICIAL_DATASETS}.", used_by=used)]
@@ -423,9 +420,6 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
                used: tuple[str, ...]) -> Input:
     """A training run folder (or a model file) a notebook evaluates: present, its variant and preset, steps
     trained of the preset's schedule (from config.json and the newest checkpoint's name)."""
-    from smis.config import get_preset
-    from smis.networks import VARIANTS
-
     path = resolve(source)
     label = f"run {name}"
     fix = (f"python -m smis.train --variant {name} --preset {dataset} --dataset {dataset} --data-root {root or '<root>'} "
@@ -482,8 +476,6 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
 
 def _planned_run(p: dict, n_train: int | None, strict: bool) -> Input:
     """The run notebook 02 trains (RUN_DIR): what it will train and the estimated hours."""
-    from smis.config import get_preset
-
     run_dir, label = p["RUN_DIR"], f"run {p.get('VARIANT')} (notebook 02 trains it)"
     try:
         preset = get_preset(p.get("PRESET", "synthscenes"), **(p.get("PRESET_SET") or {}))
@@ -506,8 +498,6 @@ def _planned_run(p: dict, n_train: int | None, strict: bool) -> Input:
 
 
 def _gpu_input() -> Input:
-    import torch
-
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         props = torch.cuda.get_device_properties(0)
@@ -528,8 +518,6 @@ def preflight(profile: str,                            # the profile's name (a p
     checked key by key against the configuration), each model or training run evaluated (variant, preset, steps
     of the preset's schedule), the run notebook 02 trains, and the GPU; with the estimated training hours still
     to do. Reads only; writes nothing."""
-    from smis.evaluate import parse_models
-
     strict = profile in PAPER_PROFILES if strict is None else strict
     nb_dir = notebook_dir or project_root() / "notebooks"
     full = {stem: {**default_parameters(nb_dir / f"{stem}.ipynb"), **params} for stem, params in plan}
@@ -707,10 +695,6 @@ def _engine_kwargs() -> dict:
     """papermill/nbclient options: CurveZMQ transport encryption for kernels whose kernelspec declares it
     (ipykernel's does), which also silences the kernel's "running over TCP without encryption" warning.
     Nothing on a jupyter_client without the option or a pyzmq without CurveZMQ."""
-    import zmq
-    from jupyter_client.manager import KernelManager
-    from traitlets.config import Config
-
     if "transport_encryption" not in KernelManager.class_trait_names() or not zmq.has("curve"):
         return {}
     return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
@@ -718,8 +702,6 @@ def _engine_kwargs() -> dict:
 
 def _run_plan(profile: str, out: Path, plan: list[tuple[str, dict]], resume: bool, kernel: str, log,
               nb_dir: Path, report: Preflight | None = None) -> Path:
-    import papermill as pm
-
     root = project_root()
     out.mkdir(parents=True, exist_ok=True)
     if report is not None:

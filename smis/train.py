@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -35,7 +34,6 @@ from tqdm.auto import tqdm
 
 from smis.build import TrainingParts, build
 from smis.checkpoint import CKPT_FORMAT, Checkpointer, rng_state, set_rng_state
-from smis.checkpoint import export_model, load_model  # noqa: F401  (old home: smis.train.load_model / export_model)
 from smis.config import get_preset
 from smis.data import collate, make_dataset
 from smis.networks import Latents, LatentSpec, Networks
@@ -45,7 +43,7 @@ from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_co
 from smis.rundir import RunDirBusy, RunDirLock
 from smis.runlog import RunLog
 from smis.sampling import sample_prior
-from smis.utils import CheckpointError, atomic_write_json, pick_device, plain_data, resolve
+from smis.utils import CheckpointError, atomic_write_json, device_name, pick_device, plain_data, resolve
 from smis.viz import colorize
 
 
@@ -454,12 +452,6 @@ class _NoLog:
 
     def __exit__(self, *exc):
         return None
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import json
 import numbers
 import os
 import pickle
+import platform
 import re
 import tempfile
 import zipfile
@@ -14,6 +15,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+
+def device_name(device: torch.device) -> str:
+    """The device in words for provenance JSON: the GPU's name, or the CPU's architecture, cores and threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -8,7 +8,10 @@ import torch
 from smis.checkpoint import load_model
 from smis.data import make_dataset
 from smis.data.synthetic import estimate_factors
+from smis.models import load_segmenter_for
 from smis.networks import Latents
+from smis.sampling import sample_prior
+from smis.segmenter import mask_fidelity
 from smis.utils import project_root
 from smis.viz import to_uint8
 
@@ -103,9 +106,6 @@ def test_clvae_varies_each_class_independently():
 def test_every_shipped_model_follows_its_mask_by_the_segmenter(variant):
     """Mask fidelity (issue 14.4): the shipped segmenter reads each model's samples back as their masks far
     better than as other scenes' masks."""
-    from smis.evaluate import load_segmenter_for, sample_prior
-    from smis.segmenter import mask_fidelity
-
     nets = load_model(CKPT / f"synthscenes_{variant}.pt")
     test = make_dataset("synthscenes", None, "test", size=64, length=16)
     label = torch.stack([test[i]["label"] for i in range(16)])

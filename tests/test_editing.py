@@ -342,15 +342,6 @@ def test_findings_say_whether_the_papers_split_appears():
         {"clvae": rep}, layers)[2]
 
 
-def test_load_or_untrained(tmp_path):
-    a, b = editing.load_or_untrained("", seed=3), editing.load_or_untrained("", seed=3)
-    assert a.variant == "clvae" and not a.G.training
-    assert all(torch.equal(p, q) for p, q in zip(a.G.parameters(), b.G.parameters()))   # seeded
-    assert editing.load_or_untrained("", "gaugan_vae").spec.has_class_codes is False
-    with pytest.raises(FileNotFoundError, match=r"missing\.pt not found\. Fix: run `python scripts/train_demo_models"):
-        editing.load_or_untrained(str(tmp_path / "missing.pt"))
-
-
 # -- argument validation: one rule for ids and label maps, absent classes are errors -----------------
 
 def test_editing_refuses_float_ids_and_float_labels_instead_of_truncating(nets, data):

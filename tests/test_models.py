@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from smis import models
-from smis.train import Trainer, TrainConfig, export_model
+from smis.checkpoint import export_model
+from smis.train import Trainer, TrainConfig
 
 TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
 
@@ -38,3 +39,12 @@ def test_load_networks_from_a_run_folder_and_an_export(tmp_path):
     assert models.trained(nets) == "1 steps"
     nets.meta = {"step": None, "provenance": {"source": "official:ade20k:weights"}}
     assert models.trained(nets) == "the authors' published weights"
+
+
+def test_load_or_untrained(tmp_path):
+    a, b = models.load_or_untrained("", seed=3), models.load_or_untrained("", seed=3)
+    assert a.variant == "clvae" and not a.G.training
+    assert all(torch.equal(p, q) for p, q in zip(a.G.parameters(), b.G.parameters()))   # seeded
+    assert models.load_or_untrained("", "gaugan_vae").spec.has_class_codes is False
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt not found\. Fix: run `python scripts/train_demo_models"):
+        models.load_or_untrained(str(tmp_path / "missing.pt"))

@@ -34,6 +34,7 @@ from IPython.display import Markdown, display
 
 from smis import editing
 from smis.data import make_dataset
+from smis.models import load_or_untrained
 from smis.tables import write_table
 from smis.utils import atomic_write_json, resolve
 from smis.viz import colorize, grid, save_grid, save_png, show, to_uint8
@@ -47,7 +48,7 @@ out_dir.mkdir(parents=True, exist_ok=True)
 
 if not MODEL:
     print("no clvae model given: an UNTRAINED clvae (figures show the machinery, not the method)")
-nets = editing.load_or_untrained(MODEL, "clvae", seed=SEED)
+nets = load_or_untrained(MODEL, "clvae", seed=SEED)
 test = make_dataset("synthscenes", None, "test", size=nets.preset.image_size, length=N_TEST)
 info = test.info
 images, labels, codes = editing.encode_dataset(nets, test)            # (M, 3, H, W), (M, H, W), encoder means
@@ -210,7 +211,7 @@ save_grid(figure, out_dir / "layerwise_resampling.png",
 n_eval = min(N_EVAL, len(test))
 report = {"clvae": editing.editing_report(nets, labels[:n_eval], codes[:n_eval], torch.Generator().manual_seed(SEED))}
 if BASELINE:
-    base = editing.load_or_untrained(BASELINE, "gaugan_vae", seed=SEED)
+    base = load_or_untrained(BASELINE, "gaugan_vae", seed=SEED)
     _, _, base_codes = editing.encode_dataset(base, test, n=n_eval)
     report["gaugan_vae"] = editing.editing_report(base, labels[:n_eval], base_codes,
                                                   torch.Generator().manual_seed(SEED))
