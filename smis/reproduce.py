@@ -152,7 +152,8 @@ CPU_ADE20K_IMAGES_PER_S = 0.144
 # dominates and is shared). Cost = 3 x (G + E forward) + 4.3 x D forward + the perceptual network (VGG19, by pixels),
 # with forward FLOPs counted by torch.utils.flop_counter.FlopCounterMode on the full-width networks (G and D at a
 # quarter of the side, scaled by the pixels); with the factors 3 and 4.3 it comes within 3 % of the count of a whole
-# ADE20K training step (1.31 TFLOP per image, benchmarks/results/profile_flops_ade20k.json). G forward, GFLOP per image: ade20k 362,
+# ADE20K training step (1.31 TFLOP per image, benchmarks/results/profile_flops_ade20k.json).
+# G forward, GFLOP per image: ade20k 362,
 # gta5 543 (twice the pixels), deepfashion 940 (ngf 160), cityscapes 566, synthscenes 1.15. GPU time does not
 # follow FLOPs exactly (wide convolutions run closer to the peak), so the hours are estimates, not measurements.
 COST_VS_ADE20K = {"ade20k": 1.0, "gta5": 1.55, "deepfashion": 2.29, "cityscapes": 1.60, "synthscenes": 0.011}
@@ -186,10 +187,12 @@ def declared_parameters(notebook: str | Path,   # an .ipynb file
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
-        raise SystemExit(f"{notebook}: its parameters cell is not Python ({e.msg}, line {e.lineno}). Fix the cell.") from None
+        raise SystemExit(f"{notebook}: its parameters cell is not Python ({e.msg}, line {e.lineno}). "
+                         "Fix the cell.") from None
     names: list[str] = []
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         for t in targets:
             for n in (t.elts if isinstance(t, ast.Tuple) else [t]):
                 if isinstance(n, ast.Name) and n.id not in names:
@@ -202,7 +205,8 @@ def default_parameters(notebook: str | Path,   # an .ipynb file
     """The values the notebook's `parameters` cell assigns, for the names assigned a literal (numbers, strings,
     None, lists, dicts); what a run gets for a parameter its profile does not set."""
     notebook = Path(notebook)
-    cell = [c for c in json.loads(notebook.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    cell = [c for c in json.loads(notebook.read_text())["cells"]
+            if "parameters" in c.get("metadata", {}).get("tags", [])]
     declared_parameters(notebook)   # one Python cell, or SystemExit naming the file
     source = cell[0]["source"]
     out = {}
@@ -274,8 +278,9 @@ class Preflight:
         if hours:
             lines.append(f"training still to do ({', '.join(todo)}): ~{_duration(hours['fp32'])} on one H100 in fp32, "
                          f"~{_duration(hours['bf16'])} in bf16 + channels_last (on a 2-core CPU: "
-                         f"~{_duration(hours['cpu'])}). An estimate: the measured ADE20K speed ({H100_ADE20K_IMAGES_PER_S['fp32']} "
-                         f"/ {H100_ADE20K_IMAGES_PER_S['bf16']} images/s) scaled by each preset's FLOPs (COST_VS_ADE20K).")
+                         f"~{_duration(hours['cpu'])}). An estimate: the measured ADE20K speed "
+                         f"({H100_ADE20K_IMAGES_PER_S['fp32']} / {H100_ADE20K_IMAGES_PER_S['bf16']} images/s) "
+                         "scaled by each preset's FLOPs (COST_VS_ADE20K).")
         counts = {s: sum(i.state == s for i in self.inputs) for s in ("partial", "missing", "invalid")}
         bad = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         lines.append("result: COMPLETE, every input is in place" if self.complete else
@@ -325,7 +330,8 @@ def _splits_of(fmt: str) -> tuple[str, ...]:
 def _dataset_reads(stem: str, p: dict) -> list[tuple[str, str, str]]:
     """(format, root, split) of every real dataset split notebook `stem` reads with parameters `p`."""
     if "DATA_FORMAT" in p:                                   # 01: checks a dataset when DATA_ROOT is set
-        return [(p["DATA_FORMAT"], p["DATA_ROOT"], s) for s in _splits_of(p["DATA_FORMAT"])] if p.get("DATA_ROOT") else []
+        return ([(p["DATA_FORMAT"], p["DATA_ROOT"], s) for s in _splits_of(p["DATA_FORMAT"])]
+                if p.get("DATA_ROOT") else [])
     fmt, root = p.get("DATASET", "synthscenes"), p.get("DATA_ROOT") or ""
     if "DATASET" not in p or (fmt == "synthscenes" and not root):   # no dataset, or SynthScenes made on the fly
         return []
@@ -347,8 +353,9 @@ def _check_datasets(reads: dict, sample: int, strict: bool) -> tuple[list[Input]
         path = resolve(root)
         if not path.is_dir():
             inputs.append(Input("missing", f"dataset {fmt} (splits {', '.join(splits)})", root,
-                                "no such folder. Fix: download the dataset and unpack it there in the layout of README, "
-                                "'Reproducing the paper on real data', or --set DATA_ROOT=<its folder>.", used_by=used))
+                                "no such folder. Fix: download the dataset and unpack it there in the layout of "
+                                "README, 'Reproducing the paper on real data', or --set DATA_ROOT=<its folder>.",
+                                used_by=used))
             continue
         try:
             report = check_dataset(path, fmt, splits=list(splits), max_files=sample, progress=False)
@@ -412,7 +419,8 @@ def _schedule(preset, n_train: int | None, batch: int) -> int | None:
 
 def _latest_step(run_dir: Path) -> int | None:
     """The step of the run's newest checkpoints/step_*.pt (from its name), None when there is none."""
-    steps = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt") if p.stem.split("_")[1].isdigit()]
+    steps = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt")
+             if p.stem.split("_")[1].isdigit()]
     return max(steps) if steps else None
 
 
@@ -422,7 +430,8 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
     trained of the preset's schedule (from config.json and the newest checkpoint's name)."""
     path = resolve(source)
     label = f"run {name}"
-    fix = (f"python -m smis.train --variant {name} --preset {dataset} --dataset {dataset} --data-root {root or '<root>'} "
+    fix = (f"python -m smis.train --variant {name} --preset {dataset} --dataset {dataset} "
+           f"--data-root {root or '<root>'} "
            f"--run-dir {source}" if name in VARIANTS else "train it with python -m smis.train --run-dir " + source)
     try:
         preset = get_preset(dataset)
@@ -430,12 +439,14 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
         preset = None
     full = _schedule(preset, n_train, preset.batch_size) if preset else None
     if path.is_file():                                       # an exported model or a checkpoint: present and its step
-        return Input("ok", f"model {name}", source, f"a model file ({path.stat().st_size / 2**20:.0f} MiB)", used_by=used)
+        return Input("ok", f"model {name}", source, f"a model file ({path.stat().st_size / 2**20:.0f} MiB)",
+                     used_by=used)
     step = _latest_step(path) if path.is_dir() else None
     if step is None:
         hours = training_hours(dataset, full * preset.batch_size) if full else None
         cost = f"{full:,} steps, {_hours(hours)}" if full else _per_10k(preset)
-        return Input("missing", label, source, f"{'no checkpoints/step_*.pt in it' if path.is_dir() else 'no such folder'}"
+        return Input("missing", label, source,
+                     f"{'no checkpoints/step_*.pt in it' if path.is_dir() else 'no such folder'}"
                      f" (the full schedule: {cost}). Fix: {fix}", hours, used)
     try:
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
@@ -451,7 +462,8 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
         return Input("invalid", label, source, f"trained with the {run_preset} preset; this run evaluates {dataset}. "
                      f"Fix: {fix}", used_by=used)
     if preset is not None and "image_size" in overrides and tuple(overrides["image_size"]) != tuple(preset.image_size):
-        return Input("invalid", label, source, f"trained at image_size {overrides['image_size']}, the notebooks compare "
+        return Input("invalid", label, source,
+                     f"trained at image_size {overrides['image_size']}, the notebooks compare "
                      f"models at {list(preset.image_size)}. Fix: {fix}", used_by=used)
     batch = (config.get("resolved") or {}).get("global_batch") or config.get("batch_size") or \
         (preset.batch_size if preset else 1)
@@ -461,7 +473,8 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
     if total and step < total:
         short.append(f"partial: {of} of the preset's schedule (batch {batch})")
     if overrides:
-        short.append("preset fields changed from the paper's: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
+        short.append("preset fields changed from the paper's: "
+                     + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
     if strict and short:
         if overrides:        # another configuration: only a new run at the paper's gives the paper's model
             hours = training_hours(dataset, full * preset.batch_size) if full else None
@@ -485,13 +498,16 @@ def _planned_run(p: dict, n_train: int | None, strict: bool) -> Input:
     total = p.get("STEPS") or _schedule(preset, n_train, batch)
     done = 0 if p.get("FRESH", True) else (_latest_step(resolve(run_dir)) or 0)
     hours = training_hours(preset.name, max(0, total - done) * batch) if total else None
-    what = f"{total:,} steps of batch {batch}: {_hours(hours)}" if total else f"the preset's schedule: {_per_10k(preset)}"
+    what = (f"{total:,} steps of batch {batch}: {_hours(hours)}" if total
+            else f"the preset's schedule: {_per_10k(preset)}")
     detail = f"will train {what}" + (f" (continuing from step {done:,})" if done else "")
     short = []
     if p.get("STEPS") and n_train and p["STEPS"] < (_schedule(preset, n_train, batch) or 0):
-        short.append(f"STEPS={p['STEPS']} is short of the preset's schedule ({_schedule(preset, n_train, batch):,} steps)")
+        short.append(f"STEPS={p['STEPS']} is short of the preset's schedule "
+                     f"({_schedule(preset, n_train, batch):,} steps)")
     if p.get("PRESET_SET"):
-        short.append("preset fields changed from the paper's: " + ", ".join(f"{k}={v}" for k, v in sorted(p["PRESET_SET"].items())))
+        short.append("preset fields changed from the paper's: "
+                     + ", ".join(f"{k}={v}" for k, v in sorted(p["PRESET_SET"].items())))
     if strict and short:
         return Input("partial", label, run_dir, "; ".join(short) + "; " + detail, hours, ("02_train",))
     return Input("todo", label, run_dir, detail, hours, ("02_train",))
@@ -526,7 +542,8 @@ def preflight(profile: str,                            # the profile's name (a p
         for fmt, root, split in _dataset_reads(stem, p):
             reads.setdefault((fmt, root), {}).setdefault(split, set()).add(stem)
     inputs, n_train = _check_datasets(reads, sample, strict)
-    trains = {str(resolve(p["RUN_DIR"]).resolve()): (stem, p) for stem, p in full.items() if "VARIANT" in p and p.get("RUN_DIR")}
+    trains = {str(resolve(p["RUN_DIR"]).resolve()): (stem, p) for stem, p in full.items()
+              if "VARIANT" in p and p.get("RUN_DIR")}
     models: dict = {}                                        # (name, source) -> (dataset, root, notebooks)
     for stem, p in full.items():
         if "MODELS" in p and not p.get("TRAIN_STEPS"):
@@ -568,7 +585,8 @@ def _digest(params: dict) -> str:
 def run_profile(profile: str,                          # a key of `profiles`
                 only: list[str] | None = None,         # notebook numbers / name prefixes to run; None: all
                 resume: bool = False,                  # skip notebooks already run with the same parameters
-                out_root: str | Path = "outputs",      # the run writes only under out_root/profile (relative: to the repo)
+                out_root: str | Path = "outputs",      # the run writes only under out_root/profile
+                                                       # (relative: to the repo)
                 kernel: str = "smis",                  # Jupyter kernel name
                 log=print,                             # progress lines go here
                 profiles: dict | None = None,          # profile -> stem -> parameters; None: PROFILES
@@ -612,7 +630,8 @@ def plan_profile(profile: str,                         # a key of `profiles`
     if profile not in profiles:
         raise SystemExit(f"unknown profile {profile!r}. Fix: use one of {sorted(profiles)}.")
     root = project_root()
-    out = Path(os.path.normpath(Path(out_root) / profile if Path(out_root).is_absolute() else root / out_root / profile))
+    out = Path(os.path.normpath(Path(out_root) / profile if Path(out_root).is_absolute()
+                                else root / out_root / profile))
     notebooks = profiles[profile]
     if only:
         unknown = [o for o in only if not any(nb.startswith(o) for nb in notebooks)]
@@ -632,8 +651,9 @@ def plan_profile(profile: str,                         # a key of `profiles`
         undeclared = sorted(set(params) - set(declared[stem]))
         if undeclared:
             raise SystemExit(f"profile {profile!r} gives {stem} the parameters {undeclared}, which "
-                             f"{nb_dir / f'{stem}.ipynb'} does not declare (it has {declared[stem]}). Fix: declare them "
-                             f"in its parameters cell (notebooks/src/{stem}.py, then rebuild) or drop them from the profile.")
+                             f"{nb_dir / f'{stem}.ipynb'} does not declare (it has {declared[stem]}). "
+                             f"Fix: declare them in its parameters cell (notebooks/src/{stem}.py, then rebuild) "
+                             "or drop them from the profile.")
         if "OUT_DIR" not in declared[stem]:
             raise SystemExit(f"{nb_dir / f'{stem}.ipynb'} declares no OUT_DIR parameter, so reproduce cannot keep its "
                              "outputs in the run's folder. Fix: add `OUT_DIR = \"...\"` to its parameters cell.")
@@ -650,7 +670,8 @@ def plan_profile(profile: str,                         # a key of `profiles`
             close = difflib.get_close_matches(name, valid, n=3)
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
             where = f"notebooks {scope}" if prefix else f"any notebook of this run ({', '.join(scope)})"
-            raise SystemExit(f"--set {key}: {name} is not a parameter of {where}.{hint} Valid names: {', '.join(valid)}. "
+            raise SystemExit(f"--set {key}: {name} is not a parameter of {where}.{hint} "
+                             f"Valid names: {', '.join(valid)}. "
                              "Fix: use one of them (a notebook's parameters are its first code cell).")
         targets.append(takers)
     out_str = str(out.relative_to(root)) if out.is_relative_to(root) else str(out)
@@ -663,11 +684,13 @@ def plan_profile(profile: str,                         # a key of `profiles`
             if name not in declared[stem]:
                 continue
             if not isinstance(params.get(name), str) or not params[name]:
-                raise SystemExit(f"profile {profile!r} gives {stem} no {name}: its default would write outside the run's "
-                                 f"folder {out}. Fix: set it under '{{out}}' in the profile or with --set {stem[:2]}.{name}=...")
+                raise SystemExit(f"profile {profile!r} gives {stem} no {name}: its default would write outside "
+                                 f"the run's folder {out}. Fix: set it under '{{out}}' in the profile or with "
+                                 f"--set {stem[:2]}.{name}=...")
             if not resolve(params[name]).resolve().is_relative_to(out.resolve()):
                 raise SystemExit(f"{stem}: {name}={params[name]!r} is outside the run's folder {out}, and a run writes "
-                                 f"only there. Fix: a path under it ('{{out}}/...' in --set or the profile), or another --out.")
+                                 f"only there. Fix: a path under it ('{{out}}/...' in --set or the profile), "
+                                 "or another --out.")
         plan.append((stem, params))
     return out, plan
 
@@ -730,7 +753,8 @@ def _run_plan(profile: str, out: Path, plan: list[tuple[str, dict]], resume: boo
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
         timings[stem] = round(time.time() - t0, 1)
         atomic_write_json(timings, timings_path)
-        log(f"[reproduce] {stem} done in {time.time() - t0:.0f} s -> {dst.relative_to(root) if dst.is_relative_to(root) else dst}")
+        log(f"[reproduce] {stem} done in {time.time() - t0:.0f} s -> "
+            f"{dst.relative_to(root) if dst.is_relative_to(root) else dst}")
     write_report(out, profile)
     return out
 
@@ -765,7 +789,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="demo", help=f"one of {sorted(PROFILES)}")
     p.add_argument("--only", nargs="+", help="notebook numbers or names to run (e.g. 01 03)")
     p.add_argument("--resume", action="store_true", help="skip notebooks already run with the same parameters")
-    p.add_argument("--out", default="outputs", help="output root (relative to the repository); a run writes only under OUT/PROFILE")
+    p.add_argument("--out", default="outputs",
+                   help="output root (relative to the repository); a run writes only under OUT/PROFILE")
     p.add_argument("--kernel", default="smis", help="Jupyter kernel name")
     p.add_argument("--set", nargs="+", metavar="[NN.]NAME=VALUE", help="override notebook parameters (VALUE as JSON)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the notebooks (default: torch's)")
@@ -779,7 +804,7 @@ def main(argv=None) -> int:
         return 0 if report.complete else 1
     try:
         out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel, overrides=a.set, threads=a.threads)
-    except PreflightFailed as e:
+    except PreflightFailed:
         print(f"[reproduce] STOPPED before the first notebook: inputs are missing or unusable (above). Fix them, "
               f"then check with `python -m smis.reproduce --profile {a.profile} --check`.", file=sys.stderr)
         return 1

@@ -193,7 +193,8 @@ def test_every_preset_builds_and_runs_at_its_size(name):
 @pytest.mark.parametrize("upsampling,size", [("more", (64, 128)), ("most", (128, 128))])
 def test_upsampling_variants_and_non_square(upsampling, size):
     nets = build_networks("clvae", tiny(upsampling=upsampling, image_size=size), discriminator=False)
-    assert (nets.G.sh, nets.G.sw) == (size[0] >> (6 if upsampling == "more" else 7), size[1] >> (6 if upsampling == "more" else 7))
+    assert (nets.G.sh, nets.G.sw) == (size[0] >> (6 if upsampling == "more" else 7),
+                                      size[1] >> (6 if upsampling == "more" else 7))
     label = random_label(2, *size, 10, seed=5)
     z = Latents.prior(nets.spec, label, torch.Generator().manual_seed(1))
     assert nets.G(label, z).shape == (2, 3, *size)
@@ -203,7 +204,8 @@ def test_upsampling_variants_and_non_square(upsampling, size):
 # -- wiring of the CSE maps (Eq. 12) -----------------------------------------------------------------
 def captured_conditions(G, label, z):
     got = {}
-    hooks = [getattr(G, name).norm_0.register_forward_hook(lambda m, args, out, name=name: got.__setitem__(name, args[1]))
+    hooks = [getattr(G, name).norm_0.register_forward_hook(
+                 lambda m, args, out, name=name: got.__setitem__(name, args[1]))
              for name in [*BLOCK_LAYER, "up_3"]]
     try:
         G(label, z)
@@ -316,7 +318,8 @@ def test_one_step_reaches_every_parameter(variant):
     opt.zero_grad()
     loss.backward()
     names = [n for n, _ in nets.G.named_parameters()] + ([n for n, _ in nets.E.named_parameters()] if nets.E else [])
-    dead = [n for n, t in zip(names, ge) if t.grad is None or not torch.isfinite(t.grad).all() or t.grad.abs().sum() == 0]
+    dead = [n for n, t in zip(names, ge)
+            if t.grad is None or not torch.isfinite(t.grad).all() or t.grad.abs().sum() == 0]
     assert dead == []
     opt.step()
     assert all(not torch.equal(a, b.detach()) for a, b in zip(before, ge))
@@ -500,7 +503,8 @@ def test_ids_and_label_maps_follow_one_rule():
     assert check_class_ids(torch.tensor([[2]], dtype=torch.int32), 10).tolist() == [2]
     assert check_class_ids(np.array([4, 0]), 10).tolist() == [4, 0] and check_class_ids(np.int64(9), 10).tolist() == [9]
     assert check_class_ids([], 10).numel() == 0 and check_layer_ids(range(3), 3).tolist() == [0, 1, 2]
-    for bad in (1.5, [1.0], [True], torch.tensor([1.0]), torch.tensor([True]), np.array([1.0]), "1", [torch.tensor(1.0)]):
+    for bad in (1.5, [1.0], [True], torch.tensor([1.0]), torch.tensor([True]), np.array([1.0]), "1",
+                [torch.tensor(1.0)]):
         with pytest.raises(TypeError, match="integer id"):
             check_class_ids(bad, 10)
     with pytest.raises(TypeError, match=r"even whole ones like 1.0"):

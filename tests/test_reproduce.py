@@ -15,7 +15,8 @@ ROOT = project_root()
 
 
 def test_notebooks_are_built_from_their_sources():
-    r = subprocess.run([sys.executable, "scripts/build_notebooks.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "scripts/build_notebooks.py", "--check"], cwd=ROOT, capture_output=True,
+                       text=True)
     assert r.returncode == 0, "stale notebooks, run `python scripts/build_notebooks.py`:\n" + r.stdout
 
 
@@ -49,7 +50,8 @@ def test_declared_parameters_reads_the_tagged_cell(tmp_path):
 
 def test_default_parameters_are_the_literals_of_the_tagged_cell(tmp_path):
     """What a run gets for a parameter its profile leaves alone (the preflight reads it): literals only."""
-    _echo_notebook(tmp_path, params="SMOKE = False\nA: int = 3\nB = [1, {'x': None}]\nC = __import__('os').sep\nD = E = 1")
+    _echo_notebook(tmp_path, params="SMOKE = False\nA: int = 3\nB = [1, {'x': None}]\nC = __import__('os').sep\n"
+                                    "D = E = 1")
     assert reproduce.default_parameters(tmp_path / "98_echo.ipynb") == {"SMOKE": False, "A": 3, "B": [1, {"x": None}],
                                                                         "OUT_DIR": ""}
     nb02 = reproduce.default_parameters(ROOT / "notebooks" / "02_train.ipynb")
@@ -83,7 +85,7 @@ def test_every_profile_writes_only_under_out(tmp_path, profile, relative):
             path = (ROOT / params[name]).resolve()
             assert path.is_relative_to(out.resolve()), f"{profile}: {stem}.{name} = {params[name]} is outside {out}"
         assert set(params) <= set(_params_of(stem)), stem            # only declared parameters go to papermill
-    assert not (tmp_path / profile).exists() and not (ROOT / "outputs" / "some_run").exists()   # planning writes nothing
+    assert not (tmp_path / profile).exists() and not (ROOT / "outputs" / "some_run").exists()  # planning writes nothing
 
 
 def test_prepare_data_writes_only_under_out(tmp_path, repo_snapshot):
@@ -135,8 +137,9 @@ def test_smoke_profile_end_to_end(tmp_path):
     for name in ["samples.png", "label_statistics.png", "one_mask_many_images.png", "factor_recovery.csv"]:
         assert (out / "01_prepare_data" / name).stat().st_size > 100, name
     expected = {"03_reconstruction_rq1": ["table1_reconstruction.csv", "fig6_reconstructions.png"],
-                "04_diversity_rq2": ["table2_diversity_top1.csv", "paired_clvae_vs_baseline.csv", "per_class_diversity.csv",
-                                     "factors_in_distribution.csv", "style_guided_factors.csv", "fig7_samples_clvae.png",
+                "04_diversity_rq2": ["table2_diversity_top1.csv", "paired_clvae_vs_baseline.csv",
+                                     "per_class_diversity.csv", "factors_in_distribution.csv",
+                                     "style_guided_factors.csv", "fig7_samples_clvae.png",
                                      "fig10_hist_diversity.png"],
                 "05_ablations": ["table5_ablations.csv", "fig11_ablation_samples.png"]}
     for stem, names in expected.items():
@@ -152,7 +155,8 @@ def test_smoke_profile_end_to_end(tmp_path):
     if "lpips_effnet" in lpips_cols[0]:      # a fallback metric never appears under the paper's name
         assert "lpips_alex" not in report and "(fid)" not in report
     table5 = pd.read_csv(out / "05_ablations" / "table5_ablations.csv", index_col=0)
-    assert len(table5) == 6 and table5.index[-1].startswith("real") and "trained here" in (out / "05_ablations" / "table5_ablations.md").read_text()
+    assert (len(table5) == 6 and table5.index[-1].startswith("real")
+            and "trained here" in (out / "05_ablations" / "table5_ablations.md").read_text())
     nb = nbformat.read(out / "01_prepare_data.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["SMOKE"] is True
     # "What we learnt" is computed from the run: the last cell of 02-06 renders Markdown holding this run's numbers
@@ -185,9 +189,11 @@ def _echo_notebook(folder, stem="98_echo", params=ECHO_PARAMS):
     cell = nbformat.v4.new_code_cell(params + '\nOUT_DIR = ""')
     cell.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell("import json, os, pathlib\np = pathlib.Path(OUT_DIR); p.mkdir(parents=True)\n"
-                                     "(p / 'params.json').write_text(json.dumps({**{k: v for k, v in dict(globals()).items() "
-                                     "if k.isupper()}, 'BLAS': os.environ.get('OPENBLAS_NUM_THREADS'), "
-                                     "'OMP': os.environ.get('OMP_NUM_THREADS'), 'WAIT': os.environ.get('OMP_WAIT_POLICY')}))")
+                                     "(p / 'params.json').write_text(json.dumps({**{k: v for k, v in "
+                                     "dict(globals()).items() if k.isupper()}, "
+                                     "'BLAS': os.environ.get('OPENBLAS_NUM_THREADS'), "
+                                     "'OMP': os.environ.get('OMP_NUM_THREADS'), "
+                                     "'WAIT': os.environ.get('OMP_WAIT_POLICY')}))")
     nb.cells = [cell, body]
     folder.mkdir(exist_ok=True)
     nbformat.write(nb, folder / f"{stem}.ipynb")
@@ -223,7 +229,8 @@ ECHO_RUN = {"98_echo": {"RUN_DIR": "{out}/runs"}}
     (ECHO_RUN, ["RUN_DIR=/elsewhere/runs"], r"98_echo: RUN_DIR='/elsewhere/runs' is outside the run's folder"),
     (ECHO_RUN, ["RUN_DIR={out}/../runs"], r"is outside the run's folder"),
     ({"98_echo": {}}, [], r"profile 'p' gives 98_echo no RUN_DIR"),
-    ({"98_echo": {"RUN_DIR": "{out}/runs", "N_TRAINN": 5}}, [], r"gives 98_echo the parameters \['N_TRAINN'\].*does not declare"),
+    ({"98_echo": {"RUN_DIR": "{out}/runs", "N_TRAINN": 5}}, [],
+     r"gives 98_echo the parameters \['N_TRAINN'\].*does not declare"),
     ({"98_echo": {}, "97_missing": {}}, [], r"notebooks \['97_missing'\].*build_notebooks"),
 ])
 def test_bad_arguments_are_refused_before_any_folder(tmp_path, profile, overrides, message):
@@ -265,10 +272,12 @@ def test_failure_names_notebook_and_cell(tmp_path):
     nb.metadata["kernelspec"] = {"name": "smis", "display_name": "Python (smis)", "language": "python"}
     params = nbformat.v4.new_code_cell('SMOKE = True\nOUT_DIR = ""')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
     (tmp_path / "nbs").mkdir()
     nbformat.write(nb, tmp_path / "nbs" / "99_broken.ipynb")
-    with pytest.raises(reproduce.NotebookFailed, match=r"notebook 99_broken failed in cell \d.*ValueError: broken on purpose"):
+    with pytest.raises(reproduce.NotebookFailed,
+                       match=r"notebook 99_broken failed in cell \d.*ValueError: broken on purpose"):
         reproduce.run_profile("p", out_root=tmp_path / "out", profiles={"p": {"99_broken": {}}},
                               notebook_dir=tmp_path / "nbs", log=lambda *a: None)
 
@@ -285,8 +294,8 @@ def test_prepare_data_notebook_checks_a_real_dataset(tmp_path, ade20k_source):
     import papermill as pm
 
     out = tmp_path / "nb01"
-    pm.execute_notebook(str(ROOT / "notebooks" / "01_prepare_data.ipynb"), str(tmp_path / "nb01.ipynb"), kernel_name="smis",
-                        cwd=str(ROOT), progress_bar=False,
+    pm.execute_notebook(str(ROOT / "notebooks" / "01_prepare_data.ipynb"), str(tmp_path / "nb01.ipynb"),
+                        kernel_name="smis", cwd=str(ROOT), progress_bar=False,
                         parameters={"SMOKE": True, "OUT_DIR": str(out), "DATA_DIR": str(tmp_path / "ss"),
                                     "DATA_ROOT": str(ade20k_source.root), "DATA_FORMAT": "ade20k"})
     report = json.loads((out / "check_ade20k.json").read_text())
@@ -300,9 +309,10 @@ def test_train_notebook_fresh_and_continue(tmp_path):
     import papermill as pm
 
     def run(fresh, steps, **extra):
-        pm.execute_notebook(str(ROOT / "notebooks" / "02_train.ipynb"), str(tmp_path / "nb02.ipynb"), kernel_name="smis",
-                            cwd=str(ROOT), progress_bar=False,
-                            parameters={"SMOKE": True, "RUN_DIR": str(tmp_path / "run"), "OUT_DIR": str(tmp_path / "out"),
+        pm.execute_notebook(str(ROOT / "notebooks" / "02_train.ipynb"), str(tmp_path / "nb02.ipynb"),
+                            kernel_name="smis", cwd=str(ROOT), progress_bar=False,
+                            parameters={"SMOKE": True, "RUN_DIR": str(tmp_path / "run"),
+                                        "OUT_DIR": str(tmp_path / "out"),
                                         "FRESH": fresh, "DEMO_MODEL": "", **extra})
         return sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
 
@@ -314,5 +324,6 @@ def test_train_notebook_fresh_and_continue(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is False
     run(True, 4, CHANNELS_LAST=True)
     assert (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns != stamp  # started anew
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is True  # the parameter reaches the trainer
+    # the parameter reaches the trainer
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is True
     assert (tmp_path / "out" / "samples_this_run.png").exists()
