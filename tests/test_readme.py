@@ -30,13 +30,16 @@ COVERED = {
     "bash run.sh demo": "test_main_demo_command",
     "bash run.sh test": "CI: .ci/run",
     "bash run.sh lab": "test_lab_command_serves_jupyterlab",
+    "bash run.sh lint": "CI: .ci/run",
     "python -m smis.data.synthetic --out data/synthscenes --train 2000 --test 200 --size 128": "test_dataset_commands",
     "python -m smis.data.check data/synthscenes --format synthscenes": "test_dataset_commands",
-    "python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae": "test_train_command",
+    "python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae":
+        "test_train_command",
     "python -m smis.reproduce --profile smoke": "test_reproduce_smoke_command",
     # Reproducing the paper on real data (tests/test_paper_profiles.py, on the generated ADE20K)
     "python -m smis.reproduce --profile ade20k --check": "test_readme_real_data_commands_run",
-    "python -m smis.train --variant no_classwise --preset ade20k --dataset ade20k --data-root data/ADEChallengeData2016 "
+    "python -m smis.train --variant no_classwise --preset ade20k --dataset ade20k "
+    "--data-root data/ADEChallengeData2016 "
     "--run-dir outputs/runs/ade20k_no_classwise": "test_readme_real_data_commands_run",
     "python -m smis.reproduce --profile ade20k": "test_paper_profile_end_to_end[ade20k]",
 }
@@ -51,7 +54,7 @@ def env():
 def test_every_readme_command_is_covered():
     assert set(commands()) == set(COVERED), "README commands changed: cover the new ones in this file"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "bash run.sh test" in ci
+    assert "bash run.sh test" in ci and "bash run.sh lint" in ci
 
 
 def test_two_command_quick_start_comes_first():
@@ -91,18 +94,22 @@ def _free_port() -> int:
 def test_lab_command_serves_jupyterlab():
     port = _free_port()
     cmd = shlex.split(next(c for c, t in COVERED.items() if t == "test_lab_command_serves_jupyterlab"))
-    p = subprocess.Popen(cmd + ["--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=t"],
-                         cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(cmd + ["--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+                                "--IdentityProvider.token=t"],
+                         cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
     try:
         deadline, body = time.time() + 120, ""
         while time.time() < deadline:
             try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token=t", timeout=5).read().decode()
+                url = f"http://127.0.0.1:{port}/api/kernelspecs?token=t"
+                body = urllib.request.urlopen(url, timeout=5).read().decode()
                 break
             except OSError:
                 time.sleep(1)
         assert '"smis"' in body  # the workbook's kernel is offered
-        nb = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/notebooks?token=t", timeout=10).read().decode()
+        url = f"http://127.0.0.1:{port}/api/contents/notebooks?token=t"
+        nb = urllib.request.urlopen(url, timeout=10).read().decode()
         assert "01_prepare_data.ipynb" in nb
     finally:
         os.killpg(p.pid, 15)
@@ -117,7 +124,8 @@ def test_reproduce_smoke_command(tmp_path, repo_snapshot):
                        timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = (tmp_path / "smoke" / "REPORT.md").read_text()
-    for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations", "06_interactive_editing"):
+    for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations",
+               "06_interactive_editing"):
         assert f"## {nb}" in report, nb
     assert repo_snapshot.changes(before, repo_snapshot()) == []    # everything under --out (no outputs/smoke/data)
 
@@ -132,7 +140,8 @@ def test_main_demo_command(tmp_path, repo_snapshot):
                        timeout=3600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = (tmp_path / "demo" / "REPORT.md").read_text()
-    for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations", "06_interactive_editing"):
+    for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations",
+               "06_interactive_editing"):
         assert f"## {nb}" in report, nb
         assert (tmp_path / "demo" / f"{nb}.ipynb").exists()
     assert repo_snapshot.changes(before, repo_snapshot()) == []
@@ -141,7 +150,8 @@ def test_main_demo_command(tmp_path, repo_snapshot):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     r = subprocess.run([sys.executable, "scripts/demo_results.py", str(tmp_path / "demo"), "--readme", str(readme),
-                        "--json", str(tmp_path / "demo_results.json")], cwd=ROOT, env=env(), capture_output=True, text=True)
+                        "--json", str(tmp_path / "demo_results.json")],
+                       cwd=ROOT, env=env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     now, shipped = results_block(readme.read_text()), results_block(README)
     assert NUMBER.sub("#", now) == NUMBER.sub("#", shipped)
