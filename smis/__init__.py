@@ -5,9 +5,7 @@ and Editing via Class- and Layer-wise VAEs" (Pacific Graphics 2020), as a thin l
 the numbered notebooks in `notebooks/` call into.
 """
 
+from smis.official import load_official
+
 __version__ = "0.1.0"
-
-
-def load_official(*args, **kwargs):
-    from smis.official import load_official as _load
-    return _load(*args, **kwargs)
+__all__ = ["load_official"]

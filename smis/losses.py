@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smis.backbones import perceptual_extractor
 from smis.networks.latents import Latents
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,6 @@ def make_perceptual_loss(device: torch.device | str | None = None, prefer: str =
 
     The backbone's name is logged and stored as `.backbone` on the returned module.
     """
-    from smis.backbones import perceptual_extractor
-
     extractor, name = perceptual_extractor(device=device, prefer=prefer)
     loss = PerceptualLoss(extractor)
     loss.backbone = name

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from smis.data import ade20k, cityscapes, deepfashion, gta5, synthetic
 from smis.data.base import (DatasetError, DatasetInfo, files_by_stem, read_image, read_label_ids,
@@ -255,8 +256,6 @@ def check_dataset(
     progress: bool = True,         # tqdm bars on stderr
 ) -> CheckReport:
     """Scan `root` as format `fmt` and collect every finding (never stops at the first)."""
-    from tqdm.auto import tqdm
-
     root = Path(root)
     if max_files is not None and (isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1):
         raise ValueError(f"max_files={max_files!r} would check no pair (or slice from the end). Fix: pass an int >= 1, "

@@ -352,6 +352,7 @@ def write_official_weights(folder: Path,        # where latest_net_G.pth and lat
     the published key names and order, no wrapper object, no `module.` prefix. About 0.5 GB for
     ade20k / gta5 and 2.2 GB for deepfashion.
     """
+    # layering: smis.data sits below smis.networks; only this weights fixture needs them
     from smis.config import get_preset
     from smis.networks import build_networks
     from smis.official import OFFICIAL_DATASETS

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from smis.viz import save_figure
 
 
 def label_histograms(dataset, indices=None, progress: bool = False) -> np.ndarray:
     """(N, C) pixel count of each class in each sample's label map."""
-    from tqdm.auto import tqdm
-
     C = dataset.info.num_classes
     idx = range(len(dataset)) if indices is None else indices
     rows = [torch.bincount(dataset[i]["label"].flatten(), minlength=C)[:C] for i in tqdm(idx, disable=not progress,
@@ -34,7 +35,5 @@ def plot_label_statistics(hist: np.ndarray, class_names, path=None):
     b.set_title("classes per image")
     fig.tight_layout()
     if path is not None:
-        from smis.viz import save_figure
-
         save_figure(fig, path)
     return fig
