@@ -7,6 +7,7 @@ import os
 import pickle
 import platform
 import re
+import struct
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -108,13 +109,28 @@ def safe_load(path: str | os.PathLike,                           # the checkpoin
                 "and nothing in it was run. smis loads every checkpoint with torch.load(weights_only=True) so that "
                 "a file cannot run code on your machine. Fix: use files written by smis or the authors' published "
                 "weights; if you made this file yourself, store plain data only (see README, Security).") from None
-        raise CorruptCheckpoint(f"{path} ({path.stat().st_size} bytes) is not a readable torch checkpoint "
-                                f"({_reason(e)}). Fix: the file is corrupt or not a checkpoint; re-download or "
-                                "re-export it.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
-        raise CorruptCheckpoint(f"{path} ({path.stat().st_size} bytes) is truncated or corrupt ({_reason(e)}). "
-                                "Fix: re-download or re-export it; a training run resumes from an older intact "
-                                "checkpoint by itself.") from None
+        raise _corrupt(path, e) from None
+    # what the unpickler raises on bytes that are no pickle (a memo or stack index out of range, a bad length)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, struct.error,
+            OverflowError) as e:
+        raise _corrupt(path, e) from None
+
+
+TORCH_FILE_HEADS = (b"PK\x03\x04", b"\x80\x02")   # torch.save's zip archive; its legacy pickle (protocol 2)
+
+
+def _corrupt(path: Path, e: BaseException) -> CorruptCheckpoint:
+    """The error for an unreadable file: one that starts like a torch file is cut short or damaged, any other
+    is not a checkpoint at all (the message says which, whatever the unpickler happened to trip over)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(TORCH_FILE_HEADS):
+        return CorruptCheckpoint(f"{path} ({path.stat().st_size} bytes) is truncated or corrupt ({_reason(e)}). "
+                                 "Fix: re-download or re-export it; a training run resumes from an older intact "
+                                 "checkpoint by itself.")
+    return CorruptCheckpoint(f"{path} ({path.stat().st_size} bytes) is not a readable torch checkpoint "
+                             f"({_reason(e)}). Fix: the file is corrupt or not a checkpoint; re-download or "
+                             "re-export it.")
 
 
 def _reason(e: BaseException) -> str:

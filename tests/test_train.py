@@ -402,7 +402,7 @@ def test_load_model_errors_name_the_file_and_the_fix(tmp_path):
     model = export_model(ck, tmp_path / "m.pt")
     data = model.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    (tmp_path / "random.pt").write_bytes(os.urandom(4096))
+    (tmp_path / "random.pt").write_bytes(random.Random(0).randbytes(4096))   # deterministic
     with pytest.raises(T.CheckpointError, match=r"cut\.pt \(\d+ bytes\) is truncated or corrupt.*Fix:"):
         load_model(tmp_path / "cut.pt")
     with pytest.raises(T.CheckpointError, match=r"random\.pt .*not a readable torch checkpoint.*Fix:"):
