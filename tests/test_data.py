@@ -113,8 +113,9 @@ def test_empty_split_and_missing_root(tmp_path):
     make_folder(tmp_path, n=0)
     with pytest.raises(DatasetError, match="empty split"):
         make_dataset("folder", tmp_path, "train")
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(DatasetError, match="does not exist") as err:
         make_dataset("folder", tmp_path / "nowhere", "train")
+    assert f"--out {tmp_path / 'nowhere'}`" in str(err.value)          # the fix names this root, not "{root}"
     with pytest.raises(DatasetError, match=r"folder .*test.* does not exist"):
         make_dataset("folder", tmp_path, "test")
 

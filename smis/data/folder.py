@@ -126,7 +126,7 @@ def make_folder_dataset(
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist. Fix: check the path (for SynthScenes, generate it "
-                           "with `python -m smis.data.synthetic --out {root}`).")
+                           f"with `python -m smis.data.synthetic --out {root}`).")
     train = (split == "train") if train is None else train
     info, has_pal = folder_info(root, name, num_classes, size)
     pairs = pair_files(root / split / "images", root / split / "labels")
