@@ -18,7 +18,7 @@ from torch import nn
 
 from smis.config import Preset, get_preset
 from smis.losses import make_perceptual_loss
-from smis.networks import Networks, build_networks
+from smis.networks import VARIANTS, Networks, build_networks
 from smis.objective import GeneratorStep, LossWeights
 from smis.options import TrainConfig
 from smis.utils import pick_device
@@ -67,6 +67,11 @@ class TrainingParts:
         self.scaler.load_state_dict(ck["scaler"])
 
 
+def kl_weight(cfg: TrainConfig) -> float | None:
+    """lambda_KL of a run: --kl-weight, else the variant's (gaugan_vae_lowkl), else None (the preset's)."""
+    return cfg.kl_weight if cfg.kl_weight is not None else VARIANTS[cfg.variant].kl_weight
+
+
 def build(cfg: TrainConfig,                                   # the run's options
           device: torch.device | str | None = None,           # None: pick_device(cfg.device)
           world: int = 1,                                     # processes (DDP wrappers when > 1; group joined)
@@ -111,5 +116,5 @@ def build(cfg: TrainConfig,                                   # the run's option
     return TrainingParts(preset=preset, device=device, nets=nets, gstep=gstep, g_model=g_model, d_model=d_model,
                          d_plain=d_plain, opt_g=opt_g, opt_d=opt_d, base_lr=(lr_g, lr_d),
                          scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
-                         autocast_dtype=AUTOCAST_DTYPES[cfg.precision], weights=LossWeights.of(preset, cfg.kl_weight),
+                         autocast_dtype=AUTOCAST_DTYPES[cfg.precision], weights=LossWeights.of(preset, kl_weight(cfg)),
                          perceptual=loss_net, perceptual_name=name)

@@ -60,7 +60,8 @@ class TrainConfig:
                                  "code's G/E 1e-4, D 4e-4)")
     perceptual: str = option("auto", "perceptual loss: auto (VGG19 if cached, else EfficientNet-Lite0), effnet, none",
                              choices=("auto", "effnet", "none"))
-    kl_weight: float | None = option(None, "KL weight lambda_KL; default: the preset's")
+    kl_weight: float | None = option(None, "KL weight lambda_KL; default: the variant's (gaugan_vae_lowkl: "
+                                       "0.0005), else the preset's")
     seed: int = option(0, "seed of the weight init, noise, data order and augmentation")
     flip: bool = option(True, "random horizontal flips")
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
@@ -117,7 +118,8 @@ class TrainConfig:
 def resume_conflicts(saved: dict,                 # the checkpoint's config (asdict of its TrainConfig)
                      cfg: TrainConfig) -> list[str]:  # the options given now
     """'name: checkpoint X, now Y' for every option outside RESUME_MAY_CHANGE that differs. batch_size
-    and kl_weight compare as resolved (None = the preset's value), so spelling out the default is no change."""
+    and kl_weight compare as resolved (None = the variant's or the preset's value), so spelling out the
+    default is no change."""
     defaults = asdict(TrainConfig())
     old = {**defaults, **saved}
     now = asdict(cfg)
@@ -128,7 +130,10 @@ def resume_conflicts(saved: dict,                 # the checkpoint's config (asd
                 preset = get_preset(d["preset"], **d["preset_overrides"])
             except (KeyError, TypeError, ValueError):
                 return None
-            return preset.batch_size if name == "batch_size" else preset.lambda_kl
+            if name == "batch_size":
+                return preset.batch_size
+            variant = VARIANTS.get(d["variant"])
+            return preset.lambda_kl if variant is None or variant.kl_weight is None else variant.kl_weight
         return plain_data(d[name])
 
     return [f"{name}: checkpoint {resolved(old, name)!r}, now {resolved(now, name)!r}" for name in now

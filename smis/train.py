@@ -376,7 +376,8 @@ class Trainer:
             "device": str(self.device), "device_name": device_name(self.device), "world_size": self.world,
             "global_batch": self.batch, "total_steps": self.total_steps, "decay_start": self.train_step.decay_start,
             "perceptual": self.perceptual_name, "preset": asdict(self.preset), "torch": torch.__version__,
-            "params": self.nets.param_counts()}}, self.run_dir / "config.json")
+            "loss_weights": asdict(self.parts.weights), "params": self.nets.param_counts()}},
+            self.run_dir / "config.json")
 
     def _loop(self, log: RunLog, callback) -> None:
         cfg = self.cfg

@@ -3,6 +3,7 @@
     variant         encoder   global z1   class codes                          CSE blocks
     gaugan          -         -           -                                    - (one-hot mask)
     gaugan_vae      yes       yes         -                                    - (one-hot mask)
+    gaugan_vae_lowkl  as gaugan_vae, trained with lambda_KL = 0.0005 (the paper's GauGAN-VAE*, Table 2)
     clvae           yes       yes         layers 1..5, per class               yes   (the paper)
     no_classwise    yes       yes         layers 1..5, one code for all        yes
     no_layerwise    yes       yes         layer 3 only, per class, all blocks  yes
@@ -36,11 +37,13 @@ class Variant:
     classwise: bool = True          # False: one code per layer for all classes (ablation)
     layerwise: bool = True          # False: one latent layer (the middle one) feeds every block
     depth: int = MAX_DEPTH          # encoder conv layers L
+    kl_weight: float | None = None  # lambda_KL this variant trains with; None = the preset's (Eq. 18)
 
 
 VARIANTS: dict[str, Variant] = {
     "gaugan": Variant(encoder=False, class_codes=False),
     "gaugan_vae": Variant(class_codes=False),
+    "gaugan_vae_lowkl": Variant(class_codes=False, kl_weight=0.0005),   # GauGAN-VAE* of Table 2
     "clvae": Variant(),
     "no_classwise": Variant(classwise=False),
     "no_layerwise": Variant(layerwise=False),
