@@ -522,3 +522,24 @@ def test_run_log_drops_rows_past_the_resumed_step(tmp_path):
         log.scalars(3, {"g_total": 30.0, "images_per_s": 1.0})
     rows = list(csv.DictReader(open(tmp_path / "losses.csv")))
     assert [(r["step"], r["g_total"]) for r in rows] == [("1", "1"), ("2", "2"), ("3", "30")]
+
+
+def test_gaugan_vae_lowkl_is_gaugan_vae_trained_with_the_papers_low_kl(tmp_path):
+    """GauGAN-VAE* (Table 2): gaugan_vae's networks, lambda_KL = 0.0005 unless --kl-weight says otherwise."""
+    low, base = build_networks("gaugan_vae_lowkl", "synthscenes"), build_networks("gaugan_vae", "synthscenes")
+    assert {k: v.shape for k, v in low.state_dict().items()} == {k: v.shape for k, v in base.state_dict().items()}
+    assert build(cfg(tmp_path, variant="gaugan_vae_lowkl"), "cpu").weights.kl == 0.0005
+    assert build(cfg(tmp_path, variant="gaugan_vae_lowkl", kl_weight=0.2), "cpu").weights.kl == 0.2
+    assert build(cfg(tmp_path, variant="gaugan_vae"), "cpu").weights.kl == 0.05
+    t = T.Trainer(cfg(tmp_path, variant="gaugan_vae_lowkl", steps=1))
+    img = torch.stack([t.dataset[i]["image"] for i in range(2)])
+    lab = torch.stack([t.dataset[i]["label"] for i in range(2)])
+    losses = t.train_step(img, lab)
+    assert losses["kl"] > 0
+    assert losses["g_total"] == pytest.approx(losses["g_gan"] + 10 * losses["g_fm"] + 0.0005 * losses["kl"], rel=1e-5)
+    t.fit()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["loss_weights"]["kl"] == 0.0005
+    # resuming compares the resolved weight: spelling out the variant's value is no change, another one is
+    T.Trainer(cfg(tmp_path, variant="gaugan_vae_lowkl", steps=2, kl_weight=0.0005)).fit(resume=True)
+    with pytest.raises(T.ResumeMismatch, match=r"kl_weight: checkpoint 0.0005, now 0.05"):
+        T.Trainer(cfg(tmp_path, variant="gaugan_vae_lowkl", steps=4, kl_weight=0.05)).fit(resume=True)
