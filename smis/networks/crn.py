@@ -97,11 +97,13 @@ CIMLE_SETTINGS: dict[str, CIMLESettings] = {
     # layouts per round, m = 10 samples each, L = 10,000 steps per round, 16 rounds, lr 1e-4 -> 1e-5
     # with the noise encoder re-initialised after round 5. (Their run starts from a pretrained CRN.)
     "gta5": CIMLESettings(),
-    # SynthScenes (64 x 64, CPU): modules 4 .. 64 high, narrow; batch 8 like the clvae preset; a round of
-    # 500 steps over a pool of 200 layouts (each layout ~20 times per round, as K / L x batch in GTA-5: 25).
-    # Sizes chosen for a step cost comparable to clvae's (benchmarks/cimle_step.py).
+    # SynthScenes (64 x 64, CPU): modules 4 .. 64 high, 128 wide below 32, 64 from 32; batch 8 like the
+    # clvae preset; rounds of 500 steps over a pool of 200 layouts (each layout ~20 times per round; GTA-5:
+    # 25), m = 10; candidate passes per trained image 0.5 (GTA-5: 0.4). 10 rounds (5,000 steps: about
+    # gaugan_vae's 8,000-step wall clock, benchmarks/bench_cimle_step.py), the reinit after round 3 (GTA-5:
+    # after 6 of 16 rounds).
     "synthscenes": CIMLESettings(width_coarse=128, width_fine=64, fine_from=32, batch_size=8, pool_size=200,
-                                 resample_every=500, rounds=8, reinit_round=2),
+                                 resample_every=500, rounds=10, reinit_round=3),
 }
 
 
