@@ -1,8 +1,6 @@
 """cIMLE (Li, Zhang and Malik 2019): the CRN generator, the IMLE selection and step, its runs, models and edits."""
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -22,7 +20,7 @@ from smis.models import load_networks
 from smis.networks import VARIANTS, Latents, build_networks
 from smis.networks.crn import CIMLE_SETTINGS, CRNGenerator, crn_heights
 from smis.options import ResumeMismatch, TrainConfig
-from smis.utils import CheckpointError, project_root
+from smis.utils import CheckpointError
 
 FAST_IMLE = {"pool_size": 4, "samples": 3, "resample_every": 2, "reinit_round": 0}
 
@@ -268,19 +266,7 @@ def test_cli_rejects_what_cimle_cannot_train_with(argv, message, capsys):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_cli_trains_cimle(tmp_path):
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "smis.train", "--variant", "cimle", "--preset", "synthscenes", "--steps", "2",
-           "--batch-size", "2", "--data-length", "8", "--no-tensorboard", "--no-progress", "--threads", "1",
-           "--run-dir", str(run), "--imle", "pool_size=2", "samples=2", "resample_every=2"]
-    r = subprocess.run(cmd, cwd=project_root(), capture_output=True, text=True, timeout=600,
-                       env={"PYTHONPATH": str(project_root()), "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "cimle on synthscenes" in r.stdout and (run / "checkpoints" / "step_00000002.pt").exists()
-    conf = json.loads((run / "config.json").read_text())
-    assert conf["imle"] == {"pool_size": 2, "samples": 2, "resample_every": 2}
-    assert conf["resolved"]["perceptual"] in ("vgg19", "efficientnet_lite0")
+# (the command line trains cimle: tests/test_readme.py::test_cimle_train_command, the README's command)
 
 
 # -- models and edits ------------------------------------------------------------------------------
@@ -332,3 +318,35 @@ def test_edits_cimle_cannot_do_say_so_and_name_the_fix(run_dir):
     info = make_dataset("synthscenes", None, "test", size=(64, 64), length=2).info
     with pytest.raises(UnsupportedEdit, match=fix.format(r"photo editing \(the editor\)", "encoder")):
         Editor(nets, image, label, info.class_names, info.palette)
+
+
+# -- the gta5 paper profile ------------------------------------------------------------------------
+
+
+def test_gta5_profile_lists_cimle_with_its_command_and_estimate(tmp_path, capsys):
+    """Table 4 compares GauGAN-VAE, cIMLE and Ours: the gta5 profile's notebook 04 reads the three, and its preflight
+    names the cIMLE run, the command that trains it and the GPU hours of cIMLE's schedule (not the preset's)."""
+    from smis import reproduce
+    from smis.models import parse_models
+    assert list(parse_models(reproduce.PROFILES["gta5"]["04_diversity_rq2"]["MODELS"])) == ["clvae", "gaugan_vae",
+                                                                                          "cimle"]
+    run = tmp_path / "runs" / "gta5_cimle"
+    models = f"clvae:official:gta5:{tmp_path}/w,gaugan_vae:{{out}}/runs/gta5_gaugan_vae,cimle:{run}"
+
+    def check() -> str:
+        reproduce.main(["--profile", "gta5", "--check", "--out", str(tmp_path / "out"), "--set",
+                        f"DATA_ROOT={tmp_path}/gta5", f"04.MODELS={models}"])
+        return capsys.readouterr().out
+
+    hours = reproduce.training_hours("gta5", 160_000, "cimle")
+    assert hours["fp32"] > reproduce.training_hours("gta5", 160_000)["fp32"]     # the CRN costs more per image
+    line = [x for x in check().splitlines() if "run cimle" in x][0]
+    assert line.strip().startswith(f"MISSING  run cimle: {run}: no such folder (the full schedule: 160,000 steps, "
+                                   f"~{hours['fp32']:.1f} h on one H100")
+    assert "Fix: python -m smis.train --variant cimle --preset gta5 --dataset gta5" in line
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"variant": "cimle", "preset": "gta5", "preset_overrides": {},
+                                                 "resolved": {"global_batch": 1}}))
+    torch.save({"step": 80_000}, run / "checkpoints" / "step_00080000.pt")
+    line = [x for x in check().splitlines() if "run cimle" in x][0]
+    assert "PARTIAL  run cimle" in line and "80,000 of 160,000 steps of cIMLE's schedule (batch 1)" in line
