@@ -151,6 +151,8 @@ def resume_conflicts(saved: dict,                 # the checkpoint's config (asd
             except (KeyError, TypeError, ValueError):
                 return None
             if name == "batch_size":
+                if d["variant"] in VARIANTS and VARIANTS[d["variant"]].family == "cimle":   # its own batch
+                    return cimle_settings(d["preset"]).with_schedule(d.get("imle") or {}).batch_size
                 return preset.batch_size
             variant = VARIANTS.get(d["variant"])
             return preset.lambda_kl if variant is None or variant.kl_weight is None else variant.kl_weight

@@ -1,5 +1,6 @@
 """cIMLE (Li, Zhang and Malik 2019): the CRN generator, the IMLE selection and step, its runs, models and edits."""
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -350,3 +351,47 @@ def test_gta5_profile_lists_cimle_with_its_command_and_estimate(tmp_path, capsys
     torch.save({"step": 80_000}, run / "checkpoints" / "step_00080000.pt")
     line = [x for x in check().splitlines() if "run cimle" in x][0]
     assert "PARTIAL  run cimle" in line and "80,000 of 160,000 steps of cIMLE's schedule (batch 1)" in line
+
+
+def test_vgg19_trunk_of_the_distance_pools_by_averaging_and_stops_at_relu5_2(tmp_path):
+    """The VGG19 reading of the authors' distance, on a random VGG19 state dict in torchvision's format (the real
+    ImageNet file is absent offline): relu1_2 .. relu5_2 at strides 1 .. 16, average pooling, frozen."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from smis.backbones import VGG19CRNFeatures
+    torch.manual_seed(0)
+    path = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}, path)
+    net = VGG19CRNFeatures(path)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in net.modules())
+    assert sum(isinstance(m, nn.AvgPool2d) for m in net.modules()) == 4
+    assert all(isinstance(stage[-1], nn.ReLU) for stage in net.stages)
+    maps = net(torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert [tuple(m.shape[1:]) for m in maps] == [(64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8), (512, 4, 4)]
+    assert not any(p.requires_grad for p in net.parameters())
+    d = IMLEDistance(net)
+    assert len(d.features(torch.zeros(1, 3, 64, 64))) == len(CIMLE_WEIGHTS)
+
+
+def test_pixel_weights_of_the_distance_mask_regions_out():
+    """The authors weight each pixel (their rarity mask), area-resized to every map: a difference confined to a
+    region of weight 0 costs nothing in the pixel term, and the same difference with weight 1 does."""
+    dist = IMLEDistance(TinyFeatures(), weights=(1, 0, 0, 0, 0, 0))
+    real = torch.zeros(1, 3, 8, 8)
+    fake = real.clone()
+    fake[..., :4, :] = 1.0                                              # the top half differs
+    top_off = torch.ones(1, 1, 8, 8)
+    top_off[..., :4, :] = 0
+    assert float(dist(fake, real, top_off)) == 0.0
+    torch.testing.assert_close(dist(fake, real, 1 - top_off), torch.tensor([0.5]))    # mean over all pixels
+    torch.testing.assert_close(dist(fake, real), torch.tensor([0.5]))
+
+
+def test_resume_compares_cimles_own_batch(tmp_path):
+    """--batch-size unset means cIMLE's batch (GTA-5: 1), not the preset's GAN batch (16): spelling out 1 is no
+    change, 16 is."""
+    from smis.options import resume_conflicts
+    saved = dataclasses.asdict(TrainConfig(variant="cimle", preset="gta5"))
+    assert resume_conflicts(saved, TrainConfig(variant="cimle", preset="gta5", batch_size=1)) == []
+    assert resume_conflicts(saved, TrainConfig(variant="cimle", preset="gta5", batch_size=16)) == \
+        ["batch_size: checkpoint 1, now 16"]
