@@ -84,7 +84,9 @@ def main(argv=None) -> int:
     refresh = med["cimle_selection_chunk"] * s.pool_size / n_sel            # one pool refresh
     per_step = med["cimle_optimize"] + refresh / s.resample_every            # amortised
     equal = int(GAUGAN_VAE_STEPS * med["gaugan_vae"] / per_step)
-    out = {"device": device_name(device), "threads": a.threads, "batch": a.batch, "data": what,
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    out = {"device": device_name(device), "cpu": cpu, "threads": a.threads, "batch": a.batch, "data": what,
            "perceptual": parts_c.perceptual_name, "settings": {k: getattr(s, k) for k in (
                "pool_size", "samples", "resample_every", "rounds", "reinit_round", "width_coarse", "width_fine",
                "fine_from")},

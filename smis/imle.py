@@ -1,9 +1,9 @@
 """Training cIMLE: the conditional IMLE objective with the authors' resampling schedule.
 
-    python -m smis.train --variant cimle --preset synthscenes --steps 4000 --run-dir outputs/runs/cimle
+    python -m smis.train --variant cimle --preset synthscenes --run-dir outputs/runs/cimle   # 5,000 steps
     trainer = Trainer(TrainConfig(variant="cimle"))        # smis.train.Trainer hands cimle to IMLETrainer
 
-Conditional IMLE (Li, Zhang and Malik, ICCV 2019, Sec. 3; the authors' train.py): for each training
+Conditional IMLE (Li, Zhang and Malik, ICCV 2019; the authors' train.py): for each training
 layout M_i with photo I_i, draw m codes eps_ij ~ N(0, I), keep the one whose output is nearest to the
 photo in the perceptual distance d (`smis.losses.IMLEDistance`),
 
@@ -223,7 +223,10 @@ class IMLEStep:
 
     def reinit(self, round_: int) -> None:
         """After `reinit_round`: the noise encoder re-initialised (seeded by run seed and round) and Adam reset."""
-        with torch.random.fork_rng(devices=[]):
+        device = self.parts.device
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" \
+            else []
+        with torch.random.fork_rng(devices=cuda):              # the global RNG states are left as they were
             torch.manual_seed(self.cfg.seed * 31 + round_)
             self.parts.nets.G.reset_noise_encoder()
         self.parts.opt.state.clear()
@@ -232,7 +235,7 @@ class IMLEStep:
         return {"round": self.pool_round, "choice": self.choice, "distance": self.pool_distance}
 
     def load_pool_state(self, state: dict) -> None:
-        self.pool_round, self.choice = state["round"], state["choice"]
+        self.pool_round, self.choice = state["round"], None if state["choice"] is None else state["choice"].cpu()
         self.pool_distance = float(state["distance"])
 
     # -- one iteration -----------------------------------------------------------------------------

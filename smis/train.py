@@ -1,7 +1,7 @@
 """Training: the paper's objective (Eq. 7 with the KL of Eq. 18), exact resume, logging, DDP.
 
     python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae
-    python -m smis.train --variant cimle --preset synthscenes --steps 4000 --run-dir outputs/runs/cimle  # smis.imle
+    python -m smis.train --variant cimle --preset synthscenes --run-dir outputs/runs/cimle   # smis.imle
     torchrun --nproc_per_node=2 -m smis.train ...        # same entry point, DDP
 
     trainer = Trainer(TrainConfig(variant="clvae", steps=3000))      # the API: build + data + loop
