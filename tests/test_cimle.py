@@ -351,6 +351,9 @@ def test_gta5_profile_lists_cimle_with_its_command_and_estimate(tmp_path, capsys
     torch.save({"step": 80_000}, run / "checkpoints" / "step_00080000.pt")
     line = [x for x in check().splitlines() if "run cimle" in x][0]
     assert "PARTIAL  run cimle" in line and "80,000 of 160,000 steps of cIMLE's schedule (batch 1)" in line
+    torch.save({"step": 160_000}, run / "checkpoints" / "step_00160000.pt")
+    line = [x for x in check().splitlines() if "run cimle" in x][0]
+    assert line.strip() == f"ok       run cimle: {run}: cimle run, 160,000 of 160,000 steps"
 
 
 def test_vgg19_trunk_of_the_distance_pools_by_averaging_and_stops_at_relu5_2(tmp_path):
