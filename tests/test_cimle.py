@@ -398,3 +398,9 @@ def test_resume_compares_cimles_own_batch(tmp_path):
     assert resume_conflicts(saved, TrainConfig(variant="cimle", preset="gta5", batch_size=1)) == []
     assert resume_conflicts(saved, TrainConfig(variant="cimle", preset="gta5", batch_size=16)) == \
         ["batch_size: checkpoint 1, now 16"]
+
+
+def test_the_gan_builder_refuses_cimle_and_names_its_own(tmp_path):
+    from smis.build import build
+    with pytest.raises(ValueError, match=r"smis.imle.build_imle\(cfg\)"):
+        build(cfg(tmp_path))
