@@ -261,7 +261,7 @@ class Trainer:
 
     def __new__(cls, cfg: TrainConfig, *args, **kwargs):
         if cls is Trainer and VARIANTS[cfg.variant].family == "cimle":
-            from smis.imle import IMLETrainer
+            from smis.imle import IMLETrainer   # in the function: smis.imle builds on this module (a cycle otherwise)
             return super().__new__(IMLETrainer)
         return super().__new__(cls)
 

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from smis.config import Preset, get_preset
+from smis.networks.crn import CRNGenerator, cimle_settings, noise_spec
 from smis.networks.discriminator import Discriminator
 from smis.networks.encoder import MAX_DEPTH, Encoder
-from smis.networks.crn import CRNGenerator, cimle_settings, noise_spec
 from smis.networks.generator import Generator
 from smis.networks.latents import LatentSpec
 from smis.networks.ops import init_weights
