@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from smis.build import AUTOCAST_DTYPES
 from smis.checkpoint import Checkpointer
 from smis.config import Preset, get_preset
 from smis.data import collate
@@ -44,8 +45,6 @@ from smis.sampling import chunks, prior_latents
 from smis.train import (SeededSamples, StepSampler, Trainer, TrainingDiverged, configure_backends, dist_info,
                         make_train_dataset)
 from smis.utils import device_name, pick_device, resolve
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def imle_settings(preset: Preset, overrides: dict | None = None) -> CIMLESettings:
