@@ -404,3 +404,13 @@ def test_the_gan_builder_refuses_cimle_and_names_its_own(tmp_path):
     from smis.build import build
     with pytest.raises(ValueError, match=r"smis.imle.build_imle\(cfg\)"):
         build(cfg(tmp_path))
+
+
+def test_tensorboard_gets_scalars_and_the_sample_grid(tmp_path):
+    t = trainer(cfg(tmp_path, steps=2, tensorboard=True, image_every=2, ckpt_every=2))
+    run = t.fit()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    assert "loss/imle_distance" in acc.Tags()["scalars"] and "speed/lr_factor" in acc.Tags()["scalars"]
+    assert acc.Tags()["images"] == ["mask|real|fake|prior samples"]
