@@ -414,3 +414,30 @@ def test_tensorboard_gets_scalars_and_the_sample_grid(tmp_path):
     acc.Reload()
     assert "loss/imle_distance" in acc.Tags()["scalars"] and "speed/lr_factor" in acc.Tags()["scalars"]
     assert acc.Tags()["images"] == ["mask|real|fake|prior samples"]
+
+
+def test_nan_distance_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    t = trainer(cfg(tmp_path, steps=6, ckpt_every=2))
+    real = t.parts.distance.between
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        return out * float("nan") if t.step >= 3 else out
+
+    t.parts.distance.between = poisoned
+    with pytest.raises(T.TrainingDiverged, match=r"imle_distance.*step 3.*step_00000002\.pt"):
+        t.fit()
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000002.pt"]
+
+
+def test_a_locked_run_dir_is_refused_and_checkpoints_are_not_trained_over(tmp_path):
+    from smis.rundir import RunDirBusy, RunDirLock
+    lock = RunDirLock(tmp_path / "run").acquire()
+    try:
+        with pytest.raises(RunDirBusy):
+            trainer(cfg(tmp_path, steps=2)).fit()
+    finally:
+        lock.release()
+    trainer(cfg(tmp_path, steps=2, ckpt_every=2)).fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        trainer(cfg(tmp_path, steps=2)).fit()
