@@ -214,6 +214,69 @@ class VGG19Features(FrozenModule):
         return feats
 
 
+class VGG19CRNFeatures(FrozenModule):
+    """Frozen torchvision VGG19 trunk as cIMLE's / CRN's perceptual distance reads it: [-1, 1] images ->
+    relu1_2, relu2_2, relu3_2, relu4_2, relu5_2, with average instead of max pooling (the authors'
+    `build_vgg19`). Their MatConvNet weights are not available here; torchvision's ImageNet weights
+    (same architecture) stand in, on their own ImageNet normalisation (`normalize`)."""
+
+    name = "vgg19"
+    channels = (64, 128, 256, 512, 512)
+    slices = ((0, 4), (4, 9), (9, 14), (14, 23), (23, 32))   # torchvision `features` ranges ending at reluK_2
+
+    def __init__(self, weights_path: str | Path | None = None):   # None = torch hub cache file
+        super().__init__()
+        path = Path(weights_path) if weights_path is not None else hub_checkpoint(VGG19_FILE)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"VGG19 ImageNet weights not found at {Path(torch.hub.get_dir()) / 'checkpoints' / VGG19_FILE}; "
+                "copy torchvision's vgg19-dcbb9e9d.pth there, or use crn_distance_extractor(), which falls back "
+                "to EfficientNet-Lite0")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        features = make_layers(cfgs["E"])
+        features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")},
+                                 strict=True)
+        for i, m in enumerate(features):                      # the authors pool by averaging
+            if isinstance(m, nn.MaxPool2d):
+                features[i] = nn.AvgPool2d(2, 2)
+        self.stages = nn.ModuleList(features[a:b] for a, b in self.slices)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        _freeze(self)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images -> the network's input (ImageNet mean / std)."""
+        return ((x + 1) / 2 - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        _check_images(x)
+        h, feats = self.normalize(x), []
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+
+def crn_distance_extractor(device: str | torch.device | None = None,
+                           prefer: str = "vgg19") -> tuple[nn.Module, str]:
+    """The frozen trunk of cIMLE's perceptual distance and its name: `VGG19CRNFeatures` ("vgg19") when preferred
+    and its weights are cached, else EfficientNet-Lite0's 5 stages ("efficientnet_lite0", the offline stand-in,
+    printed and logged). Both have `normalize(x)`, the network input the distance's pixel term compares."""
+    if prefer not in PERCEPTUAL_BACKBONES:
+        raise ValueError(f"prefer={prefer!r} is not a perceptual backbone; "
+                         f"choose one of {sorted(PERCEPTUAL_BACKBONES)}")
+    if prefer == "vgg19" and hub_checkpoint(VGG19_FILE) is not None:
+        module, name = VGG19CRNFeatures(), "vgg19"
+    else:
+        module, name = EffNetFeatures(), "efficientnet_lite0"
+        module.normalize = module.net.normalize
+    message = f"[smis] cIMLE distance backbone: {name}" + (" (stand-in for the authors' VGG19)" if name != "vgg19"
+                                                           else "")
+    print(message)
+    log.info(message)
+    return module.to(pick_device(device)), name
+
+
 PERCEPTUAL_BACKBONES = {"vgg19": VGG19Features, "efficientnet_lite0": EffNetFeatures}
 
 

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from smis.data import make_dataset
 from smis.data.synthetic import estimate_factors
+from smis.capabilities import UnsupportedEdit, require_edit
 from smis.networks import Latents, LatentSpec, Networks, label_presence
 from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids, code_mask
 from smis.checkpoint import load_model
@@ -67,8 +68,8 @@ def _labels(label: torch.Tensor, num_classes: int | None, values: bool = True) -
 def _need_codes(latents: Latents, what: str):
     if latents.zc is None:
         raise ValueError(f"{what} needs class codes (zc), but these latents have none: the variant has no "
-                         "class- and layer-wise codes (gaugan, gaugan_vae). Fix: use a clvae model, or edit the "
-                         "global code with global_code=True")
+                         "class- and layer-wise codes (gaugan, gaugan_vae, cimle). Fix: use a clvae model, or edit "
+                         "the global code with global_code=True (cimle: resample the whole noise map)")
 
 
 @torch.no_grad()
@@ -109,8 +110,9 @@ def encode(nets: Networks, image: torch.Tensor, label: torch.Tensor) -> Latents:
     `present` says which classes the encoder saw at each layer (absent ones have mean 0, the prior's).
     """
     if nets.E is None:
-        raise ValueError(f"the {nets.variant!r} variant has no encoder; style-guided synthesis and photo "
-                         "editing need one (use clvae or gaugan_vae)")
+        require_edit(nets, "style-guided synthesis")                    # names the system and the fix
+        raise UnsupportedEdit(f"the {nets.variant!r} variant has no encoder; style-guided synthesis and photo "
+                              "editing need one (use clvae or gaugan_vae)")
     label = _labels(label, nets.spec.num_classes, values=False)           # E checks the ids
     if image.dim() == 3:
         image = image[None]

@@ -84,7 +84,7 @@ def style_guided(nets: Networks, label: torch.Tensor, ref_image: torch.Tensor, r
     (B references, all layers) are the reference's encoder means, other classes prior draws from
     `generator` (`smis.editing.style_latents`); `global_code`: also the reference's z1, the only
     code `gaugan_vae` has. (B, 3, H, W)."""
-    ref = encode_means(nets, ref_image, ref_label, chunk)
+    ref = encode_means(nets, ref_image, ref_label, chunk, edit="style-guided synthesis")
     z = style_latents(nets.spec, label, ref, ref_label, generator=generator, global_code=global_code)
     return generate(nets, label, z, chunk)
 

@@ -15,12 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smis.backbones import perceptual_extractor
+from smis.backbones import crn_distance_extractor, perceptual_extractor
 from smis.networks.latents import Latents
 
 log = logging.getLogger(__name__)
 
 VGG_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)   # pix2pixHD / SPADE perceptual weights
+# cIMLE's distance (the authors' train.py): network input, relu1_2, relu2_2, relu3_2, relu4_2, relu5_2
+CIMLE_WEIGHTS = (1.0, 1.0 / 1.4, 1.0 / 1.8, 1.0 / 1.3, 1.0 / 2.2, 10.0 / 0.62)
 
 Features = Sequence[Sequence[torch.Tensor]]                  # per scale, per stage (last = logits)
 
@@ -114,3 +116,65 @@ def make_perceptual_loss(device: torch.device | str | None = None, prefer: str =
     loss.backbone = name
     log.info("perceptual loss backbone: %s, weights %s", name, loss.weights)
     return loss
+
+
+class IMLEDistance(nn.Module):
+    """cIMLE's perceptual distance, one value per sample (the IMLE objective picks and minimises it):
+
+        d(x, y) = sum_l w_l mean_{c, h, w} |phi_l(x) - phi_l(y)| * m_l,    l = 0 .. 5
+
+    phi_0 the network's normalised input, phi_1..5 VGG19's relu1_2 .. relu5_2 (average pooling) or, offline,
+    EfficientNet-Lite0's 5 stages (the stand-in, named by `.backbone`); w = CIMLE_WEIGHTS; m_l optional
+    per-pixel weights (the authors' rarity mask) area-resized to each map (None: all 1).
+    """
+
+    def __init__(self,
+                 extractor: nn.Module,                  # [-1, 1] images -> 5 maps; has .normalize(x)
+                 weights: Sequence[float] = CIMLE_WEIGHTS,   # input term first, then one per map
+                 ):
+        super().__init__()
+        self.extractor = extractor.eval().requires_grad_(False)
+        self.weights = tuple(float(w) for w in weights)
+
+    def train(self, mode: bool = True) -> "IMLEDistance":
+        super().train(mode)
+        self.extractor.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[phi_0(x), ..., phi_5(x)] for images (B, 3, H, W) in [-1, 1]."""
+        maps = [self.extractor.normalize(x), *self.extractor(x)]
+        if len(maps) != len(self.weights):
+            raise ValueError(f"{len(self.weights)} distance weights for {len(maps)} maps (input + features); give one "
+                             "weight per map")
+        return maps
+
+    def between(self,
+                ff: Sequence[torch.Tensor],             # features(fake), batch B
+                fr: Sequence[torch.Tensor],             # features(real), batch B (detached by the caller)
+                pixel_weights: torch.Tensor | None = None,   # (B, 1, H, W) or None
+                ) -> torch.Tensor:
+        """(B,) distances between two feature lists."""
+        total = 0
+        for w, a, b in zip(self.weights, ff, fr):
+            diff = (a - b).abs()                                            # (B, c, h, w)
+            if pixel_weights is not None:
+                diff = diff * F.adaptive_avg_pool2d(pixel_weights.to(diff.dtype), diff.shape[-2:])
+            total = total + w * diff.flatten(1).mean(1)                     # (B,)
+        return total
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor,
+                pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) distances d(fake_i, real_i); gradients reach `fake` only."""
+        with torch.no_grad():
+            fr = self.features(real)
+        return self.between(self.features(fake), fr, pixel_weights)
+
+
+def make_imle_distance(device: torch.device | str | None = None, prefer: str = "vgg19") -> IMLEDistance:
+    """cIMLE's distance on VGG19 when its ImageNet weights are cached, else on the EfficientNet-Lite0 stand-in;
+    the backbone's name is stored as `.backbone`."""
+    extractor, name = crn_distance_extractor(device, prefer)
+    dist = IMLEDistance(extractor)
+    dist.backbone = name
+    return dist

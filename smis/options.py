@@ -19,6 +19,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from smis.config import PRESETS, get_preset
 from smis.data import DATASETS
 from smis.networks import VARIANTS
+from smis.networks.crn import cimle_settings
 from smis.utils import plain_data
 
 # Options that may differ when a run is resumed (recorded in config.json); every other option must
@@ -62,6 +63,8 @@ class TrainConfig:
                              choices=("auto", "effnet", "none"))
     kl_weight: float | None = option(None, "KL weight lambda_KL; default: the variant's (gaugan_vae_lowkl: "
                                        "0.0005), else the preset's")
+    imle: dict = option(dict, "cimle only: IMLE schedule fields to override, e.g. pool_size=20 samples=4 "
+                        "resample_every=50 (smis.networks.crn.CIMLESettings)", flag="--imle", metavar="FIELD=JSON")
     seed: int = option(0, "seed of the weight init, noise, data order and augmentation")
     flip: bool = option(True, "random horizontal flips")
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
@@ -102,9 +105,26 @@ class TrainConfig:
         need(self.preset in PRESETS, "preset", f"choose one of {sorted(PRESETS)}")
         need(self.dataset in DATASETS, "dataset", f"choose one of {sorted(DATASETS)}")
         need(isinstance(self.preset_overrides, dict), "preset_overrides", "must be a dict of preset fields")
+        need(isinstance(self.imle, dict), "imle", "must be a dict of cIMLE schedule fields")
+        if VARIANTS[self.variant].family == "cimle":        # IMLE: no KL, no GAN, a distance it cannot train without
+            need(self.kl_weight is None, "kl_weight", "cimle has no encoder and no KL term; drop --kl-weight")
+            need(self.perceptual != "none", "perceptual", "cimle's objective is its perceptual distance; use auto "
+                 "(VGG19 if cached, else EfficientNet-Lite0) or effnet")
+            need(not self.paper_text_lr, "paper_text_lr", "cimle trains with Adam at its own rate; set it with "
+                 "--imle lr=... instead")
+            try:
+                cimle_settings(self.preset).with_schedule(self.imle_overrides())
+            except (TypeError, ValueError) as e:
+                need(False, "imle", str(e))
+        else:
+            need(not self.imle, "imle", "IMLE schedule fields apply to --variant cimle only")
         for f in fields(self):
             if "choices" in f.metadata:
                 need(getattr(self, f.name) in f.metadata["choices"], f.name, f"choose one of {f.metadata['choices']}")
+
+    def imle_overrides(self) -> dict:
+        """cimle: the schedule fields --imle sets, with --batch-size as the batch when given."""
+        return {**self.imle, **({"batch_size": self.batch_size} if self.batch_size is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -131,6 +151,8 @@ def resume_conflicts(saved: dict,                 # the checkpoint's config (asd
             except (KeyError, TypeError, ValueError):
                 return None
             if name == "batch_size":
+                if d["variant"] in VARIANTS and VARIANTS[d["variant"]].family == "cimle":   # its own batch
+                    return cimle_settings(d["preset"]).with_schedule(d.get("imle") or {}).batch_size
                 return preset.batch_size
             variant = VARIANTS.get(d["variant"])
             return preset.lambda_kl if variant is None or variant.kl_weight is None else variant.kl_weight
@@ -178,6 +200,17 @@ def parse_assignment(item: str,            # "KEY=VALUE", as typed after --set (
         return key, json.loads(raw)
     except json.JSONDecodeError:
         return key, raw
+
+
+def parse_assignments(p: argparse.ArgumentParser, items: list[str], flag: str) -> dict:
+    """FIELD=JSON ... -> {field: value} (a value that is not JSON stays a string); argparse's error otherwise."""
+    out = {}
+    for item in items:
+        kv = parse_assignment(item)
+        if kv is None:
+            p.error(f"{flag} {item!r}: write FIELD=JSON, e.g. {flag} pool_size=20")
+        out[kv[0]] = kv[1]
+    return out
 
 
 def parse_overrides(p: argparse.ArgumentParser, items: list[str], preset: str) -> dict:

@@ -52,7 +52,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import papermill as pm
@@ -66,6 +66,7 @@ from smis.data import DatasetError, ade20k, cityscapes, deepfashion, gta5
 from smis.data.check import check_dataset
 from smis.models import parse_models
 from smis.networks import VARIANTS, build_networks
+from smis.networks.crn import cimle_settings
 from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, map_names
 from smis.options import parse_assignment
 from smis.utils import (CheckpointError, atomic_write_json, atomic_write_text, project_root, resolve,
@@ -86,14 +87,20 @@ WRITTEN_FOLDERS = ("OUT_DIR", "DATA_DIR", "RUN_DIR", "RUN_ROOT")
 READ_FOLDERS = ("DATA_ROOT",)
 
 
+# The comparison systems of each paper table besides GauGAN-VAE and Ours, as the user's training runs
+# (outputs/runs/<dataset>_<variant>, read only): Table 4 (GTA-5) compares cIMLE.
+PAPER_SYSTEMS = {"gta5": ("cimle",)}
+
+
 def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str, dict]:
     """The paper's evaluation of one dataset: full test split, K = 40, the published CLVAE weights,
-    GauGAN-VAE trained by notebook 02 into the run's folder, the ablations from the user's training
-    runs (outputs/runs/<dataset>_<variant>, read only)."""
+    GauGAN-VAE trained by notebook 02 into the run's folder, the ablations and the table's other systems
+    (PAPER_SYSTEMS) from the user's training runs (outputs/runs/<dataset>_<variant>, read only)."""
     runs = f"outputs/runs/{dataset}"
     baseline = f"{{out}}/runs/{dataset}_gaugan_vae"
     data = {"DATASET": dataset, "DATA_ROOT": root, "SPLIT": split, "N_TEST": 0, "BATCH": batch}
     clvae = f"clvae:official:{dataset}:checkpoints/official/{dataset}"
+    systems = "".join(f",{v}:{runs}_{v}" for v in PAPER_SYSTEMS.get(dataset, ()))
     return {
         # 01 checks the dataset and draws its samples; its SynthScenes part (unused here) stays small
         "01_prepare_data": {"DATA_ROOT": root, "DATA_FORMAT": dataset, "DATA_DIR": "{out}/data/synthscenes",
@@ -102,7 +109,7 @@ def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str,
         "02_train": {"VARIANT": "gaugan_vae", "PRESET": dataset, "DATASET": dataset, "DATA_ROOT": root, "SPLIT": split,
                      "STEPS": None, "BATCH": None, "RUN_DIR": baseline, "FRESH": False},
         "03_reconstruction_rq1": {**data, "MODELS": f"{clvae},gaugan_vae:{baseline}"},
-        "04_diversity_rq2": {**data, "MODELS": f"{clvae},gaugan_vae:{baseline}", "K": 40, "N_STYLE": 0,
+        "04_diversity_rq2": {**data, "MODELS": f"{clvae},gaugan_vae:{baseline}{systems}", "K": 40, "N_STYLE": 0,
                              "FACTORS": False, "MASKS_PER_BATCH": 4},
         "05_ablations": {**data, "TRAIN_STEPS": 0, "K": 40, "VARIANTS": ABLATIONS, "RUN_ROOT": "{out}/runs_ablation",
                          "MODELS": ",".join([clvae] + [f"{v}:{runs}_{v}" for v in ABLATIONS.split(",")[1:]])},
@@ -157,6 +164,11 @@ CPU_ADE20K_IMAGES_PER_S = 0.144
 # gta5 543 (twice the pixels), deepfashion 940 (ngf 160), cityscapes 566, synthscenes 1.15. GPU time does not
 # follow FLOPs exactly (wide convolutions run closer to the peak), so the hours are estimates, not measurements.
 COST_VS_ADE20K = {"ade20k": 1.0, "gta5": 1.55, "deepfashion": 2.29, "cityscapes": 1.60, "synthscenes": 0.011}
+# cIMLE's (family "cimle") cost per trained image relative to the same ADE20K step, counted the same way: its CRN
+# at 256 x 512 is 2,195 GFLOP forward (FlopCounterMode on the meta device), 3 x that for the step, VGG19 to relu5_2
+# (97 GFLOP) 4 x (fake forward and backward, real forward), and the pool's nearest-code search, 0.4 candidate
+# passes (G + VGG19) per trained image at K = 400, m = 10, L = 10,000: ~7.9 TFLOP per image.
+CIMLE_COST_VS_ADE20K = {"gta5": 6.03}
 
 
 def parse_overrides(items: list[str] | None) -> list[tuple[str, str, object]]:
@@ -295,11 +307,13 @@ class PreflightFailed(RuntimeError):
 
 def training_hours(preset: str,    # a smis.config.PRESETS name (sets the cost per image)
                    images: int,    # images to train (steps x global batch)
+                   variant: str = "clvae",   # its family sets the cost table (cimle: CIMLE_COST_VS_ADE20K)
                    ) -> dict[str, float] | None:
     """{"fp32": h, "bf16": h, "cpu": h}: the estimated hours to train `images` images on one H100 (fp32, bf16 +
     channels_last) and on a 2-core CPU, from the measured ADE20K speed and COST_VS_ADE20K. None for a preset
     without a cost ratio."""
-    ratio = COST_VS_ADE20K.get(preset)
+    family = VARIANTS[variant].family if variant in VARIANTS else "spade"
+    ratio = (CIMLE_COST_VS_ADE20K if family == "cimle" else COST_VS_ADE20K).get(preset)
     if ratio is None:
         return None
     cost = images * ratio / 3600
@@ -437,13 +451,20 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
         preset = get_preset(dataset)
     except KeyError:
         preset = None
-    full = _schedule(preset, n_train, preset.batch_size) if preset else None
+    imle = name in VARIANTS and VARIANTS[name].family == "cimle" and preset is not None
+    if imle:        # cIMLE's schedule is its rounds of IMLE steps, not the preset's epochs
+        settings = cimle_settings(dataset)
+        schedule = lambda n, b: settings.total_steps
+        preset = replace(preset, batch_size=settings.batch_size)
+    else:
+        schedule = lambda n, b: _schedule(preset, n, b)
+    full = schedule(n_train, preset.batch_size) if preset else None
     if path.is_file():                                       # an exported model or a checkpoint: present and its step
         return Input("ok", f"model {name}", source, f"a model file ({path.stat().st_size / 2**20:.0f} MiB)",
                      used_by=used)
     step = _latest_step(path) if path.is_dir() else None
     if step is None:
-        hours = training_hours(dataset, full * preset.batch_size) if full else None
+        hours = training_hours(dataset, full * preset.batch_size, name) if full else None
         cost = f"{full:,} steps, {_hours(hours)}" if full else _per_10k(preset)
         return Input("missing", label, source,
                      f"{'no checkpoints/step_*.pt in it' if path.is_dir() else 'no such folder'}"
@@ -467,20 +488,20 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
                      f"models at {list(preset.image_size)}. Fix: {fix}", used_by=used)
     batch = (config.get("resolved") or {}).get("global_batch") or config.get("batch_size") or \
         (preset.batch_size if preset else 1)
-    total = _schedule(preset, n_train, batch) if preset else None
+    total = schedule(n_train, batch) if preset else None
     of = f"{step:,} of {total:,} steps" if total else f"{step:,} steps"
     short = []
     if total and step < total:
-        short.append(f"partial: {of} of the preset's schedule (batch {batch})")
+        short.append(f"partial: {of} of {'cIMLE' if imle else 'the preset'}'s schedule (batch {batch})")
     if overrides:
         short.append("preset fields changed from the paper's: "
                      + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
     if strict and short:
         if overrides:        # another configuration: only a new run at the paper's gives the paper's model
-            hours = training_hours(dataset, full * preset.batch_size) if full else None
+            hours = training_hours(dataset, full * preset.batch_size, name) if full else None
             rest = f"; a run at the paper's configuration: {_hours(hours)}. Fix: {fix} (a new --run-dir)"
         else:
-            hours = training_hours(dataset, (total - step) * batch) if total else None
+            hours = training_hours(dataset, (total - step) * batch, name) if total else None
             rest = f"; {_hours(hours)} to finish. Fix: the command that trained it, with --resume"
         return Input("partial", label, source, "; ".join(short) + rest, hours, used)
     return Input("ok", label, source, f"{variant or 'a'} run, {of}" + (f" ({'; '.join(short)})" if short else ""),

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import torch
 
+from smis.capabilities import UnsupportedEdit, require_edit
 from smis.networks import Latents, Networks
 
 
@@ -89,11 +90,15 @@ def sample_prior(nets: Networks,                           # any variant
 
 
 @torch.no_grad()
-def encode_means(nets: Networks, image: torch.Tensor, label: torch.Tensor, chunk: int = 64) -> Latents:
-    """Posterior means E(M, I) (no sampling): what reconstruction and style guidance use."""
+def encode_means(nets: Networks, image: torch.Tensor, label: torch.Tensor, chunk: int = 64,
+                 edit: str = "reconstruction",      # what the means are for (the error of a model without E)
+                 ) -> Latents:
+    """Posterior means E(M, I) (no sampling): what reconstruction and style guidance use. A model without an
+    encoder (gaugan, cimle) raises `smis.capabilities.UnsupportedEdit` naming `edit` and the fix."""
     if nets.E is None:
-        raise ValueError(f"variant {nets.variant!r} has no encoder, so it cannot reconstruct or copy a style. "
-                         "Fix: evaluate it with sample_prior only.")
+        require_edit(nets, edit)
+        raise UnsupportedEdit(f"variant {nets.variant!r} has no encoder, so it cannot reconstruct or copy a style. "
+                              "Fix: evaluate it with sample_prior only.")
     return Latents.cat([nets.E(image[s], label[s])[0] for s in chunks(image.shape[0], chunk)])
 
 

@@ -1,6 +1,7 @@
 """Training: the paper's objective (Eq. 7 with the KL of Eq. 18), exact resume, logging, DDP.
 
     python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae
+    python -m smis.train --variant cimle --preset synthscenes --run-dir outputs/runs/cimle   # smis.imle
     torchrun --nproc_per_node=2 -m smis.train ...        # same entry point, DDP
 
     trainer = Trainer(TrainConfig(variant="clvae", steps=3000))      # the API: build + data + loop
@@ -36,10 +37,10 @@ from smis.build import TrainingParts, build
 from smis.checkpoint import CKPT_FORMAT, Checkpointer, rng_state, set_rng_state
 from smis.config import get_preset
 from smis.data import collate, make_dataset
-from smis.networks import Latents, LatentSpec, Networks
+from smis.networks import VARIANTS, Latents, LatentSpec, Networks
 from smis.objective import discriminator_losses, generator_losses, split_batch
-from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_config_arguments, parse_overrides,
-                          resume_conflicts)
+from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_config_arguments, parse_assignments,
+                          parse_overrides, resume_conflicts)
 from smis.rundir import RunDirBusy, RunDirLock
 from smis.runlog import RunLog
 from smis.sampling import sample_prior
@@ -255,7 +256,14 @@ class TrainStep:
 
 
 class Trainer:
-    """A run: built parts + data + the loop (`fit`), checkpoints and logs in `run_dir`."""
+    """A run: built parts + data + the loop (`fit`), checkpoints and logs in `run_dir`. For a variant of the
+    cimle family, `Trainer(cfg)` is an `smis.imle.IMLETrainer` (same run machinery, the IMLE step)."""
+
+    def __new__(cls, cfg: TrainConfig, *args, **kwargs):
+        if cls is Trainer and VARIANTS[cfg.variant].family == "cimle":
+            from smis.imle import IMLETrainer   # in the function: smis.imle builds on this module (a cycle otherwise)
+            return super().__new__(IMLETrainer)
+        return super().__new__(cls)
 
     def __init__(self,
                  cfg: TrainConfig,                          # the run's options
@@ -372,12 +380,15 @@ class Trainer:
                 history = []
         if self.resumed_from is not None:
             history = history + [{**self.resumed_from, "time": time.strftime("%Y-%m-%d %H:%M:%S")}]
-        atomic_write_json({**asdict(self.cfg), "resumes": history, "resolved": {
-            "device": str(self.device), "device_name": device_name(self.device), "world_size": self.world,
-            "global_batch": self.batch, "total_steps": self.total_steps, "decay_start": self.train_step.decay_start,
-            "perceptual": self.perceptual_name, "preset": asdict(self.preset), "torch": torch.__version__,
-            "loss_weights": asdict(self.parts.weights), "params": self.nets.param_counts()}},
-            self.run_dir / "config.json")
+        atomic_write_json({**asdict(self.cfg), "resumes": history, "resolved": self.resolved()},
+                          self.run_dir / "config.json")
+
+    def resolved(self) -> dict:
+        """What the options resolved to (config.json's "resolved")."""
+        return {"device": str(self.device), "device_name": device_name(self.device), "world_size": self.world,
+                "global_batch": self.batch, "total_steps": self.total_steps, "decay_start": self.train_step.decay_start,
+                "perceptual": self.perceptual_name, "preset": asdict(self.preset), "torch": torch.__version__,
+                "loss_weights": asdict(self.parts.weights), "params": self.nets.param_counts()}
 
     def _loop(self, log: RunLog, callback) -> None:
         cfg = self.cfg
@@ -403,15 +414,20 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(g=f"{losses['g_total']:.2f}", d=f"{losses['d_hinge']:.2f}", kl=f"{losses['kl']:.1f}",
                                 ips=f"{ips:.1f}")
-                step, last = self.step, self.step == self.total_steps
-                if self.is_main and (step % cfg.log_every == 0 or last):
-                    log.scalars(step, losses)
-                    if callback is not None:
-                        callback(self, step, losses)
-                if self.is_main and cfg.tensorboard and cfg.image_every and step % cfg.image_every == 0:
-                    log.image("mask|real|fake|prior samples", self.sample_grid(image, label), step)
-                if self.is_main and (step % cfg.ckpt_every == 0 or last):
-                    self.save_checkpoint()
+                self._after_step(log, callback, losses, image, label)
+
+    def _after_step(self, log: RunLog, callback, losses: dict, image, label) -> None:
+        """After an iteration (rank 0): log scalars, the sample grid and save a checkpoint when due."""
+        cfg, step = self.cfg, self.step
+        last = step == self.total_steps
+        if self.is_main and (step % cfg.log_every == 0 or last):
+            log.scalars(step, losses)
+            if callback is not None:
+                callback(self, step, losses)
+        if self.is_main and cfg.tensorboard and cfg.image_every and step % cfg.image_every == 0:
+            log.image("mask|real|fake|prior samples", self.sample_grid(image, label), step)
+        if self.is_main and (step % cfg.ckpt_every == 0 or last):
+            self.save_checkpoint()
 
     @torch.no_grad()
     def _check_ranks_in_sync(self):
@@ -473,6 +489,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     if threads:
         torch.set_num_threads(threads)
     a["preset_overrides"] = parse_overrides(p, a["preset_overrides"], a["preset"])
+    a["imle"] = parse_assignments(p, a["imle"], "--imle")
     try:
         cfg = TrainConfig(**a)
     except ValueError as e:   # TrainConfig's checks, e.g. "training option keep_last=0: must be an integer >= 1"
@@ -497,4 +514,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, not this __main__ copy: smis.imle's IMLETrainer subclasses (and raises the
+    # errors of) smis.train, so `python -m smis.train --variant cimle` must use the same classes
+    from smis.train import main as _main
+    sys.exit(_main())

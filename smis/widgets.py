@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from smis import editing
+from smis.capabilities import require_edit
 from smis.networks import Latents, Networks
 from smis.networks.latents import check_label
 from smis.utils import resolve
@@ -98,6 +99,7 @@ class Editor:
     def _check_arguments(nets, images, labels, class_names, palette, codes, index, layer, slider_unit, scale
                          ) -> torch.Tensor:
         """Raise a ValueError naming the fix for anything the editor cannot work with; the labels as (M, H, W) long."""
+        require_edit(nets, "photo editing (the editor)")               # cimle, gaugan, gaugan_vae: named fix
         if nets.spec.z_dim_local <= 0 or not nets.spec.has_class_codes:
             raise ValueError(f"the editor needs class- and layer-wise codes; the {nets.variant!r} variant has none. "
                              "Fix: load a clvae model")

@@ -35,6 +35,8 @@ COVERED = {
     "python -m smis.data.check data/synthscenes --format synthscenes": "test_dataset_commands",
     "python -m smis.train --variant clvae --preset synthscenes --steps 3000 --run-dir outputs/runs/clvae":
         "test_train_command",
+    "python -m smis.train --variant cimle --preset synthscenes --run-dir outputs/runs/cimle":
+        "test_cimle_train_command",
     "python -m smis.reproduce --profile smoke": "test_reproduce_smoke_command",
     # Reproducing the paper on real data (tests/test_paper_profiles.py, on the generated ADE20K)
     "python -m smis.reproduce --profile ade20k --check": "test_readme_real_data_commands_run",
@@ -82,6 +84,20 @@ def test_train_command(tmp_path):
     r = subprocess.run(shlex.split(cmd) + extra, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").exists()
+
+
+@pytest.mark.slow
+def test_cimle_train_command(tmp_path):
+    """The README's cIMLE command, shortened (argparse: the last value wins), trains and checkpoints."""
+    cmd = next(c for c, t in COVERED.items() if t == "test_cimle_train_command")
+    extra = ["--steps", "2", "--batch-size", "2", "--run-dir", str(tmp_path / "run"), "--data-length", "8",
+             "--no-tensorboard", "--no-progress", "--threads", "1", "--imle", "pool_size=2", "samples=2",
+             "resample_every=2"]
+    r = subprocess.run(shlex.split(cmd) + extra, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "cimle on synthscenes" in r.stdout and (tmp_path / "run" / "checkpoints" / "step_00000002.pt").exists()
+    config = (tmp_path / "run" / "config.json").read_text()
+    assert '"pool_size": 2' in config and '"variant": "cimle"' in config
 
 
 def _free_port() -> int:

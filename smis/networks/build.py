@@ -8,6 +8,11 @@
     no_classwise    yes       yes         layers 1..5, one code for all        yes
     no_layerwise    yes       yes         layer 3 only, per class, all blocks  yes
     clvae_L3..L5    yes       yes         layers 1..L-1, per class             yes   (encoder depth L)
+    cimle           -         noise map   -                                    - (family "cimle": CRN, no D)
+
+Each variant belongs to a family, a builder in FAMILIES: "spade" (the SPADE generator, encoder and
+discriminator above) or "cimle" (Li et al.'s cascaded refinement network with per-pixel noise,
+`smis.networks.crn`; it has no encoder and no discriminator and trains with `smis.imle`).
 
 Encoder depth L (`depth=`, 3..6; `clvae` is L = 6) keeps encoder layers 1..L: layers 1..L-1 give
 class codes, layer L the global code. Generator blocks wired to a missing layer (l >= L) are
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from smis.config import Preset, get_preset
+from smis.networks.crn import CRNGenerator, cimle_settings, noise_spec
 from smis.networks.discriminator import Discriminator
 from smis.networks.encoder import MAX_DEPTH, Encoder
 from smis.networks.generator import Generator
@@ -32,6 +38,7 @@ from smis.networks.ops import init_weights
 class Variant:
     """One row of the registry: which parts of the model exist."""
 
+    family: str = "spade"           # builder in FAMILIES: "spade" | "cimle"
     encoder: bool = True            # has an encoder and a global code z1
     class_codes: bool = True        # class- and layer-wise codes + CSE conditioning
     classwise: bool = True          # False: one code per layer for all classes (ablation)
@@ -50,12 +57,15 @@ VARIANTS: dict[str, Variant] = {
     "clvae_L3": Variant(depth=3),
     "clvae_L4": Variant(depth=4),
     "clvae_L5": Variant(depth=5),
+    "cimle": Variant(family="cimle", encoder=False, class_codes=False),   # cIMLE of Table 4
 }
 MIDDLE_LAYER = 3                    # the no_layerwise ablation's single latent layer
 
 
 def latent_spec(variant: Variant, preset: Preset) -> LatentSpec:
     """The LatentSpec a variant implies for a preset."""
+    if variant.family == "cimle":
+        return noise_spec(preset.num_classes, preset.image_size, cimle_settings(preset.name).noise_channels)
     if not variant.encoder:
         return LatentSpec(0, 0, preset.num_classes)
     if not variant.class_codes:
@@ -69,7 +79,7 @@ class Networks(nn.Module):
     """Container of G, E (None for gaugan), D (None if not built) and their LatentSpec."""
 
     def __init__(self,
-                 G: Generator,                  # generator
+                 G: nn.Module,                  # generator (Generator, or CRNGenerator for cimle)
                  E: Encoder | None,             # encoder; None for gaugan
                  D: Discriminator | None,       # discriminator; None when not built
                  spec: LatentSpec,              # the latents G takes and E produces
@@ -86,14 +96,38 @@ class Networks(nn.Module):
         return {"G": count(self.G), "E": count(self.E), "D": count(self.D)}
 
 
+def _build_spade(v: Variant, preset: Preset, discriminator: bool, init_gain: float | None):
+    """(G, E, D, spec) of the SPADE family, SPADE's Xavier init with `init_gain` (None keeps PyTorch's)."""
+    spec = latent_spec(v, preset)
+    G = Generator(spec, preset.image_size, preset.ngf, preset.upsampling, cse=v.class_codes,
+                  norm=preset.norm_G, spade_hidden=preset.spade_hidden)
+    E = Encoder(spec, preset.nef, preset.enc_size, v.depth) if v.encoder else None
+    D = Discriminator(preset.num_classes, preset.ndf, preset.num_D, preset.n_layers_D) if discriminator else None
+    if init_gain is not None:
+        for m in (G, E, D):
+            if m is not None:
+                init_weights(m, init_gain)
+    return G, E, D, spec
+
+
+def _build_cimle(v: Variant, preset: Preset, discriminator: bool, init_gain: float | None):
+    """(G, None, None, spec) of cIMLE: the CRN at the preset's image size, sizes from `cimle_settings(preset.name)`,
+    its own (TF-slim) init; IMLE trains without a discriminator, so none is built."""
+    G = CRNGenerator(preset.num_classes, preset.image_size, cimle_settings(preset.name))
+    return G, None, None, G.spec
+
+
+FAMILIES = {"spade": _build_spade, "cimle": _build_cimle}   # family -> (variant, preset, D?, gain) -> G, E, D, spec
+
+
 def build_networks(variant: str = "clvae",
                    preset: Preset | str = "synthscenes",   # a Preset or a preset name
                    depth: int | None = None,                # encoder depth L (3..6); None = the variant's
-                   discriminator: bool = True,              # also build D (not needed for inference)
+                   discriminator: bool = True,              # also build D (not needed for inference; none for cimle)
                    device: torch.device | str | None = None,
                    init_gain: float | None = 0.02,          # SPADE's Xavier init gain; None keeps PyTorch's
                    ) -> Networks:
-    """Build G, E and D for `variant` (see VARIANTS) at the sizes of `preset`."""
+    """Build G, E and D for `variant` (see VARIANTS) at the sizes of `preset`, with its family's builder."""
     if variant not in VARIANTS:
         raise KeyError(f"unknown variant {variant!r}; valid variants: {sorted(VARIANTS)}")
     if isinstance(preset, str):
@@ -102,17 +136,9 @@ def build_networks(variant: str = "clvae",
     if depth is not None:
         if not 3 <= depth <= MAX_DEPTH:
             raise ValueError(f"depth={depth} must be in 3..{MAX_DEPTH}")
-        if not v.class_codes or not v.layerwise:
+        if v.family != "spade" or not v.class_codes or not v.layerwise:
             raise ValueError(f"depth= applies to the layer-wise variants, not {variant!r}")
         v = replace(v, depth=depth)
-    spec = latent_spec(v, preset)
-    G = Generator(spec, preset.image_size, preset.ngf, preset.upsampling, cse=v.class_codes,
-                  norm=preset.norm_G, spade_hidden=preset.spade_hidden)
-    E = Encoder(spec, preset.nef, preset.enc_size, v.depth) if v.encoder else None
-    D = Discriminator(preset.num_classes, preset.ndf, preset.num_D, preset.n_layers_D) if discriminator else None
+    G, E, D, spec = FAMILIES[v.family](v, preset, discriminator, init_gain)
     nets = Networks(G, E, D, spec, variant, preset)
-    if init_gain is not None:
-        for m in (G, E, D):
-            if m is not None:
-                init_weights(m, init_gain)
     return nets.to(device) if device is not None else nets
