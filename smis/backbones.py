@@ -93,35 +93,40 @@ def fold_batchnorm(module: nn.Module,          # a frozen extractor in eval mode
     included) that directly follows a Conv2d in its parent is folded into that conv: weight * s, bias
     (b - mean) * s + beta with s = gamma / sqrt(var + eps), the BN replaced by its activation. The same
     function up to float rounding, without the BN passes (forward and, for the fake images, backward);
-    `module` is not modified. folds = 0: nothing folded (the copy equals the original)."""
-    out = copy.deepcopy(module).eval()
-    folds = 0
-
-    def walk(parent: nn.Module):
-        nonlocal folds
+    `module` is not modified. folds = 0: nothing to fold (no such pair, e.g. VGG19, or a BatchNorm in training
+    mode anywhere), and `module` itself is returned."""
+    def pairs(parent: nn.Module):
+        """(parent, conv, bn name) of each foldable pair under `parent`."""
         names = list(parent._modules)
         for prev, name in zip([None] + names, names):
             child = parent._modules[name]
             conv = parent._modules.get(prev) if prev is not None else None
             if (isinstance(child, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d) and child.running_var is not None
                     and conv.out_channels == child.num_features):
-                scale = torch.ones_like(child.running_var) if child.weight is None else child.weight
-                shift = torch.zeros_like(child.running_mean) if child.bias is None else child.bias
-                s = scale / torch.sqrt(child.running_var + child.eps)                       # (out,)
-                w = conv.weight * s.view(-1, 1, 1, 1)                                       # (out, in/g, k, k)
-                if conv.weight.is_contiguous(memory_format=torch.channels_last):
-                    w = w.contiguous(memory_format=torch.channels_last)
-                b = conv.bias if conv.bias is not None else torch.zeros_like(child.running_mean)
-                conv.weight = nn.Parameter(w.detach(), requires_grad=False)
-                conv.bias = nn.Parameter(((b - child.running_mean) * s + shift).detach(), requires_grad=False)
-                parent._modules[name] = _Act(child) if type(child) is not nn.BatchNorm2d else nn.Identity()
-                folds += 1
+                yield parent, conv, name
             elif child is not None:
-                walk(child)
+                yield from pairs(child)
 
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if any(m.training for m in norms) or next(pairs(module), None) is None:
+        return module, 0                                                # batch statistics: nothing to fold
+    out = copy.deepcopy(module)                                         # modes and requires_grad as they are
+    folds = 0
     with torch.no_grad():
-        walk(out)
-    return _freeze(out), folds
+        for parent, conv, name in list(pairs(out)):
+            child = parent._modules[name]
+            scale = torch.ones_like(child.running_var) if child.weight is None else child.weight
+            shift = torch.zeros_like(child.running_mean) if child.bias is None else child.bias
+            s = scale / torch.sqrt(child.running_var + child.eps)                       # (out,)
+            w = conv.weight * s.view(-1, 1, 1, 1)                                       # (out, in/g, k, k)
+            if conv.weight.is_contiguous(memory_format=torch.channels_last):
+                w = w.contiguous(memory_format=torch.channels_last)
+            b = conv.bias if conv.bias is not None else torch.zeros_like(child.running_mean)
+            conv.weight = nn.Parameter(w.detach(), requires_grad=False)
+            conv.bias = nn.Parameter(((b - child.running_mean) * s + shift).detach(), requires_grad=False)
+            parent._modules[name] = _Act(child) if type(child) is not nn.BatchNorm2d else nn.Identity()
+            folds += 1
+    return out, folds
 
 
 class FoldedCache:

@@ -296,6 +296,11 @@ def test_fold_batchnorm_folds_conv_bn_pairs_only_and_keeps_the_function():
     assert folds == 2                                                   # stem and mid; the BN after ReLU stays
     assert folded <= 4 * plain + 8 * ULP
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())   # the original is untouched
+    from smis.backbones import fold_batchnorm
+    assert fold_batchnorm(net.train()) == (net, 0)                      # batch statistics: nothing folds
+    net.eval()
+    no_bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert fold_batchnorm(no_bn) == (no_bn, 0)                          # no pair (VGG19): no copy
 
 
 def test_fold_batchnorm_of_efficientnet_lite0_equals_the_original():
