@@ -50,12 +50,13 @@ def schedule(variant: str, steps: int | None) -> tuple[int, int]:
 
 
 def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int, run_dir: Path, data_seed: int,
-            seed: int, channels_last: bool) -> list[str]:
+            seed: int, channels_last: bool, precision: str = "fp32") -> list[str]:
     return [sys.executable, "-m", "smis.train", "--variant", variant, "--preset", "synthscenes", "--steps", str(steps),
             "--batch-size", str(batch), "--data-length", "4000", "--data-seed", str(data_seed), "--seed", str(seed),
             "--run-dir", str(run_dir), "--threads", str(threads), "--ckpt-every", str(ckpt_every),
             "--keep-last", str(steps // ckpt_every + 1), "--image-every", str(ckpt_every), "--log-every", "25",
-            "--no-progress"] + (["--channels-last"] if channels_last else [])
+            "--no-progress"] + (["--channels-last"] if channels_last else []) + (
+            ["--precision", precision] if precision != "fp32" else [])
 
 
 def cpu_model() -> str:
@@ -84,7 +85,7 @@ def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: lis
         "python": platform.python_version(),
         "perceptual": cfg["resolved"]["perceptual"], "params": cfg["resolved"]["params"],
         "curve_checkpoints": [int(p.stem.split("_")[1]) for p in ckpts],
-        "storage": "fp16 (loaded back as fp32)",
+        "storage": "fp16 (loaded back as fp32)", "precision": a.precision,
     }
     out = out_dir / f"synthscenes_{variant}.pt"
     export_model(ckpts[-1], out, half=True, extra={"provenance": provenance})
@@ -104,6 +105,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-channels-last", action="store_true",
                    help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16 autocast: ~1.5x faster on a CPU with AVX512-BF16 (benchmarks/RESULTS.md, issue 26); "
+                        "the shipped models are fp32")
     p.add_argument("--runs", default="outputs/runs", help="where the training runs go")
     p.add_argument("--out", default="checkpoints", help="where the exported models go")
     p.add_argument("--resume", action="store_true")
@@ -124,7 +128,7 @@ def main(argv=None):
             steps, every = schedule(v, a.steps)
             run_dir = runs / f"demo_{v}"
             cmd = command(v, steps, every, a.batch_size, a.threads, run_dir, a.data_seed, a.seed,
-                          not a.no_channels_last) + (["--resume"] if a.resume else [])
+                          not a.no_channels_last, a.precision) + (["--resume"] if a.resume else [])
             print(f"[demo] training {v}: {' '.join(cmd[1:])}", flush=True)
             with open(runs / f"demo_{v}.log", "a") as log:
                 rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -23,6 +23,7 @@ ImageNet weights expect:
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -69,6 +70,96 @@ def _check_images(x: torch.Tensor) -> None:
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W) in [-1, 1], got {tuple(x.shape)}; "
                          "add a batch dimension with x[None] or convert grey images to RGB")
+
+
+FOLD_CHECK_RTOL = 1e-4       # fold_batchnorm: max |folded - original| / max |original| accepted per output map
+
+
+class _Act(nn.Module):
+    """What remains of a folded timm BatchNormAct2d: its dropout and activation (identities when absent)."""
+
+    def __init__(self, bn: nn.Module):
+        super().__init__()
+        self.drop = getattr(bn, "drop", nn.Identity())
+        self.act = getattr(bn, "act", nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(x))
+
+
+def fold_batchnorm(module: nn.Module,          # a frozen extractor in eval mode (BatchNorm on running stats)
+                   ) -> tuple[nn.Module, int]:
+    """(copy, folds): a frozen copy of `module` in which each eval-mode BatchNorm2d (timm's BatchNormAct2d
+    included) that directly follows a Conv2d in its parent is folded into that conv: weight * s, bias
+    (b - mean) * s + beta with s = gamma / sqrt(var + eps), the BN replaced by its activation. The same
+    function up to float rounding, without the BN passes (forward and, for the fake images, backward);
+    `module` is not modified. folds = 0: nothing to fold (no such pair, e.g. VGG19, or a BatchNorm in training
+    mode anywhere), and `module` itself is returned."""
+    def pairs(parent: nn.Module):
+        """(parent, conv, bn name) of each foldable pair under `parent`."""
+        names = list(parent._modules)
+        for prev, name in zip([None] + names, names):
+            child = parent._modules[name]
+            conv = parent._modules.get(prev) if prev is not None else None
+            if (isinstance(child, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d) and child.running_var is not None
+                    and conv.out_channels == child.num_features):
+                yield parent, conv, name
+            elif child is not None:
+                yield from pairs(child)
+
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if any(m.training for m in norms) or next(pairs(module), None) is None:
+        return module, 0                                                # batch statistics: nothing to fold
+    out = copy.deepcopy(module)                                         # modes and requires_grad as they are
+    folds = 0
+    with torch.no_grad():
+        for parent, conv, name in list(pairs(out)):
+            child = parent._modules[name]
+            scale = torch.ones_like(child.running_var) if child.weight is None else child.weight
+            shift = torch.zeros_like(child.running_mean) if child.bias is None else child.bias
+            s = scale / torch.sqrt(child.running_var + child.eps)                       # (out,)
+            w = conv.weight * s.view(-1, 1, 1, 1)                                       # (out, in/g, k, k)
+            if conv.weight.is_contiguous(memory_format=torch.channels_last):
+                w = w.contiguous(memory_format=torch.channels_last)
+            b = conv.bias if conv.bias is not None else torch.zeros_like(child.running_mean)
+            conv.weight = nn.Parameter(w.detach(), requires_grad=False)
+            conv.bias = nn.Parameter(((b - child.running_mean) * s + shift).detach(), requires_grad=False)
+            parent._modules[name] = _Act(child) if type(child) is not nn.BatchNorm2d else nn.Identity()
+            folds += 1
+    return out, folds
+
+
+class FoldedCache:
+    """A `fold_batchnorm` copy of a frozen module, rebuilt when any of its parameters or buffers changes
+    (in place: `_version`, or replaced / moved: storage, dtype, device, strides), and checked once per build
+    against the original on the first input (a fold that does not reproduce it within FOLD_CHECK_RTOL is
+    dropped: the original runs)."""
+
+    def __init__(self):
+        self.key, self.net, self.checked = None, None, False
+
+    @staticmethod
+    def _key(module: nn.Module) -> tuple:
+        return tuple((t._version, t.data_ptr(), t.dtype, t.device, t.stride())
+                     for t in (*module.parameters(), *module.buffers()))
+
+    def get(self, module: nn.Module, x: torch.Tensor) -> nn.Module:
+        """The folded copy of `module` (or `module` itself when nothing folds or the check failed)."""
+        key = self._key(module)
+        if key != self.key:
+            net, folds = fold_batchnorm(module)
+            self.key, self.net, self.checked = key, (net if folds else module), folds == 0
+        if not self.checked:
+            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):     # the check in fp32
+                ref, got = module(x.detach().float()), self.net(x.detach().float())
+            ref, got = (ref, got) if isinstance(ref, (list, tuple)) else ([ref], [got])
+            err = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)) for a, b in zip(ref, got))
+            if err > FOLD_CHECK_RTOL:
+                log.warning("batch-norm folding changes %s's output by %.1e (relative); running it unfolded",
+                            type(module).__name__, err)
+                self.net = module
+            self.checked = True
+        return self.net
 
 
 # ----------------------------------------------------------------------------------------------

@@ -254,3 +254,87 @@ def test_row_ranks_group_equal_rows_like_unique(base):
     _, inverse = torch.unique(rows, dim=0, return_inverse=True)
     assert count == int(inverse.max()) + 1
     assert torch.equal(rank[:, None] == rank[None], inverse[:, None] == inverse[None])
+
+
+# -- the perceptual network with its batch norms folded into the convs (smis.backbones.fold_batchnorm) ----------
+
+class _ConvBN(torch.nn.Module):
+    """conv -> BN -> ReLU, a conv with a bias before a BN, and a BN after a ReLU (not foldable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8),
+                                        torch.nn.ReLU())
+        self.mid = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4),
+                                       torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.BatchNorm2d(8))
+        for m in self.modules():                    # running statistics and affine parameters away from 0 / 1
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.2, 3)
+                m.weight.data.uniform_(0.5, 2), m.bias.data.uniform_(-1, 1)
+        self.eval().requires_grad_(False)
+
+    def forward(self, x):
+        a = self.stem(x)
+        return [a, self.mid(a)]
+
+
+def _fold_errors(net, x):
+    """(max relative error of the original fp32 net, of its folded copy) against the original in float64."""
+    from smis.backbones import fold_batchnorm
+    folded, folds = fold_batchnorm(net)
+    with torch.no_grad():
+        ref = [r.double() for r in copy.deepcopy(net).double()(x.double())]
+        err = lambda outs: max(float((o.double() - r).abs().max() / r.abs().max()) for o, r in zip(outs, ref))
+        return err(net(x)), err(folded(x)), folds
+
+
+def test_fold_batchnorm_folds_conv_bn_pairs_only_and_keeps_the_function():
+    net = _ConvBN()
+    before = copy.deepcopy(net.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    plain, folded, folds = _fold_errors(net, x)
+    assert folds == 2                                                   # stem and mid; the BN after ReLU stays
+    assert folded <= 4 * plain + 8 * ULP
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())   # the original is untouched
+    from smis.backbones import fold_batchnorm
+    assert fold_batchnorm(net.train()) == (net, 0)                      # batch statistics: nothing folds
+    net.eval()
+    no_bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert fold_batchnorm(no_bn) == (no_bn, 0)                          # no pair (VGG19): no copy
+
+
+def test_fold_batchnorm_of_efficientnet_lite0_equals_the_original():
+    from smis.backbones import EffNetFeatures
+    net = EffNetFeatures().to(memory_format=torch.channels_last)
+    x = (torch.rand(2, 3, 64, 48) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    plain, folded, folds = _fold_errors(net, x)
+    assert folds == 49                                                  # every BN of the trunk
+    assert folded <= 4 * plain + 8 * ULP, (plain, folded)
+
+
+def test_perceptual_loss_folded_equals_unfolded_and_follows_weight_changes(caplog):
+    import logging
+
+    from smis import backbones
+    from smis.losses import PerceptualLoss
+    net = _ConvBN()
+    fast, slow = PerceptualLoss(net, weights=(1.0, 0.5)), PerceptualLoss(net, weights=(1.0, 0.5), fold_bn=False)
+    real = torch.rand(2, 3, 16, 16) * 2 - 1
+
+    def loss_and_grad(loss):
+        fake = (torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1).requires_grad_()
+        value = loss(fake, real)
+        value.backward()
+        return value.detach(), fake.grad
+
+    for _ in range(2):                                                  # after an in-place change of the BN stats
+        (lf, gf), (ls, gs) = loss_and_grad(fast), loss_and_grad(slow)
+        assert fast._folded.net is not net                              # the folded copy ran
+        assert torch.allclose(lf, ls, rtol=1e-5) and torch.allclose(gf, gs, rtol=1e-4, atol=1e-7)
+        net.load_state_dict({**net.state_dict(), "stem.1.running_mean": net.stem[1].running_mean + 0.5})
+    assert set(fast.state_dict()) == set(slow.state_dict())             # the copy is no submodule
+    fast._folded.key = None                                             # rebuild, with a check that must fail
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.WARNING, logger="smis.backbones"):
+        mp.setattr(backbones, "FOLD_CHECK_RTOL", -1.0)
+        loss_and_grad(fast)
+    assert fast._folded.net is net and "running it unfolded" in caplog.text
