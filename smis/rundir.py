@@ -34,10 +34,9 @@ class RunDirLock:
 
     def __init__(self, run_dir: str | os.PathLike,   # the folder to lock (created if missing)
                  log=None,                            # callable for the takeover message; default stderr
-                 what: str = "training run",          # the holder's kind, in the refusal
                  fix: str = "pass another --run-dir",  # the last way out, in the refusal
                  ):
-        self.run_dir, self.what, self.fix = Path(run_dir), what, fix
+        self.run_dir, self.fix = Path(run_dir), fix
         self.path = self.run_dir / ".lock"
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._fd: int | None = None
@@ -52,7 +51,7 @@ class RunDirLock:
                 holder = _read(fd)
                 os.close(fd)
                 raise RunDirBusy(
-                    f"{self.run_dir} is in use by another {self.what} (pid {holder.get('pid', '?')} on "
+                    f"{self.run_dir} is in use by another run (pid {holder.get('pid', '?')} on "
                     f"{holder.get('host', '?')}, started {holder.get('started', '?')}: {holder.get('command', '?')}). "
                     "Two runs in one folder would mix their files. Fix: wait for it to finish, stop it, or "
                     f"{self.fix}.") from None

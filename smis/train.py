@@ -56,7 +56,8 @@ from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_co
 from smis.rundir import RunDirBusy, RunDirLock, clear_run, remove_stale_temporaries
 from smis.runlog import RunLog
 from smis.sampling import sample_prior
-from smis.utils import CheckpointError, atomic_write_json, device_name, pick_device, plain_data, resolve
+from smis.utils import (CheckpointError, atomic_write_json, device_name, pick_device, plain_data, resolve,
+                        show_tracebacks)
 from smis.viz import colorize
 
 
@@ -70,11 +71,6 @@ class TrainingStopped(RuntimeError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
-
-
-def show_tracebacks() -> bool:
-    """Whether errors with a message of their own also print their traceback (`SMIS_TRACEBACK=1`)."""
-    return os.environ.get("SMIS_TRACEBACK", "").strip().lower() not in ("", "0", "false", "no")
 
 
 # ---------------------------------------------------------------------------------------------

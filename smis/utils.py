@@ -267,6 +267,12 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
+def show_tracebacks() -> bool:
+    """Whether a command line prints the traceback of an error that has a message of its own (`SMIS_TRACEBACK=1`);
+    by default smis.train and smis.reproduce print the message alone."""
+    return os.environ.get("SMIS_TRACEBACK", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def project_root() -> Path:
     """The repository root (the folder holding `smis/`), whatever the current directory."""
     return Path(__file__).resolve().parents[1]
