@@ -249,9 +249,20 @@ def test_bad_arguments_are_refused_before_any_folder(tmp_path, profile, override
     assert not (tmp_path / "x").exists()
 
 
-def test_set_goes_only_to_notebooks_declaring_it(tmp_path, caplog, capfd):
+def test_set_goes_only_to_notebooks_declaring_it(tmp_path, caplog, capfd, monkeypatch):
     """A global --set NAME reaches the notebooks that declare NAME and no other (no papermill "Passed unknown
-    parameter" warning); the kernel runs without its "TCP without encryption" warning."""
+    parameter" warning); the kernel runs without its "TCP without encryption" warning, and is shut down without
+    the SIGINT that jupyter_client sends first (ipykernel logged it, depending on timing, as "[IPKernelApp] ERROR |
+    KeyboardInterrupt caught in kernel.")."""
+    from jupyter_client.manager import KernelManager
+
+    signals, send = [], KernelManager._async_signal_kernel
+
+    async def spy(self, signum):
+        signals.append(signum)
+        await send(self, signum)
+
+    monkeypatch.setattr(KernelManager, "_async_signal_kernel", spy)
     _echo_notebook(tmp_path / "nbs")
     _echo_notebook(tmp_path / "nbs", stem="99_other", params="SMOKE = False\nC = 0")
     profiles = {"p": {"98_echo": {"RUN_DIR": "{out}/runs"}, "99_other": {"SMOKE": True}}}
@@ -266,6 +277,7 @@ def test_set_goes_only_to_notebooks_declaring_it(tmp_path, caplog, capfd):
     err = capfd.readouterr().err
     assert "without encryption" not in err
     assert "KeyboardInterrupt caught in kernel" not in err      # the kernel's shutdown is quiet (issue 25)
+    assert signal.SIGINT not in signals
 
 
 def test_missing_notebook_is_named(tmp_path):
@@ -335,6 +347,13 @@ def test_train_notebook_fresh_and_continue(tmp_path):
     # the parameter reaches the trainer
     assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is True
     assert (tmp_path / "out" / "samples_this_run.png").exists()
+    # FRESH = True while another process holds the run (issue 25): refused, naming it; nothing deleted
+    files = sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("*"))
+    with RunDirLock(tmp_path / "run"):
+        with pytest.raises(pm.PapermillExecutionError, match=rf"RunDirBusy.*in use by another run \(pid {os.getpid()}"):
+            run(True, 4)
+        assert sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("*")) == sorted(
+            files + [Path(".lock")])
 
 
 # ---------------------------------------------------------------------------------------------
