@@ -980,7 +980,9 @@ def main(argv=None) -> int:
         report = preflight(a.profile, plan)
         print(report.to_text())
         return 0 if report.complete else 1
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    global _signal_received
+    _signal_received = None
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel, overrides=a.set, threads=a.threads)
     except RunInterrupted as e:
@@ -1009,6 +1011,8 @@ def main(argv=None) -> int:
     except NotebookFailed as e:
         print(f"[reproduce] FAILED: {e}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"[reproduce] profile {a.profile} complete: {out / 'REPORT.md'}")
     return 0
 

@@ -492,6 +492,9 @@ def test_values_a_smoke_notebook_replaces_are_reported(tmp_path):
 
 
 def test_out_with_tilde_spaces_and_non_ascii(tmp_path, monkeypatch):
+    from jupyter_core.paths import jupyter_data_dir
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", jupyter_data_dir())   # the smis kernel stays found under another HOME
     monkeypatch.setenv("HOME", str(tmp_path / "my home"))
     out, plan = reproduce.plan_profile("smoke", out_root="~/rüns ☃")
     assert out == tmp_path / "my home" / "rüns ☃" / "smoke" and not (ROOT / "~").exists()
