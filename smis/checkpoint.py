@@ -50,6 +50,8 @@ def set_rng_state(rng: dict) -> None:
     st = rng["numpy"]
     if isinstance(st, dict):
         st = (st["key"], st["state"].numpy().astype(np.uint32), st["pos"], st["has_gauss"], st["cached_gaussian"])
+    else:   # (key, uint32 array, ...); safe_load reads the array of a v1 file as smis.utils._LegacyUint32Array
+        st = (st[0], np.asarray(st[1], dtype=np.uint32), *st[2:])
     np.random.set_state(tuple(st))
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
 

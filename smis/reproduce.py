@@ -33,7 +33,16 @@ lie under it; inputs (datasets, models) may be anywhere.
 run that declares NAME, `--set 05.NAME=VALUE` in the notebooks starting with `05`. A name no notebook
 of the run declares (in its cell tagged `parameters`) is an error that lists the valid ones. Everything
 (profile, --only, --set, the notebooks and their parameters) is checked before any folder is created.
-A failing notebook stops the run with a non-zero exit that names the notebook and the cell.
+A failing notebook stops the run with a non-zero exit that names the notebook and the cell. Each `--set` value
+must fit the type of the parameter (an annotation such as `STEPS: "Optional[int]" = 300`, else the default's type;
+numbers must be finite): `--set SIZE=NaN` is refused. A value a notebook replaces under `SMOKE` is reported.
+
+One run per folder: a run holds `<out>/<profile>/.lock` (smis.rundir) for its whole life, and a second run
+on the same folder is refused, naming the holder. Each notebook is executed into a hidden temporary
+`.NN_topic.partial.ipynb` and renamed to `NN_topic.ipynb` when it has finished; a failing one is kept as
+`NN_topic.failed.ipynb`. Ctrl-C (SIGINT) or SIGTERM stops the run with one line (exit 130 / 143): the
+notebook in progress is deleted, those finished are kept, and `--resume` skips them next time. Errors with a
+message of their own are printed without a traceback; `SMIS_TRACEBACK=1` shows it.
 
 Threads: kernels run with OMP_WAIT_POLICY=PASSIVE and OPENBLAS_NUM_THREADS=1 unless these are set:
 spinning OpenMP / OpenBLAS threads slow every job on a CPU shared with others (measured: benchmarks/RESULTS.md,
@@ -49,6 +58,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -58,7 +68,7 @@ from pathlib import Path
 import papermill as pm
 import torch
 import zmq
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
 from traitlets.config import Config
 
 from smis.config import get_preset
@@ -69,8 +79,9 @@ from smis.networks import VARIANTS, build_networks
 from smis.networks.crn import cimle_settings
 from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, map_names
 from smis.options import parse_assignment
-from smis.utils import (CheckpointError, atomic_write_json, atomic_write_text, project_root, resolve,
-                        safe_load)
+from smis.rundir import RunDirBusy, RunDirLock
+from smis.utils import (CheckpointError, atomic_write_json, atomic_write_text, project_root, resolve, safe_load,
+                        show_tracebacks)
 
 # The shipped SynthScenes demo models (scripts/train_demo_models.py).
 DEMO_MODELS = ("clvae:checkpoints/synthscenes_clvae.pt,gaugan_vae:checkpoints/synthscenes_gaugan_vae.pt,"
@@ -231,6 +242,107 @@ def default_parameters(notebook: str | Path,   # an .ipynb file
             except ValueError:
                 pass
     return out
+
+
+_TYPE_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None)}
+
+
+def _annotation_types(node: ast.expr) -> tuple[type, ...] | None:
+    """`int`, `str | None`, `Optional[int]` ... as a tuple of types; None when not one of these simple forms."""
+    if isinstance(node, ast.Constant) and node.value is None:
+        return (type(None),)
+    if isinstance(node, ast.Name) and node.id in _TYPE_NAMES:
+        return (_TYPE_NAMES[node.id],)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        left, right = _annotation_types(node.left), _annotation_types(node.right)
+        return left + right if left is not None and right is not None else None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):   # "Optional[int]": papermill reads these
+        try:
+            return _annotation_types(ast.parse(node.value, mode="eval").body)
+        except SyntaxError:
+            return None
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in ("Optional", "Union"):
+        parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        found = [_annotation_types(n) for n in parts]
+        if any(f is None for f in found):
+            return None
+        return sum(found, ()) + ((type(None),) if node.value.id == "Optional" else ())
+    return None
+
+
+def parameter_types(notebook: str | Path,   # an .ipynb file
+                    ) -> dict[str, tuple[type, ...]]:
+    """What each parameter of the notebook's `parameters` cell accepts: its annotation (`STEPS: "Optional[int]" = 300`,
+    a string so that papermill also reads the line; `int | None` and `Union[...]` work too),
+    else the type of its literal default (a float also takes an int). Parameters whose default is None or not a
+    literal, and unusual annotations, are not listed (any value goes)."""
+    notebook = Path(notebook)
+    declared_parameters(notebook)   # one Python cell, or SystemExit naming the file
+    cell = [c for c in json.loads(notebook.read_text())["cells"]
+            if "parameters" in c.get("metadata", {}).get("tags", [])][0]
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    types: dict[str, tuple[type, ...]] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found = _annotation_types(node.annotation)
+            if found is not None:
+                types[node.target.id] = found
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                default = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if default is not None and type(default) in _TYPE_NAMES.values():
+                types[node.targets[0].id] = (int, float) if type(default) is float else (type(default),)
+    return types
+
+
+def _fits(value, types: tuple[type, ...]) -> bool:
+    """Whether `value` (as --set parsed it) is one of `types`: bool only where bool is named, finite numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True
+    return isinstance(value, tuple(t for t in types if t is not bool))
+
+
+def smoke_replaced(notebook: str | Path,   # an .ipynb file
+                   ) -> set[str]:
+    """The parameters the notebook assigns anew in a top-level `if SMOKE:` block without reading their value
+    (`STEPS, BATCH = 4, 2`): under SMOKE a value given for them is not used. (`N = min(N, 2)` reads it: not listed.)"""
+    nb = json.loads(Path(notebook).read_text())
+    names: set[str] = set()
+    for cell in nb["cells"]:
+        if cell.get("cell_type") != "code" or "parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if not (isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "SMOKE"):
+                continue
+            for stmt in node.body:
+                if not isinstance(stmt, ast.Assign):
+                    continue
+                read = {n.id for n in ast.walk(stmt.value) if isinstance(n, ast.Name)}
+                for t in stmt.targets:
+                    names |= {n.id for n in (t.elts if isinstance(t, ast.Tuple) else [t])
+                              if isinstance(n, ast.Name) and n.id not in read}
+    return names
+
+
+def smoke_report(stem: str, params: dict, notebook: str | Path) -> str | None:
+    """A line naming the given parameters the notebook replaces because SMOKE is on (None when there are none)."""
+    smoke = params.get("SMOKE", default_parameters(notebook).get("SMOKE"))
+    lost = sorted(set(params) & smoke_replaced(notebook)) if smoke is True else []
+    if not lost:
+        return None
+    return (f"{stem}: SMOKE=True sets {', '.join(lost)} itself, so the values given here are not used "
+            f"({', '.join(f'{n}={params[n]!r}' for n in lost)}). Fix: --set {stem[:2]}.SMOKE=false to use them.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,6 +711,14 @@ class NotebookFailed(RuntimeError):
     pass
 
 
+class RunInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM stopped the run; the message says what is kept. `signum`: the signal."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
 def _digest(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -631,8 +751,13 @@ def run_profile(profile: str,                          # a key of `profiles`
             raise PreflightFailed(report.to_text())
         if not report.complete:
             log("[reproduce] WARNING: some inputs are partial (above): the tables will not be the paper's setting.")
-    with _kernel_env(threads):
-        return _run_plan(profile, out, plan, resume, kernel, log, notebook_dir or project_root() / "notebooks", report)
+    nb_dir = notebook_dir or project_root() / "notebooks"
+    for stem, params in plan:
+        said = smoke_report(stem, params, nb_dir / f"{stem}.ipynb")
+        if said:
+            log(f"[reproduce] NOTE: {said}")
+    with _kernel_env(threads), RunDirLock(out, fix="pass another --out"):
+        return _run_plan(profile, out, plan, resume, kernel, log, nb_dir, report)
 
 
 def plan_profile(profile: str,                         # a key of `profiles`
@@ -651,8 +776,8 @@ def plan_profile(profile: str,                         # a key of `profiles`
     if profile not in profiles:
         raise SystemExit(f"unknown profile {profile!r}. Fix: use one of {sorted(profiles)}.")
     root = project_root()
-    out = Path(os.path.normpath(Path(out_root) / profile if Path(out_root).is_absolute()
-                                else root / out_root / profile))
+    out_root = Path(out_root).expanduser()
+    out = Path(os.path.normpath(out_root / profile if out_root.is_absolute() else root / out_root / profile))
     notebooks = profiles[profile]
     if only:
         unknown = [o for o in only if not any(nb.startswith(o) for nb in notebooks)]
@@ -698,7 +823,18 @@ def plan_profile(profile: str,                         # a key of `profiles`
     out_str = str(out.relative_to(root)) if out.is_relative_to(root) else str(out)
     plan = []
     for stem, params in notebooks.items():
-        params = {**params, **{n: v for (_, n, v), takers in zip(sets, targets) if stem in takers}}
+        given = {n: v for (_, n, v), takers in zip(sets, targets) if stem in takers}
+        types = parameter_types(nb_dir / f"{stem}.ipynb")
+        for name, value in {**params, **given}.items():
+            if name in types and not _fits(value, types[name]):
+                want = " or ".join("None" if t is type(None) else t.__name__ for t in types[name])
+                origin = f"--set {stem[:2]}.{name}" if name in given else f"profile {profile!r}: {stem}.{name}"
+                default = default_parameters(nb_dir / f"{stem}.ipynb").get(name)
+                raise SystemExit(f"{origin}={value!r}: {stem} declares {name} as {want}"
+                                 f"{' (a finite number)' if float in types[name] else ''}, and {value!r} is not. "
+                                 f"Fix: give a value of that type (its default is {json.dumps(default)}; "
+                                 f"notebooks/src/{stem}.py declares it).")
+        params = {**params, **given}
         params = {k: v.replace("{out}", out_str) if isinstance(v, str) else v for k, v in params.items()}
         params["OUT_DIR"] = f"{out_str}/{stem}"
         for name in WRITTEN_FOLDERS:
@@ -735,13 +871,24 @@ def _kernel_env(threads: int | None):
                 os.environ[k] = v
 
 
+class _QuietShutdownKernelManager(AsyncKernelManager):
+    """nbclient's kernel manager, except that it does not interrupt the kernel when shutting it down after the
+    notebook has run (the kernel is idle then): jupyter_client sends SIGINT first, which ipykernel logged as
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." at the end of every notebook."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
+
+
 def _engine_kwargs() -> dict:
-    """papermill/nbclient options: CurveZMQ transport encryption for kernels whose kernelspec declares it
-    (ipykernel's does), which also silences the kernel's "running over TCP without encryption" warning.
-    Nothing on a jupyter_client without the option or a pyzmq without CurveZMQ."""
+    """papermill/nbclient options: the quiet-shutdown kernel manager; CurveZMQ transport encryption for kernels
+    whose kernelspec declares it (ipykernel's does), which also silences the kernel's "running over TCP without
+    encryption" warning (not on a jupyter_client without the option or a pyzmq without CurveZMQ)."""
+    kwargs = {"kernel_manager_class": _QuietShutdownKernelManager}
     if "transport_encryption" not in KernelManager.class_trait_names() or not zmq.has("curve"):
-        return {}
-    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+        return kwargs
+    return {**kwargs, "config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
 def _run_plan(profile: str, out: Path, plan: list[tuple[str, dict]], resume: bool, kernel: str, log,
@@ -762,12 +909,7 @@ def _run_plan(profile: str, out: Path, plan: list[tuple[str, dict]], resume: boo
         dst = out / f"{stem}.ipynb"
         log(f"[reproduce] {profile}: running {stem} with {params}")
         t0 = time.time()
-        try:
-            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, cwd=str(root),
-                                progress_bar=False, log_output=False, **engine)
-        except pm.PapermillExecutionError as e:
-            raise NotebookFailed(f"notebook {stem} failed in cell {e.cell_index} (execution count {e.exec_count}): "
-                                 f"{e.ename}: {e.evalue}. The executed copy with the traceback is {dst}.") from None
+        _execute(stem, src, dst, params, kernel, root, engine, done=[s for s, _ in plan[:plan.index((stem, params))]])
         state[stem] = key
         atomic_write_json(state, state_path)
         timings_path = out / "timings.json"
@@ -778,6 +920,42 @@ def _run_plan(profile: str, out: Path, plan: list[tuple[str, dict]], resume: boo
             f"{dst.relative_to(root) if dst.is_relative_to(root) else dst}")
     write_report(out, profile)
     return out
+
+
+def _execute(stem: str, src: Path, dst: Path, params: dict, kernel: str, root: Path, engine: dict,
+             done: list[str]) -> None:
+    """Execute `src` into a hidden temporary beside `dst` (papermill writes it cell by cell) and rename it to `dst`
+    when it has run; a failing notebook is kept as NN_topic.failed.ipynb (NotebookFailed), an interrupted one
+    is deleted (RunInterrupted). `dst` from an earlier run stays until the new one has finished."""
+    tmp = dst.with_name(f".{stem}.partial.ipynb")
+    failed = dst.with_name(f"{stem}.failed.ipynb")
+    try:
+        pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name=kernel, cwd=str(root),
+                            progress_bar=False, log_output=False, **engine)
+    except pm.PapermillExecutionError as e:
+        os.replace(tmp, failed)
+        raise NotebookFailed(f"notebook {stem} failed in cell {e.cell_index} (execution count {e.exec_count}): "
+                             f"{e.ename}: {e.evalue}. The executed copy with the traceback is {failed}.") from None
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        kept = f"the notebooks finished before it are kept ({', '.join(done)})" if done else "none had finished"
+        raise RunInterrupted(f"interrupted while running {stem}: its partial notebook was deleted, {kept}; rerun "
+                             "with --resume to skip the finished ones.", _signal_received or signal.SIGINT) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dst)
+    failed.unlink(missing_ok=True)
+
+
+_signal_received: int | None = None
+
+
+def _sigterm_as_interrupt(signum, frame):
+    """SIGTERM handler of the CLI: stop like Ctrl-C (KeyboardInterrupt), remembering the signal for the exit code."""
+    global _signal_received
+    _signal_received = signum
+    raise KeyboardInterrupt
 
 
 def write_report(out: Path, profile: str) -> Path:
@@ -823,8 +1001,30 @@ def main(argv=None) -> int:
         report = preflight(a.profile, plan)
         print(report.to_text())
         return 0 if report.complete else 1
+    global _signal_received
+    _signal_received = None
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         out = run_profile(a.profile, a.only, a.resume, a.out, a.kernel, overrides=a.set, threads=a.threads)
+    except RunInterrupted as e:
+        print(f"[reproduce] {signal.Signals(e.signum).name}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:   # between notebooks (the preflight, the report)
+        sig = _signal_received or signal.SIGINT
+        print(f"[reproduce] {signal.Signals(sig).name}: interrupted; the notebooks finished so far are kept; rerun "
+              "with --resume to skip them.", file=sys.stderr)
+        return 128 + sig
+    except PermissionError as e:
+        if show_tracebacks():
+            raise
+        print(f"[reproduce] ERROR: cannot write {e.filename or a.out}: {e.strerror or e}. Fix: choose an --out you may "
+              "write to (SMIS_TRACEBACK=1 shows the traceback).", file=sys.stderr)
+        return 2
+    except (RunDirBusy, DatasetError, CheckpointError) as e:
+        if show_tracebacks():
+            raise
+        print(f"[reproduce] ERROR: {e} (SMIS_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 2
     except PreflightFailed:
         print(f"[reproduce] STOPPED before the first notebook: inputs are missing or unusable (above). Fix them, "
               f"then check with `python -m smis.reproduce --profile {a.profile} --check`.", file=sys.stderr)
@@ -832,6 +1032,8 @@ def main(argv=None) -> int:
     except NotebookFailed as e:
         print(f"[reproduce] FAILED: {e}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"[reproduce] profile {a.profile} complete: {out / 'REPORT.md'}")
     return 0
 

@@ -17,14 +17,27 @@ constant, then linear decay to zero. The parts come from `smis.build.build` (no 
 Exact resume: data order, augmentation and latent noise are functions of (seed, step, sample), and
 checkpoints (plain dicts, written atomically) hold the networks, optimisers, scaler, step and RNG
 states, so a run killed at any moment and resumed ends with the same weights as an uninterrupted one.
+
+Stopping: SIGTERM or SIGINT (Ctrl-C) stops a single-process run cleanly after the step in progress: it saves a
+checkpoint of that step, releases the run directory's lock and ends with "stopped at step N; rerun with --resume"
+(exit 128 + the signal: 143 / 130), no traceback. A second signal abandons the step at once (a checkpoint write in
+progress is deleted; the newest complete checkpoint stays). A run killed harder (SIGKILL, power loss) leaves at
+most a temporary `.step_*.tmp`, which the next run on the folder deletes under the lock. Under torchrun the
+signals keep their default effect (the ranks must stop together).
+
+Errors that carry a message naming the fix (a bad dataset file, a busy run folder, an unreadable checkpoint) are
+printed alone, without a traceback; `SMIS_TRACEBACK=1` shows the traceback too.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,20 +49,29 @@ from tqdm.auto import tqdm
 from smis.build import TrainingParts, build
 from smis.checkpoint import CKPT_FORMAT, Checkpointer, rng_state, set_rng_state
 from smis.config import get_preset
-from smis.data import collate, make_dataset
+from smis.data import DatasetError, collate, make_dataset
 from smis.networks import VARIANTS, Latents, LatentSpec, Networks
 from smis.objective import discriminator_losses, generator_losses, split_batch
 from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_config_arguments, parse_assignments,
                           parse_overrides, resume_conflicts)
-from smis.rundir import RunDirBusy, RunDirLock
+from smis.rundir import RunDirBusy, RunDirLock, clear_run, remove_stale_temporaries
 from smis.runlog import RunLog
 from smis.sampling import sample_prior
-from smis.utils import CheckpointError, atomic_write_json, device_name, pick_device, plain_data, resolve
+from smis.utils import (CheckpointError, atomic_write_json, device_name, pick_device, plain_data, resolve,
+                        show_tracebacks)
 from smis.viz import colorize
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class TrainingStopped(RuntimeError):
+    """SIGTERM or SIGINT stopped the run (see the module docstring); the message says where and how to go on."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +184,7 @@ def make_train_dataset(cfg: TrainConfig, preset) -> torch.utils.data.Dataset:
         kw.update(length=cfg.data_length, seed=cfg.data_seed)
     dataset = make_dataset(cfg.dataset, cfg.data_root, "train", **kw)
     if dataset.info.num_classes != preset.num_classes:
-        raise ValueError(f"dataset {cfg.dataset} has {dataset.info.num_classes} classes but preset {cfg.preset} "
+        raise DatasetError(f"dataset {cfg.dataset} has {dataset.info.num_classes} classes but preset {cfg.preset} "
                          f"expects {preset.num_classes}. Fix: choose the matching preset.")
     return dataset
 
@@ -288,6 +310,7 @@ class Trainer:
         self.train_step = TrainStep(cfg, self.parts, total, decay, self.batch, self.rank, self.world, self.checkpoints)
         self.resumed_from: dict | None = None
         self._wall_before, self._wall_start = 0.0, time.perf_counter()
+        self._stop_signal: int | None = None            # set by a SIGTERM / SIGINT during fit
 
     @property
     def nets(self) -> Networks:
@@ -338,11 +361,24 @@ class Trainer:
                                          if k in ck.get("config", {}) and plain_data(ck["config"][k]) != plain_data(v)}}
 
     # -- the loop --------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, callback=None) -> Path:
-        """Train to `total_steps`; `callback(trainer, step, losses)` runs at every log step (e.g. a live plot).
-        The run directory is locked for the whole run (smis.rundir): a second run on it is refused."""
+    def fit(self,
+            resume: bool = False,    # continue from the newest intact checkpoint
+            callback=None,           # callback(trainer, step, losses) at every log step (e.g. a live plot)
+            fresh: bool = False,     # start anew: delete a previous run's files first (smis.rundir.clear_run)
+            ) -> Path:
+        """Train to `total_steps`. The run directory is locked for the whole run (smis.rundir): a second run on
+        it is refused, and `fresh` deletes nothing while another process holds the folder, nor in a folder that
+        holds no smis run. SIGTERM / SIGINT stop the run cleanly (TrainingStopped; see the module docstring)."""
+        if resume and fresh:
+            raise ValueError("fit(resume=True, fresh=True): choose one (continue the run, or start it anew)")
         lock = RunDirLock(self.run_dir).acquire() if self.is_main else None
+        handlers = self._catch_signals()
         try:
+            if fresh and self.is_main:
+                removed = clear_run(self.run_dir)
+                if removed:
+                    print(f"[smis.train] fresh start: deleted the previous run's {', '.join(removed)} in "
+                          f"{self.run_dir}", file=sys.stderr, flush=True)
             self._start(resume)
             with RunLog(self.run_dir, self.step, self.cfg.tensorboard) if self.is_main else _NoLog() as log:
                 self._loop(log, callback)
@@ -350,16 +386,61 @@ class Trainer:
                 self._check_ranks_in_sync()
             return self.run_dir
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             if lock is not None:
                 lock.release()
+
+    def _catch_signals(self) -> dict:
+        """Turn SIGTERM and SIGINT into a clean stop (single process, main thread only); the handlers replaced."""
+        self._stop_signal = None
+        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in old:
+            signal.signal(s, self._on_signal)
+        return old
+
+    def _on_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_signal is not None:   # a second signal: abandon the step (atomic writes delete their temporary)
+            self._stop_signal = signum
+            raise TrainingStopped(self._stopped_message(signum, saved=None), signum)
+        self._stop_signal = signum
+        print(f"\n[smis.train] {name}: stopping after the step in progress (saving a checkpoint); send it again "
+              "to stop at once", file=sys.stderr, flush=True)
+
+    def _stopped_message(self, signum: int, saved: Path | None) -> str:
+        name = signal.Signals(signum).name
+        if saved is not None:
+            return (f"{name}: stopped at step {self.step}; rerun with --resume to continue from {saved} "
+                    "(the lock is released).")
+        latest = self.checkpoints.latest()
+        return (f"{name}: stopped at step {self.step} without saving it (a second signal); rerun with --resume to "
+                f"continue from {latest or 'the start (no checkpoint yet)'} (the lock is released).")
 
     def _start(self, resume: bool) -> None:
         """Resume (or refuse to overwrite a run), then write config.json and the start line (rank 0)."""
         self.resumed_from = None
+        if self.is_main:   # under the lock: no live run is writing these
+            stale = remove_stale_temporaries(self.run_dir)
+            if stale:
+                print(f"[smis.train] deleted {len(stale)} temporary file(s) of an interrupted write "
+                      f"({sum(n for _, n in stale) / 2**20:.1f} MB): {', '.join(p.name for p, _ in stale)}",
+                      file=sys.stderr, flush=True)
         if resume:
             path, ck = self.checkpoints.load_latest_intact()
             if path is not None:
                 self.load_checkpoint(path, ck)
+                if self.is_main:
+                    print(f"[smis.train] resumed from {path} (step {self.step} of {self.total_steps})", file=sys.stderr,
+                          flush=True)
+                    retimed = self._retimed_decay(ck.get("config", {}))
+                    if retimed:
+                        print(f"[smis.train] WARNING: {retimed}", file=sys.stderr, flush=True)
+            elif self.is_main:
+                print(f"[smis.train] --resume: {self.run_dir} has no checkpoint yet; starting at step 0",
+                      file=sys.stderr, flush=True)
         elif self.checkpoints.latest() is not None and self.is_main:
             raise FileExistsError(f"{self.run_dir} already holds checkpoints. Fix: pass --resume to continue, or use "
                                   "another --run-dir.")
@@ -368,6 +449,25 @@ class Trainer:
             print(f"[smis.train] {self.cfg.variant} on {self.cfg.dataset} ({self.preset.name} preset), "
                   f"{self.total_steps} steps, batch {self.batch} on {self.world} x {device_name(self.device)}, "
                   f"perceptual: {self.perceptual_name}", flush=True)
+
+    def _retimed_decay(self, old: dict) -> str | None:
+        """What a changed schedule does to the learning rate on resume (None when the schedule is unchanged)."""
+        if not self.cfg.lr_decay or "steps" not in old:
+            return None
+        try:
+            was = TrainConfig(**{**asdict(self.cfg), "steps": old["steps"],
+                                 "decay_start": old.get("decay_start", self.cfg.decay_start)})
+        except (TypeError, ValueError):
+            return None
+        total, decay = schedule(was, self.preset, len(self.dataset), self.batch)
+        if (total, decay) == (self.total_steps, self.train_step.decay_start):
+            return None
+        before = TrainStep(was, self.parts, total, decay, self.batch).lr_factor(self.step)
+        now = self.train_step.lr_factor(self.step)
+        return (f"the schedule changed from {total} steps (decay from step {decay}) to {self.total_steps} (decay from "
+                f"step {self.train_step.decay_start}): the learning-rate decay is re-timed, its factor at step "
+                f"{self.step} is {now:.3g} (it was {before:.3g} on the old schedule) and reaches 0 at step "
+                f"{self.total_steps}.")
 
     def _write_config(self) -> None:
         """config.json: the options, the resume history and what they resolved to."""
@@ -399,9 +499,19 @@ class Trainer:
                                              pin_memory=self.device.type == "cuda", persistent_workers=False)
         self.nets.train()
         self._wall_start = t0 = time.perf_counter()
+        batches = iter(loader)
         with tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                   desc=f"train {cfg.variant}", dynamic_ncols=True) as bar:
-            for seen, batch in enumerate(loader, 1):
+            for seen in itertools.count(1):
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except Exception:   # e.g. DataLoader workers ended by the same Ctrl-C
+                    if self._stop_signal is None:
+                        raise
+                    raise TrainingStopped(self._stopped_message(self._stop_signal, saved=None),
+                                          self._stop_signal) from None
                 image = batch["image"].to(self.device, non_blocking=True)
                 label = batch["label"].to(self.device, non_blocking=True)
                 try:
@@ -417,7 +527,8 @@ class Trainer:
                 self._after_step(log, callback, losses, image, label)
 
     def _after_step(self, log: RunLog, callback, losses: dict, image, label) -> None:
-        """After an iteration (rank 0): log scalars, the sample grid and save a checkpoint when due."""
+        """After an iteration (rank 0): log scalars, the sample grid and save a checkpoint when due; after a
+        SIGTERM / SIGINT, save the step reached and stop (TrainingStopped)."""
         cfg, step = self.cfg, self.step
         last = step == self.total_steps
         if self.is_main and (step % cfg.log_every == 0 or last):
@@ -426,8 +537,12 @@ class Trainer:
                 callback(self, step, losses)
         if self.is_main and cfg.tensorboard and cfg.image_every and step % cfg.image_every == 0:
             log.image("mask|real|fake|prior samples", self.sample_grid(image, label), step)
+        saved = None
         if self.is_main and (step % cfg.ckpt_every == 0 or last):
-            self.save_checkpoint()
+            saved = self.save_checkpoint()
+        if self._stop_signal is not None and not last:
+            saved = saved or self.save_checkpoint()
+            raise TrainingStopped(self._stopped_message(self._stop_signal, saved), self._stop_signal)
 
     @torch.no_grad()
     def _check_ranks_in_sync(self):
@@ -501,11 +616,22 @@ def main(argv=None) -> int:
     cfg, resume = parse_args(argv)
     try:
         Trainer(cfg).fit(resume=resume)
+    except TrainingStopped as e:
+        print(f"[smis.train] {e}", file=sys.stderr)
+        return 128 + e.signum
     except TrainingDiverged as e:
         print(f"[smis.train] STOPPED: {e}", file=sys.stderr)
         return 3
-    except (RunDirBusy, ResumeMismatch, CheckpointError, FileExistsError) as e:
-        print(f"[smis.train] ERROR: {e}", file=sys.stderr)
+    except PermissionError as e:
+        if show_tracebacks():
+            raise
+        print(f"[smis.train] ERROR: cannot write {e.filename or cfg.run_dir}: {e.strerror or e}. Fix: choose a "
+              "--run-dir you may write to (SMIS_TRACEBACK=1 shows the traceback).", file=sys.stderr)
+        return 2
+    except (RunDirBusy, ResumeMismatch, CheckpointError, FileExistsError, FileNotFoundError, DatasetError) as e:
+        if show_tracebacks():
+            raise
+        print(f"[smis.train] ERROR: {e} (SMIS_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

@@ -73,11 +73,99 @@ class UnsafeCheckpoint(CheckpointError):
     """The file's pickle references Python objects beyond tensors and plain data; nothing was run."""
 
 
-# Types that earlier smis files held and that build plain data only: TorchVersion (a str) in exported
-# models' provenance, numpy's uint32 array in training checkpoints' RNG state (format smis-train-v1).
-# Allowed when reading so that those files keep loading; smis no longer writes them.
-LEGACY_SAFE_GLOBALS = [torch.torch_version.TorchVersion, np.zeros(1).__reduce__()[0], np.ndarray, np.dtype,
-                       type(np.dtype(np.uint32))]
+class _Refused(pickle.UnpicklingError):
+    """Raised inside the unpickler by the legacy stand-ins below: the file asks for more than they build."""
+
+
+def _refuse(what: str):
+    raise _Refused(what)
+
+
+class _LegacyUint32Dtype:
+    """What `numpy.dtype('u4', False, True)` + its state (little-endian uint32) builds when smis reads a legacy
+    file: a marker, not a numpy dtype. Any other dtype (objects 'O8', bytes 'u1', big-endian) is refused."""
+
+    def __new__(cls, *args, **kwargs):           # a pickle naming this class directly gets nothing
+        _refuse(f"{cls.__qualname__}{args}")
+
+    def __setstate__(self, state):
+        if state != (3, "<", None, None, None, -1, -1, 0):
+            _refuse(f"numpy.dtype('u4') with state {state!r}")
+        self.ready = True
+
+
+class _LegacyUint32Array:
+    """What numpy's `_reconstruct(ndarray, (0,), b'b')` + its state builds when smis reads a legacy file: the
+    bytes of a 1-D little-endian uint32 array of at most LEGACY_ARRAY_MAX values (numpy's MT19937 key is 624),
+    copied into a fresh numpy array by `__array__`. No numpy constructor runs while the file is read."""
+
+    def __new__(cls, *args, **kwargs):
+        _refuse(f"{cls.__qualname__}{args}")
+
+    def __setstate__(self, state):
+        ok = (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and isinstance(state[1], tuple)
+              and len(state[1]) == 1 and type(state[1][0]) is int and 0 <= state[1][0] <= LEGACY_ARRAY_MAX
+              and type(state[2]) is _LegacyUint32Dtype and getattr(state[2], "ready", False) and state[3] is False
+              and type(state[4]) is bytes and len(state[4]) == 4 * state[1][0])
+        if not ok:
+            _refuse(f"numpy.ndarray with state {_short(state)} (only a 1-D uint32 array of at most "
+                    f"{LEGACY_ARRAY_MAX} values is read)")
+        self.data = state[4]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.frombuffer(self.data, dtype="<u4").astype(np.uint32 if dtype is None else dtype)
+
+
+LEGACY_ARRAY_MAX = 624      # values: numpy's MT19937 state, the only array smis ever wrote
+
+
+class _NumpyName:
+    """Stands for a numpy class named in a legacy pickle (`numpy.ndarray`, an argument of `_reconstruct`);
+    calling it is refused."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        _refuse(f"{self.name}{_short(args)}")
+
+
+_NDARRAY = _NumpyName("numpy.ndarray")
+
+
+def _legacy_reconstruct(cls, shape, tag):
+    """numpy's `_reconstruct` as the legacy files call it (an empty ndarray, filled by its state), else refused."""
+    if cls is not _NDARRAY or shape != (0,) or tag != b"b":
+        _refuse(f"numpy.core.multiarray._reconstruct{_short((cls, shape, tag))}")
+    return object.__new__(_LegacyUint32Array)
+
+
+def _legacy_dtype(*args):
+    if args != ("u4", False, True):
+        _refuse(f"numpy.dtype{_short(args)}")
+    return object.__new__(_LegacyUint32Dtype)
+
+
+def _short(obj) -> str:
+    text = repr(obj)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# What earlier smis files held beyond tensors and plain data: TorchVersion (a str) in exported models'
+# provenance, numpy's uint32 RNG key in training checkpoints (format smis-train-v1). Allowed when reading so
+# that those files keep loading; smis no longer writes them. No numpy callable is allowed: the numpy names
+# map to smis's own stand-ins above, which build nothing but a uint32 buffer of at most 624 values (a numpy
+# dtype or array built from a pickle's arguments can point anywhere in memory: an object array whose
+# element is a pickled address crashes the interpreter when read).
+LEGACY_SAFE_GLOBALS = [torch.torch_version.TorchVersion,
+                       (_legacy_reconstruct, "numpy.core.multiarray._reconstruct"),
+                       (_legacy_reconstruct, "numpy._core.multiarray._reconstruct"),
+                       (_NDARRAY, "numpy.ndarray"), (_legacy_dtype, "numpy.dtype"),
+                       _LegacyUint32Dtype, _LegacyUint32Array]
+
+UNSAFE_FIX = ("nothing in it was run. smis loads every checkpoint with torch.load(weights_only=True) so that a file "
+              "cannot run code on your machine. Fix: use files written by smis or the authors' published weights; "
+              "if you made this file yourself, store plain data only (see README, Security).")
 
 
 def safe_load(path: str | os.PathLike,                           # the checkpoint file
@@ -102,18 +190,26 @@ def safe_load(path: str | os.PathLike,                           # the checkpoin
             return torch.load(path, map_location=map_location, weights_only=True,
                               mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
+        refused = next((c for c in _causes(e) if isinstance(c, _Refused)), None)
+        if refused is not None:
+            raise UnsafeCheckpoint(f"{path} was refused: its pickle asks for {refused}, which is neither a tensor "
+                                   f"nor plain data, and {UNSAFE_FIX}") from None
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))
         if refused:
-            raise UnsafeCheckpoint(
-                f"{path} was refused: its pickle calls {refused.group(1)}, which is neither a tensor nor plain data, "
-                "and nothing in it was run. smis loads every checkpoint with torch.load(weights_only=True) so that "
-                "a file cannot run code on your machine. Fix: use files written by smis or the authors' published "
-                "weights; if you made this file yourself, store plain data only (see README, Security).") from None
+            raise UnsafeCheckpoint(f"{path} was refused: its pickle calls {refused.group(1)}, which is neither a "
+                                   f"tensor nor plain data, and {UNSAFE_FIX}") from None
         raise _corrupt(path, e) from None
     # what the unpickler raises on bytes that are no pickle (a memo or stack index out of range, a bad length)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, struct.error,
             OverflowError) as e:
         raise _corrupt(path, e) from None
+
+
+def _causes(e: BaseException):
+    """`e` and the exceptions it was raised from or during (torch re-raises the unpickler's error `from None`)."""
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 TORCH_FILE_HEADS = (b"PK\x03\x04", b"\x80\x02")   # torch.save's zip archive; its legacy pickle (protocol 2)
@@ -169,6 +265,12 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def show_tracebacks() -> bool:
+    """Whether a command line prints the traceback of an error that has a message of its own (`SMIS_TRACEBACK=1`);
+    by default smis.train and smis.reproduce print the message alone."""
+    return os.environ.get("SMIS_TRACEBACK", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def project_root() -> Path:

@@ -1,14 +1,20 @@
 """The notebooks run headlessly, the reproduce command gathers their tables, and failures are named."""
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+
+from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 
 from smis import reproduce
+from smis.rundir import RunDirBusy, RunDirLock
 from smis.utils import project_root
 
 ROOT = project_root()
@@ -178,7 +184,7 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert sum("skipped" in s for s in said) == len(reproduce.PROFILES["smoke"])
 
 
-ECHO_PARAMS = 'SMOKE = False\nA = 0\nB = ""\nRUN_DIR = ""'
+ECHO_PARAMS = 'SMOKE = False\nA: \"Union[int, list]\" = 0\nB = ""\nRUN_DIR = ""'
 
 
 def _echo_notebook(folder, stem="98_echo", params=ECHO_PARAMS):
@@ -243,9 +249,20 @@ def test_bad_arguments_are_refused_before_any_folder(tmp_path, profile, override
     assert not (tmp_path / "x").exists()
 
 
-def test_set_goes_only_to_notebooks_declaring_it(tmp_path, caplog, capfd):
+def test_set_goes_only_to_notebooks_declaring_it(tmp_path, caplog, capfd, monkeypatch):
     """A global --set NAME reaches the notebooks that declare NAME and no other (no papermill "Passed unknown
-    parameter" warning); the kernel runs without its "TCP without encryption" warning."""
+    parameter" warning); the kernel runs without its "TCP without encryption" warning, and is shut down without
+    the SIGINT that jupyter_client sends first (ipykernel logged it, depending on timing, as "[IPKernelApp] ERROR |
+    KeyboardInterrupt caught in kernel.")."""
+    from jupyter_client.manager import KernelManager
+
+    signals, send = [], KernelManager._async_signal_kernel
+
+    async def spy(self, signum):
+        signals.append(signum)
+        await send(self, signum)
+
+    monkeypatch.setattr(KernelManager, "_async_signal_kernel", spy)
     _echo_notebook(tmp_path / "nbs")
     _echo_notebook(tmp_path / "nbs", stem="99_other", params="SMOKE = False\nC = 0")
     profiles = {"p": {"98_echo": {"RUN_DIR": "{out}/runs"}, "99_other": {"SMOKE": True}}}
@@ -257,7 +274,10 @@ def test_set_goes_only_to_notebooks_declaring_it(tmp_path, caplog, capfd):
     assert other["C"] == 5 and "A" not in other and other["SMOKE"] is True
     assert json.loads((out / "99_other" / "params.json").read_text())["C"] == 5
     assert not [r for r in caplog.records if "unknown parameter" in r.getMessage()]
-    assert "without encryption" not in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "without encryption" not in err
+    assert "KeyboardInterrupt caught in kernel" not in err      # the kernel's shutdown is quiet (issue 25)
+    assert signal.SIGINT not in signals
 
 
 def test_missing_notebook_is_named(tmp_path):
@@ -327,3 +347,214 @@ def test_train_notebook_fresh_and_continue(tmp_path):
     # the parameter reaches the trainer
     assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is True
     assert (tmp_path / "out" / "samples_this_run.png").exists()
+    # FRESH = True while another process holds the run (issue 25): refused, naming it; nothing deleted
+    files = sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("*"))
+    with RunDirLock(tmp_path / "run"):
+        with pytest.raises(pm.PapermillExecutionError, match=rf"RunDirBusy.*in use by another run \(pid {os.getpid()}"):
+            run(True, 4)
+        assert sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("*")) == sorted(
+            files + [Path(".lock")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Concurrency, interruption, parameter types, odd paths (issue 25)
+
+
+def _main_with(monkeypatch, profiles, nb_dir, argv):
+    """reproduce.main on `profiles` (notebooks from nb_dir), as the command line runs it."""
+    monkeypatch.setattr(reproduce, "PROFILES", profiles)
+    monkeypatch.setattr(reproduce, "run_profile", functools.partial(reproduce.run_profile, notebook_dir=nb_dir))
+    return reproduce.main(argv)
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path, monkeypatch, capsys):
+    """<out>/<profile> is locked for a run's whole life: a second run on it stops at once, naming the holder,
+    before any notebook (nothing of the first run's folder is touched); the lock goes with the run."""
+    _echo_notebook(tmp_path / "nbs", params="SMOKE = False")
+    profiles = {"p": {"98_echo": {}}}
+    with RunDirLock(tmp_path / "out" / "p"):
+        with pytest.raises(RunDirBusy, match=rf"out/p is in use by another run \(pid {os.getpid()} .*another --out"):
+            reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",
+                                  log=lambda *a: None)
+        argv = ["--profile", "p", "--out", str(tmp_path / "out")]
+        assert _main_with(monkeypatch, profiles, tmp_path / "nbs", argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("[reproduce] ERROR: ") and "in use by another run" in err and "Traceback" not in err
+        assert sorted(os.listdir(tmp_path / "out" / "p")) == [".lock"]
+    out = reproduce.run_profile("p", out_root=tmp_path / "out", profiles=profiles, notebook_dir=tmp_path / "nbs",
+                                log=lambda *a: None)
+    assert (out / "98_echo.ipynb").is_file() and not (out / ".lock").exists()
+    assert not list(out.glob(".*.ipynb"))                  # the temporary was renamed
+
+
+def test_a_failed_notebook_is_kept_under_a_failed_name_and_the_last_good_one_stays(tmp_path):
+    _echo_notebook(tmp_path / "nbs", params="SMOKE = False\nFAIL = False")
+    nb = nbformat.read(tmp_path / "nbs" / "98_echo.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_code_cell("assert not FAIL, 'failing on purpose'"))
+    nb.cells[-1].source = nb.cells[-1].source.replace("mkdir(parents=True)", "mkdir(parents=True, exist_ok=True)")
+    nbformat.write(nb, tmp_path / "nbs" / "98_echo.ipynb")
+    run = functools.partial(reproduce.run_profile, "p", out_root=tmp_path / "out", notebook_dir=tmp_path / "nbs",
+                            log=lambda *a: None)
+    out = run(profiles={"p": {"98_echo": {}}})
+    good = (out / "98_echo.ipynb").read_bytes()
+    with pytest.raises(reproduce.NotebookFailed, match=r"failing on purpose\. The executed copy with the traceback is "
+                                                       rf"{out / '98_echo.failed.ipynb'}"):
+        run(profiles={"p": {"98_echo": {"FAIL": True}}})
+    assert (out / "98_echo.ipynb").read_bytes() == good      # the finished one is not replaced by a failed run
+    assert "failing on purpose" in (out / "98_echo.failed.ipynb").read_text()
+    run(profiles={"p": {"98_echo": {}}})
+    assert not (out / "98_echo.failed.ipynb").exists() and not list(out.glob(".*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_no_half_written_notebook(tmp_path, sig):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM during a notebook: one line,
+    exit 128 + signal, no traceback; the notebook in progress is gone, the finished one kept, the lock released,
+    the kernel ended; --resume then skips the finished notebook."""
+    nbs = tmp_path / "nbs"
+    _echo_notebook(nbs, stem="97_fast", params="SMOKE = False")
+    _echo_notebook(nbs, stem="98_slow", params="SMOKE = False")
+    nb = nbformat.read(nbs / "98_slow.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("(p / 'pid').write_text(str(os.getpid()))\nimport time\ntime.sleep(300)"))
+    nbformat.write(nb, nbs / "98_slow.ipynb")
+    drive = ("import functools, sys\nfrom pathlib import Path\nfrom smis import reproduce\n"
+             "reproduce.PROFILES = {'p': {'97_fast': {}, '98_slow': {}}}\n"
+             f"reproduce.run_profile = functools.partial(reproduce.run_profile, notebook_dir=Path({str(nbs)!r}))\n"
+             "sys.exit(reproduce.main(sys.argv[1:]))\n")
+    out = tmp_path / "out" / "p"
+    proc = subprocess.Popen([sys.executable, "-c", drive, "--profile", "p", "--out", str(tmp_path / "out")],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "98_slow" / "pid").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    kernel = int((out / "98_slow" / "pid").read_text())
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert err.strip() == (f"[reproduce] {sig.name}: interrupted while running 98_slow: its partial notebook was "
+                           "deleted, the notebooks finished before it are kept (97_fast); rerun with --resume to skip "
+                           "the finished ones."), err
+    assert sorted(p.name for p in out.glob("*.ipynb")) == ["97_fast.ipynb"] and not list(out.glob(".*.ipynb"))
+    assert not (out / ".lock").exists()
+    for _ in range(100):                                     # the kernel is shut down with the run
+        try:
+            os.kill(kernel, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(kernel, signal.SIGKILL)
+        pytest.fail("the kernel outlived the interrupted run")
+
+
+def test_set_values_must_fit_the_parameters_type(tmp_path):
+    """`--set SIZE=NaN` was accepted (and then ignored under SMOKE): values are checked against the parameter's
+    annotation or its default's type before anything runs."""
+    for bad, message in ((["01.SIZE=NaN"], r"--set 01\.SIZE=nan: 01_prepare_data declares SIZE as int, and nan is not"),
+                         (["SIZE=1.5"], r"SIZE as int, and 1\.5 is not.*its default is 128"),
+                         (["01.SMOKE=1"], r"SMOKE as bool, and 1 is not"),
+                         (["02.BATCH=\"8\""], r"BATCH as int or None, and '8' is not"),
+                         (["02.PRESET_SET=[1]"], r"PRESET_SET as dict"),
+                         (["02.VARIANT=3"], r"VARIANT as str, and 3 is not")):
+        with pytest.raises(SystemExit, match=message):
+            reproduce.plan_profile("smoke", out_root=tmp_path, overrides=bad)
+    _, plan = reproduce.plan_profile("smoke", out_root=tmp_path, overrides=["02.STEPS=null", "02.BATCH=4"])
+    assert dict(plan)["02_train"]["STEPS"] is None and dict(plan)["02_train"]["BATCH"] == 4
+    _echo_notebook(tmp_path / "nbs", params="SMOKE = False\nLR = 0.5\nA: \"Union[int, list]\" = 0\nANY = None")
+    for ok in (["LR=1", "A=[1, 2]", "ANY=\"x\""], ["LR=0.25", "A=3", "ANY=[1]"]):
+        reproduce.plan_profile("p", out_root=tmp_path, profiles={"p": {"98_echo": {}}}, notebook_dir=tmp_path / "nbs",
+                               overrides=ok)
+    for bad in (["LR=Infinity"], ["LR=true"], ["A=1.0"], ["A={}"]):
+        with pytest.raises(SystemExit, match="is not"):
+            reproduce.plan_profile("p", out_root=tmp_path, profiles={"p": {"98_echo": {}}},
+                                   notebook_dir=tmp_path / "nbs", overrides=bad)
+    assert not (tmp_path / "smoke").exists() and not (tmp_path / "p").exists()
+
+
+def test_values_a_smoke_notebook_replaces_are_reported(tmp_path):
+    sets = ["02.STEPS=50", "04.K=7", "05.TRAIN_STEPS=1"]
+    _, plan = reproduce.plan_profile("smoke", out_root=tmp_path, overrides=sets)
+    said = {stem: reproduce.smoke_report(stem, params, ROOT / "notebooks" / f"{stem}.ipynb") for stem, params in plan}
+    assert said["02_train"] == ("02_train: SMOKE=True sets STEPS itself, so the values given here are not used "
+                                "(STEPS=50). Fix: --set 02.SMOKE=false to use them.")
+    assert "sets K itself" in said["04_diversity_rq2"]
+    assert said["05_ablations"] is None          # TRAIN_STEPS = min(TRAIN_STEPS, 2) uses the value given
+    assert said["01_prepare_data"] is None and said["06_interactive_editing"] is None
+    _, plan = reproduce.plan_profile("smoke", out_root=tmp_path, overrides=["02.STEPS=50", "02.SMOKE=false"])
+    assert reproduce.smoke_report("02_train", dict(plan)["02_train"], ROOT / "notebooks" / "02_train.ipynb") is None
+    assert reproduce.smoke_replaced(ROOT / "notebooks" / "02_train.ipynb") >= {"STEPS", "BATCH"}
+
+
+def test_out_with_tilde_spaces_and_non_ascii(tmp_path, monkeypatch):
+    from jupyter_core.paths import jupyter_data_dir
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", jupyter_data_dir())   # the smis kernel stays found under another HOME
+    monkeypatch.setenv("HOME", str(tmp_path / "my home"))
+    out, plan = reproduce.plan_profile("smoke", out_root="~/rüns ☃")
+    assert out == tmp_path / "my home" / "rüns ☃" / "smoke" and not (ROOT / "~").exists()
+    assert dict(plan)["02_train"]["RUN_DIR"] == f"{out}/runs/02_clvae"
+    _echo_notebook(tmp_path / "nbs")
+    out = reproduce.run_profile("p", out_root="~/rüns ☃", profiles={"p": {"98_echo": {"RUN_DIR": "{out}/r ü"}}},
+                                notebook_dir=tmp_path / "nbs", log=lambda *a: None, overrides=['98.B="{out}/ä b"'])
+    got = json.loads((out / "98_echo" / "params.json").read_text())
+    assert got["B"] == f"{out}/ä b" and got["RUN_DIR"] == f"{out}/r ü" and (out / "98_echo.ipynb").is_file()
+
+
+@pytest.mark.parametrize("where", ["repository root", "/"])
+def test_out_at_the_repository_root_or_slash_touches_nothing_else(tmp_path, monkeypatch, capsys, where):
+    """--out at the repository root or at /: the run writes only its <out>/<profile> folder; every other entry of
+    the out folder (and the notebooks it reads) is left as it was. Where / is not writable (a normal user), the run
+    stops with one line instead."""
+    base = ROOT if where == "repository root" else Path("/")
+    profile = f"zz_issue25_{os.getpid()}"
+    _echo_notebook(tmp_path / "nbs", params="SMOKE = False")
+    def snap():   # every entry's name; a file's time and size too (folders' times move with other processes)
+        entries = [p for p in base.iterdir() if p.name != profile] + list((tmp_path / "nbs").iterdir())
+        return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() and not p.is_symlink() else None
+                for p in entries}
+    before = snap()
+    try:
+        rc = _main_with(monkeypatch, {profile: {"98_echo": {}}}, tmp_path / "nbs",
+                        ["--profile", profile, "--out", str(base)])
+        err = capsys.readouterr().err
+        if os.access(base, os.W_OK):
+            assert rc == 0, err
+            assert sorted(p.name for p in (base / profile).iterdir()) == [".completed.json", "98_echo", "98_echo.ipynb",
+                                                                         "REPORT.md", "timings.json"]
+        else:
+            assert rc == 2 and err.startswith(f"[reproduce] ERROR: cannot write {base / profile}"), err
+        after = snap()
+        assert after == before, sorted(set(after.items()) ^ set(before.items()))
+    finally:
+        import shutil
+        shutil.rmtree(base / profile, ignore_errors=True)
+
+
+def _unprivileged() -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    import shutil
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot drop the capabilities that ignore permission bits")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+
+def test_read_only_out_is_one_clear_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    try:
+        r = subprocess.run(_unprivileged() + [sys.executable, "-m", "smis.reproduce", "--profile", "smoke", "--only",
+                                              "01", "--out", str(ro)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+    finally:
+        ro.chmod(0o755)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith(f"[reproduce] ERROR: cannot write {ro / 'smoke'}") and "Fix: choose an --out" in \
+        r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert os.listdir(ro) == []

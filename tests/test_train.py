@@ -324,7 +324,7 @@ def test_config_rejects_keep_last_zero_through_the_api_too(tmp_path):
 def test_second_run_on_a_locked_run_dir_is_refused(tmp_path):
     run = tmp_path / "run"
     with RunDirLock(run):                                     # another run holds the folder
-        with pytest.raises(RunDirBusy, match=rf"in use by another training run \(pid {os.getpid()} on "):
+        with pytest.raises(RunDirBusy, match=rf"in use by another run \(pid {os.getpid()} on "):
             T.Trainer(cfg(tmp_path)).fit()
         assert T.main(_cli(tmp_path, run, 2)[3:]) == 2     # the CLI: exit 2 with the message
         assert not (run / "config.json").exists() and not (run / "checkpoints").exists()   # nothing mixed in
@@ -543,3 +543,195 @@ def test_gaugan_vae_lowkl_is_gaugan_vae_trained_with_the_papers_low_kl(tmp_path)
     T.Trainer(cfg(tmp_path, variant="gaugan_vae_lowkl", steps=2, kl_weight=0.0005)).fit(resume=True)
     with pytest.raises(T.ResumeMismatch, match=r"kl_weight: checkpoint 0.0005, now 0.05"):
         T.Trainer(cfg(tmp_path, variant="gaugan_vae_lowkl", steps=4, kl_weight=0.05)).fit(resume=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupted runs, fresh starts and honest messages (issue 25)
+
+
+def _run_files(run):
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+
+
+def test_stale_temporaries_are_deleted_under_the_lock_on_start_and_resume(tmp_path, capsys):
+    """What a killed atomic write leaves (checkpoints/.step_*.pt.XXXX.tmp, .config.json.XXXX.tmp) is deleted
+    when the next run takes the folder, and kept while another process holds it."""
+    _trained(tmp_path, steps=2)
+    run = tmp_path / "run"
+    stale = [run / "checkpoints" / ".step_00000004.pt.k2j4x9ab.tmp", run / ".config.json.q8w1e2r3.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 66_000)
+    with RunDirLock(run):
+        with pytest.raises(RunDirBusy):
+            T.Trainer(cfg(tmp_path, steps=4)).fit(resume=True)
+        assert all(p.exists() for p in stale)             # a live run's temporary is never touched
+    capsys.readouterr()
+    T.Trainer(cfg(tmp_path, steps=4)).fit(resume=True)
+    assert not any(p.exists() for p in stale)
+    err = capsys.readouterr().err
+    assert "deleted 2 temporary file(s) of an interrupted write (0.1 MB)" in err and ".step_00000004.pt." in err
+    assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()
+    # a fresh run in a folder holding only a temporary: deleted too
+    (tmp_path / "new" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "new" / "checkpoints" / ".step_00000002.pt.aaaa.tmp").write_bytes(b"x")
+    T.Trainer(cfg(tmp_path, run_dir=str(tmp_path / "new"), steps=2)).fit()
+    assert not list((tmp_path / "new").rglob("*.tmp"))
+
+
+def test_resume_says_what_it_resumed_and_warns_when_steps_retime_the_decay(tmp_path, capsys):
+    _trained(tmp_path, steps=4)
+    capsys.readouterr()
+    T.Trainer(cfg(tmp_path, steps=4)).fit(resume=True)        # same schedule: no warning
+    err = capsys.readouterr().err
+    assert f"resumed from {tmp_path / 'run' / 'checkpoints' / 'step_00000004.pt'} (step 4 of 4)" in err
+    assert "re-timed" not in err
+    t = T.Trainer(cfg(tmp_path, steps=6))
+    t.fit(resume=True)
+    err = capsys.readouterr().err
+    want = (f"the schedule changed from 4 steps (decay from step 2) to 6 (decay from step 3): the learning-rate decay "
+            f"is re-timed, its factor at step 4 is {t.train_step.lr_factor(4):.3g} (it was 0 on the old schedule)")
+    assert "resumed from" in err and "(step 4 of 6)" in err and want in err
+    assert t.train_step.lr_factor(4) == pytest.approx(2 / 3)
+
+
+def test_fresh_start_goes_through_the_lock_and_deletes_only_a_runs_own_files(tmp_path, capsys):
+    """fit(fresh=True), what notebook 02's FRESH = True does: refused while another process holds the folder
+    (naming it) and in a folder that holds no smis run; otherwise it deletes the previous run's files only."""
+    _trained(tmp_path, steps=4)
+    run = tmp_path / "run"
+    (run / "notes.txt").write_text("mine")
+    before = _run_files(run)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from smis.rundir import RunDirLock; "
+                               f"RunDirLock({str(run)!r}).acquire(); print('locked', flush=True); sys.stdin.read()"],
+                              env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirBusy, match=f"in use by another run \\(pid {holder.pid} "):
+            T.Trainer(cfg(tmp_path, steps=2)).fit(fresh=True)
+        assert _run_files(run) == sorted(before + [".lock"])   # nothing deleted under the live holder
+    finally:
+        holder.kill()
+        holder.wait()
+    T.Trainer(cfg(tmp_path, steps=2)).fit(fresh=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt"]   # the new run only
+    assert (run / "notes.txt").read_text() == "mine"         # not a run's file: kept
+    assert "fresh start: deleted the previous run's checkpoints, losses.csv, config.json" in capsys.readouterr().err
+    # a folder holding other things (a mistyped RUN_DIR, <out>/<profile> itself): refused, untouched
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "checkpoints" / "model.pt").write_bytes(b"precious")
+    (other / "REPORT.md").write_text("x")
+    with pytest.raises(FileExistsError, match=r"holds REPORT\.md, checkpoints but no smis training run"):
+        T.Trainer(cfg(tmp_path, run_dir=str(other), steps=2)).fit(fresh=True)
+    assert (other / "checkpoints" / "model.pt").read_bytes() == b"precious" and not (other / ".lock").exists()
+    with pytest.raises(ValueError, match="choose one"):
+        T.Trainer(cfg(tmp_path, steps=2)).fit(resume=True, fresh=True)
+
+
+def test_notebook_02_deletes_nothing_itself():
+    """The notebook leaves deleting to Trainer.fit(fresh=...) (under the lock): no rmtree / unlink of its own."""
+    src = (project_root() / "notebooks" / "src" / "02_train.py").read_text()
+    calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+             for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)}
+    assert not calls & {"rmtree", "unlink", "remove", "rmdir"}
+    assert "fresh=FRESH" in src
+
+
+def test_errors_with_a_message_print_it_alone(tmp_path, capsys, monkeypatch):
+    """A bad dataset (an empty classes.json) ends the CLI with its message and exit 2, no traceback, unless
+    SMIS_TRACEBACK=1 asks for it."""
+    root = tmp_path / "ds"
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "classes.json").write_text("{}")
+    argv = _cli(tmp_path, tmp_path / "run", 2, ["--dataset", "folder", "--data-root", str(root)])[3:]
+    assert T.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"[smis.train] ERROR: {root / 'classes.json'}: 'names' is") and "Fix:" in err
+    assert "SMIS_TRACEBACK=1" in err and "Traceback" not in err
+    monkeypatch.setenv("SMIS_TRACEBACK", "1")
+    with pytest.raises(DatasetError, match="classes.json"):
+        T.main(argv)
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix under which permission bits hold: none for a normal user; for root, setpriv dropping
+    every capability (root then only has its owner rights, so a folder of mode 0555 is read-only to it)."""
+    if os.geteuid() != 0:
+        return []
+    import shutil
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot drop the capabilities that ignore permission bits")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+
+def test_read_only_run_dir_is_a_clear_error(tmp_path):
+    """A --run-dir (new, or an existing run to --resume) in a folder the user may not write: one line naming the
+    folder and the fix, exit 2, no traceback; the existing run is left as it was."""
+    _trained(tmp_path, steps=2)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.rename(tmp_path / "run", ro / "run")
+    before = _run_files(ro / "run")
+    for p in [ro, *ro.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        for run, extra in ((ro / "new", []), (ro / "run", ["--resume"])):
+            r = subprocess.run(_unprivileged() + _cli(tmp_path, run, 4, extra), env=_env(), cwd=project_root(),
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 2, r.stderr[-2000:]
+            assert r.stderr.startswith(f"[smis.train] ERROR: cannot write {run}") and "Fix: choose a --run-dir" in \
+                r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert _run_files(ro / "run") == before and not (ro / "new").exists()
+    finally:
+        for p in [ro, *ro.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_paths_with_tilde_spaces_and_non_ascii(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home dir"))
+    t = T.Trainer(cfg(tmp_path, run_dir="~/rüns/ein lauf ☃", steps=2))
+    assert t.run_dir == tmp_path / "home dir" / "rüns" / "ein lauf ☃"
+    t.fit()
+    assert (t.run_dir / "checkpoints" / "step_00000002.pt").is_file() and not (tmp_path / "~").exists()
+    T.Trainer(cfg(tmp_path, run_dir="~/rüns/ein lauf ☃", steps=4)).fit(resume=True)
+    assert json.loads((t.run_dir / "config.json").read_text())["resumes"][0]["step"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_cleanly_and_resume(tmp_path, sig):
+    """SIGTERM / SIGINT: a checkpoint of the step reached, the lock released, no temporary, one line
+    "stopped at step N; rerun with --resume" and exit 128 + signal, no traceback; --resume continues from there.
+    Then two signals at once: the step in progress is abandoned, still cleanly."""
+    run = tmp_path / "run"
+    p = subprocess.Popen(_cli(tmp_path, run, 400), env=_env(), cwd=project_root(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "step_00000002.pt").exists():
+        assert p.poll() is None and time.time() < deadline, "training ended before the signal"
+        time.sleep(0.05)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + sig, err
+    n = int(err.split("stopped at step ")[1].split(";")[0])
+    assert f"{sig.name}: stopped at step {n}; rerun with --resume to continue from " \
+           f"{run / 'checkpoints' / f'step_{n:08d}.pt'}" in err and "Traceback" not in err, err
+    assert (run / "checkpoints" / f"step_{n:08d}.pt").is_file()
+    assert not (run / ".lock").exists() and not list(run.rglob("*.tmp"))
+    r = subprocess.run(_cli(tmp_path, run, n + 2, ["--resume"]), env=_env(), cwd=project_root(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and f"resumed from {run / 'checkpoints' / f'step_{n:08d}.pt'} (step {n} of {n + 2})" \
+        in r.stderr, r.stderr
+    rows = list(csv.DictReader(open(run / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, n + 3))
+    # two signals in a row: the second abandons the step at once
+    p = subprocess.Popen(_cli(tmp_path, run, 400, ["--resume"]), env=_env(), cwd=project_root(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while max(int(c.stem[5:]) for c in (run / "checkpoints").glob("step_*.pt")) <= n + 2:
+        assert p.poll() is None and time.time() < deadline, "training ended before the signal"
+        time.sleep(0.05)
+    p.send_signal(sig)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + sig and "rerun with --resume" in err and "Traceback" not in err, err
+    assert not (run / ".lock").exists() and not list(run.rglob("*.tmp"))

@@ -1,4 +1,5 @@
 import io
+import re
 import os
 import random
 import stat
@@ -60,3 +61,82 @@ def test_a_cut_torch_file_is_truncated_or_corrupt(tmp_path, legacy):
         path.write_bytes(buf.getvalue()[:n])
         with pytest.raises(CorruptCheckpoint, match=rf"cut\.pt \({n} bytes\) is truncated or corrupt.*Fix:"):
             safe_load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile pickles through numpy (issue 25): refused as unsafe before anything is built, never a crash
+
+
+class _Call:
+    """Pickles to the call f(*args) (+ BUILD with `state`): how a crafted file asks the unpickler for objects."""
+
+    def __init__(self, f, args, state=None):
+        self.f, self.args, self.state = f, args, state
+
+    def __reduce__(self):
+        return (self.f, self.args) if self.state is None else (self.f, self.args, self.state)
+
+
+def _hostile_files(folder) -> dict[str, str]:
+    """name -> what the refusal names; each file is a dict as load_model expects, with one hostile value."""
+    import numpy as np
+
+    import smis.utils
+
+    u4 = np.dtype("u4")
+    files = {
+        # an object array whose element is the address 0x4141414141414141: segfaulted load_model (exit 139)
+        "wild_pointer": (_Call(np.ndarray, ((1,), _Call(np.dtype, ("O8", False, True)), b"A" * 8)), r"numpy\.dtype"),
+        "terabyte": (_Call(np.ndarray, ((2**40,), _Call(np.dtype, ("u1", False, True)))), r"numpy\.dtype"),
+        "object_array_os_system": (np.array([os.system], dtype=object), r"numpy\.dtype\('O8'"),
+        "object_array_of_dicts": (np.array([{"a": 1}, {"b": 2}], dtype=object), r"numpy\.dtype\('O8'"),
+        # numpy's own pickle path with a uint32 dtype but a shape its bytes do not fill
+        "short_buffer": (_Call(np.ndarray.__reduce__(np.zeros(0, np.uint32))[0], (np.ndarray, (0,), b"b"),
+                               (1, (2**40,), u4, False, b"AAAA")), r"numpy\.ndarray with state"),
+        "direct_ndarray": (_Call(np.ndarray, ((4,), u4)), r"numpy\.ndarray\("),
+    }
+    if hasattr(smis.utils, "_LegacyUint32Array"):   # smis's stand-in for numpy's array, named by a pickle directly
+        files["standin_named_directly"] = (_Call(smis.utils._LegacyUint32Array, ()), r"_LegacyUint32Array\(\)")
+    for name, (value, _) in files.items():
+        torch.save({"format": value, "variant": "clvae"}, folder / f"{name}.pt")
+    return {name: why for name, (_, why) in files.items()}
+
+
+def test_hostile_numpy_pickles_are_refused_as_unsafe_in_a_subprocess(tmp_path):
+    """The issue's bomb files, read by load_model in a child process: each is an UnsafeCheckpoint naming the file
+    (not a segfault, not a MemoryError, not 'corrupt ... re-download it')."""
+    import subprocess
+    import sys
+
+    files = _hostile_files(tmp_path)
+    script = ("import sys\nfrom pathlib import Path\nfrom smis.checkpoint import load_model\n"
+              "for p in sorted(Path(sys.argv[1]).glob('*.pt')):\n"
+              "    try:\n        load_model(p)\n        print(p.stem, 'LOADED', flush=True)\n"
+              "    except Exception as e:\n"
+              "        print(p.stem, type(e).__name__, str(e).replace('\\n', ' '), flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(project_root())})
+    assert r.returncode == 0, f"the child died with {r.returncode}:\n{r.stdout}\n{r.stderr[-2000:]}"
+    got = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert set(got) == set(files)
+    for name, why in files.items():
+        assert got[name].startswith(f"UnsafeCheckpoint {tmp_path / name}.pt was refused: its pickle asks for "), name
+        assert re.search(why, got[name]) and "Fix: use files written by smis" in got[name], got[name]
+        assert "re-download" not in got[name]
+
+
+def test_legacy_numpy_rng_state_still_reads_and_nothing_else_of_numpy(tmp_path):
+    """A v1 training checkpoint's numpy RNG state (a 624-value uint32 array, in both of torch's formats) loads;
+    the value comes back exact; the loader allows no numpy callable."""
+    import numpy as np
+
+    np.random.seed(11)
+    want = np.random.get_state()
+    for legacy in (False, True):
+        torch.save({"rng": want}, tmp_path / "v1.pt", _use_new_zipfile_serialization=not legacy)
+        got = safe_load(tmp_path / "v1.pt")["rng"]
+        assert got[0] == "MT19937" and got[2:] == want[2:]
+        assert np.asarray(got[1]).dtype == np.uint32 and np.array_equal(np.asarray(got[1]), want[1])
+    from smis.utils import LEGACY_SAFE_GLOBALS
+    allowed = [g[0] if isinstance(g, tuple) else g for g in LEGACY_SAFE_GLOBALS]
+    assert not [g for g in allowed if getattr(g, "__module__", "").split(".")[0] == "numpy"]

@@ -15,13 +15,15 @@
 # on this CPU: `benchmarks/RESULTS.md` ("Training step" and "Notebook 02's speed advice").
 
 # %% tags=["parameters"]
+from typing import Optional       # the type of STEPS and BATCH (reproduce checks --set values against it)
+
 VARIANT = "clvae"              # clvae, gaugan_vae, gaugan, no_classwise, no_layerwise, clvae_L3..L5
 PRESET = "synthscenes"         # synthscenes (CPU), ade20k, deepfashion, gta5, cityscapes
 DATASET = "synthscenes"        # a smis.data.DATASETS name
 DATA_ROOT = ""                 # empty: SynthScenes generated on the fly
 SPLIT = "test"                 # split the sample figure draws its masks from (Cityscapes: "val")
-STEPS = 300                    # iterations; None: the preset's full schedule (epochs)
-BATCH = 8                      # global batch; None: the preset's
+STEPS: "Optional[int]" = 300   # iterations; None: the preset's full schedule (epochs)
+BATCH: "Optional[int]" = 8     # global batch; None: the preset's
 PRESET_SET = {}                # preset fields to override, e.g. {"ngf": 16} (`smis.train --set`); {}: the paper's
 DEVICE = "auto"                # auto picks CUDA when there is one
 PRECISION = "fp32"             # fp32, bf16 (GPU), fp16
@@ -30,7 +32,7 @@ RUN_DIR = "outputs/runs/nb02_clvae"   # checkpoints, losses.csv, tensorboard/, c
 OUT_DIR = "outputs/demo/02_train"     # figures
 DEMO_MODEL = "checkpoints/synthscenes_clvae.pt"  # the shipped model, for comparison
 CURVES = "checkpoints/synthscenes_curves.json"   # the shipped models' training curves (eval_curves.py); "": skip
-FRESH = True                   # True: start RUN_DIR anew; False: continue its latest checkpoint
+FRESH = True                   # True: start RUN_DIR anew (deletes its previous run's files); False: continue it
 SMOKE = False                  # a few tiny CPU steps
 
 # %% [markdown]
@@ -40,7 +42,6 @@ SMOKE = False                  # a few tiny CPU steps
 
 # %%
 import json
-import shutil
 
 import pandas as pd
 from IPython.display import Markdown, display
@@ -61,8 +62,6 @@ overrides = {**overrides, **PRESET_SET}
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 run_dir = resolve(RUN_DIR)
-if FRESH and run_dir.exists():  # FRESH = False continues the run instead, like `python -m smis.train --resume`
-    shutil.rmtree(run_dir)
 cfg = TrainConfig(run_dir=str(run_dir), variant=VARIANT, preset=PRESET, preset_overrides=overrides, dataset=DATASET,
                   data_root=DATA_ROOT or None, steps=STEPS, batch_size=BATCH, device=DEVICE, precision=PRECISION,
                   channels_last=CHANNELS_LAST,
@@ -79,7 +78,9 @@ print(trainer.nets.param_counts(), "| perceptual backbone:", trainer.perceptual_
 
 # %%
 plot = LiveLossPlot(every=2 if SMOKE else 5)
-trainer.fit(resume=not FRESH, callback=plot)
+# FRESH deletes the previous run's files under the run folder's lock (refused while another run holds it, or when
+# the folder holds no smis run); FRESH = False continues the run, like `python -m smis.train --resume`
+trainer.fit(resume=not FRESH, fresh=FRESH, callback=plot)
 save_figure(plot.figure(), out_dir / "losses.png")
 losses = pd.read_csv(run_dir / "losses.csv")
 losses.tail()
