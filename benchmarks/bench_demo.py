@@ -82,8 +82,8 @@ def main(argv=None) -> int:
     if bool(a.old) == bool(a.runs):
         p.error("give --old REV (run both) or --runs OLD_RUN NEW_RUN (compare finished runs)")
     extra = ["--set", *a.set] if a.set else []
-    result = {"benchmark": "demo A/B", "command": " ".join(["python", "benchmarks/bench_demo.py", *(argv or sys.argv[1:])]),
-              "machine": machine_info(torch.device("cpu")), "rounds": []}
+    command = " ".join(["python", "benchmarks/bench_demo.py", *(argv or sys.argv[1:])])
+    result = {"benchmark": "demo A/B", "command": command, "machine": machine_info(torch.device("cpu")), "rounds": []}
     if a.runs:
         old_run, new_run = Path(a.runs[0]), Path(a.runs[1])
         result["rounds"].append({k: json.loads((r / "timings.json").read_text()) for k, r in
