@@ -70,7 +70,7 @@ class Progress:
         self.n, self.postfix, self.closed = initial, "", False
         self.start = self._last_note = self._last_console = time.perf_counter()
         self.console = os.environ.get(CONSOLE_ENV) if console is None else console
-        self._handle = self._tqdm = None
+        self._handle = self._tqdm = self._console_n = None
         if disable:
             return
         if _in_kernel():
@@ -148,11 +148,11 @@ class Progress:
             self._handle.update({"text/plain": self.line()}, raw=True)
         if self._tqdm is not None:
             self._tqdm.close()
-        if self.console:
+        if self.console and self._console_n != self.n:   # not twice the same last line
             self._to_console()
 
     def _to_console(self) -> None:
-        self._last_console = time.perf_counter()
+        self._last_console, self._console_n = time.perf_counter(), self.n
         line = f"[{self.console}] {self.line()}\n"
         try:
             os.write(_console_fd(), line.encode("utf-8", "replace"))

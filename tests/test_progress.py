@@ -18,7 +18,7 @@ def test_line_counts_and_closes_once(capfd, monkeypatch):
     bar.close()                                                        # a second close adds nothing
     lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("[04_x]")]
     assert lines[0].startswith("[04_x] work: " + "." * 20 + " 0/4 (0 %)")
-    assert [ln.split(" (")[0].rsplit(" ", 1)[1] for ln in lines] == ["0/4", "1/4", "2/4", "3/4", "4/4", "4/4"]
+    assert [ln.split(" (")[0].rsplit(" ", 1)[1] for ln in lines] == ["0/4", "1/4", "2/4", "3/4", "4/4"]   # no repeat
     assert lines[-1].startswith("[04_x] work: " + "#" * 20 + " 4/4 (100 %) [00:00]")
     by_hand = P.Progress(total=10, desc="train", console="")
     by_hand.set_postfix(g="1.50")
