@@ -50,6 +50,7 @@ from smis.capabilities import UnsupportedEdit, require_edit
 from smis.networks import Latents, LatentSpec, Networks, label_presence
 from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids, code_mask
 from smis.checkpoint import load_model
+from smis.progress import Progress
 from smis.sampling import chunks, generate, prior_latents
 from smis.utils import atomic_write_json, device_name, resolve
 from smis.viz import to_uint8
@@ -427,7 +428,8 @@ def high_frequency_energy(image: torch.Tensor, region: torch.Tensor) -> torch.Te
 @torch.no_grad()
 def edit_locality(nets: Networks, label: torch.Tensor, latents: Latents, classes: torch.Tensor,
                   layers: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                  global_code: bool = False, margin: int = 2) -> dict[str, torch.Tensor]:
+                  global_code: bool = False, margin: int = 2,
+                  before: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Resample class classes[b]'s codes in sample b (the layers given, default all) and measure where
     the image changed. Returns per-sample tensors (B,):
 
@@ -439,9 +441,10 @@ def edit_locality(nets: Networks, label: torch.Tensor, latents: Latents, classes
     For a variant without class codes pass global_code=True (the only code it has to resample).
     classes (B,): integer ids in [0, C); classes[b] must occur in label[b] (ValueError otherwise,
     naming the sample, the class and its classes; the measurement would be NaN).
+    before (B, 3, H, W): the unedited images G(label, latents) when the caller has them (`reconstructions`:
+    one per photo, however many of its classes are edited); None: generated here, with the edits.
     """
     label = _labels(label, nets.spec.num_classes)
-    B = label.shape[0]
     classes = check_class_ids(classes, nets.spec.num_classes, label.device)
     region = _class_regions(label, classes, "edit_locality")               # (B, H, W)
     take = None
@@ -450,13 +453,34 @@ def edit_locality(nets: Networks, label: torch.Tensor, latents: Latents, classes
     elif not global_code:
         raise ValueError("these latents have no class codes: pass global_code=True to measure resampling z1")
     edited = resample_where(latents, take, generator, global_code)
-    both = nets.G(torch.cat([label, label]), Latents.cat([latents, edited]))  # one generator call
-    before, after = both[:B], both[B:]
+    before, after = _before_after(nets, label, latents, edited, before)
     diff = (after - before).abs().sum(1)                                    # (B, H, W)
     near = F.max_pool2d(region[:, None].float(), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0
     total = diff.sum((-1, -2))
     return {"inside": (diff * region).sum((-1, -2)) / total, "near": (diff * near).sum((-1, -2)) / total,
             "area": region.float().mean((-1, -2)), "change": diff.mean((-1, -2)) / 3}
+
+
+def _before_after(nets: Networks, label: torch.Tensor, latents: Latents, edited: Latents,
+                  before: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G(label, latents), G(label, edited)), each (B, 3, H, W): one generator call for both, or only the
+    edits' when `before` is given (checked against the batch)."""
+    B = label.shape[0]
+    if before is None:
+        both = nets.G(torch.cat([label, label]), Latents.cat([latents, edited]))  # one generator call
+        return both[:B], both[B:]
+    if before.dim() != 4 or before.shape[0] != B or before.shape[2:] != label.shape[1:]:
+        raise ValueError(f"before {tuple(before.shape)} must hold one unedited image (3, H, W) per sample of the "
+                         f"masks {tuple(label.shape)}. Fix: pass reconstructions(nets, labels, latents)[samples]")
+    return before.to(label.device), nets.G(label, edited)
+
+
+@torch.no_grad()
+def reconstructions(nets: Networks, labels: torch.Tensor, latents: Latents, batch_size: int = 64) -> torch.Tensor:
+    """The unedited images G(labels, latents) (M, 3, H, W) of M photos, `batch_size` per generator call: what
+    every edit of a photo is compared with, generated once per photo instead of once per edited class."""
+    labels = _labels(labels, nets.spec.num_classes, values=False)
+    return torch.cat([nets.G(labels[s], latents[s]) for s in chunks(labels.shape[0], batch_size)])
 
 
 def _estimate(image_uint8: np.ndarray, label: np.ndarray, cls: np.ndarray, estimate: Callable) -> tuple[list, list]:
@@ -472,7 +496,8 @@ def _estimate(image_uint8: np.ndarray, label: np.ndarray, cls: np.ndarray, estim
 @torch.no_grad()
 def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, classes: torch.Tensor,
                          layers: torch.Tensor, generator: torch.Generator | None = None,
-                         estimate: Callable | None = None) -> dict[str, np.ndarray]:
+                         estimate: Callable | None = None, before: torch.Tensor | None = None,
+                         before_factors: tuple[list, list] | None = None) -> dict[str, np.ndarray]:
     """Resample class classes[b]'s code at layer layers[b] only, and measure what changed there.
 
     Returns per-sample arrays (B,):
@@ -483,23 +508,24 @@ def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, 
     `estimate(image_uint8 (H, W, 3), label (H, W)) -> {class: {"colour_mode", "texture"}}` reads the
     factors from pixels (default: SynthScenes' `estimate_factors`; the mode / texture entries need it).
     classes / layers (B,): integer ids; classes[b] must occur in label[b] (ValueError otherwise).
+    before (B, 3, H, W): the unedited images when the caller has them (see `edit_locality`); before_factors:
+    their (colour modes, texture kinds) of class classes[b] when already estimated (`_estimate`).
     """
     estimate = estimate_factors if estimate is None else estimate
     label = _labels(label, nets.spec.num_classes)
-    B = label.shape[0]
     classes = check_class_ids(classes, nets.spec.num_classes, label.device)
     region = _class_regions(label, classes, "layer_factor_effects") & _interior(label)   # (B, H, W)
     edited = resample_cases(latents, classes, layers, generator)
-    both = nets.G(torch.cat([label, label]), Latents.cat([latents, edited]))
-    before, after = (both[:B] + 1) / 2, (both[B:] + 1) / 2                  # [0, 1]
+    raw_before, raw_after = _before_after(nets, label, latents, edited, before)
+    before, after = (raw_before + 1) / 2, (raw_after + 1) / 2              # [0, 1]
     shift = (_region_stats(after, region) - _region_stats(before, region)).norm(dim=1)
     eps = 1e-6
     hf = (torch.log2(high_frequency_energy(after, region) + eps)
           - torch.log2(high_frequency_energy(before, region) + eps)).abs()
     out = {"colour_shift": shift.cpu().numpy(), "hf_change": hf.cpu().numpy()}
     lab_np, cls_np = label.cpu().numpy(), classes.cpu().numpy()
-    m0, t0 = _estimate(to_uint8(both[:B]), lab_np, cls_np, estimate)
-    m1, t1 = _estimate(to_uint8(both[B:]), lab_np, cls_np, estimate)
+    m0, t0 = _estimate(to_uint8(raw_before), lab_np, cls_np, estimate) if before_factors is None else before_factors
+    m1, t1 = _estimate(to_uint8(raw_after), lab_np, cls_np, estimate)
     changed = lambda a, b: np.array([np.nan if x is None or y is None else float(x != y) for x, y in zip(a, b)])
     out["mode_changed"], out["texture_changed"] = changed(m0, m1), changed(t0, t1)
     return out
@@ -528,24 +554,31 @@ def editable_cases(labels: torch.Tensor,           # (M, H, W) class ids
     return samples, classes
 
 
-def _batched(measure: Callable[[slice], dict], n: int, batch_size: int, cat: Callable) -> dict:
-    """Run measure(s) over chunks s of range(n) and join each returned entry with `cat`."""
-    parts = [measure(s) for s in chunks(n, batch_size)]                  # batches of cases
+def _batched(measure: Callable[[slice], dict], n: int, batch_size: int, cat: Callable, desc: str = "") -> dict:
+    """Run measure(s) over chunks s of range(n) and join each returned entry with `cat`; a progress bar
+    named `desc` (none for "")."""
+    parts = [measure(s) for s in Progress(chunks(n, batch_size), desc=desc, disable=not desc)]   # batches of cases
     return {k: cat([p[k] for p in parts]) for k in parts[0]}
 
 
 @torch.no_grad()
 def locality_summary(nets: Networks, labels: torch.Tensor, latents: Latents, samples: torch.Tensor,
-                     classes: torch.Tensor, generator: torch.Generator, batch_size: int = 64) -> dict[str, float]:
+                     classes: torch.Tensor, generator: torch.Generator, batch_size: int = 64,
+                     before: torch.Tensor | None = None) -> dict[str, float]:
     """`edit_locality` of every case (sample samples[j], class classes[j]; all its codes resampled, or the
     global code for a variant without class codes), in batches of cases drawing from `generator` in order.
+    before (M, 3, H, W): the photos' unedited images (`reconstructions`; None: made here, once per photo).
     Returns the means of inside / near / area / change over the cases that changed the image, and the
     median of inside ("inside_median"), as plain floats."""
+    before = reconstructions(nets, labels, latents, batch_size) if before is None else before
+
     def measure(s):
         i = samples[s]
-        r = edit_locality(nets, labels[i], latents[i], classes[s], generator=generator, global_code=latents.zc is None)
+        r = edit_locality(nets, labels[i], latents[i], classes[s], generator=generator, global_code=latents.zc is None,
+                          before=before[i])
         return {k: v.cpu() for k, v in r.items()}
-    loc = _batched(measure, len(samples), batch_size, torch.cat)         # (cases,) each
+    loc = _batched(measure, len(samples), batch_size, torch.cat,
+                   f"edit locality {getattr(nets, 'variant', '')}")       # (cases,) each
     ok = loc["change"] > 0
     return ({k: float(loc[k][ok].mean()) for k in ("inside", "near", "area", "change")}
             | {"inside_median": float(loc["inside"][ok].median())})
@@ -566,16 +599,30 @@ def layer_cases(nets: Networks, labels: torch.Tensor, samples: torch.Tensor, cla
 
 @torch.no_grad()
 def layer_effects(nets: Networks, labels: torch.Tensor, latents: Latents, samples: torch.Tensor,
-                  classes: torch.Tensor, generator: torch.Generator, batch_size: int = 64) -> list[dict]:
+                  classes: torch.Tensor, generator: torch.Generator, batch_size: int = 64,
+                  before: torch.Tensor | None = None) -> list[dict]:
     """`layer_factor_effects` of every case at every layer where its class is visible (`layer_cases`),
     in batches drawing from `generator` in order, summarised per latent layer: one row per layer l with
     its encoder layer, the number of cases and the mean (NaN-skipping) colour shift, hf change and the
-    shares of edits whose colour mode / texture kind changed."""
+    shares of edits whose colour mode / texture kind changed. before (M, 3, H, W): the photos' unedited
+    images (`reconstructions`; None: made here). Each photo's unedited image is generated and its factors
+    estimated once, whatever the number of its cases."""
     cases_i, cases_c, cases_l = layer_cases(nets, labels, samples, classes)
+    before = reconstructions(nets, labels, latents, batch_size) if before is None else before
+    photos = torch.unique(cases_i).tolist()
+    lab_np = labels.cpu().numpy()
+    unedited = dict(zip(photos, (estimate_factors(im, lab_np[m])
+                                 for m, im in zip(photos, to_uint8(before[photos])))))   # photo -> {class: factors}
+
     def measure(s):
         i = cases_i[s]
-        return layer_factor_effects(nets, labels[i], latents[i], cases_c[s], cases_l[s], generator)
-    eff = _batched(measure, len(cases_i), batch_size, np.concatenate)   # (layer cases,) each
+        found = [unedited[int(m)].get(int(c)) for m, c in zip(i.tolist(), cases_c[s].tolist())]
+        factors = ([None if f is None else f["colour_mode"] for f in found],
+                   [None if f is None else f["texture"] for f in found])
+        return layer_factor_effects(nets, labels[i], latents[i], cases_c[s], cases_l[s], generator,
+                                    before=before[i], before_factors=factors)
+    eff = _batched(measure, len(cases_i), batch_size, np.concatenate,
+                   f"layer effects {getattr(nets, 'variant', '')}")                       # (layer cases,) each
     lay = cases_l.cpu().numpy()
     rows = []
     for l in range(len(nets.spec.layers)):                              # summary table rows
@@ -600,10 +647,11 @@ def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, gener
                          "so there is nothing to edit. Fix: pass more or larger masks, or a smaller min_pixels")
     has_codes = latents.zc is not None
     edit = "resample one class's codes at every layer" if has_codes else "resample the global code (no class codes)"
+    before = reconstructions(nets, labels, latents, batch_size)           # every photo unedited, once
     report = {"cases": int(len(samples)), "images": int(labels.shape[0]), "edit": edit,
-              "locality": locality_summary(nets, labels, latents, samples, classes, generator, batch_size)}
+              "locality": locality_summary(nets, labels, latents, samples, classes, generator, batch_size, before)}
     if has_codes:
-        report["layers"] = layer_effects(nets, labels, latents, samples, classes, generator, batch_size)
+        report["layers"] = layer_effects(nets, labels, latents, samples, classes, generator, batch_size, before)
     return report
 
 

@@ -29,7 +29,6 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from smis.data import make_dataset
 from smis.editing import style_latents
@@ -37,6 +36,7 @@ from smis.factors import factor_rows, style_match
 from smis.metrics import LPIPS, FrechetDistance, diversity, per_class_diversity, top1_gt_similarity
 from smis.networks import Networks
 from smis.networks.ops import label_presence
+from smis.progress import Progress
 from smis.sampling import chunks, encode_means, generate, reconstruct, sample_prior
 from smis.segmenter import MaskFidelity, Segmenter
 from smis.tables import Columns
@@ -101,6 +101,15 @@ class Batch:
     image: torch.Tensor             # (B, 3, H, W) real images in [-1, 1]
     label: torch.Tensor             # (B, H, W) masks
     samples: torch.Tensor           # (B, K, 3, H, W) generated images per mask (K = 1: reconstructions, gaugan)
+    _features: dict = field(default_factory=dict, repr=False)   # (id(metric), mask) -> LPIPS features
+
+    def sample_features(self, metric: LPIPS, b: int, batch_size: int = 8) -> list[torch.Tensor]:
+        """LPIPS features of mask b's K samples (`metric.features(samples[b], batch_size)`), computed once
+        per batch however many scorers read them (diversity, per-class diversity)."""
+        key = (id(metric), b, batch_size)
+        if key not in self._features:
+            self._features[key] = metric.features(self.samples[b], batch_size)
+        return self._features[key]
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ def prior_batches(nets: Networks, dataset, indices: Sequence[int], options: Prio
     mask_seed(options.seed, i)), on the generator's device."""
     device = next(nets.G.parameters()).device
     indices = [int(i) for i in indices]
-    for s in tqdm(chunks(len(indices), options.masks_per_batch), desc=f"prior samples {nets.variant}",
+    for s in Progress(chunks(len(indices), options.masks_per_batch), desc=f"prior samples {nets.variant}",
                   disable=not progress):
         idx = indices[s]
         image, label = load_pairs(dataset, idx, device)
@@ -135,7 +144,7 @@ def reconstruction_batches(nets: Networks, dataset, indices: Sequence[int], batc
     """`batch` test pairs at a time with G(M, E(M, I) means) as their one sample, on the generator's device."""
     device = next(nets.G.parameters()).device
     indices = [int(i) for i in indices]
-    for s in tqdm(chunks(len(indices), batch), desc=f"reconstruct {nets.variant}", disable=not progress):
+    for s in Progress(chunks(len(indices), batch), desc=f"reconstruct {nets.variant}", disable=not progress):
         image, label = load_pairs(dataset, indices[s], device)
         yield Batch(indices[s], image, label, reconstruct(nets, image, label, batch)[:, None])
 
@@ -162,11 +171,13 @@ class SampleScores:
     def update(self, batch: Batch) -> None:
         self.indices += batch.indices
         self.k = batch.samples.shape[1]
-        if self.reconstruction:
-            self.gt.append(self.metric.distance(batch.samples[:, 0], batch.image).double().cpu())
+        if self.reconstruction:                          # the real images' features: once for every model
+            fx, fy = self.metric.features(batch.samples[:, 0]), self.metric.cached_features(batch.image)
+            self.gt.append(self.metric.distance_from_features(fx, fy).double().cpu())
             return
         for b in range(len(batch.indices)):             # each mask's K samples are one batched metric call
-            self.div.append(diversity(batch.samples[b], self.metric) if self.k > 1 else 0.0)
+            self.div.append(diversity(batch.samples[b], self.metric, features=batch.sample_features(self.metric, b))
+                            if self.k > 1 else 0.0)
             self.top1.append(top1_gt_similarity(batch.samples[b], batch.image[b], self.metric))
 
     def result(self) -> pd.DataFrame:
@@ -187,7 +198,8 @@ class PerClassDiversity:
         C, kk = len(self.names), batch.samples.shape[1]
         self.indices += batch.indices
         for b in range(len(batch.indices)):
-            self.rows.append(per_class_diversity(batch.samples[b], batch.label[b], C, self.metric).cpu().numpy()
+            self.rows.append(per_class_diversity(batch.samples[b], batch.label[b], C, self.metric,
+                                                 features=batch.sample_features(self.metric, b)).cpu().numpy()
                              if kk > 1 else
                              np.where(label_presence(batch.label[b:b + 1], C)[0].cpu().numpy(), 0.0, np.nan))
 
@@ -273,7 +285,7 @@ def real_frechet(dataset, indices: Sequence[int], backbone: str | torch.nn.Modul
                  device: str | torch.device | None = None, batch: int = 32, progress: bool = True) -> FrechetDistance:
     """Feature statistics of the real images `indices` (the reference of every FD)."""
     fd = FrechetDistance(backbone, device)
-    for s in tqdm(chunks(len(indices), batch), desc="FD real", disable=not progress):
+    for s in Progress(chunks(len(indices), batch), desc="FD real", disable=not progress):
         fd.update(load_pairs(dataset, list(indices)[s])[0])
     return fd
 
@@ -285,7 +297,7 @@ def real_mask_fidelity(segmenter: Segmenter, dataset, indices: Sequence[int], ba
     mIoU column (what a generator that reproduced the real images exactly would score)."""
     indices = [int(i) for i in indices]
     fidelity = MaskFidelity(segmenter, None, batch)
-    for s in tqdm(chunks(len(indices), batch), desc="mask fidelity real", disable=not progress):
+    for s in Progress(chunks(len(indices), batch), desc="mask fidelity real", disable=not progress):
         image, label = load_pairs(dataset, indices[s])
         fidelity.update(image, label)
     return fidelity.compute()["per_mask"].numpy()
@@ -376,7 +388,8 @@ def evaluate_style(nets: Networks, dataset, targets: Sequence[int], references: 
     device = next(nets.G.parameters()).device
     targets, references = [int(i) for i in targets], [int(i) for i in references]
     out = []
-    for s in tqdm(chunks(len(targets), batch), desc=f"style {nets.variant}", disable=not progress):
+    for s in Progress(chunks(len(targets), batch), desc=f"style {nets.variant} ({'guided' if guided else 'prior'})",
+                      disable=not progress):
         _, label = load_pairs(dataset, targets[s], device)
         ref_image, ref_label = load_pairs(dataset, references[s], device)
         g = torch.Generator(device=device).manual_seed(mask_seed(seed, targets[s][0]))   # same draws either way

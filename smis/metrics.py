@@ -15,8 +15,10 @@ distances at once from a Gram matrix (K passes per mask instead of K (K - 1)).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections import OrderedDict
 import warnings
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -70,6 +72,9 @@ def _is_lpips_model(module: object) -> bool:
     except ImportError:
         return False
     return isinstance(module, lpips.LPIPS)
+
+
+FEATURE_CACHE = 512     # batches of real images whose LPIPS features `LPIPS.cached_features` keeps
 
 
 class LPIPS(nn.Module):
@@ -155,6 +160,23 @@ class LPIPS(nn.Module):
         per_chunk = [[unit_normalize(f) for f in self._raw(c)] for c in chunks]
         return [torch.cat(layer) for layer in zip(*per_chunk)]
 
+    @torch.no_grad()
+    def cached_features(self, x: torch.Tensor, batch_size: int | None = None) -> list[torch.Tensor]:
+        """`features(x, batch_size)`, remembered by the images' content: the same real images scored against
+        every model of a study (reconstruction and Top-1 GT-similarity) pass the backbone once. The last
+        `FEATURE_CACHE` batches are kept."""
+        _check_images(x)
+        data = x.detach().to("cpu", torch.float32).contiguous()
+        key = (hashlib.sha1(data.numpy().tobytes()).hexdigest(), tuple(data.shape), batch_size)
+        cache = self.__dict__.setdefault("_feature_cache", OrderedDict())
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        cache[key] = self.features(x, batch_size)
+        while len(cache) > FEATURE_CACHE:
+            cache.popitem(last=False)
+        return cache[key]
+
     def distance_from_features(self, fx: Sequence[torch.Tensor], fy: Sequence[torch.Tensor]) -> torch.Tensor:
         """LPIPS between matching rows of two cached feature lists. (B,)"""
         weights = self.channel_weights([f.shape[1] for f in fx])
@@ -197,15 +219,27 @@ class LPIPS(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Diversity and similarity to the ground truth (paper Sec. 4.3).
 
-def diversity(samples: torch.Tensor, metric: LPIPS, batch_size: int = 8) -> float:
+def _check_features(features: Sequence[torch.Tensor], samples: torch.Tensor) -> Sequence[torch.Tensor]:
+    """`features` if they are one row per sample of every layer, else ValueError naming the fix."""
+    if not features or any(f.dim() != 4 or f.shape[0] != samples.shape[0] for f in features):
+        raise ValueError(f"features {[tuple(f.shape) for f in features]} must be one (K, C_l, H_l, W_l) map per layer "
+                         f"for the K = {samples.shape[0]} samples. Fix: pass metric.features(samples) or None")
+    return features
+
+
+def diversity(samples: torch.Tensor, metric: LPIPS, batch_size: int = 8,
+              features: Sequence[torch.Tensor] | None = None) -> float:
     """Mean LPIPS over all K (K - 1) / 2 unordered pairs of K samples (K, 3, H, W) of one mask.
 
-    The mean over ordered pairs i != j is the same number, as the distance is symmetric.
+    The mean over ordered pairs i != j is the same number, as the distance is symmetric. `features`:
+    the samples' `metric.features(samples, batch_size)` when the caller already has them (the same
+    numbers; one backbone pass for every score of a batch).
     """
     _check_images(samples, "samples")
     if samples.shape[0] < 2:
         raise ValueError(f"diversity needs at least 2 samples per mask, got {samples.shape[0]}")
-    d = metric.pairwise(metric.features(samples, batch_size))        # (K, K)
+    feats = metric.features(samples, batch_size) if features is None else _check_features(features, samples)
+    d = metric.pairwise(feats)                                       # (K, K)
     i, j = torch.triu_indices(d.shape[0], d.shape[0], offset=1, device=d.device)
     return float(d[i, j].mean())
 
@@ -239,7 +273,9 @@ def top1_gt_similarity(samples: torch.Tensor, gt: torch.Tensor, metric: LPIPS) -
         raise ValueError(f"gt {tuple(gt.shape)} must be one image shaped like a sample {tuple(samples.shape[1:])}")
     gt = gt.to(samples.device)
     best = (samples - gt).abs().flatten(1).mean(dim=1).argmin()
-    return float(metric.distance(samples[best][None], gt[None])[0])
+    # the ground truth's features are the same for every model scored on this mask: computed once
+    fx, fy = metric.features(samples[best][None]), metric.cached_features(gt[None])
+    return float(metric.distance_from_features(fx, fy)[0])
 
 
 def gt_similarity(recon: torch.Tensor, gt: torch.Tensor, metric: LPIPS) -> torch.Tensor:
@@ -248,13 +284,15 @@ def gt_similarity(recon: torch.Tensor, gt: torch.Tensor, metric: LPIPS) -> torch
 
 
 def per_class_diversity(samples: torch.Tensor, label_map: torch.Tensor, num_classes: int,
-                        metric: LPIPS, batch_size: int = 8) -> torch.Tensor:
+                        metric: LPIPS, batch_size: int = 8,
+                        features: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """LPIPS diversity of K samples of one mask restricted to each class region. (C,), NaN if absent.
 
     For each layer, the pair-averaged weighted squared feature difference at every pixel,
     mean_{i<j} sum_c w_c (a_i - a_j)^2 = 2 / (K - 1) sum_i sum_c w_c (a_i - mean_i a)^2, is
     averaged over the pixels of each class (its one-hot mask area-resized to the feature map),
-    for all classes in one matrix product; layers are summed as in LPIPS.
+    for all classes in one matrix product; layers are summed as in LPIPS. `features`: the samples'
+    `metric.features(samples, batch_size)` when the caller already has them (see `diversity`).
     """
     _check_images(samples, "samples")
     k = samples.shape[0]
@@ -265,7 +303,7 @@ def per_class_diversity(samples: torch.Tensor, label_map: torch.Tensor, num_clas
     if label_map.min() < 0 or label_map.max() >= num_classes:
         raise ValueError(f"label_map values must lie in [0, {num_classes}), got "
                          f"[{int(label_map.min())}, {int(label_map.max())}]; raise num_classes")
-    feats = metric.features(samples, batch_size)
+    feats = metric.features(samples, batch_size) if features is None else _check_features(features, samples)
     weights = metric.channel_weights([f.shape[1] for f in feats])
     onehot = F.one_hot(label_map.long().to(metric.device), num_classes).permute(2, 0, 1)[None].double()  # (1, C, H, W)
     total = torch.zeros(num_classes, dtype=torch.float64, device=metric.device)

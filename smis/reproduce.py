@@ -79,6 +79,7 @@ from smis.networks import VARIANTS, build_networks
 from smis.networks.crn import cimle_settings
 from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, map_names
 from smis.options import parse_assignment
+from smis.progress import CONSOLE_ENV
 from smis.rundir import RunDirBusy, RunDirLock
 from smis.utils import (CheckpointError, atomic_write_json, atomic_write_text, project_root, resolve, safe_load,
                         show_tracebacks)
@@ -855,7 +856,7 @@ def plan_profile(profile: str,                         # a key of `profiles`
 @contextmanager
 def _kernel_env(threads: int | None):
     """Thread settings the kernels inherit (see the module docstring); the caller's environment is restored."""
-    keys = ("OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    keys = ("OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", CONSOLE_ENV)
     saved = {k: os.environ.get(k) for k in keys}
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -909,6 +910,7 @@ def _run_plan(profile: str, out: Path, plan: list[tuple[str, dict]], resume: boo
         dst = out / f"{stem}.ipynb"
         log(f"[reproduce] {profile}: running {stem} with {params}")
         t0 = time.time()
+        os.environ[CONSOLE_ENV] = stem   # the kernel's progress bars also print here, tagged (smis.progress)
         _execute(stem, src, dst, params, kernel, root, engine, done=[s for s, _ in plan[:plan.index((stem, params))]])
         state[stem] = key
         atomic_write_json(state, state_path)

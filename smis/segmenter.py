@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from smis.data.base import as_hw
 from smis.data.synthetic import CLASSES, NUM_CLASSES, generate
+from smis.progress import Progress
 from smis.stats import bootstrap_weights, percentile_interval
 from smis.utils import CheckpointError, atomic_torch_save, pick_device, plain_data, safe_load
 
@@ -405,7 +405,7 @@ def synthscenes_arrays(split: str = "train",         # "train", "test" or "val"
                        size: int | Sequence[int] = 64,  # S or (H, W)
                        length: int = 4000,            # images 0..length-1 of the split
                        seed: int = 0,                 # dataset seed
-                       progress: bool = True,         # tqdm bar
+                       progress: bool = True,         # progress bar
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """SynthScenes images (N, 3, H, W) uint8 and labels (N, H, W) uint8, generated in memory (the
     pixels `make_dataset("synthscenes", None, split, size=..., seed=...)` yields, before its [-1, 1]
@@ -415,7 +415,7 @@ def synthscenes_arrays(split: str = "train",         # "train", "test" or "val"
     hw = as_hw(size)
     images = torch.empty(length, 3, *hw, dtype=torch.uint8)
     labels = torch.empty(length, *hw, dtype=torch.uint8)
-    for i in tqdm(range(length), desc=f"SynthScenes {split} {hw[0]}x{hw[1]}", disable=not progress, leave=False):
+    for i in Progress(range(length), desc=f"SynthScenes {split} {hw[0]}x{hw[1]}", disable=not progress, leave=False):
         img, lab, _ = generate(i, hw, seed, split)                       # per-image generator (numpy, vectorised)
         images[i] = torch.from_numpy(img).permute(2, 0, 1)
         labels[i] = torch.from_numpy(lab.astype(np.uint8))
@@ -440,7 +440,7 @@ def train_segmenter(size: int | Sequence[int] = 64,          # training image si
                     class_weights: str = "sqrt_inverse",     # cross-entropy class weights: "sqrt_inverse"
                                                              # (1 / sqrt(pixel frequency)) or "none"
                     device: str | torch.device | None = None,  # None: CUDA when present
-                    progress: bool = True,                   # tqdm bars
+                    progress: bool = True,                   # progress bars
                     data: tuple[torch.Tensor, torch.Tensor] | None = None,  # (uint8 images, labels) instead
                     ) -> tuple[Segmenter, list[float]]:
     """Train a `Segmenter` on SynthScenes TRAIN images with random horizontal flips (vertical ones would
@@ -488,7 +488,7 @@ def train_segmenter(size: int | Sequence[int] = 64,          # training image si
     losses: list[float] = []
     t0 = time.perf_counter()
     net.train()
-    bar = tqdm(range(steps), desc="segmenter", disable=not progress)
+    bar = Progress(range(steps), desc="segmenter", disable=not progress)
     for step in bar:
         idx = torch.randint(0, n, (batch_size,), generator=gen)         # (b,)
         flip = (torch.rand(batch_size, generator=gen) < 0.5).to(device)  # (b,)

@@ -411,3 +411,38 @@ def test_editing_a_class_absent_from_the_mask_is_an_error(nets, data):
     with pytest.raises(ValueError, match=r"layer_factor_effects: class 0 is absent from the mask of sample 1"):
         editing.layer_factor_effects(fake_nets("factors"), four, fake_latents(2), torch.tensor([0, 0]),
                                      torch.tensor([0, 1]))
+
+
+def test_editing_report_generates_each_unedited_photo_once_with_the_same_numbers():
+    """The unedited image of a photo is generated once (`reconstructions`), not once per edited class and
+    layer; the report's numbers are those of generating it with every case (the stand-in G is exact per image)."""
+    nets = fake_nets("factors", L=3)
+    images_made = []
+    G = nets.G
+    nets.G = lambda label, z: (images_made.append(label.shape[0]), G(label, z))[1]
+    label = stripes(5, [[0, 1, 2, 3], [1, 4, 5, 6], [0, 7, 8, 2], [3, 9, 1, 5], [6, 2, 8, 4]])
+    lat = fake_latents(5, L=3)
+    rep = editing.editing_report(nets, label, lat, torch.Generator().manual_seed(0), batch_size=4)
+    samples, classes = editing.editable_cases(label, lat, C)
+    cases_i, cases_c, cases_l = editing.layer_cases(nets, label, samples, classes)
+    assert len(samples) == 20 and len(cases_i) == 60
+    assert sum(images_made) == 5 + len(samples) + len(cases_i)           # was 2 x (20 + 60)
+    # the same cases, each generated together with its unedited image (edit_locality / layer_factor_effects
+    # without `before`), drawing from the same generator in the same order
+    g = torch.Generator().manual_seed(0)
+    loc = [editing.edit_locality(nets, label[samples[s]], lat[samples[s]], classes[s], generator=g)
+           for s in sampling.chunks(len(samples), 4)]
+    loc = {k: torch.cat([r[k] for r in loc]) for k in loc[0]}
+    ok = loc["change"] > 0
+    for k in ("inside", "near", "area", "change"):
+        assert rep["locality"][k] == float(loc[k][ok].mean())
+    eff = [editing.layer_factor_effects(nets, label[cases_i[s]], lat[cases_i[s]], cases_c[s], cases_l[s], g)
+           for s in sampling.chunks(len(cases_i), 4)]
+    eff = {k: np.concatenate([r[k] for r in eff]) for k in eff[0]}
+    for row in rep["layers"]:
+        m = cases_l.numpy() == row["layer"]
+        assert row["cases"] == int(m.sum())
+        for k in ("colour_shift", "hf_change", "mode_changed", "texture_changed"):
+            np.testing.assert_array_equal(row[k], np.nanmean(eff[k][m]))
+    with pytest.raises(ValueError, match="one unedited image"):
+        editing.edit_locality(nets, label[:2], lat[:2], torch.tensor([0, 1]), before=torch.zeros(3, 3, 64, 64))

@@ -324,3 +324,44 @@ def test_mask_fidelity_columns_match_the_segmenter_on_the_same_images(clvae, dat
     assert paired.loc[tables.MIOU, "difference"] == 0 and paired.loc[tables.MIOU, "masks"] == len(idx)
     with pytest.raises(FileNotFoundError, match="train_segmenter"):
         load_segmenter_for("synthscenes", "nowhere/seg.pt")
+
+
+# ---- one backbone pass per image (issue 26) ------------------------------------------------------
+
+class CountingTrunk(TinyTrunk):
+    """TinyTrunk that counts the images it sees."""
+
+    seen = 0
+
+    def forward(self, x):
+        self.seen += x.shape[0]
+        return super().forward(x)
+
+
+def test_scorers_share_each_batch_features_and_the_real_images_features(clvae, data):
+    ds, idx = data
+    trunk = CountingTrunk()
+    metric = LPIPS(trunk, device="cpu", name="lpips_tiny")
+    options = ev.PriorOptions(k=3, seed=1, masks_per_batch=2, per_class=True)
+    res = ev.evaluate_prior(clvae, ds, idx, metric, options, progress=False)
+    # K samples of each mask once (diversity and per-class diversity share them), + 2 per mask for Top-1
+    assert trunk.seen == len(idx) * (3 + 2)
+    image, label = ev.load_pairs(ds, idx)
+    for m in (slice(0, 2), slice(2, 4)):                              # the same batches of masks (BATCH_NOISE)
+        s = sample_prior(clvae, label[m], 3, [ev.mask_seed(1, i) for i in idx[m]])
+        for b, i in enumerate(range(m.start, m.stop)):
+            assert res.per_image.iloc[i, 0] == diversity(s[b], metric)
+            np.testing.assert_array_equal(res.per_class.iloc[i].to_numpy(), per_class_diversity(s[b], label[i], 10,
+                                                                                               metric).numpy())
+    # a second model on the same masks: the ground truths' features come from the cache
+    seen = trunk.seen
+    ev.evaluate_prior(tiny("gaugan_vae"), ds, idx, metric, options, progress=False)
+    assert trunk.seen - seen == len(idx) * (3 + 1)
+    # reconstructions of two models: the real images pass the backbone with the first only
+    seen = trunk.seen
+    rec = ev.evaluate_reconstruction(clvae, ds, idx, metric, batch=4, progress=False)
+    assert trunk.seen - seen == 2 * len(idx)
+    ev.evaluate_reconstruction(tiny("gaugan_vae"), ds, idx, metric, batch=4, progress=False)
+    assert trunk.seen - seen == 3 * len(idx)
+    want = metric.distance(reconstruct(clvae, image, label), image)
+    np.testing.assert_allclose(rec.per_image.iloc[:, 0].to_numpy(), want.double().numpy(), rtol=1e-6)

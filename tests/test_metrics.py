@@ -284,3 +284,58 @@ def test_frechet_uses_fid_inception_from_hub_cache(hub_dir):
 def test_frechet_inception_without_weights_names_the_file(hub_dir):
     with pytest.raises(FileNotFoundError, match=M.FID_INCEPTION_FILE):
         M.FrechetDistance("inception")
+
+
+# ---- cached features (issue 26: each image through the backbone once) ---------------------------
+
+class CountingTrunk(nn.Module):
+    """Two fixed random conv stages that count the images they see."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.a, self.b = nn.Conv2d(3, 5, 3, stride=2, padding=1), nn.Conv2d(5, 7, 3, stride=2, padding=1)
+        with torch.no_grad():
+            for conv in (self.a, self.b):
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.3)
+        self.seen = 0
+
+    def forward(self, x):
+        self.seen += x.shape[0]
+        h = torch.relu(self.a(x))
+        return [h, torch.relu(self.b(h))]
+
+
+def test_scores_from_given_features_equal_the_scores_that_compute_them():
+    metric = M.LPIPS(CountingTrunk(), device="cpu")
+    samples, label = _images(5, seed=4), torch.randint(0, 4, (32, 32), generator=torch.Generator().manual_seed(1))
+    feats = metric.features(samples, 8)
+    assert M.diversity(samples, metric, features=feats) == M.diversity(samples, metric)
+    assert torch.equal(M.per_class_diversity(samples, label, 4, metric, features=feats),
+                       M.per_class_diversity(samples, label, 4, metric))
+    with pytest.raises(ValueError, match="one .* map per layer for the K = 5 samples"):
+        M.diversity(samples, metric, features=[f[:3] for f in feats])
+
+
+def test_cached_features_pass_each_real_batch_through_the_backbone_once():
+    trunk = CountingTrunk()
+    metric = M.LPIPS(trunk, device="cpu")
+    real, other = _images(4, seed=5), _images(4, seed=6)
+    first = metric.cached_features(real)
+    assert trunk.seen == 4
+    again = metric.cached_features(real.clone())                    # same content, another tensor: no pass
+    assert trunk.seen == 4 and all(a is b for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first, metric.features(real)))
+    metric.cached_features(other)                                   # other content: its own pass
+    changed = real.clone()
+    changed[0, 0, 0, 0] += 1e-3
+    metric.cached_features(changed)
+    assert trunk.seen == 4 + 4 + 4 + 4                              # (the features() call above: 4)
+    # Top-1 GT-similarity reads the ground truth's features from the cache: same number as distance()
+    samples = _images(3, seed=7)
+    best = (samples - real[0]).abs().flatten(1).mean(1).argmin()
+    want = float(metric.distance(samples[best][None], real[0][None])[0])
+    seen = trunk.seen
+    assert M.top1_gt_similarity(samples, real[0], metric) == want
+    assert M.top1_gt_similarity(samples, real[0], metric) == want
+    assert trunk.seen - seen == 2 + 1         # 1st call: the sample and the ground truth; 2nd: the sample only

@@ -49,6 +49,7 @@ from IPython.display import Markdown, display
 from smis import curves
 from smis import evaluate as ev
 from smis.models import load_networks
+from smis.progress import Progress
 from smis.sampling import sample_prior
 from smis.train import TrainConfig, Trainer
 from smis.utils import resolve
@@ -66,7 +67,7 @@ cfg = TrainConfig(run_dir=str(run_dir), variant=VARIANT, preset=PRESET, preset_o
                   data_root=DATA_ROOT or None, steps=STEPS, batch_size=BATCH, device=DEVICE, precision=PRECISION,
                   channels_last=CHANNELS_LAST,
                   perceptual="none" if SMOKE else "auto", log_every=1 if SMOKE else 10, image_every=0 if SMOKE else 100,
-                  ckpt_every=max(1, STEPS // 3) if STEPS else 1000, progress=True)
+                  ckpt_every=max(1, STEPS // 3) if STEPS else 1000, progress=False)   # the bar below instead
 trainer = Trainer(cfg)
 print(trainer.nets.param_counts(), "| perceptual backbone:", trainer.perceptual_name, "| device:", trainer.device)
 
@@ -80,7 +81,17 @@ print(trainer.nets.param_counts(), "| perceptual backbone:", trainer.perceptual_
 plot = LiveLossPlot(every=2 if SMOKE else 5)
 # FRESH deletes the previous run's files under the run folder's lock (refused while another run holds it, or when
 # the folder holds no smis run); FRESH = False continues the run, like `python -m smis.train --resume`
-trainer.fit(resume=not FRESH, fresh=FRESH, callback=plot)
+bar = Progress(total=trainer.total_steps, initial=trainer.step, desc=f"train {VARIANT}")   # kept in the saved notebook
+
+
+def on_log(trainer, step, losses):   # every logged step: the live plot, then the bar
+    plot(trainer, step, losses)
+    bar.set_postfix(g=f"{losses['g_total']:.2f}", d=f"{losses['d_hinge']:.2f}", ips=f"{losses['images_per_s']:.1f}")
+    bar.update_to(step)
+
+
+with bar:
+    trainer.fit(resume=not FRESH, fresh=FRESH, callback=on_log)
 save_figure(plot.figure(), out_dir / "losses.png")
 losses = pd.read_csv(run_dir / "losses.csv")
 losses.tail()

@@ -18,7 +18,8 @@ N_TEST = 200          # SynthScenes test photos encoded (PCA directions, referen
 N_EVAL = 100          # photos whose every class is edited for the measurements
 N_SAMPLES = 6         # samples per mask in the figures
 SEED = 0              # seed of every prior draw
-THREADS = 1           # torch intra-op threads (1 is fastest for batch-1 edits on a busy 2-core CPU)
+THREADS = 1           # torch intra-op threads of the editor (1 is fastest for batch-1 edits on a busy 2-core CPU)
+BATCH_THREADS = 0     # torch threads of the batched work (encoding, measurements); 0: torch's default (the cores)
 OUT_DIR = "outputs/demo/06_interactive_editing"      # figures and tables
 SMOKE = False         # tiny and fast (CI)
 
@@ -42,7 +43,8 @@ from smis.widgets import Editor, benchmark_summary
 
 if SMOKE:
     N_TEST, N_EVAL, N_SAMPLES = 12, 4, 4
-torch.set_num_threads(THREADS)
+if BATCH_THREADS:     # the generator's images do not depend on the thread count, only its speed does
+    torch.set_num_threads(BATCH_THREADS)
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -240,6 +242,7 @@ layers
 # a static panel of the same edit follows it.
 
 # %%
+torch.set_num_threads(THREADS)   # the editor's batch-1 edits from here on
 editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
                 index=src, seed=SEED, out_dir=out_dir / "editor")
 editor.cls.value, editor.layer.value = edit_classes[0], 0

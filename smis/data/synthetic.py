@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from smis.data.base import DatasetError, DatasetInfo, as_hw
+from smis.progress import Progress
 
 TEXTURES = ("flat", "stripes", "checker", "noise")
 SHAPES = ("disc", "ring", "box", "diamond", "triangle")  # shape formulas used by "thing" classes
@@ -382,7 +382,7 @@ def write_synthscenes(
     size=128,                  # (H, W) or int
     seed: int = 0,             # dataset seed
     overwrite: bool = False,   # replace an existing dataset with different settings
-    progress: bool = True,     # tqdm bar
+    progress: bool = True,     # progress bar
 ) -> Path:
     """Write SynthScenes in the `folder` layout, atomically: a finished dataset or nothing.
 
@@ -414,7 +414,7 @@ def write_synthscenes(
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "labels").mkdir(parents=True)
             with open(tmp / split / "factors.jsonl", "w") as f:
-                for i in tqdm(range(n), desc=f"SynthScenes {split}", disable=not progress):
+                for i in Progress(range(n), desc=f"SynthScenes {split}", disable=not progress):
                     img, label, rec = generate(i, (H, W), seed, split)
                     Image.fromarray(img).save(tmp / split / "images" / f"{i:06d}.png", compress_level=1)
                     Image.fromarray(label.astype(np.uint8), mode="L").save(tmp / split / "labels" / f"{i:06d}.png",

@@ -1,0 +1,133 @@
+"""The demo (`python -m smis.reproduce --profile demo`), old code against new: per-notebook wall time and
+whether every number of every table stayed the same (issue 26).
+
+    python benchmarks/bench_demo.py --old e82ef9a --rounds 1            # runs both, interleaved (~20 min a round)
+    python benchmarks/bench_demo.py --runs OLD_RUN NEW_RUN             # only compare two finished runs
+
+`--old REV` extracts that commit (`git archive`) into a temporary folder and runs its demo there; the new
+code is this working tree. Rounds alternate old, new, old, new, ... so a change of the machine's load hits
+both. Each run writes under a temporary `--out`; the notebook times are the runs' `timings.json`. The
+tables: every CSV a notebook writes (`NN_topic/*.csv`), number by number, the largest relative difference
+per table (0 = identical). Timing tables (`editor_latency`) are listed but are measurements of speed, not
+results. Writes benchmarks/results/NAME (default demo_ab_cpu.json) with the machine (CPU model, load).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from common import machine_info, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING_TABLES = ("editor_latency",)   # speed measurements: expected to differ between runs
+
+
+def run_demo(tree: Path, out: Path, extra: list[str]) -> dict[str, float]:
+    """Run the demo of the code in `tree` into `out`; its per-notebook seconds."""
+    cmd = [sys.executable, "-m", "smis.reproduce", "--profile", "demo", "--out", str(out), *extra]
+    t0 = time.time()
+    subprocess.run(cmd, cwd=tree, check=True, env={**_env(), "PYTHONPATH": str(tree)})
+    timings = json.loads((out / "demo" / "timings.json").read_text())
+    timings["total"] = round(time.time() - t0, 1)
+    return timings
+
+
+def _env() -> dict:
+    import os
+    return {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+
+
+def compare_tables(old: Path, new: Path) -> dict[str, dict]:
+    """{notebook/table: {"max_rel_diff", "numbers", "same_shape"}} over the CSV tables of two demo runs."""
+    out = {}
+    for a in sorted(old.glob("[0-9][0-9]_*/*.csv")):
+        key = f"{a.parent.name}/{a.stem}"
+        b = new / a.parent.name / a.name
+        if not b.exists():
+            out[key] = {"missing_in_new": True}
+            continue
+        ta, tb = pd.read_csv(a, index_col=0), pd.read_csv(b, index_col=0)
+        same = ta.shape == tb.shape and list(ta.columns) == list(tb.columns) and list(ta.index) == list(tb.index)
+        na = ta.select_dtypes("number").to_numpy(float) if same else np.zeros(0)
+        nb = tb.select_dtypes("number").to_numpy(float) if same else np.zeros(0)
+        text_same = same and ta.select_dtypes(exclude="number").equals(tb.select_dtypes(exclude="number"))
+        both = np.isfinite(na) & np.isfinite(nb) if same else np.zeros(0, bool)
+        rel = np.abs(na - nb)[both] / np.maximum(np.abs(na[both]), 1e-300) if same else np.zeros(0)
+        out[key] = {"same_shape": same, "text_cells_equal": bool(text_same),
+                    "nan_pattern_equal": bool(same and np.array_equal(np.isnan(na), np.isnan(nb))),
+                    "numbers": int(both.sum()), "max_rel_diff": float(rel.max()) if rel.size else 0.0,
+                    "timing_table": a.stem in TIMING_TABLES}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--old", help="git revision of the old code (run here, extracted with git archive)")
+    p.add_argument("--rounds", type=int, default=1, help="old/new pairs, interleaved")
+    p.add_argument("--runs", nargs=2, metavar=("OLD_RUN", "NEW_RUN"),
+                   help="compare two finished demo runs (their <out>/demo folders) instead of running")
+    p.add_argument("--set", nargs="+", default=[], help="passed to both runs' --set (e.g. a smaller N_TEST)")
+    p.add_argument("--name", default="demo_ab_cpu.json", help="file under benchmarks/results/")
+    a = p.parse_args(argv)
+    if bool(a.old) == bool(a.runs):
+        p.error("give --old REV (run both) or --runs OLD_RUN NEW_RUN (compare finished runs)")
+    extra = ["--set", *a.set] if a.set else []
+    command = " ".join(["python", "benchmarks/bench_demo.py", *(argv or sys.argv[1:])])
+    result = {"benchmark": "demo A/B", "command": command, "machine": machine_info(torch.device("cpu")), "rounds": []}
+    if a.runs:
+        old_run, new_run = Path(a.runs[0]), Path(a.runs[1])
+        result["rounds"].append({k: json.loads((r / "timings.json").read_text()) for k, r in
+                                 (("old", old_run), ("new", new_run))})
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_demo_"))
+        old_tree = tmp / "old"
+        old_tree.mkdir()
+        archive = subprocess.run(["git", "archive", a.old], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
+        result["old_rev"] = a.old
+        result["new_rev"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                           text=True).stdout.strip()
+        for i in range(a.rounds):
+            rnd = {}
+            for label, tree in (("old", old_tree), ("new", ROOT)):
+                rnd[label] = run_demo(tree, tmp / f"{label}_{i}", extra)
+                print(f"round {i + 1} {label}: {rnd[label]}", flush=True)
+            result["rounds"].append(rnd)
+        old_run, new_run = tmp / f"old_{a.rounds - 1}" / "demo", tmp / f"new_{a.rounds - 1}" / "demo"
+    notebooks = sorted({k for r in result["rounds"] for t in r.values() for k in t if k != "total"})
+    summary = {}
+    for nb in notebooks + ["sum"]:
+        old = [sum(v for k, v in r["old"].items() if k != "total") if nb == "sum" else r["old"].get(nb, float("nan"))
+               for r in result["rounds"]]
+        new = [sum(v for k, v in r["new"].items() if k != "total") if nb == "sum" else r["new"].get(nb, float("nan"))
+               for r in result["rounds"]]
+        summary[nb] = {"old_s": statistics.median(old), "new_s": statistics.median(new),
+                       "speedup": statistics.median(old) / statistics.median(new)}
+    result["per_notebook_median"] = summary
+    result["tables"] = compare_tables(old_run, new_run)
+    print(f"{'notebook':<26}{'old s':>9}{'new s':>9}{'speedup':>9}")
+    for nb, s in summary.items():
+        print(f"{nb:<26}{s['old_s']:>9.1f}{s['new_s']:>9.1f}{s['speedup']:>9.2f}")
+    print(f"\n{'table':<52}{'numbers':>8}{'max rel diff':>14}")
+    for key, t in result["tables"].items():
+        if t.get("missing_in_new"):
+            print(f"{key:<52}{'missing in the new run':>22}")
+            continue
+        flag = " (timing)" if t["timing_table"] else "" if t["same_shape"] and t["text_cells_equal"] else " SHAPE/TEXT"
+        print(f"{key:<52}{t['numbers']:>8}{t['max_rel_diff']:>14.2e}{flag}")
+    write_json(result, a.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
