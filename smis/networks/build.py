@@ -8,10 +8,16 @@
     no_classwise    yes       yes         layers 1..5, one code for all        yes
     no_layerwise    yes       yes         layer 3 only, per class, all blocks  yes
     clvae_L3..L5    yes       yes         layers 1..L-1, per class             yes   (encoder depth L)
+    groupdnet       group-conv  -         one spatial code map per class       - (family "groupdnet",
+                                                                                 smis.networks.groupdnet)
 
 Encoder depth L (`depth=`, 3..6; `clvae` is L = 6) keeps encoder layers 1..L: layers 1..L-1 give
 class codes, layer L the global code. Generator blocks wired to a missing layer (l >= L) are
 conditioned on the class embedding W[L] alone.
+
+Families: a variant's `family` names the builder of its G and E (FAMILIES): "spade" (the SPADE
+generator and class- and layer-wise encoder above) or "groupdnet" (Zhu et al. 2020). Every family
+shares the multi-scale PatchGAN discriminator, `Networks`, the objective and the training loop.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from smis.config import Preset, get_preset
 from smis.networks.discriminator import Discriminator
 from smis.networks.encoder import MAX_DEPTH, Encoder
 from smis.networks.generator import Generator
+from smis.networks.groupdnet import build_groupdnet
 from smis.networks.latents import LatentSpec
 from smis.networks.ops import init_weights
 
@@ -38,6 +45,7 @@ class Variant:
     layerwise: bool = True          # False: one latent layer (the middle one) feeds every block
     depth: int = MAX_DEPTH          # encoder conv layers L
     kl_weight: float | None = None  # lambda_KL this variant trains with; None = the preset's (Eq. 18)
+    family: str = "spade"           # which builder makes G and E: a key of FAMILIES
 
 
 VARIANTS: dict[str, Variant] = {
@@ -50,6 +58,7 @@ VARIANTS: dict[str, Variant] = {
     "clvae_L3": Variant(depth=3),
     "clvae_L4": Variant(depth=4),
     "clvae_L5": Variant(depth=5),
+    "groupdnet": Variant(class_codes=False, family="groupdnet"),       # GroupDNet of Tables 2-3 (lambda_KL 0.05)
 }
 MIDDLE_LAYER = 3                    # the no_layerwise ablation's single latent layer
 
@@ -69,8 +78,8 @@ class Networks(nn.Module):
     """Container of G, E (None for gaugan), D (None if not built) and their LatentSpec."""
 
     def __init__(self,
-                 G: Generator,                  # generator
-                 E: Encoder | None,             # encoder; None for gaugan
+                 G: nn.Module,                  # generator: Generator, or GroupDNetGenerator (groupdnet family)
+                 E: nn.Module | None,           # encoder: Encoder / GroupDNetEncoder; None for gaugan
                  D: Discriminator | None,       # discriminator; None when not built
                  spec: LatentSpec,              # the latents G takes and E produces
                  variant: str,                  # key of VARIANTS
@@ -84,6 +93,24 @@ class Networks(nn.Module):
         """Number of trainable parameters of G, E and D (0 for a missing network)."""
         count = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())
         return {"G": count(self.G), "E": count(self.E), "D": count(self.D)}
+
+
+def _spade(v: Variant, preset: Preset) -> tuple[nn.Module, nn.Module | None, LatentSpec]:
+    """The SPADE family: Generator (with CSE for class-code variants) and the class- and layer-wise Encoder."""
+    spec = latent_spec(v, preset)
+    G = Generator(spec, preset.image_size, preset.ngf, preset.upsampling, cse=v.class_codes,
+                  norm=preset.norm_G, spade_hidden=preset.spade_hidden)
+    E = Encoder(spec, preset.nef, preset.enc_size, v.depth) if v.encoder else None
+    return G, E, spec
+
+
+def _groupdnet(v: Variant, preset: Preset) -> tuple[nn.Module, nn.Module, LatentSpec]:
+    """The GroupDNet family (smis.networks.groupdnet): its sizes come from the preset's name."""
+    return build_groupdnet(preset)
+
+
+# family -> builder(variant, preset) -> (G, E or None, LatentSpec)
+FAMILIES = {"spade": _spade, "groupdnet": _groupdnet}
 
 
 def build_networks(variant: str = "clvae",
@@ -102,13 +129,10 @@ def build_networks(variant: str = "clvae",
     if depth is not None:
         if not 3 <= depth <= MAX_DEPTH:
             raise ValueError(f"depth={depth} must be in 3..{MAX_DEPTH}")
-        if not v.class_codes or not v.layerwise:
+        if not v.class_codes or not v.layerwise or v.family != "spade":
             raise ValueError(f"depth= applies to the layer-wise variants, not {variant!r}")
         v = replace(v, depth=depth)
-    spec = latent_spec(v, preset)
-    G = Generator(spec, preset.image_size, preset.ngf, preset.upsampling, cse=v.class_codes,
-                  norm=preset.norm_G, spade_hidden=preset.spade_hidden)
-    E = Encoder(spec, preset.nef, preset.enc_size, v.depth) if v.encoder else None
+    G, E, spec = FAMILIES[v.family](v, preset)
     D = Discriminator(preset.num_classes, preset.ndf, preset.num_D, preset.n_layers_D) if discriminator else None
     nets = Networks(G, E, D, spec, variant, preset)
     if init_gain is not None:
