@@ -131,15 +131,16 @@ def load_groupdnet(generator_path: str | os.PathLike | Mapping[str, torch.Tensor
     check; a file of another dataset's GroupDNet is named as such."""
     preset = groupdnet_preset(dataset)
     states = [map_names(_load(p, "cpu")) for p in (generator_path, encoder_path) if p is not None]
-    nets = build_networks("groupdnet", preset, discriminator=False, init_gain=None)
-    G, E = nets.G, nets.E
-    pairs = [(G, states[0], "generator")] + ([(E, states[1], "encoder")] if encoder_path is not None else [])
-    for module, state, what in pairs:
+    for state, what in zip(states, ("generator", "encoder")):          # before building: fail fast
         other = groupdnet_dataset_of(state)
         if other is not None and other != dataset:
             raise CheckpointMismatch(f"GroupDNet {what}: this is the published {other} checkpoint, not {dataset}'s. "
                                      f"Fix: pass dataset={other!r} (model source groupdnet:{other}:FOLDER) or the "
                                      f"{dataset} files")
+    nets = build_networks("groupdnet", preset, discriminator=False, init_gain=None)
+    G, E = nets.G, nets.E
+    pairs = [(G, states[0], "generator")] + ([(E, states[1], "encoder")] if encoder_path is not None else [])
+    for module, state, what in pairs:
         check_state_dict(module, state, f"GroupDNet {dataset} {what}",
                          hint="Check the dataset and that the files are the SMIS repository's published "
                               "latest_net_G.pth / latest_net_E.pth (GroupDNet, not CLVAE: official:... loads those).")
