@@ -333,3 +333,35 @@ def test_editing_and_the_editor_work_on_groupdnet(tmp_path):
     want = editing.style_latents(nets.spec, labels[0][None], codes[2], labels[2][None], g, global_code=False)
     assert torch.equal(ed.latents.zc, want.zc)
     assert np.array_equal(ed.after, to_uint8(editing.synthesize(nets, labels[0][None], want)[0]))
+
+
+def test_paper_profile_preflight_lists_groupdnet(tmp_path, capsys):
+    """ade20k: the published GroupDNet files, checked like the CLVAE ones (a file of another dataset's
+    GroupDNet and a truncated file are invalid); deepfashion: a run on the profile's 16-class data, the
+    published 8-class model named as not applying, with the training command and its estimate."""
+    from smis import reproduce
+
+    folder = tmp_path / "gdn"
+    folder.mkdir()
+    torch.save(random_state(reference("deepfashion")["netE"], 0), folder / "latest_net_E.pth")   # DeepFashion's E
+    torch.save({"x": torch.zeros(1000)}, tmp_path / "whole.pth")
+    (folder / "latest_net_G.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:500])        # truncated
+    rc = reproduce.main(["--profile", "ade20k", "--check", "--out", str(tmp_path / "out"), "--set",
+                         f"DATA_ROOT={tmp_path / 'none'}", f"04.MODELS=groupdnet:groupdnet:ade20k:{folder}"])
+    text = capsys.readouterr().out
+    assert rc == 1
+    g = [line for line in text.splitlines() if "published GroupDNet generator (ade20k)" in line]
+    e = [line for line in text.splitlines() if "published GroupDNet encoder (ade20k)" in line]
+    assert len(g) == 1 and g[0].strip().startswith("INVALID") and "truncated or corrupt" in g[0]
+    assert len(e) == 1 and e[0].strip().startswith("INVALID") and "the published deepfashion GroupDNet encoder" in e[0]
+    assert "ade20k" in reproduce.GROUPDNET_ROW and "groupdnet:" in reproduce.PROFILES["ade20k"]["04_diversity_rq2"][
+        "MODELS"]
+
+    rc = reproduce.main(["--profile", "deepfashion", "--check", "--out", str(tmp_path / "out"), "--set",
+                         f"DATA_ROOT={tmp_path / 'none'}"])
+    text = capsys.readouterr().out
+    run = [line.strip() for line in text.splitlines() if "run groupdnet:" in line]
+    assert rc == 1 and len(run) == 1 and run[0].startswith("MISSING  run groupdnet: outputs/runs/deepfashion_groupdnet")
+    assert "python -m smis.train --variant groupdnet --preset deepfashion" in run[0]
+    assert "does not apply: it has 8 classes" in run[0] and "this profile's data has 16" in run[0]
+    assert "h on one H100" in run[0]                                     # the estimate
