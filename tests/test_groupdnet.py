@@ -207,6 +207,17 @@ def test_trains_a_few_steps_through_train_step(tmp_path):
     after = t.nets.E.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)   # the encoder learns through the KL and G
 
+    # the loop's checkpoint exports and loads as a groupdnet model
+    from smis.checkpoint import export_model, load_model
+    t2 = T.Trainer(replace(c, run_dir=str(tmp_path / "run2"), steps=1, ckpt_every=1))
+    run = t2.fit()
+    nets = load_model(export_model(run / "checkpoints" / "step_00000001.pt", tmp_path / "gdn.pt"))
+    assert nets.variant == "groupdnet" and nets.spec == t2.nets.spec and nets.D is None
+    t2.nets.eval()
+    z = Latents.prior(nets.spec, lab, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (t2.nets.G(lab, z) - nets.G(lab, z)).abs().max() < 0.02   # fp16 storage
+
 
 def test_wrong_dataset_clvae_file_and_bad_sources_give_clear_errors(tmp_path):
     ref = reference("deepfashion")
