@@ -37,7 +37,8 @@ from smis.networks.ops import init_weights
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the registry: which parts of the model exist."""
+    """One row of the registry: which parts of the model exist. encoder .. depth describe the spade family;
+    another family's builder takes its sizes from the preset (groupdnet: `groupdnet.groupdnet_config`)."""
 
     encoder: bool = True            # has an encoder and a global code z1
     class_codes: bool = True        # class- and layer-wise codes + CSE conditioning
@@ -58,7 +59,7 @@ VARIANTS: dict[str, Variant] = {
     "clvae_L3": Variant(depth=3),
     "clvae_L4": Variant(depth=4),
     "clvae_L5": Variant(depth=5),
-    "groupdnet": Variant(class_codes=False, family="groupdnet"),       # GroupDNet of Tables 2-3 (lambda_KL 0.05)
+    "groupdnet": Variant(family="groupdnet"),       # GroupDNet of Tables 2-3 (lambda_KL 0.05); sizes: groupdnet_config
 }
 MIDDLE_LAYER = 3                    # the no_layerwise ablation's single latent layer
 

@@ -247,7 +247,6 @@ class GroupDNetGenerator(nn.Module):
         self.fc = nn.Conv2d(C * CODE_CHANNELS, blocks[0][1], 3, padding=1, groups=fc_groups)
         for name, fin, fout, g in blocks:
             self.add_module(name, GroupResBlock(fin, fout, g, cfg))
-        self.used = [name for name, *_ in blocks][:7]                   # ade20k's up_4 is built, never run
         self.conv_img = nn.Conv2d(blocks[6][2], 3, 3, padding=1)
         lut = _lut(cfg)
         self.register_buffer("label_lut", lut, persistent=False)       # our id -> model channel, or None
