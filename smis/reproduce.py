@@ -12,7 +12,9 @@ paper's settings `ade20k`, `deepfashion`, `gta5` (K = 40 samples, full test sets
 dataset under `data/` or `--set DATA_ROOT=...`, the authors' CLVAE weights under
 `checkpoints/official/<dataset>/latest_net_{G,E}.pth`, and the ablation variants trained with
 `python -m smis.train --run-dir outputs/runs/<dataset>_<variant>`; notebook 02 trains the GauGAN-VAE
-baseline into the run's folder, `<out>/<profile>/runs/<dataset>_gaugan_vae`).
+baseline into the run's folder, `<out>/<profile>/runs/<dataset>_gaugan_vae`). GroupDNet's row of Tables 2-3
+(`GROUPDNET_ROW`): ade20k reads its published weights from `checkpoints/groupdnet/ade20k/`; deepfashion a
+GroupDNet trained on the profile's 16-class data (their published one has 8 classes).
 
 Preflight (`preflight`, `--check`): every input the planned notebooks read, with its state: each dataset
 split (pairs counted, a sample opened by smis.data.check), the published weights (read with safe_load,
