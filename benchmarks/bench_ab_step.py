@@ -15,6 +15,7 @@ Variant syntax `<code>:<opt>+<opt>...` with code `base` or `new` and options:
     perceptual_half the perceptual network sees fake and real avg-pooled 2x: a different objective (fewer
                     FLOPs), measured as a separate lever, not an option of smis.train
     t1, t2, ...     torch threads in that worker (default: --threads)
+    variant=NAME    that worker's network variant (default: --variant), e.g. clvae vs groupdnet
     env:NAME=VALUE  an environment variable of that worker (e.g. env:OMP_WAIT_POLICY=PASSIVE)
     pkg.mod.attr=V  a module attribute set in that worker before the first step (V parsed as JSON, else a string)
 
@@ -26,6 +27,8 @@ in this machine's 23 GB): give at most 5 per run, and repeat the reference varia
         --variants base:fp32 new:fp32 --rounds 4 --steps 2 --tag ade20k_b1        # ~4 min on 2 cores
     python benchmarks/bench_ab_step.py --preset synthscenes --batch 8 --perceptual effnet --base /tmp/smis_base \\
         --variants base:channels_last+fused_adam new:channels_last+fused_adam --rounds 5 --steps 10
+    python benchmarks/bench_ab_step.py --preset synthscenes --batch 8 --perceptual effnet \
+        --variants new:variant=clvae new:variant=groupdnet --rounds 5 --steps 5 --tag groupdnet_vs_clvae
 """
 from __future__ import annotations
 
@@ -56,6 +59,8 @@ def parse_variant(spec: str, default_threads: int | None) -> dict:
             out["trainer"].update(TRAINER_OPTS[o])
         elif o in FLAGS:
             out["flags"].append(o)
+        elif o.startswith("variant="):
+            out["variant"] = o.partition("=")[2]
         elif o.startswith("env:") and "=" in o:
             k, _, v = o[4:].partition("=")
             out["env"][k] = v
@@ -66,7 +71,7 @@ def parse_variant(spec: str, default_threads: int | None) -> dict:
             out["threads"] = int(o[1:])
         else:
             raise SystemExit(f"variant {spec!r}: unknown option {o!r}; choose among {sorted(TRAINER_OPTS)}, "
-                             f"{list(FLAGS)}, t<threads>, env:NAME=VALUE, pkg.mod.attr=VALUE")
+                             f"{list(FLAGS)}, t<threads>, variant=NAME, env:NAME=VALUE, pkg.mod.attr=VALUE")
     if code == "base" and "dense" in out["flags"]:
         raise SystemExit(f"variant {spec!r}: dense switches a code path of the new code only")
     return out
@@ -152,7 +157,8 @@ def start(v: dict, a) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=path, MPLBACKEND="Agg")         # the worker puts `root` first itself
     env.update(v["env"])
     cmd = [sys.executable, str(HERE / "bench_ab_step.py"), "--worker", "--root", root, "--preset", a.preset,
-           "--batch", str(a.batch[0]), "--device", a.device, "--perceptual", a.perceptual, "--variant", a.variant,
+           "--batch", str(a.batch[0]), "--device", a.device, "--perceptual", a.perceptual,
+           "--variant", v.get("variant") or a.variant,
            "--trainer", json.dumps(v["trainer"]), "--flags", ",".join(v["flags"]), "--attrs", json.dumps(v["attrs"]),
            "--set", *a.set]
     if v["threads"]:

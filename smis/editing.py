@@ -69,8 +69,8 @@ def _labels(label: torch.Tensor, num_classes: int | None, values: bool = True) -
 def _need_codes(latents: Latents, what: str):
     if latents.zc is None:
         raise ValueError(f"{what} needs class codes (zc), but these latents have none: the variant has no "
-                         "class- and layer-wise codes (gaugan, gaugan_vae, cimle). Fix: use a clvae model, or edit "
-                         "the global code with global_code=True (cimle: resample the whole noise map)")
+                         "class- and layer-wise codes (gaugan, gaugan_vae, cimle). Fix: use a clvae or groupdnet "
+                         "model, or edit the global code with global_code=True (cimle: resample the whole noise map)")
 
 
 @torch.no_grad()
@@ -113,7 +113,7 @@ def encode(nets: Networks, image: torch.Tensor, label: torch.Tensor) -> Latents:
     if nets.E is None:
         require_edit(nets, "style-guided synthesis")                    # names the system and the fix
         raise UnsupportedEdit(f"the {nets.variant!r} variant has no encoder; style-guided synthesis and photo "
-                              "editing need one (use clvae or gaugan_vae)")
+                              "editing need one (use clvae, groupdnet or gaugan_vae)")
     label = _labels(label, nets.spec.num_classes, values=False)           # E checks the ids
     if image.dim() == 3:
         image = image[None]
@@ -159,7 +159,8 @@ def style_latents(spec: LatentSpec, label: torch.Tensor, reference: Latents, ref
     A class code comes from the reference where the class is in both masks, was seen by the encoder
     at that layer (`reference.present`) and is among `classes` x `layers` (None = all); every other
     code is a prior draw from `generator` (drawn exactly as `Latents.prior` draws). global_code:
-    also take the reference's z1 (else the prior's).
+    also take the reference's z1 (else the prior's); ignored for models without one (groupdnet, whose
+    single latent "layer" holds one code map per class).
 
     `classes` are integer ids in [0, K); a listed class must be in the mask of at least one sample
     of `label` (ValueError otherwise, naming it and the classes present); a sample whose mask lacks
@@ -169,7 +170,7 @@ def style_latents(spec: LatentSpec, label: torch.Tensor, reference: Latents, ref
     ref_label = _labels(ref_label, spec.num_classes).to(label.device)
     prior = Latents.prior(spec, label, generator=generator)
     z = prior.z
-    if global_code:
+    if global_code and spec.z_dim > 0:                                  # (GroupDNet has no global code)
         if reference.z is None:
             raise ValueError("global_code=True but the reference latents have no global code")
         z = reference.z.to(prior.z.dtype).expand_as(prior.z).clone()

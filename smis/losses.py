@@ -45,24 +45,32 @@ def feature_matching_loss(real: Features, fake: Features) -> torch.Tensor:
     return torch.stack([torch.as_tensor(t) for t in terms]).mean()
 
 
-def kl_divergence(mu: Latents, logvar: Latents, reduction: str = "sum") -> torch.Tensor:
+def kl_divergence(mu: Latents, logvar: Latents, reduction: str = "sum",
+                  classes: str = "present_mean",   # "present_mean" (Eq. 18) or "sum" (GroupDNet): LatentSpec.class_kl
+                  ) -> torch.Tensor:
     """Eq. 18: KL(q || N(0, I)) of the global code plus, for each latent layer, the mean over the
     classes present of each class code's KL.
 
     Per sample: KL_g + sum_l mean_{c present at l} KL_{l,c}. reduction "sum" adds the samples (as
     the published code does per GPU, the scale lambda_KL = 0.05 was tuned for), "mean" averages
-    them, "none" returns (B,).
+    them, "none" returns (B,). classes="sum": every class code's KL is added, present or not (the
+    GroupDNet authors' KLDLoss, a plain sum over their code tensor).
     """
+    if classes not in ("present_mean", "sum"):
+        raise ValueError(f"classes={classes!r}; choose 'present_mean' (Eq. 18) or 'sum' (GroupDNet)")
     def kl(m, lv):                                                      # summed over the code axis
         return -0.5 * torch.sum(1 + lv - m.pow(2) - lv.exp(), dim=-1)
     parts = []
     if mu.z is not None:
         parts.append(kl(mu.z, logvar.z))                                # (B,)
     if mu.zc is not None:
-        present = mu.present.to(mu.zc.dtype)                            # (B, L, K)
-        per_class = kl(mu.zc, logvar.zc) * present                      # (B, L, K)
-        per_layer = per_class.sum(-1) / present.sum(-1).clamp(min=1)    # (B, L) mean over present classes
-        parts.append(per_layer.sum(-1))                                 # (B,)
+        if classes == "sum":
+            parts.append(kl(mu.zc, logvar.zc).sum((1, 2)))             # (B,) every class of every layer
+        else:
+            present = mu.present.to(mu.zc.dtype)                        # (B, L, K)
+            per_class = kl(mu.zc, logvar.zc) * present                  # (B, L, K)
+            per_layer = per_class.sum(-1) / present.sum(-1).clamp(min=1)   # (B, L) mean over present classes
+            parts.append(per_layer.sum(-1))                             # (B,)
     if not parts:
         raise ValueError("kl_divergence needs latents with a global code or class codes (gaugan has none)")
     per_sample = torch.stack(parts).sum(0)                              # (B,)

@@ -2,13 +2,15 @@
 
     nets = load_networks("checkpoints/synthscenes_clvae.pt")     # an export, a checkpoint, a run folder
     nets = load_networks("official:ade20k:weights/ade20k")       # the authors' published G and E
+    nets = load_networks("groupdnet:deepfashion:weights/smis_df")   # GroupDNet's published G and E (SMIS)
     nets = load_or_untrained("")                                # an untrained seeded clvae (machinery checks)
     parse_models("clvae:checkpoints/a.pt, gaugan_vae:outputs/runs/b")   # {name: source}: notebooks' MODELS
     seg = load_segmenter_for("synthscenes")                      # the shipped one; None for other datasets
 
 A source is one of: an exported model or training checkpoint (`smis.train.load_model`), a training run
-folder (its latest `checkpoints/step_*.pt`), or "official:DATASET:FOLDER" (`smis.official.load_official`
-on FOLDER/latest_net_G.pth and latest_net_E.pth).
+folder (its latest `checkpoints/step_*.pt`), "official:DATASET:FOLDER" (`smis.official.load_official`
+on FOLDER/latest_net_G.pth and latest_net_E.pth), or "groupdnet:DATASET:FOLDER" (`smis.official.load_groupdnet`:
+GroupDNet's published files, DATASET in deepfashion, cityscapes, ade20k).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from smis.config import get_preset
 from smis.networks import Networks, build_networks
-from smis.official import load_official
+from smis.official import GROUPDNET_DATASETS, groupdnet_preset, load_groupdnet, load_official
 from smis.segmenter import Segmenter, load_segmenter
 from smis.checkpoint import load_model
 from smis.utils import pick_device, resolve
@@ -33,15 +35,30 @@ def load_networks(source: str | Path,                                # see the m
     - an exported model (.pt) or a training checkpoint (`smis.train.load_model`);
     - a run folder: its latest `checkpoints/step_*.pt`;
     - "official:DATASET:FOLDER": the authors' published latest_net_G.pth / latest_net_E.pth
-      (DATASET in ade20k, deepfashion, gta5; `smis.official.load_official`)."""
+      (DATASET in ade20k, deepfashion, gta5; `smis.official.load_official`);
+    - "groupdnet:DATASET:FOLDER": GroupDNet's published latest_net_G.pth / latest_net_E.pth (the SMIS
+      repository; DATASET in deepfashion, cityscapes, ade20k; `smis.official.load_groupdnet`). Their
+      deepfashion model has 8 classes (the authors' version), cityscapes 35 label ids."""
     source = str(source)
-    if source.startswith("official:"):
-        _, dataset, folder = (source.split(":", 2) + ["", ""])[:3]
-        folder = resolve(folder)
-        G, E = load_official(folder / "latest_net_G.pth", folder / "latest_net_E.pth", dataset, pick_device(device))
-        nets = Networks(G, E, None, G.spec, "clvae", get_preset(dataset))
-        nets.meta = {"step": None, "provenance": {"source": source}}
-        return nets.eval()
+    for prefix in ("official:", "groupdnet:"):
+        if source.startswith(prefix):
+            _, dataset, folder = (source.split(":", 2) + ["", ""])[:3]
+            if prefix == "groupdnet:" and dataset not in GROUPDNET_DATASETS:
+                raise ValueError(f"model source {source!r}: no published GroupDNet for {dataset!r}. Fix: "
+                                 f"groupdnet:DATASET:FOLDER with DATASET one of {GROUPDNET_DATASETS}")
+            if not folder:
+                raise ValueError(f"model source {source!r} names no folder. Fix: {prefix}{dataset or 'DATASET'}"
+                                 ":FOLDER, FOLDER holding latest_net_G.pth and latest_net_E.pth")
+            folder = resolve(folder)
+            files = (folder / "latest_net_G.pth", folder / "latest_net_E.pth")
+            if prefix == "official:":
+                G, E = load_official(*files, dataset, pick_device(device))
+                nets = Networks(G, E, None, G.spec, "clvae", get_preset(dataset))
+            else:
+                G, E = load_groupdnet(*files, dataset, pick_device(device))
+                nets = Networks(G, E, None, G.spec, "groupdnet", groupdnet_preset(dataset))
+            nets.meta = {"step": None, "provenance": {"source": source}}
+            return nets.eval()
     path = resolve(source)
     if path.is_dir():
         ckpts = sorted((path / "checkpoints").glob("step_*.pt"))
@@ -77,7 +94,8 @@ def load_or_untrained(source: str | Path,       # an exported model or training 
 
 def parse_models(spec: str) -> dict[str, str]:
     """'clvae:checkpoints/a.pt, gaugan_vae:outputs/runs/b' -> {name: source}, split at each entry's
-    first ':' (a source may be official:DATASET:FOLDER); entries with an empty source are dropped."""
+    first ':' (a source may be official:DATASET:FOLDER or groupdnet:DATASET:FOLDER); entries with an empty
+    source are dropped."""
     out = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, sep, source = item.partition(":")
@@ -91,7 +109,8 @@ def parse_models(spec: str) -> dict[str, str]:
 def trained(nets: Networks) -> str:
     """How a model was trained, for captions: "N steps", or "the authors' published weights"."""
     source = str((nets.meta.get("provenance") or {}).get("source", ""))
-    return "the authors' published weights" if source.startswith("official:") else f"{nets.meta.get('step')} steps"
+    published = source.startswith(("official:", "groupdnet:"))
+    return "the authors' published weights" if published else f"{nets.meta.get('step')} steps"
 
 
 def load_segmenter_for(dataset: str,                                 # smis.data.DATASETS key

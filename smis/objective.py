@@ -55,7 +55,8 @@ class GeneratorStep(nn.Module):
             return self.G(label), image.new_zeros(())
         mu, logvar = self.E(image, label)
         z = Latents.reparameterize(mu, logvar, eps=eps)                 # mu + eps exp(logvar / 2)
-        return self.G(label, z), kl_divergence(mu.map(lambda t: t.float()), logvar.map(lambda t: t.float()))
+        return self.G(label, z), kl_divergence(mu.map(lambda t: t.float()), logvar.map(lambda t: t.float()),
+                                               classes=self.spec.class_kl)
 
 
 def split_batch(pred: Features,              # D's output on cat([fake, real]) (per scale, per stage)

@@ -12,7 +12,9 @@ paper's settings `ade20k`, `deepfashion`, `gta5` (K = 40 samples, full test sets
 dataset under `data/` or `--set DATA_ROOT=...`, the authors' CLVAE weights under
 `checkpoints/official/<dataset>/latest_net_{G,E}.pth`, and the ablation variants trained with
 `python -m smis.train --run-dir outputs/runs/<dataset>_<variant>`; notebook 02 trains the GauGAN-VAE
-baseline into the run's folder, `<out>/<profile>/runs/<dataset>_gaugan_vae`).
+baseline into the run's folder, `<out>/<profile>/runs/<dataset>_gaugan_vae`). GroupDNet's row of Tables 2-3
+(`GROUPDNET_ROW`): ade20k reads its published weights from `checkpoints/groupdnet/ade20k/`; deepfashion a
+GroupDNet trained on the profile's 16-class data (their published one has 8 classes).
 
 Preflight (`preflight`, `--check`): every input the planned notebooks read, with its state: each dataset
 split (pairs counted, a sample opened by smis.data.check), the published weights (read with safe_load,
@@ -77,7 +79,8 @@ from smis.data.check import check_dataset
 from smis.models import parse_models
 from smis.networks import VARIANTS, build_networks
 from smis.networks.crn import cimle_settings
-from smis.official import OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict, map_names
+from smis.official import (GROUPDNET_DATASETS, OFFICIAL_DATASETS, CheckpointMismatch, check_state_dict,
+                           groupdnet_dataset_of, groupdnet_preset, map_names)
 from smis.options import parse_assignment
 from smis.progress import CONSOLE_ENV
 from smis.rundir import RunDirBusy, RunDirLock
@@ -99,9 +102,16 @@ WRITTEN_FOLDERS = ("OUT_DIR", "DATA_DIR", "RUN_DIR", "RUN_ROOT")
 READ_FOLDERS = ("DATA_ROOT",)
 
 
-# The comparison systems of each paper table besides GauGAN-VAE and Ours, as the user's training runs
-# (outputs/runs/<dataset>_<variant>, read only): Table 4 (GTA-5) compares cIMLE.
-PAPER_SYSTEMS = {"gta5": ("cimle",)}
+# The comparison systems of each paper table besides GauGAN-VAE, GroupDNet and Ours, as the user's training runs
+# (outputs/runs/<dataset>_<variant>, read only): Table 2 (ADE20K) compares GauGAN-VAE* (gaugan_vae_lowkl),
+# Table 4 (GTA-5) cIMLE.
+PAPER_SYSTEMS = {"ade20k": ("gaugan_vae_lowkl",), "gta5": ("cimle",)}
+
+# GroupDNet's row of the paper's prior-sample tables (Table 2 ADE20K, Table 3 DeepFashion): ADE20K uses the authors'
+# published GroupDNet (its 151 classes are the profile's); their DeepFashion GroupDNet has 8 classes (their own
+# version of the data), not the profile's 16, so that row needs GroupDNet trained on the profile's data (a run).
+GROUPDNET_ROW = {"ade20k": "groupdnet:ade20k:checkpoints/groupdnet/ade20k",
+                 "deepfashion": "outputs/runs/deepfashion_groupdnet"}
 
 
 def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str, dict]:
@@ -113,6 +123,9 @@ def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str,
     data = {"DATASET": dataset, "DATA_ROOT": root, "SPLIT": split, "N_TEST": 0, "BATCH": batch}
     clvae = f"clvae:official:{dataset}:checkpoints/official/{dataset}"
     systems = "".join(f",{v}:{runs}_{v}" for v in PAPER_SYSTEMS.get(dataset, ()))
+    prior_models = f"{clvae},gaugan_vae:{baseline}{systems}"
+    if dataset in GROUPDNET_ROW:                             # Tables 2 / 3 compare GroupDNet too
+        prior_models += f",groupdnet:{GROUPDNET_ROW[dataset]}"
     return {
         # 01 checks the dataset and draws its samples; its SynthScenes part (unused here) stays small
         "01_prepare_data": {"DATA_ROOT": root, "DATA_FORMAT": dataset, "DATA_DIR": "{out}/data/synthscenes",
@@ -121,7 +134,7 @@ def _paper_profile(dataset: str, root: str, split: str, batch: int) -> dict[str,
         "02_train": {"VARIANT": "gaugan_vae", "PRESET": dataset, "DATASET": dataset, "DATA_ROOT": root, "SPLIT": split,
                      "STEPS": None, "BATCH": None, "RUN_DIR": baseline, "FRESH": False},
         "03_reconstruction_rq1": {**data, "MODELS": f"{clvae},gaugan_vae:{baseline}"},
-        "04_diversity_rq2": {**data, "MODELS": f"{clvae},gaugan_vae:{baseline}{systems}", "K": 40, "N_STYLE": 0,
+        "04_diversity_rq2": {**data, "MODELS": prior_models, "K": 40, "N_STYLE": 0,
                              "FACTORS": False, "MASKS_PER_BATCH": 4},
         "05_ablations": {**data, "TRAIN_STEPS": 0, "K": 40, "VARIANTS": ABLATIONS, "RUN_ROOT": "{out}/runs_ablation",
                          "MODELS": ",".join([clvae] + [f"{v}:{runs}_{v}" for v in ABLATIONS.split(",")[1:]])},
@@ -505,22 +518,29 @@ def _check_datasets(reads: dict, sample: int, strict: bool) -> tuple[list[Input]
     return inputs, n_train
 
 
-def _official_inputs(dataset: str, folder: str, used: tuple[str, ...]) -> list[Input]:
+def _official_inputs(dataset: str, folder: str, used: tuple[str, ...], family: str = "official") -> list[Input]:
     """One input per published file: present, readable (safe_load) and matching `dataset`'s configuration
-    (checked against networks built on the meta device: no memory, no time)."""
-    if dataset not in OFFICIAL_DATASETS:
-        return [Input("invalid", f"published weights ({dataset})", folder, f"no published checkpoint for {dataset!r}. "
-                      f"Fix: official:DATASET:FOLDER with DATASET one of {OFFICIAL_DATASETS}.", used_by=used)]
+    (checked against networks built on the meta device: no memory, no time). family "official": the CLVAE
+    authors' files; "groupdnet": GroupDNet's (the SMIS repository)."""
+    known, system = ((OFFICIAL_DATASETS, "") if family == "official" else (GROUPDNET_DATASETS, "GroupDNet "))
+    if dataset not in known:
+        return [Input("invalid", f"published {system}weights ({dataset})", folder, f"no published {system}checkpoint "
+                      f"for {dataset!r}. Fix: {family}:DATASET:FOLDER with DATASET one of {known}.", used_by=used)]
     with torch.device("meta"):
-        nets = build_networks("clvae", get_preset(dataset), discriminator=False, init_gain=None)
+        variant, preset = ("clvae", get_preset(dataset)) if family == "official" else ("groupdnet",
+                                                                                     groupdnet_preset(dataset))
+        nets = build_networks(variant, preset, discriminator=False, init_gain=None)
     out = []
     for name, module, what in (("latest_net_G.pth", nets.G, "generator"), ("latest_net_E.pth", nets.E, "encoder")):
         path = resolve(folder) / name
-        label, where = f"published {what} ({dataset})", str(Path(folder) / name)
+        label, where = f"published {system}{what} ({dataset})", str(Path(folder) / name)
         if not path.is_file():
-            out.append(Input("missing", label, where, f"not found. Fix: download the authors' {dataset} checkpoint "
-                             f"(latest_net_G.pth and latest_net_E.pth; README, 'Reproducing the paper on real data') "
-                             f"into {folder}, or point MODELS at official:{dataset}:<their folder>.", used_by=used))
+            source = ("the authors' {dataset} checkpoint (latest_net_G.pth and latest_net_E.pth; README, 'Reproducing "
+                      "the paper on real data')" if family == "official" else
+                      "GroupDNet's {dataset} checkpoint (latest_net_G.pth and latest_net_E.pth from the SMIS "
+                      "repository's pretrained models; README, 'Reproducing the paper on real data')")
+            out.append(Input("missing", label, where, f"not found. Fix: download {source.format(dataset=dataset)} "
+                             f"into {folder}, or point MODELS at {family}:{dataset}:<their folder>.", used_by=used))
             continue
         try:
             state = safe_load(path, mmap=True)                 # shapes only: no 2 GB read
@@ -528,7 +548,11 @@ def _official_inputs(dataset: str, folder: str, used: tuple[str, ...]) -> list[I
                 raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict of tensors. Fix: use "
                                       "the published latest_net_*.pth files as downloaded.")
             state = map_names(state)
-            check_state_dict(module, state, f"{path}: {dataset} {what}")
+            other = groupdnet_dataset_of(state) if family == "groupdnet" else None
+            if other not in (None, dataset):
+                raise CheckpointMismatch(f"{path}: the published {other} GroupDNet {what}, not {dataset}'s. Fix: put "
+                                         f"the {dataset} files in {folder}")
+            check_state_dict(module, state, f"{path}: {system}{dataset} {what}")
         except (CheckpointError, CheckpointMismatch) as e:
             out.append(Input("invalid", label, where, str(e).replace("\n", " "), used_by=used))
             continue
@@ -581,7 +605,7 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
         cost = f"{full:,} steps, {_hours(hours)}" if full else _per_10k(preset)
         return Input("missing", label, source,
                      f"{'no checkpoints/step_*.pt in it' if path.is_dir() else 'no such folder'}"
-                     f" (the full schedule: {cost}). Fix: {fix}", hours, used)
+                     f" (the full schedule: {cost}). Fix: {fix}{_groupdnet_note(name, preset)}", hours, used)
     try:
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
     except (OSError, json.JSONDecodeError) as e:
@@ -619,6 +643,18 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
         return Input("partial", label, source, "; ".join(short) + rest, hours, used)
     return Input("ok", label, source, f"{variant or 'a'} run, {of}" + (f" ({'; '.join(short)})" if short else ""),
                  used_by=used)
+
+
+def _groupdnet_note(name: str, preset) -> str:
+    """For a GroupDNet run of a dataset whose published GroupDNet has other classes: why that one does not apply."""
+    if name != "groupdnet" or preset is None or preset.name not in GROUPDNET_DATASETS:
+        return ""
+    published = groupdnet_preset(preset.name).num_classes
+    if published == preset.num_classes:
+        return f" (or use the published GroupDNet: MODELS groupdnet:groupdnet:{preset.name}:FOLDER)"
+    return (f" (the published {preset.name} GroupDNet does not apply: it has {published} classes, the authors' own "
+            f"version of the data, and this profile's data has {preset.num_classes}; the estimate is the preset's "
+            "cost per image, measured for the SPADE generator)")
 
 
 def _planned_run(p: dict, n_train: int | None, strict: bool) -> Input:
@@ -693,11 +729,11 @@ def preflight(profile: str,                            # the profile's name (a p
     done_official = set()
     for (name, source), (dataset, root, stems) in models.items():
         used = tuple(sorted(stems))
-        if source.startswith("official:"):
-            _, ds, folder = (source.split(":", 2) + ["", ""])[:3]
-            if (ds, folder) not in done_official:
-                done_official.add((ds, folder))
-                inputs += _official_inputs(ds, folder, used)
+        if source.startswith(("official:", "groupdnet:")):
+            family, ds, folder = (source.split(":", 2) + ["", ""])[:3]
+            if (family, ds, folder) not in done_official:
+                done_official.add((family, ds, folder))
+                inputs += _official_inputs(ds, folder, used, family)
             continue
         if str(resolve(source).resolve()) in trains:
             continue                                          # the run of notebook 02, below

@@ -46,6 +46,8 @@ def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
 
 def layer_names(nets: Networks) -> list[tuple[str, int]]:
     """Dropdown options for the L latent layers: (label, position on the L axis)."""
+    if nets.spec.layers == (0,):                                        # GroupDNet: one code map per class
+        return [("0: one code per class (GroupDNet)", 0)]
     L = len(nets.spec.layers)
     def role(i):
         return "fine / texture" if i == 0 else "coarse / colour" if i == L - 1 else "mid"
@@ -102,7 +104,7 @@ class Editor:
         require_edit(nets, "photo editing (the editor)")               # cimle, gaugan, gaugan_vae: named fix
         if nets.spec.z_dim_local <= 0 or not nets.spec.has_class_codes:
             raise ValueError(f"the editor needs class- and layer-wise codes; the {nets.variant!r} variant has none. "
-                             "Fix: load a clvae model")
+                             "Fix: load a clvae or groupdnet model")
         if nets.E is None:
             raise ValueError("the editor needs an encoder to edit photos")
         if slider_unit not in ("prior", "pca"):
@@ -154,7 +156,9 @@ class Editor:
         self.reset_button = W.Button(description="encode photo", tooltip="back to the photo's own codes")
         self.reference = W.Dropdown(options=photos, value=(index + 1) % len(self.images), description="reference")
         self.style_layer_only = W.Checkbox(value=False, description="this layer only", indent=False)
-        self.style_global = W.Checkbox(value=True, description="global code too", indent=False)
+        has_global = self.nets.spec.z_dim > 0                           # groupdnet: class codes only
+        self.style_global = W.Checkbox(value=has_global, description="global code too", indent=False,
+                                       disabled=not has_global)
         self.style_button = W.Button(description="apply style", tooltip="style-guided synthesis from the reference")
         self.undo_button = W.Button(description="undo")
         self.save_button = W.Button(description="save PNG")

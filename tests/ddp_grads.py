@@ -23,7 +23,7 @@ def main(out: str, run_dir: str, mutate_kl: bool) -> None:
     if mutate_kl:
         world = T.dist_info()[1]
         real = objective.kl_divergence
-        objective.kl_divergence = lambda mu, logvar: real(mu, logvar) * world
+        objective.kl_divergence = lambda mu, logvar, **kw: real(mu, logvar, **kw) * world
     cfg = T.TrainConfig(run_dir=run_dir, preset_overrides=TINY, data_length=16, steps=1, batch_size=4,
                         perceptual="none", tensorboard=False, progress=False, ckpt_every=1, log_every=1, image_every=0)
     grads = {}

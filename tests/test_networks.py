@@ -116,7 +116,7 @@ def test_resize_labels_is_legacy_nearest():
 
 # -- shapes ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", sorted(v for v in VARIANTS if VARIANTS[v].family == "spade"))
-def test_every_variant_shapes(variant):                                 # cimle's CRN: tests/test_cimle.py
+def test_every_variant_shapes(variant):            # other families: tests/test_groupdnet.py, tests/test_cimle.py
     nets = build_networks(variant, tiny())
     B, C = 2, nets.spec.num_classes
     label = random_label(B, 64, 64, C, seed=3)

@@ -24,6 +24,7 @@ ids 0, 1 and 150, the edges of its range), so id handling is exercised on every 
 returns the dataset root to pass to `smis.data.make_dataset` / `python -m smis.data.check`, and is
 deterministic in (n_per_split, seed): the same call writes the same bytes.
 
+`write_groupdnet_weights(folder, dataset)` does the same for GroupDNet's published files (SMIS repository).
 `write_official_weights(folder, dataset)` writes `latest_net_G.pth` / `latest_net_E.pth` as the
 authors published them (plain `torch.save` of the networks' state dicts, their key names and key
 order, no DataParallel prefix) from randomly initialised networks, for `smis.official.load_official`.
@@ -370,6 +371,31 @@ def write_official_weights(folder: Path,        # where latest_net_G.pth and lat
     return paths
 
 
+def write_groupdnet_weights(folder: Path,        # where latest_net_G.pth and latest_net_E.pth go
+                            dataset: str,        # one of smis.official.GROUPDNET_DATASETS
+                            seed: int = 0,       # same seed, same weights
+                            ) -> tuple[Path, Path]:
+    """(generator path, encoder path): GroupDNet's published files (the SMIS repository), random weights.
+
+    Randomly initialised GroupDNet of the published configuration (`smis.official.groupdnet_preset`),
+    saved as their code saves it: plain state dicts with the published key names, in their modules'
+    order (ours is the same), no `module.` prefix. About 0.44 GB for deepfashion, more for the others.
+    """
+    from smis.networks import build_networks
+    from smis.official import GROUPDNET_DATASETS, groupdnet_preset
+
+    if dataset not in GROUPDNET_DATASETS:
+        raise ValueError(f"dataset={dataset!r} has no published GroupDNet. Fix: use one of {GROUPDNET_DATASETS}.")
+    folder = Path(folder)
+    paths = (folder / WEIGHT_FILES[0], folder / WEIGHT_FILES[1])
+    with torch.random.fork_rng(devices=[]):                           # the caller's RNG state is left alone
+        torch.manual_seed(seed)
+        nets = build_networks("groupdnet", groupdnet_preset(dataset), discriminator=False)
+    for module, path in zip((nets.G, nets.E), paths):
+        atomic_torch_save(module.state_dict(), path)
+    return paths
+
+
 __all__ = ["CITIES", "WEIGHT_FILES", "WRITERS", "paint", "published_order", "random_shapes", "samples_dir",
-           "shared_dir", "stamp_ids", "write_ade20k", "write_cityscapes", "write_deepfashion", "write_gta5",
-           "write_official_weights"]
+           "shared_dir", "stamp_ids", "write_ade20k", "write_cityscapes", "write_deepfashion", "write_groupdnet_weights",
+           "write_gta5", "write_official_weights"]

@@ -10,6 +10,7 @@ from smis.networks.crn import CIMLE_SETTINGS, CIMLESettings, CRNGenerator
 from smis.networks.discriminator import Discriminator, PatchDiscriminator
 from smis.networks.encoder import Encoder, encoder_widths
 from smis.networks.generator import BLOCK_LAYER, UPSAMPLING, Generator
+from smis.networks.groupdnet import GroupDNetConfig, GroupDNetEncoder, GroupDNetGenerator, groupdnet_config
 from smis.networks.latents import Latents, LatentSpec
 from smis.networks.ops import (check_labels, classwise_max_pool, cse_map, init_weights, label_presence, one_hot,
                                resize_labels)
@@ -17,7 +18,8 @@ from smis.networks.spade import SPADE, SPADEResBlock
 
 __all__ = [
     "BLOCK_LAYER", "CIMLE_SETTINGS", "FAMILIES", "MIDDLE_LAYER", "SPADE", "SPADEResBlock", "UPSAMPLING", "VARIANTS",
-    "CIMLESettings", "CRNGenerator", "Discriminator", "Encoder", "Generator", "LatentSpec", "Latents", "Networks",
-    "PatchDiscriminator", "Variant", "build_networks", "check_labels", "classwise_max_pool", "cse_map",
-    "encoder_widths", "init_weights", "label_presence", "latent_spec", "one_hot", "resize_labels",
+    "CIMLESettings", "CRNGenerator", "Discriminator", "Encoder", "Generator", "GroupDNetConfig", "GroupDNetEncoder",
+    "GroupDNetGenerator", "LatentSpec", "Latents", "Networks", "PatchDiscriminator", "Variant", "build_networks",
+    "check_labels", "classwise_max_pool", "cse_map", "encoder_widths", "groupdnet_config", "init_weights",
+    "label_presence", "latent_spec", "one_hot", "resize_labels",
 ]

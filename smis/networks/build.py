@@ -9,10 +9,13 @@
     no_layerwise    yes       yes         layer 3 only, per class, all blocks  yes
     clvae_L3..L5    yes       yes         layers 1..L-1, per class             yes   (encoder depth L)
     cimle           -         noise map   -                                    - (family "cimle": CRN, no D)
+    groupdnet       group-conv  -         one spatial code map per class       - (family "groupdnet")
 
 Each variant belongs to a family, a builder in FAMILIES: "spade" (the SPADE generator, encoder and
-discriminator above) or "cimle" (Li et al.'s cascaded refinement network with per-pixel noise,
-`smis.networks.crn`; it has no encoder and no discriminator and trains with `smis.imle`).
+discriminator above), "groupdnet" (Zhu et al. 2020: group-convolution encoder and group-decreasing
+generator, `smis.networks.groupdnet`, with SPADE's discriminator) or "cimle" (Li et al. 2019: cascaded
+refinement network with per-pixel noise, `smis.networks.crn`; no encoder, no discriminator, trained by
+`smis.imle`). Every family shares `Networks`, `LatentSpec` / `Latents`, sampling and the run machinery.
 
 Encoder depth L (`depth=`, 3..6; `clvae` is L = 6) keeps encoder layers 1..L: layers 1..L-1 give
 class codes, layer L the global code. Generator blocks wired to a missing layer (l >= L) are
@@ -30,15 +33,17 @@ from smis.networks.crn import CRNGenerator, cimle_settings, noise_spec
 from smis.networks.discriminator import Discriminator
 from smis.networks.encoder import MAX_DEPTH, Encoder
 from smis.networks.generator import Generator
+from smis.networks.groupdnet import build_groupdnet
 from smis.networks.latents import LatentSpec
 from smis.networks.ops import init_weights
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the registry: which parts of the model exist."""
+    """One row of the registry: which parts of the model exist. encoder .. depth describe the spade family;
+    another family's builder takes its sizes from the preset (groupdnet: `groupdnet.groupdnet_config`)."""
 
-    family: str = "spade"           # builder in FAMILIES: "spade" | "cimle"
+    family: str = "spade"           # builder in FAMILIES: "spade" | "groupdnet" | "cimle"
     encoder: bool = True            # has an encoder and a global code z1
     class_codes: bool = True        # class- and layer-wise codes + CSE conditioning
     classwise: bool = True          # False: one code per layer for all classes (ablation)
@@ -58,6 +63,7 @@ VARIANTS: dict[str, Variant] = {
     "clvae_L4": Variant(depth=4),
     "clvae_L5": Variant(depth=5),
     "cimle": Variant(family="cimle", encoder=False, class_codes=False),   # cIMLE of Table 4
+    "groupdnet": Variant(family="groupdnet"),       # GroupDNet of Tables 2-3 (lambda_KL 0.05); sizes: groupdnet_config
 }
 MIDDLE_LAYER = 3                    # the no_layerwise ablation's single latent layer
 
@@ -79,8 +85,8 @@ class Networks(nn.Module):
     """Container of G, E (None for gaugan), D (None if not built) and their LatentSpec."""
 
     def __init__(self,
-                 G: nn.Module,                  # generator (Generator, or CRNGenerator for cimle)
-                 E: Encoder | None,             # encoder; None for gaugan
+                 G: nn.Module,                  # generator: Generator, GroupDNetGenerator or CRNGenerator (cimle)
+                 E: nn.Module | None,           # encoder: Encoder / GroupDNetEncoder; None for gaugan and cimle
                  D: Discriminator | None,       # discriminator; None when not built
                  spec: LatentSpec,              # the latents G takes and E produces
                  variant: str,                  # key of VARIANTS
@@ -103,10 +109,15 @@ def _build_spade(v: Variant, preset: Preset, discriminator: bool, init_gain: flo
                   norm=preset.norm_G, spade_hidden=preset.spade_hidden)
     E = Encoder(spec, preset.nef, preset.enc_size, v.depth) if v.encoder else None
     D = Discriminator(preset.num_classes, preset.ndf, preset.num_D, preset.n_layers_D) if discriminator else None
-    if init_gain is not None:
-        for m in (G, E, D):
-            if m is not None:
-                init_weights(m, init_gain)
+    _init((G, E, D), init_gain)
+    return G, E, D, spec
+
+
+def _build_groupdnet(v: Variant, preset: Preset, discriminator: bool, init_gain: float | None):
+    """(G, E, D, spec) of GroupDNet (smis.networks.groupdnet; sizes from the preset's name), SPADE's D and init."""
+    G, E, spec = build_groupdnet(preset)
+    D = Discriminator(preset.num_classes, preset.ndf, preset.num_D, preset.n_layers_D) if discriminator else None
+    _init((G, E, D), init_gain)
     return G, E, D, spec
 
 
@@ -117,7 +128,16 @@ def _build_cimle(v: Variant, preset: Preset, discriminator: bool, init_gain: flo
     return G, None, None, G.spec
 
 
-FAMILIES = {"spade": _build_spade, "cimle": _build_cimle}   # family -> (variant, preset, D?, gain) -> G, E, D, spec
+def _init(modules, gain: float | None) -> None:
+    """SPADE's Xavier init with `gain` (None keeps PyTorch's) of every module that exists."""
+    if gain is not None:
+        for m in modules:
+            if m is not None:
+                init_weights(m, gain)
+
+
+# family -> builder(variant, preset, build D?, init gain) -> (G, E or None, D or None, LatentSpec)
+FAMILIES = {"spade": _build_spade, "groupdnet": _build_groupdnet, "cimle": _build_cimle}
 
 
 def build_networks(variant: str = "clvae",

@@ -203,9 +203,16 @@ class LatentSpec:
     z_dim: int                      # N1, size of the global code z1; 0 = none (gaugan)
     z_dim_local: int                # N, size of each class code; 0 = none
     num_classes: int                # C, semantic classes including any dontcare class
-    layers: tuple[int, ...] = ()    # encoder layers (1-based, shallow first) that give class codes
+    layers: tuple[int, ...] = ()    # encoder layers (1-based, shallow first) that give class codes;
+                                    # (0,): one code per class for the whole generator (GroupDNet)
     classwise: bool = True          # False: one code per layer shared by all classes (K = 1)
     layerwise: bool = True          # False: the single latent layer feeds every CSE block
+    class_kl: str = "present_mean"  # KL of the class codes: "present_mean" (Eq. 18: per layer, the mean over the
+                                    # classes present) or "sum" (every class's code, present or not: GroupDNet)
+
+    def __post_init__(self):
+        if self.class_kl not in ("present_mean", "sum"):
+            raise ValueError(f"class_kl={self.class_kl!r}; choose 'present_mean' (Eq. 18) or 'sum' (GroupDNet)")
 
     @property
     def has_class_codes(self) -> bool:
