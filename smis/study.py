@@ -81,6 +81,13 @@ class Study:
             table.loc[row, MIOU] = self.fidelity_note
         return table
 
+    def fidelity_caption(self) -> str:
+        """The sentence a table's caption gets about mask fidelity: the segmenter, its file(s) and the scales it ran
+        at (real data), or what the mIoU column's "not measured" means; "" without either."""
+        if self.segmenter is not None and hasattr(self.segmenter, "protocol"):
+            return f"Segmenter: {self.segmenter.source}. "
+        return f"Mask mIoU {self.fidelity_note}. " if self.fidelity_note else ""
+
     def summary(self) -> str:
         """One line per model (variant, training) and one for the metrics, for the notebook's first output."""
         lines = [f"{name}: variant {nets.variant}, {trained(nets)}"
