@@ -488,11 +488,14 @@ def check_segmenter_files(dataset: str, source: str = "auto") -> tuple[str, str,
                                   f"({protocol.segmenter}) from {protocol.source} into {absent[0].parent}.")
     with torch.device("meta"):
         net = _network(dataset)
+    problems = []
     for f, (what, module, head) in zip(files, _parts(net)):
         try:
             _check(module, _read(resolve(f), protocol, mmap=True), f, protocol, what, head)
         except SegmenterMismatch as e:
-            return "invalid", where, str(e).replace("\n", " ")
+            problems.append(str(e).replace("\n", " "))
+    if problems:
+        return "invalid", where, " | ".join(problems)
     return "ok", where, f"loads (weights_only), every key and shape of {describe(protocol, files, sizes)}"
 
 
