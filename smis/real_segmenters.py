@@ -13,7 +13,7 @@ published parameter names, so that the published files load with a strict key an
     seg = load_real_segmenter("ade20k", "auto")            # the default paths (SEGMENTER_FILES); see below
     MaskFidelity(seg).update(images, labels).compute()     # the same path as the SynthScenes segmenter
 
-The protocol (README, "Mask fidelity on real data", is where it is written down; PROTOCOLS holds it):
+The protocol (README, "Mask fidelity and FID on real data", is where it is written down; PROTOCOLS holds it):
 images in [-1, 1] at the generator's size are mapped to [0, 1], resized (bilinear) so that their short
 side is each of the protocol's `short_sides` (each side rounded up to `multiple`), normalised with the
 segmenter's training mean and std; the class probabilities of every scale are resized (bilinear) back to
@@ -221,7 +221,7 @@ CITYSCAPES_STD = (0.1829540508368939, 0.18656561047509476, 0.18447508988480435)
 
 @dataclass(frozen=True)
 class Protocol:
-    """How one dataset's generated images are segmented (README, "Mask fidelity on real data")."""
+    """How one dataset's generated images are segmented (README, "Mask fidelity and FID on real data")."""
 
     dataset: str
     segmenter: str                      # the network, for tables and the preflight
@@ -277,7 +277,8 @@ def describe(protocol: Protocol, files: Sequence[str | Path], short_sides: Seque
     ignores unknown (raw id 0)'; other scales than the protocol's are flagged."""
     sides = tuple(short_sides or protocol.short_sides)
     note = "" if sides == protocol.short_sides else " - NOT the protocol's scales, numbers not comparable"
-    return (f"{protocol.segmenter}, {' + '.join(str(f) for f in files)}, short side {', '.join(map(str, sides))} "
+    named = "".join(f"{f} + " for f in files)[:-3]
+    return (f"{protocol.segmenter}{', ' + named if named else ''}, short side {', '.join(map(str, sides))} "
             f"({len(sides)} scale{'s' * (len(sides) > 1)}, sides to multiples of {protocol.multiple}){note}, "
             f"ignores {protocol.ignored}")
 
@@ -496,7 +497,7 @@ def check_segmenter_files(dataset: str, source: str = "auto") -> tuple[str, str,
             problems.append(str(e).replace("\n", " "))
     if problems:
         return "invalid", where, " | ".join(problems)
-    return "ok", where, f"loads (weights_only), every key and shape of {describe(protocol, files, sizes)}"
+    return "ok", where, f"loads (weights_only), every key and shape of {describe(protocol, [], sizes)}"
 
 
 def not_measured(dataset: str, source: str = "auto") -> str | None:

@@ -280,3 +280,25 @@ def test_published_format_fixture_loads_and_segments(segmenter_weights, dataset)
     assert labels.shape == (2, *hw) and 0 <= labels.min() and labels.max() < seg.protocol.classes
     assert str(folder) in seg.source and "short side 64" in seg.source and "NOT the protocol's scales" in seg.source
     assert rs.check_segmenter_files(dataset, str(folder))[0] == "ok"
+
+
+def test_the_readme_section_states_the_protocol_of_the_code():
+    """README's "Mask fidelity and FID on real data" is the protocol's one written place: each dataset's row
+    names the code's files, scales and ignored id, DeepFashion's says what the column says, FID names
+    pytorch-fid's file and resize."""
+    from smis.metrics import FID_INCEPTION_FILE
+
+    readme = (project_root() / "README.md").read_text()
+    title = "### Mask fidelity and FID on real data"
+    assert readme.count(title) == 1
+    section = readme.split(title, 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    for name, p in rs.PROTOCOLS.items():
+        row = next(r for k, r in rows.items() if name in k.split(", "))
+        assert all(f"{p.default}/{f.replace('*', '50')}" in row or f.replace("*", "50") in row for f in p.files)
+        assert p.default in row and f"mask id {p.ignore_index}" in row
+        assert f"short side {', '.join(map(str, p.short_sides))}" in row
+        assert all(f"{min(hw)}" in row for hw in p.sizes((256, 256 if name == "ade20k" else 512)))
+    assert rs.NO_SEGMENTER["deepfashion"].split(" (")[0] in rows["deepfashion"]
+    assert FID_INCEPTION_FILE in section and "bilinear, `align_corners=False`, no antialiasing" in section
+    assert "FID_RESIZE_TABLE" not in section                       # the measured numbers are filled in

@@ -24,8 +24,8 @@ LPIPS_BACKBONE = "auto"   # "auto" (AlexNet if cached, else EfficientNet-Lite0),
 FD_BACKBONE = "auto"      # "auto" (Inception if cached, else EfficientNet-Lite0), "inception", "effnet"
 BATCH = 32                # images per network pass
 SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (SynthScenes: the shipped one; ade20k, gta5, cityscapes:
-                          # the published one under checkpoints/segmenters/, README "Mask fidelity on real data"),
-                          # a file or folder (may end in @SHORT_SIDE), "" (none)
+                          # the published one in checkpoints/segmenters/, see README "Mask fidelity and FID on
+                          # real data"), a file or folder (may end in @SHORT_SIDE), "" (none)
 DEVICE = "auto"           # "auto", "cpu", "cuda"
 N_SHOW = 6                # masks in the figure
 OUT_DIR = "outputs/demo/03_reconstruction_rq1"  # figures and tables

@@ -41,8 +41,8 @@ BATCH = 64                # images per generator pass
 PER_CLASS = True          # per-class diversity
 FACTORS = True            # factor-aware scores (SynthScenes only)
 SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (SynthScenes: the shipped one; ade20k, gta5, cityscapes:
-                          # the published one under checkpoints/segmenters/, README "Mask fidelity on real data"),
-                          # a file or folder (may end in @SHORT_SIDE), "" (none)
+                          # the published one in checkpoints/segmenters/, see README "Mask fidelity and FID on
+                          # real data"), a file or folder (may end in @SHORT_SIDE), "" (none)
 N_STYLE = 100             # style-guided pairs for the factor check
 BASELINE = "gaugan_vae"   # the variant clvae is compared with
 DEVICE = "auto"           # "auto", "cpu", "cuda"

@@ -42,8 +42,8 @@ DATA_SEED = 0             # SynthScenes seed
 LPIPS_BACKBONE = "auto"   # "auto", "alex", "effnet"
 FD_BACKBONE = "auto"      # "auto", "inception", "effnet"
 SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (SynthScenes: the shipped one; ade20k, gta5, cityscapes:
-                          # the published one under checkpoints/segmenters/, README "Mask fidelity on real data"),
-                          # a file or folder (may end in @SHORT_SIDE), "" (none)
+                          # the published one in checkpoints/segmenters/, see README "Mask fidelity and FID on
+                          # real data"), a file or folder (may end in @SHORT_SIDE), "" (none)
 PAPER_ORDER = "clvae,clvae_L5,no_layerwise,clvae_L3,no_classwise"   # the paper's diversity ranking (Table 5)
 BATCH = 64                # images per generator pass
 DEVICE = "auto"           # "auto", "cpu", "cuda"
