@@ -307,6 +307,7 @@ class RealSegmenter(nn.Module):
         self.files = [str(f) for f in files]
         self.short_sides = tuple(int(s) for s in short_sides) if short_sides else protocol.short_sides
         self.num_classes, self.ignore_index = protocol.mask_classes, protocol.ignore_index
+        self.max_batch = 8                                                # images per pass, whatever the caller asks
         self.register_buffer("mean", torch.tensor(protocol.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(protocol.std).view(1, 3, 1, 1), persistent=False)
         self.source = self.describe()
@@ -354,7 +355,8 @@ class RealSegmenter(nn.Module):
                        images: torch.Tensor,    # (N, 3, H, W) in [-1, 1]
                        batch_size: int = 8,     # images per pass
                        ) -> torch.Tensor:       # (N, H, W) int64 ids in 0..classes-1
-        out = [self.probabilities(chunk).argmax(1) for chunk in images.split(max(1, int(batch_size)))]
+        chunk = max(1, min(int(batch_size), self.max_batch))          # 608x608 ResNet-101 maps: ~1 GB per 8 images
+        out = [self.probabilities(part).argmax(1) for part in images.split(chunk)]
         return torch.cat(out) if out else torch.zeros(0, *images.shape[-2:], dtype=torch.long, device=self.device)
 
 

@@ -3,6 +3,7 @@ published parameter names and shapes (tests/data/segmenter_checkpoint_keys.json,
 UperNet-ResNet101 gives mit-semseg's own forward output for the same weights, the protocol pools one confusion
 matrix over the test set (a hand-computed case), and wrong files or masks fail with the file, what was expected
 and the fix."""
+import dataclasses
 import json
 import math
 from collections import OrderedDict
@@ -302,3 +303,29 @@ def test_the_readme_section_states_the_protocol_of_the_code():
     assert rs.NO_SEGMENTER["deepfashion"].split(" (")[0] in rows["deepfashion"]
     assert FID_INCEPTION_FILE in section and "bilinear, `align_corners=False`, no antialiasing" in section
     assert "FID_RESIZE_TABLE" not in section                       # the measured numbers are filled in
+
+
+def test_a_label_map_beyond_the_segmenters_classes_names_its_file(tmp_path, ade20k_root):
+    """The ceiling pass (real images, before any generator pass) reads every test label: an ADE20K label holding
+    raw id 200 (the segmenter scores 150 classes + unknown) is refused with the file named."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from smis.data import DatasetError, make_dataset
+    from smis.evaluate import real_mask_fidelity
+
+    root = tmp_path / "ADEChallengeData2016"
+    shutil.copytree(ade20k_root, root)
+    bad = sorted((root / "annotations" / "validation").glob("*.png"))[1]
+    label = np.array(Image.open(bad))
+    label[0, 0] = 200
+    Image.fromarray(label).save(bad)
+    ade = rs.PROTOCOLS["ade20k"]
+    seg = rs.RealSegmenter(nn.Conv2d(3, ade.classes, 1), dataclasses.replace(ade, short_sides=(32,)), ["toy.pth"])
+    test = make_dataset("ade20k", root, "val", size=64)
+    seg.check_dataset(test.info.num_classes)                           # 151 ids: the ones it scores
+    assert real_mask_fidelity(seg, test, [0], progress=False).shape == (1, 151, 151)
+    with pytest.raises(DatasetError, match=rf"{bad.name} has raw id 200, outside 0\.\.150\. Fix"):
+        real_mask_fidelity(seg, test, [0, 1, 2], progress=False)
