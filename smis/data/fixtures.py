@@ -27,6 +27,9 @@ deterministic in (n_per_split, seed): the same call writes the same bytes.
 `write_official_weights(folder, dataset)` writes `latest_net_G.pth` / `latest_net_E.pth` as the
 authors published them (plain `torch.save` of the networks' state dicts, their key names and key
 order, no DataParallel prefix) from randomly initialised networks, for `smis.official.load_official`.
+`write_segmenter_weights(folder, dataset)` does the same for the field's mask-fidelity segmenters
+(CSAIL's UperNet-ResNet101 `encoder_epoch_50.pth` / `decoder_epoch_50.pth`, fyu/drn's
+`drn-d-105_ms_cityscapes.pth`) for `smis.real_segmenters`.
 
 `shared_dir()` / `samples_dir()` locate the optional `../shared` folder (override: SMIS_SHARED_DIR,
 SMIS_SAMPLES), where tests run extra checks on real files when it exists.
