@@ -26,6 +26,13 @@ setup() {
       "$VENV/bin/python" -m pip install --quiet -r requirements.txt >&2
       touch "$VENV/.smis-complete"
     fi
+    # mit-semseg 1.0.0 (CSAIL's model code, pure Python): only tests/test_real_segmenters.py imports it, to check
+    # smis.real_segmenters against the package's own forward. --no-deps: its opencv-python (79 MB) and yacs serve
+    # its data pipeline and configs, which nothing here uses. Offline, that test is skipped.
+    if ! compgen -G "$VENV/lib/python*/site-packages/mit_semseg" >/dev/null; then
+      "$VENV/bin/python" -m pip install --quiet --no-deps mit-semseg==1.0.0 >&2 \
+        || echo "[smis] mit-semseg not installed (offline?): its comparison test will be skipped" >&2
+    fi
   ) 9>"$VENV.lock"
   # A Jupyter kernel named "smis" that runs this environment's Python.
   "$VENV/bin/python" -m ipykernel install --user --name smis --display-name "Python (smis)" >/dev/null 2>&1

@@ -381,7 +381,8 @@ FID_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"   # pytorch-fid's FI
 
 
 class InceptionPool(nn.Module):
-    """pytorch-fid's FID InceptionV3: [-1, 1] images -> 2048 pool3 features (resized to 299)."""
+    """pytorch-fid's FID InceptionV3: [-1, 1] images -> 2048 pool3 features, resized to 299x299 by pytorch-fid
+    (bilinear, align_corners=False, no antialiasing; README, "Mask fidelity and FID on real data")."""
 
     name = "fid"
 

@@ -5,7 +5,8 @@
     nets = load_networks("groupdnet:deepfashion:weights/smis_df")   # GroupDNet's published G and E (SMIS)
     nets = load_or_untrained("")                                # an untrained seeded clvae (machinery checks)
     parse_models("clvae:checkpoints/a.pt, gaugan_vae:outputs/runs/b")   # {name: source}: notebooks' MODELS
-    seg = load_segmenter_for("synthscenes")                      # the shipped one; None for other datasets
+    seg = load_segmenter_for("synthscenes")                      # the shipped one
+    seg = load_segmenter_for("ade20k")                           # CSAIL's UperNet-ResNet101 (smis.real_segmenters)
 
 A source is one of: an exported model or training checkpoint (`smis.train.load_model`), a training run
 folder (its latest `checkpoints/step_*.pt`), "official:DATASET:FOLDER" (`smis.official.load_official`
@@ -21,6 +22,7 @@ import torch
 from smis.config import get_preset
 from smis.networks import Networks, build_networks
 from smis.official import GROUPDNET_DATASETS, groupdnet_preset, load_groupdnet, load_official
+from smis.real_segmenters import NO_SEGMENTER, PROTOCOLS, load_real_segmenter, not_measured, parse_source
 from smis.segmenter import Segmenter, load_segmenter
 from smis.checkpoint import load_model
 from smis.utils import pick_device, resolve
@@ -118,9 +120,18 @@ def load_segmenter_for(dataset: str,                                 # smis.data
                        device: str | torch.device | None = "cpu",
                        ) -> Segmenter | None:
     """The mask-fidelity segmenter of `dataset`: `source` a file from scripts/train_segmenter.py, "auto"
-    the shipped one (SEGMENTERS; None for datasets without one), "" / None: no mask fidelity."""
+    the shipped one (SEGMENTERS; None for datasets without one), "" / None: no mask fidelity. On ade20k,
+    cityscapes and gta5 the field's published segmenter (`smis.real_segmenters.load_real_segmenter`: "auto"
+    its default path, None while that file is absent; or a file / folder, optionally "@S1,S2" scales); on
+    deepfashion None (no standard segmenter exists)."""
     if not source:
         return None
+    if dataset in NO_SEGMENTER:                            # the mIoU column reads real_segmenters.not_measured
+        return None
+    if dataset in PROTOCOLS:                               # real data: the field's published segmenter
+        if parse_source(str(source))[0] == "auto" and not_measured(dataset, str(source)):
+            return None                                    # its default file is absent: "not measured (missing ..)"
+        return load_real_segmenter(dataset, str(source), device)
     if source == "auto":
         if dataset not in SEGMENTERS:
             return None

@@ -19,11 +19,12 @@ GroupDNet trained on the profile's 16-class data (their published one has 8 clas
 Preflight (`preflight`, `--check`): every input the planned notebooks read, with its state: each dataset
 split (pairs counted, a sample opened by smis.data.check), the published weights (read with safe_load,
 every key and shape checked), each training run evaluated (variant, preset, steps trained of the preset's
-schedule), the run notebook 02 will train, the GPU, and the estimated GPU hours of the training still to
-do. `--check` exits 0 only when every input is in place. A paper profile runs the preflight first and
-stops before any folder is created when an input is missing or unusable; a *partial* input (a run trained
-fewer steps than the schedule, or with preset fields changed) fails `--check` but lets a run go on with a
-warning, and REPORT.md lists it. No GPU is reported, not a failure: the notebooks also run on a CPU.
+schedule), the run notebook 02 will train, the mask-fidelity segmenter of a real dataset (optional: absent,
+the mask mIoU column reads "not measured"; `smis.real_segmenters`), the GPU, and the estimated GPU hours of
+the training still to do. `--check` exits 0 only when every input is in place. A paper profile runs the
+preflight first and stops before any folder is created when an input is missing or unusable; a *partial*
+input (a run trained fewer steps than the schedule, or with preset fields changed) fails `--check` but lets a
+run go on with a warning, and REPORT.md lists it. No GPU is reported, not a failure: the notebooks also run on a CPU.
 
 Everything a run writes lies under `--out` (default `outputs/`), in `<out>/<profile>/`: each executed
 notebook as `NN_topic.ipynb`, its figures and tables in `NN_topic/`, SynthScenes in `data/`, training
@@ -74,6 +75,7 @@ from jupyter_client.manager import AsyncKernelManager, KernelManager
 from traitlets.config import Config
 
 from smis.config import get_preset
+from smis import real_segmenters
 from smis.data import DatasetError, ade20k, cityscapes, deepfashion, gta5
 from smis.data.check import check_dataset
 from smis.models import parse_models
@@ -740,6 +742,7 @@ def preflight(profile: str,                            # the profile's name (a p
         inputs.append(_run_input(name, source, dataset, root, n_train.get((dataset, root)), strict, used))
     for stem, p in trains.values():
         inputs.append(_planned_run(p, n_train.get((p.get("DATASET"), p.get("DATA_ROOT") or "")), strict))
+    inputs += [Input(*line[:4], used_by=line[4]) for line in real_segmenters.preflight_inputs(full)]
     inputs.append(_gpu_input())
     return Preflight(profile, [stem for stem, _ in plan], inputs)
 

@@ -299,6 +299,8 @@ def predict(segmenter: Segmenter,          # a trained segmenter (eval mode is s
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
     segmenter.eval()
+    if hasattr(segmenter, "predict_labels"):        # a published segmenter with its protocol (smis.real_segmenters)
+        return segmenter.predict_labels(images, batch_size)
     hw = tuple(images.shape[-2:])
     work = _working_size(segmenter, hw)
     out = []
@@ -332,6 +334,8 @@ class MaskFidelity:
         if num_classes is not None and int(num_classes) != segmenter.num_classes:
             raise ValueError(f"num_classes={num_classes} but the segmenter predicts {segmenter.num_classes} classes; "
                              "use a segmenter trained on this dataset (scripts/train_segmenter.py)")
+        if ignore_index is None:                     # a published segmenter's protocol names the id it ignores
+            ignore_index = getattr(segmenter, "ignore_index", None)
         self.segmenter, self.batch_size, self.ignore_index = segmenter, int(batch_size), ignore_index
         self.num_classes = segmenter.num_classes
         self.reset()

@@ -21,7 +21,8 @@ from smis.metrics import LPIPS, FrechetDistance
 from smis.models import load_networks, load_segmenter_for, parse_models, trained
 from smis.networks import Networks
 from smis.segmenter import Segmenter
-from smis.tables import CEILING, Columns, miou_columns
+from smis.real_segmenters import not_measured
+from smis.tables import CEILING, MIOU, Columns, miou_columns
 from smis.utils import pick_device
 
 STAND_IN_NOTE = "lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID."
@@ -39,6 +40,7 @@ class Study:
     segmenter: Segmenter | None          # mask fidelity (None: the dataset has none, or SEGMENTER="")
     device: torch.device
     batch: int = 64                      # images per network pass for the real-image statistics
+    fidelity_note: str | None = None     # without a segmenter: what the mIoU column reads ("not measured (...)")
     _ceiling: dict | None = field(default=None, repr=False)
 
     @property
@@ -69,11 +71,22 @@ class Study:
         return self._ceiling
 
     def add_ceiling(self, table: pd.DataFrame, row: str = CEILING) -> pd.DataFrame:
-        """`table` with the real images' mask mIoU as row `row` (the ceiling of the mIoU column); unchanged
-        without a segmenter. Modifies and returns `table`."""
+        """`table` with the real images' mask mIoU as row `row` (the ceiling of the mIoU column). Without a
+        segmenter but with a `fidelity_note` (real data whose segmenter file is absent, or DeepFashion) the mIoU
+        column and the row read that note; otherwise unchanged. Modifies and returns `table`."""
         if self.segmenter is not None:
             table.loc[row] = pd.Series(self.ceiling())
+        elif self.fidelity_note:
+            table[MIOU] = self.fidelity_note
+            table.loc[row, MIOU] = self.fidelity_note
         return table
+
+    def fidelity_caption(self) -> str:
+        """The sentence a table's caption gets about mask fidelity: the segmenter, its file(s) and the scales it ran
+        at (real data), or what the mIoU column's "not measured" means; "" without either."""
+        if self.segmenter is not None and hasattr(self.segmenter, "protocol"):
+            return f"Segmenter: {self.segmenter.source}. "
+        return f"Mask mIoU {self.fidelity_note}. " if self.fidelity_note else ""
 
     def summary(self) -> str:
         """One line per model (variant, training) and one for the metrics, for the notebook's first output."""
@@ -82,7 +95,7 @@ class Study:
                  for name, nets in self.models.items()]
         lines.append(f"{len(self.indices)} test masks on {self.device}; LPIPS: {self.metric.name} | Fréchet distance: "
                      f"{self.fd_real.name} | mask fidelity: "
-                     + getattr(self.segmenter, "source", "none (no segmenter for this dataset)"))
+                     + getattr(self.segmenter, "source", self.fidelity_note or "none (no segmenter for this dataset)"))
         return "\n".join(lines)
 
 
@@ -99,8 +112,12 @@ def load_study(models: str | Mapping[str, str],   # "NAME:source,..." (smis.mode
                batch: int = 64,                     # images per pass for the real images' statistics
                ) -> Study:
     """Load every model, check they share one image size, build the test split at that size, the LPIPS
-    metric, the real images' FD statistics and the segmenter: what notebooks 03-05 compare with."""
+    metric, the real images' FD statistics and the segmenter: what notebooks 03-05 compare with. A published
+    segmenter (real data, `smis.real_segmenters`) is loaded first and scores the real images (the ceiling) here,
+    so that a wrong file or mask fails before any generator pass."""
     device = pick_device(device)
+    seg = load_segmenter_for(dataset, segmenter, device)
+    note = not_measured(dataset, str(segmenter)) if seg is None and segmenter else None
     sources = parse_models(models) if isinstance(models, str) else dict(models)
     if not sources:
         raise ValueError(f"no models in {models!r}. Fix: pass NAME:SOURCE entries, e.g. "
@@ -112,6 +129,10 @@ def load_study(models: str | Mapping[str, str],   # "NAME:source,..." (smis.mode
                          "and preset")
     test, indices = test_set(dataset, data_root, split, sizes.pop(), n_test, data_seed)
     metric = LPIPS(lpips, device=device)
+    if hasattr(seg, "check_dataset"):
+        seg.check_dataset(test.info.num_classes, f"{dataset} {split} split under {data_root}")
     fd_real = real_frechet(test, indices, fd, device, batch)
-    seg = load_segmenter_for(dataset, segmenter, device)
-    return Study(nets, test, indices, metric, fd_real, seg, device, batch)
+    study = Study(nets, test, indices, metric, fd_real, seg, device, batch, note)
+    if hasattr(seg, "check_dataset"):
+        study.ceiling()                  # every test mask's ids checked against the segmenter's classes here
+    return study

@@ -132,6 +132,28 @@ def official_weights(tmp_path_factory):
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def segmenter_weights(tmp_path_factory):
+    """`segmenter_weights(dataset)` -> the folder holding the published segmenter file(s) of `dataset` with random
+    weights (smis.data.fixtures.write_segmenter_weights, seed 0): ade20k's encoder_epoch_50.pth +
+    decoder_epoch_50.pth (240 MB), DRN-D-105's drn-d-105_ms_cityscapes.pth for gta5 / cityscapes (220 MB, one file
+    for both); written once and deleted after the session."""
+    import shutil
+
+    from smis.data.fixtures import write_segmenter_weights
+
+    base, written = tmp_path_factory.mktemp("segmenter_weights"), {}
+
+    def get(dataset: str) -> Path:
+        key = "ade20k" if dataset == "ade20k" else "drn"
+        if key not in written:
+            written[key] = write_segmenter_weights(base / key, dataset)[0].parent
+        return written[key]
+
+    yield get
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class DatasetSource:
     kind: str                   # "fixture" (generated) or "samples" (the real files in ../shared/samples)

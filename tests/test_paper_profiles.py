@@ -176,6 +176,42 @@ def test_check_reports_a_broken_dataset_split(tmp_path, capsys, ade20k_root):
     assert f"ok       dataset ade20k, split val: {data}: 3 pairs" in text
 
 
+def _segmenter_input(profile: str, tmp_path: Path, root: Path, segmenter: str | None) -> reproduce.Input:
+    sets = [f"DATA_ROOT={root}"] + ([f"SEGMENTER={segmenter}"] if segmenter is not None else [])
+    _, plan = reproduce.plan_profile(profile, ["03", "04"], tmp_path, overrides=sets)
+    found = [i for i in reproduce.preflight(profile, plan, sample=1).inputs if i.what.startswith("segmenter")]
+    assert len(found) == 1, found
+    assert found[0].used_by == ("03_reconstruction_rq1", "04_diversity_rq2")
+    return found[0]
+
+
+def test_check_lists_the_segmenter_as_an_optional_input(tmp_path, ade20k_root, deepfashion_root):
+    """The mask-fidelity segmenter of a real dataset is listed, optional: absent it is 'info' and says the column
+    will read 'not measured (missing <file>)'; a file of another class count is invalid (a run stops before its
+    first notebook, so before any generator pass); DeepFashion says that no standard segmenter exists."""
+    absent = _segmenter_input("ade20k", tmp_path, ade20k_root, str(tmp_path / "nothing"))
+    assert absent.state == "info" and absent.what == "segmenter for mask mIoU (ade20k, optional)"
+    assert f"not measured (missing {tmp_path / 'nothing' / 'encoder_epoch_50.pth'})" in absent.detail
+    assert "sceneparsing.csail.mit.edu" in absent.detail
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name, key in (("encoder_epoch_50.pth", "conv1.weight"), ("decoder_epoch_50.pth", "conv_last.1.weight")):
+        torch.save({key: torch.zeros(20, 256, 1, 1)}, bad / name)            # a 20-class decoder: another dataset
+    invalid = _segmenter_input("ade20k", tmp_path, ade20k_root, str(bad))
+    assert invalid.state == "invalid" and "predicts 20 classes, the ade20k protocol needs 150" in invalid.detail
+    none = _segmenter_input("deepfashion", tmp_path, deepfashion_root, None)
+    assert none.state == "info" and "no standard segmenter exists for DeepFashion" in none.detail
+    assert "'not measured (no standard segmenter" in none.detail
+
+
+@pytest.mark.slow
+def test_check_names_the_segmenter_its_file_and_scales(tmp_path, ade20k_root, segmenter_weights):
+    folder = segmenter_weights("ade20k")
+    ok = _segmenter_input("ade20k", tmp_path, ade20k_root, str(folder))
+    assert ok.state == "ok" and ok.where == f"{folder / 'encoder_epoch_50.pth'} + {folder / 'decoder_epoch_50.pth'}"
+    assert "UperNet-ResNet101 (CSAIL, ADE20K)" in ok.detail and "short side 300, 375, 450, 525, 600" in ok.detail
+
+
 def test_check_of_the_demo_profile_reads_the_shipped_models(capsys):
     """A non-paper profile is not judged against the paper's schedules: the demo's shipped models are in place."""
     assert reproduce.main(["--profile", "demo", "--check"]) == 0
@@ -238,13 +274,17 @@ def _report_tables(report: str) -> dict[str, pd.DataFrame]:
 @pytest.mark.slow
 @pytest.mark.parametrize("profile, root_fixture", [("ade20k", "ade20k_root"), ("deepfashion", "deepfashion_root"),
                                                    ("gta5", "gta5_root")])
-def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, root_fixture):
+def test_paper_profile_end_to_end(tmp_path, request, official_weights, segmenter_weights, profile, root_fixture):
     """Notebooks 01-05 of the paper profile on the generated dataset, the published-format weights (full size:
     the real checkpoint layout) and the four ablations trained for 2 steps with `python -m smis.train` (tiny
     preset fields), shrunk only by --set (2 test masks, K = 2, notebook 02: 2 steps of tiny networks).
     REPORT.md holds Tables 1, 2 and 5 with a finite number in every cell of every variant, and names the
-    partial inputs. Whole test on this 2-core CPU (AMD EPYC) shared with other jobs (load 3-5): ade20k 96-104 s,
-    gta5 159-170 s, deepfashion 175-283 s (its generator alone is 2 GB, read by four processes)."""
+    partial inputs. Mask mIoU: ade20k and gta5 run their published segmenter (published-format fixture files,
+    SEGMENTER=<folder>@64: one scale at short side 64 to keep the test short), which fills the mIoU column of
+    every variant and the real images' ceiling row, named with its file and scale in the captions and the
+    preflight; deepfashion's column reads "not measured" with the reason. Whole test on this 2-core CPU (AMD EPYC)
+    shared with other jobs (load 3-5): ade20k 96-104 s, gta5 159-170 s, deepfashion 175-283 s (its generator alone
+    is 2 GB, read by four processes), before the segmenters."""
     from smis.train import main as train
 
     root = request.getfixturevalue(root_fixture)
@@ -258,6 +298,9 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, 
     sets = _inputs(profile, weights, runs, root) + [
         "02.STEPS=2", "02.BATCH=1", "02.PRESET_SET=" + json.dumps({k: int(v) for k, v in (t.split("=") for t in TINY)}),
         "N_TEST=2", "K=2"]
+    folder = segmenter_weights(profile) if profile in ("ade20k", "gta5") else None
+    if folder is not None:
+        sets.append(f"SEGMENTER={folder}@64")
     said = []
     out = reproduce.run_profile(profile, out_root=tmp_path / "out", overrides=sets, log=said.append)
     assert any("WARNING: some inputs are partial" in s for s in said)
@@ -268,17 +311,33 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, profile, 
               "table5_ablations": [f"{label} [{v}]" for v, label in
                                    zip(["clvae"] + ABLATIONS,
                                        ["full (L = 6)", "w/o class-wise", "w/o layer-wise", "L = 3", "L = 5"])]}
+    ceiling = {"table5_ablations": "real test images (mIoU ceiling)"}
     for name, rows in expect.items():
         assert name in tables, f"{name} missing from REPORT.md: {sorted(tables)}"
         table = tables[name]
-        assert list(table.index) == rows, name
-        values = table.map(float)                            # every cell a number
+        real = ceiling.get(name, "real test images (ceiling)")
+        assert list(table.index) == rows + [real], name
+        if folder is None:                                   # deepfashion: no segmenter, the column says so
+            assert (table["mask mIoU"] == "not measured (no standard segmenter exists for DeepFashion (the field "
+                                          "reports no mask mIoU on it))").all(), name
+            table = table.drop(columns="mask mIoU")
+        else:
+            assert math.isfinite(float(table.loc[real, "mask mIoU"])), name
+            assert 0 <= table["mask mIoU"].map(float).min() and table["mask mIoU"].map(float).max() <= 1, name
+        values = table.loc[rows].map(float)                  # every cell of every variant a number
         assert values.map(math.isfinite).all().all(), f"{name}:\n{table}"
         assert any(c.startswith("FD (") for c in table.columns), name
-    assert (tables["table2_diversity_top1"]["masks"].map(float) == 2).all()
-    assert (tables["table2_diversity_top1"]["samples per mask"].map(float) == 2).all()
+    table2 = tables["table2_diversity_top1"].loc[expect["table2_diversity_top1"]]
+    assert (table2["masks"].map(float) == 2).all() and (table2["samples per mask"].map(float) == 2).all()
     assert f"on 2 {profile} {EVAL_SPLIT[profile]} pairs" in report
     assert "clvae (the authors' published weights)" in report
+    if folder is not None:                                   # the segmenter, its file and its scale, named
+        name = "UperNet-ResNet101 (CSAIL, ADE20K)" if profile == "ade20k" else "DRN-D-105 (fyu/drn, Cityscapes)"
+        file = folder / ("encoder_epoch_50.pth" if profile == "ade20k" else "drn-d-105_ms_cityscapes.pth")
+        assert f"Segmenter: {name}, {file}" in report and "short side 64 (1 scale" in report
+        assert f"ok       segmenter for mask mIoU ({profile}, optional): {file}" in report
+    else:
+        assert "info     segmenter for mask mIoU (deepfashion, optional): none: no standard segmenter" in report
     state = json.loads((out / ".completed.json").read_text())
     assert set(state) == set(reproduce.PROFILES[profile])
     assert (out / "02_train" / "samples_this_run.png").stat().st_size > 1000

@@ -23,7 +23,9 @@ DATA_SEED = 0             # SynthScenes seed (the demo models were trained on se
 LPIPS_BACKBONE = "auto"   # "auto" (AlexNet if cached, else EfficientNet-Lite0), "alex", "effnet"
 FD_BACKBONE = "auto"      # "auto" (Inception if cached, else EfficientNet-Lite0), "inception", "effnet"
 BATCH = 32                # images per network pass
-SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (the shipped one for SynthScenes), a file, "" (none)
+SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (SynthScenes: the shipped one; ade20k, gta5, cityscapes:
+                          # the published one in checkpoints/segmenters/, see README "Mask fidelity and FID on
+                          # real data"), a file or folder (may end in @SHORT_SIDE), "" (none)
 DEVICE = "auto"           # "auto", "cpu", "cuda"
 N_SHOW = 6                # masks in the figure
 OUT_DIR = "outputs/demo/03_reconstruction_rq1"  # figures and tables
@@ -84,6 +86,7 @@ caption = (f"Table 1 style: reconstruction G(M, E(M, I)) with encoder means on {
            "images. "
            + ("mask mIoU = the segmenter's labels of each reconstruction against its mask (95 % bootstrap interval "
               "over images); the real-image row is the ceiling. " if study.segmenter is not None else "")
+           + study.fidelity_caption()
            + (STAND_IN_NOTE + " " if study.stand_ins else "")
            + "Models: " + study.models_caption(results) + ".")
 tables.write_table(table1, out_dir, "table1_reconstruction", caption)
@@ -124,14 +127,14 @@ for k, r in results.items():
 # %%
 lines = [f"- {k} ({study.trained(k)}): GT-similarity {table1.loc[k, col]:.3f} ± {table1.loc[k, cols.ci(col)]:.3f}"
          + (f", FD {table1.loc[k, cols.fd]:.1f}" if cols.fd in table1 else "")
-         + (f", mask mIoU {table1.loc[k, tables.MIOU]:.3f}" if tables.MIOU in table1 else "") for k in results]
+         + (f", mask mIoU {table1.loc[k, tables.MIOU]:.3f}" if study.segmenter is not None else "") for k in results]
 if len(results) >= 2:
     a, b = list(results)[:2]
     d, lo, hi = paired_ci(results[a].per_image[col], results[b].per_image[col])
     lines.append(f"- Paired over the same {len(indices)} pairs, {a} - {b}: {d:+.3f} (95 % CI [{lo:.3f}, {hi:.3f}]; "
                  f"negative: {a} reconstructs closer)"
                  + (": the masks support the gap." if lo > 0 or hi < 0 else ": no clear gap."))
-if tables.CEILING in table1.index:
+if study.segmenter is not None:
     lines.append(f"- The segmenter's mIoU on the real images is {table1.loc[tables.CEILING, tables.MIOU]:.3f}: "
                  "the ceiling a perfect reconstruction would reach.")
 lines.append(f"- These are {metric.name} / {study.fd_real.name} numbers" + (" (EfficientNet-Lite0 stand-ins: compare "

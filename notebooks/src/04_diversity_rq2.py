@@ -40,7 +40,9 @@ MASKS_PER_BATCH = 8       # masks sampled together (K images each)
 BATCH = 64                # images per generator pass
 PER_CLASS = True          # per-class diversity
 FACTORS = True            # factor-aware scores (SynthScenes only)
-SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (the shipped one for SynthScenes), a file, "" (none)
+SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (SynthScenes: the shipped one; ade20k, gta5, cityscapes:
+                          # the published one in checkpoints/segmenters/, see README "Mask fidelity and FID on
+                          # real data"), a file or folder (may end in @SHORT_SIDE), "" (none)
 N_STYLE = 100             # style-guided pairs for the factor check
 BASELINE = "gaugan_vae"   # the variant clvae is compared with
 DEVICE = "auto"           # "auto", "cpu", "cuda"
@@ -104,6 +106,7 @@ caption = (f"Tables 2-4 style on {DATASET} ({len(indices)} {SPLIT} masks, K = {K
            + ("mask mIoU = mIoU of the segmenter's labels of every sample against its mask (higher follows the mask; "
               "95 % bootstrap interval over masks); its real-image row is the ceiling. "
               if study.segmenter is not None else "")
+           + study.fidelity_caption()
            + note
            + "Models: " + study.models_caption() + ".")
 tables.write_table(table2, out_dir, "table2_diversity_top1", caption)

@@ -41,7 +41,9 @@ SEED = 0                  # seed of the prior codes
 DATA_SEED = 0             # SynthScenes seed
 LPIPS_BACKBONE = "auto"   # "auto", "alex", "effnet"
 FD_BACKBONE = "auto"      # "auto", "inception", "effnet"
-SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (the shipped one for SynthScenes), a file, "" (none)
+SEGMENTER = "auto"        # mask-fidelity segmenter: "auto" (SynthScenes: the shipped one; ade20k, gta5, cityscapes:
+                          # the published one in checkpoints/segmenters/, see README "Mask fidelity and FID on
+                          # real data"), a file or folder (may end in @SHORT_SIDE), "" (none)
 PAPER_ORDER = "clvae,clvae_L5,no_layerwise,clvae_L3,no_classwise"   # the paper's diversity ranking (Table 5)
 BATCH = 64                # images per generator pass
 DEVICE = "auto"           # "auto", "cpu", "cuda"
@@ -151,6 +153,7 @@ caption = (f"Table 5 style ablation on {DATASET} ({len(indices)} {SPLIT} masks, 
            f"FD in {study.fd_real.name}; ±95% = half-width of the 95 % interval over masks"
            + ("; mask mIoU = the segmenter's labels of the samples against their masks (95 % bootstrap interval)"
               if study.segmenter is not None else "") + "."
+           + (" " + study.fidelity_caption().rstrip() if study.fidelity_caption() else "")
            + (" " + STAND_IN_NOTE if study.stand_ins else ""))
 tables.write_table(table5, out_dir, "table5_ablations", caption)
 print(caption)

@@ -28,6 +28,9 @@ deterministic in (n_per_split, seed): the same call writes the same bytes.
 `write_official_weights(folder, dataset)` writes `latest_net_G.pth` / `latest_net_E.pth` as the
 authors published them (plain `torch.save` of the networks' state dicts, their key names and key
 order, no DataParallel prefix) from randomly initialised networks, for `smis.official.load_official`.
+`write_segmenter_weights(folder, dataset)` does the same for the field's mask-fidelity segmenters
+(CSAIL's UperNet-ResNet101 `encoder_epoch_50.pth` / `decoder_epoch_50.pth`, fyu/drn's
+`drn-d-105_ms_cityscapes.pth`) for `smis.real_segmenters`.
 
 `shared_dir()` / `samples_dir()` locate the optional `../shared` folder (override: SMIS_SHARED_DIR,
 SMIS_SAMPLES), where tests run extra checks on real files when it exists.
@@ -396,6 +399,63 @@ def write_groupdnet_weights(folder: Path,        # where latest_net_G.pth and la
     return paths
 
 
+# ---------------------------------------------------------------------------------------------
+# Published-format segmenter weights (smis.real_segmenters)
+
+SYNC_BN_BUFFERS = ("_tmp_running_mean", "_tmp_running_var", "_running_iter")   # CSAIL's SynchronizedBatchNorm2d
+
+
+def _with_sync_bn_buffers(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+    """`state` with the three buffers CSAIL's SynchronizedBatchNorm2d adds after each BatchNorm's
+    num_batches_tracked (its files carry them; eval mode reads none): running sums = the running statistics
+    times the iteration count 1."""
+    out = OrderedDict()
+    for key, value in state.items():
+        out[key] = value
+        if key.endswith("num_batches_tracked"):
+            prefix = key[: -len("num_batches_tracked")]
+            out[prefix + "_tmp_running_mean"] = state[prefix + "running_mean"].clone()
+            out[prefix + "_tmp_running_var"] = state[prefix + "running_var"].clone()
+            out[prefix + "_running_iter"] = torch.ones(1)
+    return out
+
+
+def write_segmenter_weights(folder: Path,             # where the published file(s) go
+                            dataset: str,             # a smis.real_segmenters.PROTOCOLS key: ade20k, cityscapes, gta5
+                            seed: int = 0,            # same seed, same weights
+                            classes: int | None = None,   # classifier outputs; None: the protocol's (150 / 19)
+                            ) -> list[Path]:
+    """The published segmenter file(s) of `dataset` with random weights (`smis.real_segmenters`):
+
+    - ade20k: `encoder_epoch_50.pth` and `decoder_epoch_50.pth`, CSAIL's UperNet-ResNet101 as
+      semantic-segmentation-pytorch saves them (plain state dicts, SynchronizedBatchNorm2d's extra buffers
+      included); about 170 MB and 70 MB.
+    - cityscapes, gta5: `drn-d-105_ms_cityscapes.pth`, fyu/drn's DRNSeg state dict as its 2017 file holds it
+      (no num_batches_tracked, saved before torch 0.4.1 added it); about 220 MB.
+
+    BatchNorm running statistics are drawn near (0, 1) so that the random networks give varied labels.
+    `classes` other than the protocol's writes a segmenter of another dataset (for the error tests)."""
+    from smis.real_segmenters import PROTOCOLS, DRND105Seg, UPerNetResNet101
+
+    if dataset not in PROTOCOLS:
+        raise ValueError(f"dataset={dataset!r} has no published segmenter. Fix: use one of {sorted(PROTOCOLS)}.")
+    protocol, folder = PROTOCOLS[dataset], Path(folder)
+    n = protocol.classes if classes is None else int(classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = UPerNetResNet101(n) if dataset == "ade20k" else DRND105Seg(n)
+        for key, value in net.state_dict().items():
+            if key.endswith("running_mean"):
+                value.normal_(0.0, 0.1)
+            elif key.endswith("running_var"):
+                value.uniform_(0.5, 1.5)
+    if dataset == "ade20k":
+        parts = [(net.encoder, "encoder_epoch_50.pth"), (net.decoder, "decoder_epoch_50.pth")]
+        return [atomic_torch_save(_with_sync_bn_buffers(m.state_dict()), folder / name) for m, name in parts]
+    state = OrderedDict((k, v) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked"))
+    return [atomic_torch_save(state, folder / protocol.files[0])]
+
+
 __all__ = ["CITIES", "WEIGHT_FILES", "WRITERS", "paint", "published_order", "random_shapes", "samples_dir",
            "shared_dir", "stamp_ids", "write_ade20k", "write_cityscapes", "write_deepfashion", "write_groupdnet_weights",
-           "write_gta5", "write_official_weights"]
+           "write_gta5", "write_official_weights", "write_segmenter_weights"]
