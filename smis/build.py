@@ -81,10 +81,10 @@ def build(cfg: TrainConfig,                                   # the run's option
     file) is called, at the point where cfg.perceptual's network would be loaded (same RNG stream), instead
     of loading it; either is used only when cfg.perceptual is not "none" and the preset's lambda_P > 0, and
     named by its `.backbone` attribute."""
-    if VARIANTS[cfg.variant].family != "spade":
-        raise ValueError(f"build() makes the parts of the GAN step; variant {cfg.variant!r} (family "
-                         f"{VARIANTS[cfg.variant].family!r}) trains otherwise. Fix: smis.imle.build_imle(cfg) for "
-                         "cimle, or smis.train.Trainer(cfg), which picks the right one")
+    if VARIANTS[cfg.variant].family == "cimle":     # the spade and groupdnet families train with the GAN step
+        raise ValueError(f"build() makes the parts of the GAN step; variant {cfg.variant!r} (family 'cimle') trains "
+                         "with IMLE. Fix: smis.imle.build_imle(cfg), or smis.train.Trainer(cfg), which picks the "
+                         "right one")
     device = pick_device(cfg.device) if device is None else torch.device(device)
     preset = get_preset(cfg.preset, **cfg.preset_overrides)
     torch.manual_seed(cfg.seed)  # weight init

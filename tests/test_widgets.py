@@ -170,7 +170,7 @@ def test_random_directions_where_pca_has_too_few_codes(setup, tmp_path):
 def test_editor_refuses_bad_arguments(setup):
     nets, images, labels, codes, info = setup
     vae = build_networks("gaugan_vae", get_preset("synthscenes", **TINY), discriminator=False).eval()
-    with pytest.raises(ValueError, match="load a clvae or groupdnet model"):
+    with pytest.raises(ValueError, match=r"Fix: load a clvae model .*: clvae, .*groupdnet"):
         Editor(vae, images, labels, info.class_names, info.palette)
     with pytest.raises(ValueError, match=r"layer=5 out of range.*0\.\.4"):
         Editor(nets, images, labels, info.class_names, info.palette, codes=codes, layer=5)
