@@ -264,6 +264,23 @@ class EffNetFeatures(FrozenModule):
         return self.net.stages(x)
 
 
+def _vgg19_trunk(weights_path: str | Path | None,   # torchvision's vgg19-dcbb9e9d.pth; None = torch hub cache file
+                 fallback: str,                     # what the error suggests instead (it falls back to EfficientNet)
+                 ) -> nn.Sequential:
+    """torchvision's VGG19 conv trunk (`features`) with its ImageNet weights, loaded strictly (weights_only);
+    a FileNotFoundError naming where the file goes when it is absent."""
+    path = Path(weights_path) if weights_path is not None else hub_checkpoint(VGG19_FILE)
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f"VGG19 ImageNet weights not found at {Path(torch.hub.get_dir()) / 'checkpoints' / VGG19_FILE}; "
+            f"copy torchvision's vgg19-dcbb9e9d.pth there, or use {fallback}, which falls back to EfficientNet-Lite0")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    features = make_layers(cfgs["E"])                         # the classifier is unused
+    features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")},
+                             strict=True)
+    return features
+
+
 class VGG19Features(FrozenModule):
     """Frozen torchvision VGG19 trunk: [-1, 1] images -> relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 
@@ -279,16 +296,7 @@ class VGG19Features(FrozenModule):
     def __init__(self, weights_path: str | Path | None = None,  # None = torch hub cache file
                  layer_weights: Sequence[float] = VGG_LAYER_WEIGHTS):
         super().__init__()
-        path = Path(weights_path) if weights_path is not None else hub_checkpoint(VGG19_FILE)
-        if path is None or not path.is_file():
-            raise FileNotFoundError(
-                f"VGG19 ImageNet weights not found at {Path(torch.hub.get_dir()) / 'checkpoints' / VGG19_FILE}; "
-                "copy torchvision's vgg19-dcbb9e9d.pth there, or use EffNetFeatures / "
-                "perceptual_extractor(), which falls back to EfficientNet-Lite0")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        features = make_layers(cfgs["E"])                     # VGG19's conv trunk; the classifier is unused
-        features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")},
-                                 strict=True)
+        features = _vgg19_trunk(weights_path, "EffNetFeatures / perceptual_extractor()")
         self.stages = nn.ModuleList(features[a:b] for a, b in self.slices)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -317,16 +325,7 @@ class VGG19CRNFeatures(FrozenModule):
 
     def __init__(self, weights_path: str | Path | None = None):   # None = torch hub cache file
         super().__init__()
-        path = Path(weights_path) if weights_path is not None else hub_checkpoint(VGG19_FILE)
-        if path is None or not path.is_file():
-            raise FileNotFoundError(
-                f"VGG19 ImageNet weights not found at {Path(torch.hub.get_dir()) / 'checkpoints' / VGG19_FILE}; "
-                "copy torchvision's vgg19-dcbb9e9d.pth there, or use crn_distance_extractor(), which falls back "
-                "to EfficientNet-Lite0")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        features = make_layers(cfgs["E"])
-        features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")},
-                                 strict=True)
+        features = _vgg19_trunk(weights_path, "crn_distance_extractor()")
         for i, m in enumerate(features):                      # the authors pool by averaging
             if isinstance(m, nn.MaxPool2d):
                 features[i] = nn.AvgPool2d(2, 2)

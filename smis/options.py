@@ -203,25 +203,21 @@ def parse_assignment(item: str,            # "KEY=VALUE", as typed after --set (
         return key, raw
 
 
-def parse_assignments(p: argparse.ArgumentParser, items: list[str], flag: str) -> dict:
+def parse_assignments(p: argparse.ArgumentParser, items: list[str], flag: str,
+                      example: str = "pool_size=20") -> dict:
     """FIELD=JSON ... -> {field: value} (a value that is not JSON stays a string); argparse's error otherwise."""
     out = {}
     for item in items:
         kv = parse_assignment(item)
         if kv is None:
-            p.error(f"{flag} {item!r}: write FIELD=JSON, e.g. {flag} pool_size=20")
+            p.error(f"{flag} {item!r}: write FIELD=JSON, e.g. {flag} {example}")
         out[kv[0]] = kv[1]
     return out
 
 
 def parse_overrides(p: argparse.ArgumentParser, items: list[str], preset: str) -> dict:
     """--set FIELD=JSON ... -> {field: value} (a value that is not JSON stays a string), checked against `preset`."""
-    overrides = {}
-    for item in items:
-        kv = parse_assignment(item)
-        if kv is None:
-            p.error(f"--set {item!r}: write FIELD=JSON, e.g. --set ngf=32 image_size=[128,128]")
-        overrides[kv[0]] = kv[1]
+    overrides = parse_assignments(p, items, "--set", "ngf=32 image_size=[128,128]")
     try:
         get_preset(preset, **dict(overrides))
     except (KeyError, TypeError, ValueError) as e:
