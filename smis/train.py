@@ -452,8 +452,8 @@ class Trainer:
 
     def _retimed_decay(self, old: dict) -> str | None:
         """What a changed schedule does to the learning rate on resume (None when the schedule is unchanged)."""
-        if not self.cfg.lr_decay or "steps" not in old:
-            return None
+        if not self.cfg.lr_decay or "steps" not in old or self.train_step.decay_start is None:
+            return None     # no decay, an old config, or cIMLE (its rate drops by round, whatever the total)
         try:
             was = TrainConfig(**{**asdict(self.cfg), "steps": old["steps"],
                                  "decay_start": old.get("decay_start", self.cfg.decay_start)})
