@@ -2,10 +2,13 @@
 import copy
 import hashlib
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+from smis import editing
 from smis import train as T
 from smis.checkpoint import load_model
 from smis.curves import run_object_factor
@@ -13,6 +16,7 @@ from smis.data import make_dataset, synthetic
 from smis.data.synthetic import CLASSES, SHADINGS, estimate_factors, generate, render
 from smis import evaluate as ev
 from smis.evaluate import object_factor_of
+from smis.networks import Latents
 
 # sha256 of the factor records (less the label-derived "pixels" counts) of 32 default images, computed with the
 # code before the object-scale factor existed (git show 6a4c339:smis/data/synthetic.py). The records are drawn by
@@ -164,3 +168,77 @@ def test_option_is_refused_where_it_cannot_apply(tmp_path):
         T.TrainConfig(synth_object_factor=True, data_root=str(tmp_path))
     off = make_dataset("synthscenes", None, "train", size=64, length=2)
     assert not off.object_factor
+
+
+# -- the per-layer factor table: shading changes, intervals, which factor a layer moves most ---------------
+
+def shading_nets(records: list[dict], L: int = 3, K: int = len(CLASSES), N: int = 2):
+    """A stand-in generator that renders SynthScenes from `records` (one per photo), where only the shading
+    of each class depends on the codes: its sign at the coarsest layer (L - 1) picks one of the class's first
+    two allowed directions. Resampling any other layer changes nothing."""
+    spec = SimpleNamespace(num_classes=K, layers=tuple(range(1, L + 1)), z_dim=4, z_dim_local=N, has_class_codes=True,
+                           code_classes=K, classwise=True,
+                           presence=lambda lab: torch.ones(lab.shape[0], L, K, dtype=torch.bool))
+
+    def G(label, z):
+        out = []
+        for b in range(label.shape[0]):          # a test stand-in: one numpy render per photo
+            rec = copy.deepcopy(records[int(z.z[b, 0])])
+            for c, f in rec["classes"].items():
+                allowed = SHADINGS[CLASSES[int(c)].name]
+                f["shading"] = allowed[int(z.zc[b, L - 1, int(c), 0] > 0)]
+            img = render(label[b].numpy(), rec)
+            out.append(torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1)
+        return torch.stack(out)
+    return SimpleNamespace(G=G, spec=spec, variant="shading stand-in")
+
+
+def shading_photos(n: int = 6, L: int = 3, N: int = 2):
+    photos = [generate(i, 64, 0, "test", object_factor=True) for i in range(n)]
+    labels = torch.from_numpy(np.stack([p[1] for p in photos]))
+    g = torch.Generator().manual_seed(0)
+    lat = Latents(torch.arange(n, dtype=torch.float32)[:, None].expand(n, 4).clone(),   # z[b, 0]: photo id
+                  torch.randn(n, L, len(CLASSES), N, generator=g), torch.ones(n, L, len(CLASSES), dtype=torch.bool))
+    return [p[2] for p in photos], labels, lat
+
+
+def test_only_the_shading_column_moves_when_only_the_shading_changes():
+    records, labels, lat = shading_photos()
+    nets = shading_nets(records)
+    samples, classes = editing.edit_cases(labels, len(CLASSES))
+    rows = editing.layer_effects(nets, labels, lat, samples, classes, torch.Generator().manual_seed(1),
+                                 batch_size=16, object_factor=True)
+    coarse, fine = rows[2], rows[:2]
+    assert coarse["shading_changed"] > 0.3 and coarse["moves_most"] == "shading"
+    assert coarse["mode_changed"] == 0 and coarse["texture_changed"] <= 0.1
+    assert coarse["shading_changed_lo"] < coarse["shading_changed"] < coarse["shading_changed_hi"]
+    assert coarse["shading_changed_lo"] > coarse["texture_changed_hi"]       # the intervals separate
+    for r in fine:                     # resampling a layer the generator ignores changes no factor
+        assert r["mode_changed"] == r["texture_changed"] == r["shading_changed"] == 0 and r["moves_most"] is None
+        assert r["colour_shift"] == 0 and r["shading_changed_lo"] == 0 and 0 < r["shading_changed_hi"] < 0.2
+    assert all(r["shading_changed_n"] <= r["cases"] == len(samples) for r in rows)
+    # without object_factor the same table has no shading column, and the other columns keep their numbers
+    off = editing.layer_effects(nets, labels, lat, samples, classes, torch.Generator().manual_seed(1), batch_size=16)
+    assert all("shading_changed" not in r for r in off)
+    assert [r["colour_shift"] for r in off] == [r["colour_shift"] for r in rows]
+    table = editing.layer_table(SimpleNamespace(G=SimpleNamespace(code_index={"up_0": 0, "up_1": 1, "head_0": 2}),
+                                                spec=nets.spec), {"layers": rows})
+    assert {"shading changed", "shading changed lo", "shading changed hi", "shading n", "moves most",
+            "colour mode changed lo", "texture kind changed hi"} <= set(table.columns)
+    summary = editing.layer_factor_summary(table.round(3))
+    assert [s["moves_most"] for s in summary] == [None, None, "shading"]
+    assert set(summary[2]["shares"]) == {"colour mode", "texture kind", "shading"}
+    lo, hi = summary[2]["intervals"]["shading"]
+    assert lo <= summary[2]["shares"]["shading"] <= hi
+
+
+
+def test_wilson_interval():
+    lo, hi = editing.wilson_interval([0, 5, 10, 0], [10, 10, 10, 0])
+    np.testing.assert_allclose(lo[:3], [0.0, 0.2366, 0.7225], atol=1e-4)    # Wilson (1927), z = 1.96
+    np.testing.assert_allclose(hi[:3], [0.2775, 0.7634, 1.0], atol=1e-4)
+    assert np.isnan(lo[3]) and np.isnan(hi[3])
+    # its coverage: over binomial draws with p = 0.3, n = 40, close to 95 %
+    k = np.random.default_rng(0).binomial(40, 0.3, 4000)
+    lo, hi = editing.wilson_interval(k, np.full_like(k, 40))
+    assert 0.92 < np.mean((lo <= 0.3) & (0.3 <= hi)) < 0.98
