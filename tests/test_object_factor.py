@@ -96,7 +96,7 @@ def test_estimator_reads_the_shading_back_from_test_images():
             ok["shading"].append(e["shading"] == t["shading"])
     rate = {k: float(np.mean(v)) for k, v in ok.items()}
     assert len(ok["shading"]) > 1000
-    assert rate["shading"] >= 0.95 and rate["colour"] >= 0.98 and rate["texture"] >= 0.93, rate
+    assert rate["shading"] >= 0.95 and rate["colour"] >= 0.98 and rate["texture"] >= 0.95, rate
 
 
 def test_estimator_follows_the_pixels_not_the_record():
