@@ -824,6 +824,7 @@ def findings(reports: dict[str, dict],            # {"clvae": editing_report, op
 
 
 def main(argv=None) -> int:
+    from smis.evaluate import object_factor_of          # smis.evaluate imports this module
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="+",
                    default=["checkpoints/synthscenes_clvae.pt", "checkpoints/synthscenes_gaugan_vae.pt"])
@@ -839,12 +840,13 @@ def main(argv=None) -> int:
         t0 = time.time()
         nets = load_model(resolve(path), "cpu")
         size = nets.preset.image_size
-        ds = make_dataset("synthscenes", None, "test", size=size, length=a.n)
+        object_factor = object_factor_of(nets)          # the SynthScenes data it trained on
+        ds = make_dataset("synthscenes", None, "test", size=size, length=a.n, object_factor=object_factor)
         _, labels, mu = encode_dataset(nets, ds)
         g = torch.Generator().manual_seed(a.seed)
-        rep = editing_report(nets, labels, mu, g)
+        rep = editing_report(nets, labels, mu, g, object_factor=object_factor)
         rep.update(variant=nets.variant, step=(getattr(nets, "meta", {}) or {}).get("step"),
-                   seconds=round(time.time() - t0, 1))
+                   seconds=round(time.time() - t0, 1), **({"object_factor": True} if object_factor else {}))
         results["models"][str(path)] = rep
         print(f"{path}: {rep['locality']}")
         for row in rep.get("layers", []):

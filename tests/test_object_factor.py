@@ -161,6 +161,11 @@ def test_cli_flag_reaches_training_and_evaluation_data(tmp_path):
     assert object_factor_of(nets)
     test, _ = ev.test_set("synthscenes", "", "test", nets.preset.image_size, 4, 0, object_factor_of(nets))
     assert test.object_factor and "shading" in next(iter(test.factors(0)["classes"].values()))
+    # the editing report of such a run measures on the same data, with the shading column
+    ckpt = run / "checkpoints" / "step_00000002.pt"
+    assert editing.main(["--model", str(ckpt), "--n", "2", "--threads", "1", "--out", str(tmp_path / "e.json")]) == 0
+    rep = json.loads((tmp_path / "e.json").read_text())["models"][str(ckpt)]
+    assert rep["object_factor"] is True and all("shading_changed" in r and "moves_most" in r for r in rep["layers"])
 
 
 def test_option_is_refused_where_it_cannot_apply(tmp_path):
