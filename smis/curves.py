@@ -106,7 +106,7 @@ def real_scores(n_masks: int = 64, size=(64, 64), segmenter: str = "auto",
     (colour / texture rates of real images, the segmenter's mIoU on them)."""
     test, indices = ev.test_set("synthscenes", "", "test", size, n_masks, 0, object_factor)
     image, label = ev.load_pairs(test, indices)
-    f = factor_rows(to_uint8(image), label.numpy())
+    f = factor_rows(to_uint8(image), label.numpy(), object_factor=object_factor)
     out = {COLOUR_IN: 100 * float(f["colour_in"].mean()), TEXTURE_IN: 100 * float(f["texture_in"].mean())}
     seg = load_segmenter_for("synthscenes", segmenter)
     if seg is not None:

@@ -253,14 +253,17 @@ class SampleMaskFidelity:
 
 class SampleFactors:
     """SynthScenes factor rows (`smis.factors.factor_rows`) of every sample, with columns "index" (dataset
-    index of its mask) and "sample" (0..K-1). result(): DataFrame, or None when nothing was scored."""
+    index of its mask) and "sample" (0..K-1). result(): DataFrame, or None when nothing was scored.
+    `object_factor`: the masks are SynthScenes' with its object-scale factor (read shading-aware)."""
 
-    def __init__(self):
+    def __init__(self, object_factor: bool = False):
         self.rows = []
+        self.object_factor = bool(object_factor)
 
     def update(self, batch: Batch) -> None:
         kk = batch.samples.shape[1]
-        f = factor_rows(to_uint8(batch.samples.flatten(0, 1)), batch.label.repeat_interleave(kk, 0).cpu().numpy())
+        f = factor_rows(to_uint8(batch.samples.flatten(0, 1)), batch.label.repeat_interleave(kk, 0).cpu().numpy(),
+                        object_factor=self.object_factor)
         pos = f.pop("image").to_numpy()                                      # b K' + j
         f.insert(0, "sample", pos % kk)
         f.insert(0, "index", np.asarray(batch.indices, dtype=np.int64)[pos // kk])
@@ -381,7 +384,7 @@ def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], metric: LPIP
     per_class = PerClassDiversity(metric, names[:C]) if options.per_class else None
     fd = SampleFD(fd_real) if fd_real is not None else None
     fidelity = SampleMaskFidelity(segmenter, C, options.chunk) if segmenter is not None else None
-    factors = SampleFactors() if options.factors else None
+    factors = SampleFactors(getattr(dataset, "object_factor", False)) if options.factors else None
     run_scorers(prior_batches(nets, dataset, indices, options, progress),
                 [scores, per_class, fd, fidelity, factors, examples])
     fd_value, fd_name = fd.result() if fd is not None else (None, None)

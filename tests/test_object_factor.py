@@ -247,3 +247,18 @@ def test_wilson_interval():
     k = np.random.default_rng(0).binomial(40, 0.3, 4000)
     lo, hi = editing.wilson_interval(k, np.full_like(k, 40))
     assert 0.92 < np.mean((lo <= 0.3) & (0.3 <= hi)) < 0.98
+
+
+def test_factor_rates_of_shaded_images_are_read_shading_aware():
+    """The factor-aware scores (colour / texture in the class's distribution) of real object-factor images stay
+    near those of default images when the evaluation knows the data (SampleFactors of an object-factor test set)."""
+    ds = make_dataset("synthscenes", None, "test", size=64, length=40, object_factor=True)
+    items = [ds[i] for i in range(len(ds))]
+    batch = SimpleNamespace(indices=list(range(len(ds))), label=torch.stack([it["label"] for it in items]),
+                            samples=torch.stack([it["image"] for it in items])[:, None])   # (N, K=1, 3, H, W)
+    aware, naive = ev.SampleFactors(ds.object_factor), ev.SampleFactors()
+    aware.update(batch)
+    naive.update(batch)
+    a, n = aware.result(), naive.result()
+    assert len(a) == len(n) > 150 and a["colour_in"].mean() > 0.97
+    assert a["texture_in"].mean() > 0.97 > 0.85 > n["texture_in"].mean()
