@@ -15,6 +15,9 @@ drawn per class from that class's own small set, `SHADINGS`), as a further facto
 shade[c](x, y) = exp(a g) / mean_region(exp(a g)) with g the pixel's position along the direction in units
 of the region's spread: exactly mean-preserving over the region, so colour and texture stay readable. It is
 drawn from its own random stream, so the masks and every other factor are those of the default data.
+It lives at object scale: average-pooled to 16x16 / 8x8 / 4x4, a 64x64 image keeps 87 / 75 / 54 % of the
+shading's log-brightness variance against 63 / 27 / 7 % of the texture's (100 test images), so the coarse
+latent layers' grids can carry it.
 
 Everything is deterministic from (seed, split, index). Generation is vectorised over pixels,
 instances and classes; `render` re-creates an image exactly from its factor record.
