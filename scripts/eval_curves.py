@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smis.curves import checkpoint_scores, curves_figure, plateau_table, real_scores  # noqa: E402
+from smis.curves import checkpoint_scores, curves_figure, plateau_table, real_scores, run_object_factor  # noqa: E402
 from smis.utils import device_name  # noqa: E402
 from smis.utils import atomic_write_json, resolve  # noqa: E402
 
@@ -50,7 +50,8 @@ def main(argv=None) -> int:
             done = pd.DataFrame(old["rows"])
     t0 = time.time()
     rows = checkpoint_scores(runs, a.n, a.k, done=done)
-    real = real_scores(a.n, tuple(rows["size"].iloc[0]) if "size" in rows else (64, 64))
+    real = real_scores(a.n, tuple(rows["size"].iloc[0]) if "size" in rows else (64, 64),
+                       object_factor=any(run_object_factor(r) for r in runs.values()))
 
     cpuinfo = Path("/proc/cpuinfo")
     cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines() if l.startswith("model name")),

@@ -181,4 +181,6 @@ def load_model(path: str | Path,                         # an exported model or 
             raise CheckpointError(str(e)) from None
         net.load_state_dict(fp32(ck[key]))
     nets.meta = {k: ck.get(k) for k in ("step", "train_config", "perceptual", "provenance")}
+    if nets.meta["train_config"] is None and isinstance(ck.get("config"), dict):   # a training checkpoint
+        nets.meta["train_config"] = plain_data(ck["config"])
     return nets.to(pick_device(device)).eval()

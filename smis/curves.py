@@ -13,6 +13,7 @@ notebook 02 and the README show.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Mapping
 
@@ -45,6 +46,15 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return [(int(p.stem.split("_")[1]), p) for p in ckpts]
 
 
+def run_object_factor(run_dir: str | Path) -> bool:
+    """Whether a training run trained on SynthScenes with its object-scale factor (its config.json's
+    synth_object_factor; False when the run predates the option)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist. Fix: pass the --run-dir of a python -m smis.train run.")
+    return bool(json.loads(path.read_text()).get("synth_object_factor", False))
+
+
 @torch.no_grad()
 def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run folder
                       n_masks: int = 64,                  # SynthScenes test masks (the same for every checkpoint)
@@ -62,7 +72,8 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
     if not todo:
         return pd.DataFrame(rows)
     first = load_model(todo[0][2], device)
-    test, indices = ev.test_set("synthscenes", "", "test", first.preset.image_size, n_masks, 0)
+    object_factor = ev.object_factor_of(first)        # the test data the runs trained on (TrainConfig)
+    test, indices = ev.test_set("synthscenes", "", "test", first.preset.image_size, n_masks, 0, object_factor)
     metric = LPIPS(lpips, device=device)
     fd_real = ev.real_frechet(test, indices, fd, device, progress=False)
     seg = load_segmenter_for("synthscenes", segmenter, device)
@@ -71,6 +82,9 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
     image, label = ev.load_pairs(test, indices, device)                 # the masks every checkpoint is scored on
     for variant, step, path in tqdm(todo, desc="checkpoints", disable=not progress):
         nets = load_model(path, device)
+        if ev.object_factor_of(nets) != object_factor:
+            raise ValueError(f"{path} trained on other SynthScenes data (synth_object_factor) than {todo[0][2]}. "
+                             "Fix: score runs with and without the object-scale factor in separate calls.")
         r = ev.evaluate_prior(nets, test, indices, metric, options, fd_real, seg, progress=False)
         f = r.factors
         kl = {}
@@ -85,12 +99,14 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
 
 
 @torch.no_grad()
-def real_scores(n_masks: int = 64, size=(64, 64), segmenter: str = "auto") -> dict[str, float]:
+def real_scores(n_masks: int = 64, size=(64, 64), segmenter: str = "auto",
+                object_factor: bool = False,      # SynthScenes with its object-scale factor (as the runs trained)
+                ) -> dict[str, float]:
     """The same scores' values on the real test images of those masks: the ceiling lines of the curves
     (colour / texture rates of real images, the segmenter's mIoU on them)."""
-    test, indices = ev.test_set("synthscenes", "", "test", size, n_masks, 0)
+    test, indices = ev.test_set("synthscenes", "", "test", size, n_masks, 0, object_factor)
     image, label = ev.load_pairs(test, indices)
-    f = factor_rows(to_uint8(image), label.numpy())
+    f = factor_rows(to_uint8(image), label.numpy(), object_factor=object_factor)
     out = {COLOUR_IN: 100 * float(f["colour_in"].mean()), TEXTURE_IN: 100 * float(f["texture_in"].mean())}
     seg = load_segmenter_for("synthscenes", segmenter)
     if seg is not None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -484,21 +485,42 @@ def reconstructions(nets: Networks, labels: torch.Tensor, latents: Latents, batc
     return torch.cat([nets.G(labels[s], latents[s]) for s in chunks(labels.shape[0], batch_size)])
 
 
-def _estimate(image_uint8: np.ndarray, label: np.ndarray, cls: np.ndarray, estimate: Callable) -> tuple[list, list]:
-    """Colour mode and texture kind of class cls[b] in each image (None where not estimated)."""
-    modes, textures = [], []
-    for im, lab, c in zip(image_uint8, label, cls):                         # the estimator is per image (numpy)
-        f = estimate(im, lab).get(int(c))
-        modes.append(None if f is None else f["colour_mode"])
-        textures.append(None if f is None else f["texture"])
-    return modes, textures
+# The factors a single-class, single-layer edit can change: layer_factor_effects key -> the factor's name.
+# "shading_changed" (SynthScenes' object-scale factor) is measured on object-factor data only.
+FACTOR_CHANGES = {"mode_changed": "colour mode", "texture_changed": "texture kind", "shading_changed": "shading"}
+_ESTIMATE_KEYS = {"mode_changed": "colour_mode", "texture_changed": "texture", "shading_changed": "shading"}
+
+
+def _estimate(image_uint8: np.ndarray, label: np.ndarray, cls: np.ndarray, estimate: Callable,
+              shading: bool = False) -> tuple[list, ...]:
+    """Colour mode and texture kind (and with `shading`, the shading direction) of class cls[b] in each
+    image (None where not estimated): one list per factor."""
+    keys = ("colour_mode", "texture") + (("shading",) if shading else ())
+    found = [estimate(im, lab).get(int(c)) for im, lab, c in zip(image_uint8, label, cls)]   # per image (numpy)
+    return tuple([None if f is None else f[k] for f in found] for k in keys)
+
+
+def wilson_interval(k,              # successes (array-like of counts)
+                    n,              # trials (array-like of counts, same shape)
+                    z: float = 1.96,  # normal quantile: 1.96 for a 95 % interval
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval (Wilson 1927) of a share k / n: (low, high) arrays; NaN where n = 0. Stays inside
+    [0, 1] and is not degenerate at k = 0 or k = n (where the normal interval collapses to a point)."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    safe = np.maximum(n, 1)
+    p = k / safe
+    centre = (p + z * z / (2 * safe)) / (1 + z * z / safe)
+    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / (1 + z * z / safe)
+    nan = np.where(n > 0, 0.0, np.nan)
+    return np.clip(centre - half, 0, 1) + nan, np.clip(centre + half, 0, 1) + nan
 
 
 @torch.no_grad()
 def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, classes: torch.Tensor,
                          layers: torch.Tensor, generator: torch.Generator | None = None,
                          estimate: Callable | None = None, before: torch.Tensor | None = None,
-                         before_factors: tuple[list, list] | None = None) -> dict[str, np.ndarray]:
+                         before_factors: tuple[list, ...] | None = None,
+                         object_factor: bool = False) -> dict[str, np.ndarray]:
     """Resample class classes[b]'s code at layer layers[b] only, and measure what changed there.
 
     Returns per-sample arrays (B,):
@@ -506,13 +528,16 @@ def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, 
         hf_change      |log2| of the ratio of the region's high-frequency energy after / before
         mode_changed   the estimated colour mode changed (1 / 0; NaN where not estimable)
         texture_changed the estimated texture kind changed (1 / 0; NaN where not estimable)
-    `estimate(image_uint8 (H, W, 3), label (H, W)) -> {class: {"colour_mode", "texture"}}` reads the
-    factors from pixels (default: SynthScenes' `estimate_factors`; the mode / texture entries need it).
+        shading_changed with `object_factor` (SynthScenes' object-scale factor): the estimated shading
+                       direction changed (1 / 0; NaN where not estimable)
+    `estimate(image_uint8 (H, W, 3), label (H, W)) -> {class: {"colour_mode", "texture"[, "shading"]}}` reads
+    the factors from pixels (default: SynthScenes' `estimate_factors`, with `object_factor` passed on).
     classes / layers (B,): integer ids; classes[b] must occur in label[b] (ValueError otherwise).
     before (B, 3, H, W): the unedited images when the caller has them (see `edit_locality`); before_factors:
-    their (colour modes, texture kinds) of class classes[b] when already estimated (`_estimate`).
+    their (colour modes, texture kinds[, shadings]) of class classes[b] when already estimated (`_estimate`).
     """
-    estimate = estimate_factors if estimate is None else estimate
+    if estimate is None:
+        estimate = partial(estimate_factors, object_factor=True) if object_factor else estimate_factors
     label = _labels(label, nets.spec.num_classes)
     classes = check_class_ids(classes, nets.spec.num_classes, label.device)
     region = _class_regions(label, classes, "layer_factor_effects") & _interior(label)   # (B, H, W)
@@ -525,10 +550,12 @@ def layer_factor_effects(nets: Networks, label: torch.Tensor, latents: Latents, 
           - torch.log2(high_frequency_energy(before, region) + eps)).abs()
     out = {"colour_shift": shift.cpu().numpy(), "hf_change": hf.cpu().numpy()}
     lab_np, cls_np = label.cpu().numpy(), classes.cpu().numpy()
-    m0, t0 = _estimate(to_uint8(raw_before), lab_np, cls_np, estimate) if before_factors is None else before_factors
-    m1, t1 = _estimate(to_uint8(raw_after), lab_np, cls_np, estimate)
+    f0 = (_estimate(to_uint8(raw_before), lab_np, cls_np, estimate, object_factor) if before_factors is None
+          else before_factors)
+    f1 = _estimate(to_uint8(raw_after), lab_np, cls_np, estimate, object_factor)
     changed = lambda a, b: np.array([np.nan if x is None or y is None else float(x != y) for x, y in zip(a, b)])
-    out["mode_changed"], out["texture_changed"] = changed(m0, m1), changed(t0, t1)
+    for key, a, b in zip(FACTOR_CHANGES, f0, f1):   # mode, texture[, shading]
+        out[key] = changed(a, b)
     return out
 
 
@@ -601,27 +628,33 @@ def layer_cases(nets: Networks, labels: torch.Tensor, samples: torch.Tensor, cla
 @torch.no_grad()
 def layer_effects(nets: Networks, labels: torch.Tensor, latents: Latents, samples: torch.Tensor,
                   classes: torch.Tensor, generator: torch.Generator, batch_size: int = 64,
-                  before: torch.Tensor | None = None) -> list[dict]:
+                  before: torch.Tensor | None = None,
+                  object_factor: bool = False,      # also measure the object-scale factor (shading) changes
+                  ) -> list[dict]:
     """`layer_factor_effects` of every case at every layer where its class is visible (`layer_cases`),
     in batches drawing from `generator` in order, summarised per latent layer: one row per layer l with
     its encoder layer, the number of cases and the mean (NaN-skipping) colour shift, hf change and the
-    shares of edits whose colour mode / texture kind changed. before (M, 3, H, W): the photos' unedited
-    images (`reconstructions`; None: made here). Each photo's unedited image is generated and its factors
-    estimated once, whatever the number of its cases."""
+    shares of edits whose colour mode / texture kind (with `object_factor`: shading direction) changed.
+    Each share `k` comes with `k_n` (the cases where the factor was estimable before and after) and its 95 %
+    Wilson interval `k_lo`, `k_hi` over those cases (`wilson_interval`; it treats the cases as independent,
+    though a photo contributes one per class), and `moves_most` names the factor with the largest share
+    (None when every share is 0 or NaN). before (M, 3, H, W): the photos' unedited images (`reconstructions`;
+    None: made here). Each photo's unedited image is generated and its factors estimated once, whatever the
+    number of its cases."""
     cases_i, cases_c, cases_l = layer_cases(nets, labels, samples, classes)
     before = reconstructions(nets, labels, latents, batch_size) if before is None else before
     photos = torch.unique(cases_i).tolist()
     lab_np = labels.cpu().numpy()
-    unedited = dict(zip(photos, (estimate_factors(im, lab_np[m])
+    unedited = dict(zip(photos, (estimate_factors(im, lab_np[m], object_factor=object_factor)
                                  for m, im in zip(photos, to_uint8(before[photos])))))   # photo -> {class: factors}
+    keys = [k for k in FACTOR_CHANGES if object_factor or k != "shading_changed"]
 
     def measure(s):
         i = cases_i[s]
         found = [unedited[int(m)].get(int(c)) for m, c in zip(i.tolist(), cases_c[s].tolist())]
-        factors = ([None if f is None else f["colour_mode"] for f in found],
-                   [None if f is None else f["texture"] for f in found])
+        factors = tuple([None if f is None else f[_ESTIMATE_KEYS[k]] for f in found] for k in keys)
         return layer_factor_effects(nets, labels[i], latents[i], cases_c[s], cases_l[s], generator,
-                                    before=before[i], before_factors=factors)
+                                    before=before[i], before_factors=factors, object_factor=object_factor)
     eff = _batched(measure, len(cases_i), batch_size, np.concatenate,
                    f"layer effects {getattr(nets, 'variant', '')}")                       # (layer cases,) each
     lay = cases_l.cpu().numpy()
@@ -631,16 +664,31 @@ def layer_effects(nets: Networks, labels: torch.Tensor, latents: Latents, sample
         row = {"layer": l, "encoder_layer": int(nets.spec.layers[l]), "cases": int(m.sum())}
         for k in ("colour_shift", "hf_change", "mode_changed", "texture_changed"):
             row[k] = float(np.nanmean(eff[k][m])) if m.any() else float("nan")
+        if object_factor:
+            row["shading_changed"] = float(np.nanmean(eff["shading_changed"][m])) if m.any() else float("nan")
         rows.append(row)
+    lay_hot = np.eye(len(nets.spec.layers), dtype=bool)[lay]                   # (layer cases, L)
+    for k in keys:                                                              # intervals, all layers at once
+        ok = ~np.isnan(eff[k])
+        n = (lay_hot & ok[:, None]).sum(0)                                      # (L,) estimable cases
+        hits = (lay_hot & (ok & (np.nan_to_num(eff[k]) > 0))[:, None]).sum(0)   # (L,) cases that changed it
+        lo, hi = wilson_interval(hits, n)
+        for row, nn, a, b in zip(rows, n, lo, hi):
+            row.update({f"{k}_n": int(nn), f"{k}_lo": float(a), f"{k}_hi": float(b)})
+    for row in rows:
+        shares = {FACTOR_CHANGES[k]: row[k] for k in keys}
+        best = max(shares, key=lambda f: -1.0 if np.isnan(shares[f]) else shares[f])
+        row["moves_most"] = best if shares[best] > 0 else None
     return rows
 
 
 @torch.no_grad()
 def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, generator: torch.Generator,
-                   batch_size: int = 64, min_pixels: int = 48) -> dict:
+                   batch_size: int = 64, min_pixels: int = 48, object_factor: bool = False) -> dict:
     """Edit locality over every (image, class) case (`editable_cases`, `locality_summary`) and, for
     class-code models, the colour / texture effect of each layer (`layer_effects`), drawing from
-    `generator` in that order. labels (M, H, W), latents (M, ...) (encoder means). Returns plain data:
+    `generator` in that order. labels (M, H, W), latents (M, ...) (encoder means). `object_factor`: the photos
+    are SynthScenes with its object-scale factor; the layer rows also measure shading changes. Returns plain data:
     {"cases", "images", "edit", "locality"} and, with class codes, "layers" (one row per latent layer)."""
     samples, classes = editable_cases(labels, latents, nets.spec.num_classes, min_pixels)
     if not len(samples):
@@ -652,7 +700,8 @@ def editing_report(nets: Networks, labels: torch.Tensor, latents: Latents, gener
     report = {"cases": int(len(samples)), "images": int(labels.shape[0]), "edit": edit,
               "locality": locality_summary(nets, labels, latents, samples, classes, generator, batch_size, before)}
     if has_codes:
-        report["layers"] = layer_effects(nets, labels, latents, samples, classes, generator, batch_size, before)
+        report["layers"] = layer_effects(nets, labels, latents, samples, classes, generator, batch_size, before,
+                                         object_factor)
     return report
 
 
@@ -680,8 +729,10 @@ def layer_posteriors(nets: Networks, images: torch.Tensor, labels: torch.Tensor,
 def layer_table(nets: Networks, report: dict, posteriors: dict[str, np.ndarray] | None = None):
     """The layer table (Sec. 4.4.3): one row per latent layer in both terms, the encoder layer it comes
     from and the generator blocks it feeds (`Generator.code_index`), with `editing_report`'s per-layer
-    effects (colour shift, colour-mode / texture-kind change, hf change) and, given `layer_posteriors`,
-    the layer's KL and mean |mu|. A pandas DataFrame indexed by latent layer."""
+    effects (colour shift, colour-mode / texture-kind change, hf change; on object-factor data the shading
+    change), each change share with its 95 % Wilson interval ("... lo", "... hi") and estimable cases
+    ("... n"), the factor the layer "moves most", and, given `layer_posteriors`, the layer's KL and mean |mu|.
+    A pandas DataFrame indexed by latent layer; `layer_factor_summary` reads it back as plain rows."""
     if "layers" not in report:
         raise ValueError("this report has no per-layer rows (a model without class codes); pass a clvae report")
     blocks = {l: [b for b, i in nets.G.code_index.items() if i == l] for l in range(len(nets.spec.layers))}
@@ -690,9 +741,32 @@ def layer_table(nets: Networks, report: dict, posteriors: dict[str, np.ndarray] 
     if posteriors is not None:
         t["KL"] = posteriors["kl"][t.index.to_numpy()]
         t["mean |mu|"] = posteriors["mean_abs_mu"][t.index.to_numpy()]
-    return t.rename(columns={"encoder_layer": "encoder layer", "colour_shift": "colour shift",
-                             "mode_changed": "colour mode changed", "texture_changed": "texture kind changed",
-                             "hf_change": "hf change"})
+    names = {"encoder_layer": "encoder layer", "colour_shift": "colour shift", "hf_change": "hf change",
+             "moves_most": "moves most"}
+    for key, factor in FACTOR_CHANGES.items():
+        names.update({key: f"{factor} changed", f"{key}_lo": f"{factor} changed lo",
+                      f"{key}_hi": f"{factor} changed hi", f"{key}_n": f"{factor} n"})
+    return t.rename(columns=names)
+
+
+def layer_factor_summary(table: pd.DataFrame,   # layer_table(...) (rounded or not)
+                         ) -> list[dict]:
+    """Per latent layer of a layer table, what resampling its code moves: plain dicts
+    {"layer", "moves_most" (factor name, or None when no factor ever changed), "shares" {factor: share of
+    edits that changed it}, "intervals" {factor: [low, high], 95 % Wilson}} with the factors measured
+    (colour mode, texture kind and, on object-factor data, shading). What the editor shows per layer."""
+    factors = [f for f in FACTOR_CHANGES.values() if f"{f} changed" in table.columns]
+    if not factors:
+        raise ValueError("this table has no factor-change columns. Fix: pass layer_table(nets, editing_report(...))")
+    out = []
+    for layer, r in table.iterrows():                                   # a handful of rows: plain data
+        shares = {f: float(r[f"{f} changed"]) for f in factors}
+        intervals = {f: [float(r[f"{f} changed lo"]), float(r[f"{f} changed hi"])] for f in factors
+                     if f"{f} changed lo" in table.columns}
+        moves = r["moves most"] if "moves most" in table.columns else None
+        out.append({"layer": int(layer), "moves_most": None if moves is None or moves != moves else str(moves),
+                    "shares": shares, "intervals": intervals})
+    return out
 
 
 COLLAPSE_KL = 0.05      # a latent layer whose KL (`layer_posteriors`) is below this has collapsed to the prior
@@ -750,6 +824,7 @@ def findings(reports: dict[str, dict],            # {"clvae": editing_report, op
 
 
 def main(argv=None) -> int:
+    from smis.evaluate import object_factor_of          # smis.evaluate imports this module
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="+",
                    default=["checkpoints/synthscenes_clvae.pt", "checkpoints/synthscenes_gaugan_vae.pt"])
@@ -765,12 +840,13 @@ def main(argv=None) -> int:
         t0 = time.time()
         nets = load_model(resolve(path), "cpu")
         size = nets.preset.image_size
-        ds = make_dataset("synthscenes", None, "test", size=size, length=a.n)
+        object_factor = object_factor_of(nets)          # the SynthScenes data it trained on
+        ds = make_dataset("synthscenes", None, "test", size=size, length=a.n, object_factor=object_factor)
         _, labels, mu = encode_dataset(nets, ds)
         g = torch.Generator().manual_seed(a.seed)
-        rep = editing_report(nets, labels, mu, g)
+        rep = editing_report(nets, labels, mu, g, object_factor=object_factor)
         rep.update(variant=nets.variant, step=(getattr(nets, "meta", {}) or {}).get("step"),
-                   seconds=round(time.time() - t0, 1))
+                   seconds=round(time.time() - t0, 1), **({"object_factor": True} if object_factor else {}))
         results["models"][str(path)] = rep
         print(f"{path}: {rep['locality']}")
         for row in rep.get("layers", []):

@@ -49,18 +49,33 @@ from smis.viz import to_uint8
 # The evaluation data
 
 
-def test_set(dataset: str, root: str | None, split: str, size, n: int = 0, seed: int = 0):
+def test_set(dataset: str, root: str | None, split: str, size, n: int = 0, seed: int = 0,
+             object_factor: bool = False):
     """(dataset, indices): the evaluation split at the model's `size` and its first `n` items (0 = all).
-    SynthScenes without `root` is generated on the fly: its test split is then `n` images long."""
+    SynthScenes without `root` is generated on the fly: its test split is then `n` images long, with the
+    object-scale factor when `object_factor` (`object_factor_of(nets)`: as the model was trained)."""
     if dataset == "synthscenes" and not root:
         if n < 1:
             raise ValueError("on-the-fly SynthScenes needs n >= 1 test images; or pass the root of a written copy")
-        ds = make_dataset("synthscenes", None, split, size=size, length=n, seed=seed)
+        ds = make_dataset("synthscenes", None, split, size=size, length=n, seed=seed, object_factor=object_factor)
     else:
         ds = make_dataset(dataset, root or None, split, size=size)
     if len(ds) == 0:
         raise ValueError(f"{dataset} split {split!r} under {root!r} is empty. Fix: check DATA_ROOT and SPLIT")
     return ds, list(range(len(ds) if n < 1 else min(n, len(ds))))
+
+
+def object_factor_of(models) -> bool:
+    """Whether the model(s) (Networks, or an iterable of them) trained on SynthScenes with its object-scale
+    factor (`TrainConfig.synth_object_factor`, recorded in the checkpoint); a ValueError if they disagree, since
+    one test set cannot serve both. Models without a recorded config (exported files) count as without."""
+    models = [models] if hasattr(models, "meta") or hasattr(models, "G") else list(models)
+    flags = {bool(((getattr(m, "meta", None) or {}).get("train_config") or {}).get("synth_object_factor"))
+             for m in models}
+    if len(flags) > 1:
+        raise ValueError("some models trained on SynthScenes with the object-scale factor and some without; their "
+                         "test sets differ. Fix: compare models trained on the same data (synth_object_factor).")
+    return flags == {True}
 
 
 def load_pairs(dataset, indices: Sequence[int], device: str | torch.device | None = None
@@ -238,14 +253,17 @@ class SampleMaskFidelity:
 
 class SampleFactors:
     """SynthScenes factor rows (`smis.factors.factor_rows`) of every sample, with columns "index" (dataset
-    index of its mask) and "sample" (0..K-1). result(): DataFrame, or None when nothing was scored."""
+    index of its mask) and "sample" (0..K-1). result(): DataFrame, or None when nothing was scored.
+    `object_factor`: the masks are SynthScenes' with its object-scale factor (read shading-aware)."""
 
-    def __init__(self):
+    def __init__(self, object_factor: bool = False):
         self.rows = []
+        self.object_factor = bool(object_factor)
 
     def update(self, batch: Batch) -> None:
         kk = batch.samples.shape[1]
-        f = factor_rows(to_uint8(batch.samples.flatten(0, 1)), batch.label.repeat_interleave(kk, 0).cpu().numpy())
+        f = factor_rows(to_uint8(batch.samples.flatten(0, 1)), batch.label.repeat_interleave(kk, 0).cpu().numpy(),
+                        object_factor=self.object_factor)
         pos = f.pop("image").to_numpy()                                      # b K' + j
         f.insert(0, "sample", pos % kk)
         f.insert(0, "index", np.asarray(batch.indices, dtype=np.int64)[pos // kk])
@@ -366,7 +384,7 @@ def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], metric: LPIP
     per_class = PerClassDiversity(metric, names[:C]) if options.per_class else None
     fd = SampleFD(fd_real) if fd_real is not None else None
     fidelity = SampleMaskFidelity(segmenter, C, options.chunk) if segmenter is not None else None
-    factors = SampleFactors() if options.factors else None
+    factors = SampleFactors(getattr(dataset, "object_factor", False)) if options.factors else None
     run_scorers(prior_batches(nets, dataset, indices, options, progress),
                 [scores, per_class, fd, fidelity, factors, examples])
     fd_value, fd_name = fd.result() if fd is not None else (None, None)

@@ -59,9 +59,12 @@ def fit_colour_modes(colours: np.ndarray,      # (R, 3) region mean colours in [
 def factor_rows(images: np.ndarray,                        # (N, H, W, 3) uint8 (smis.viz.to_uint8)
                 labels: np.ndarray,                        # (N, H, W) SynthScenes class ids
                 tolerance: float = COLOUR_TOLERANCE,       # RGB distance that still counts as in a mode
+                object_factor: bool = False,               # SynthScenes with its object-scale factor (shading)
                 ) -> pd.DataFrame:
     """One row per class region of each SynthScenes-like image: estimated colour mode and texture,
-    and whether each belongs to the class's own distribution.
+    and whether each belongs to the class's own distribution. With `object_factor` the estimator divides
+    each region's shading out before reading the texture (without it, shaded real images read 72 % of
+    their texture kinds as in their class's set instead of 99 %, 100 test images at 64x64).
 
     Columns (COLUMNS): image, class, name, colour_mode, colour_distance, colour_in, texture, texture_in.
     Regions under 48 interior pixels are skipped.
@@ -71,7 +74,8 @@ def factor_rows(images: np.ndarray,                        # (N, H, W, 3) uint8 
         raise ValueError(f"images must be (N, H, W, 3) uint8 and labels (N, H, W); got {images.shape} {images.dtype} "
                          f"and {labels.shape}. Fix: convert with smis.viz.to_uint8")
     rows = [(n, c, e["colour"], e["texture"])
-            for n in range(len(images)) for c, e in estimate_factors(images[n], labels[n]).items()]
+            for n in range(len(images))
+            for c, e in estimate_factors(images[n], labels[n], object_factor=object_factor).items()]
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     img, cls, col, tex = map(list, zip(*rows))

@@ -52,6 +52,9 @@ class TrainConfig:
     data_root: str | None = option(None, "data set folder; none: SynthScenes generated on the fly")
     data_length: int = option(2000, "on-the-fly SynthScenes: images per epoch")
     data_seed: int = option(0, "dataset seed (SynthScenes)")
+    synth_object_factor: bool = option(False, "on-the-fly SynthScenes with its object-scale factor (a shading "
+                                       "direction per class region, smis.data.synthetic); evaluation of the run "
+                                       "uses the same data")
     steps: int | None = option(None, "iterations; default: the preset's epochs x len(data) / batch")
     batch_size: int | None = option(None, "global batch (all ranks); default: the preset's")
     lr_decay: bool = option(True, "constant learning rate, then linear decay to 0 over the run")
@@ -106,6 +109,9 @@ class TrainConfig:
         need(self.preset in PRESETS, "preset", f"choose one of {sorted(PRESETS)}")
         need(self.dataset in DATASETS, "dataset", f"choose one of {sorted(DATASETS)}")
         need(isinstance(self.preset_overrides, dict), "preset_overrides", "must be a dict of preset fields")
+        need(not self.synth_object_factor or (self.dataset == "synthscenes" and self.data_root is None),
+             "synth_object_factor", "applies to SynthScenes generated on the fly; for a written copy pass "
+             "--object-factor to `python -m smis.data.synthetic` and train on it with --data-root")
         need(isinstance(self.imle, dict), "imle", "must be a dict of cIMLE schedule fields")
         if VARIANTS[self.variant].family == "cimle":        # IMLE: no KL, no GAN, a distance it cannot train without
             need(self.kl_weight is None, "kl_weight", "cimle has no encoder and no KL term; drop --kl-weight")

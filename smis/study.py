@@ -16,7 +16,7 @@ from typing import Mapping
 import pandas as pd
 import torch
 
-from smis.evaluate import real_frechet, real_mask_fidelity, test_set
+from smis.evaluate import object_factor_of, real_frechet, real_mask_fidelity, test_set
 from smis.metrics import LPIPS, FrechetDistance
 from smis.models import load_networks, load_segmenter_for, parse_models, trained
 from smis.networks import Networks
@@ -127,7 +127,8 @@ def load_study(models: str | Mapping[str, str],   # "NAME:source,..." (smis.mode
     if len(sizes) != 1:
         raise ValueError(f"the models were trained at different sizes {sorted(sizes)}; compare models of one dataset "
                          "and preset")
-    test, indices = test_set(dataset, data_root, split, sizes.pop(), n_test, data_seed)
+    test, indices = test_set(dataset, data_root, split, sizes.pop(), n_test, data_seed,
+                             object_factor=object_factor_of(nets.values()))
     metric = LPIPS(lpips, device=device)
     if hasattr(seg, "check_dataset"):
         seg.check_dataset(test.info.num_classes, f"{dataset} {split} split under {data_root}")

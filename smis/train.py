@@ -181,7 +181,7 @@ def make_train_dataset(cfg: TrainConfig, preset) -> torch.utils.data.Dataset:
     """cfg's training set at the preset's image size; a ValueError if its class count is not the preset's."""
     kw = dict(size=preset.image_size, flip=cfg.flip)
     if cfg.dataset == "synthscenes" and cfg.data_root is None:
-        kw.update(length=cfg.data_length, seed=cfg.data_seed)
+        kw.update(length=cfg.data_length, seed=cfg.data_seed, object_factor=cfg.synth_object_factor)
     dataset = make_dataset(cfg.dataset, cfg.data_root, "train", **kw)
     if dataset.info.num_classes != preset.num_classes:
         raise DatasetError(f"dataset {cfg.dataset} has {dataset.info.num_classes} classes but preset {cfg.preset} "

@@ -10,12 +10,16 @@
 # from that class's own multi-modal distribution (a box is reddish *or* bluish), a texture kind from
 # that class's own set (flat, stripes, checker, smooth noise) and a contrast. Colour is global and
 # low-frequency, texture local and high-frequency, so layer-wise editing can later be measured.
+# With `OBJECT_FACTOR = True` each class region also gets an object-scale factor, a shading direction (a
+# brightness ramp across the whole region, brightest at the top, bottom, left or right, from that class's own
+# set), which the coarse latent layers could carry; the masks and the other factors stay those of the default.
 
 # %% tags=["parameters"]
 SIZE = 128            # image side (64..512)
 N_TRAIN = 2000        # training images
 N_TEST = 200          # test images
 SEED = 0              # dataset seed
+OBJECT_FACTOR = False  # add the object-scale factor (shading direction per class region; opt-in)
 DATA_DIR = "data/synthscenes"      # where SynthScenes is written (relative to the repo root)
 OUT_DIR = "outputs/demo/01_prepare_data"  # figures and tables
 DATA_ROOT = ""        # root folder of a real dataset; empty means none
@@ -48,7 +52,7 @@ print(f"SynthScenes {SIZE}x{SIZE}: {N_TRAIN} train / {N_TEST} test -> {data_dir}
 # at once.
 
 # %%
-synthetic.write_synthscenes(data_dir, N_TRAIN, N_TEST, SIZE, SEED)
+synthetic.write_synthscenes(data_dir, N_TRAIN, N_TEST, SIZE, SEED, object_factor=OBJECT_FACTOR)
 train = make_dataset("synthscenes", data_dir, "train", size=SIZE)
 test = make_dataset("synthscenes", data_dir, "test", size=SIZE)
 info = train.info
@@ -106,7 +110,7 @@ summary
 
 # %% [markdown]
 # Above: per class, and over every region ("all"), the share of regions whose colour mode and texture kind
-# are read back right.
+# are read back right (with `OBJECT_FACTOR`, also the shading direction, and the count of regions scored).
 
 # %% [markdown]
 # ## The paper's datasets
@@ -196,7 +200,9 @@ recovered = summary.loc["all"]
 Markdown(f"""- SynthScenes gives every mask many correct images, with colour and texture as separate, recorded factors.
 - The factors can be recovered from the pixels: over the {len(test)} test images, `estimate_factors` reads back
   {100 * recovered["colour ok"]:.1f} % of the regions' colour modes and {100 * recovered["texture ok"]:.1f} % of
-  their texture kinds (table above), so the diversity and editing notebooks can check *which* factor a generated
+  their texture kinds (table above){
+  f", and {100 * recovered['shading ok']:.1f} % of their shading directions ({int(recovered['regions'])} regions)"
+  if "shading ok" in summary else ""}, so the diversity and editing notebooks can check *which* factor a generated
   image or an edit changed, not only *how much* it changed.
 - The data on disk is in the generic `folder` layout that `smis.data.make_dataset` reads; the paper's
   datasets have loaders of their own with the paper's preprocessing, and a checker to run before training.""")

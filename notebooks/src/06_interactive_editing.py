@@ -35,6 +35,7 @@ from IPython.display import Markdown, display
 
 from smis import editing
 from smis.data import make_dataset
+from smis.evaluate import object_factor_of
 from smis.models import load_or_untrained
 from smis.tables import write_table
 from smis.utils import atomic_write_json, resolve
@@ -51,7 +52,9 @@ out_dir.mkdir(parents=True, exist_ok=True)
 if not MODEL:
     print("no clvae model given: an UNTRAINED clvae (figures show the machinery, not the method)")
 nets = load_or_untrained(MODEL, "clvae", seed=SEED)
-test = make_dataset("synthscenes", None, "test", size=nets.preset.image_size, length=N_TEST)
+OBJECT_FACTOR = object_factor_of(nets)   # trained on SynthScenes with its object-scale factor: test on the same data
+test = make_dataset("synthscenes", None, "test", size=nets.preset.image_size, length=N_TEST,
+                    object_factor=OBJECT_FACTOR)
 info = test.info
 images, labels, codes = editing.encode_dataset(nets, test)            # (M, 3, H, W), (M, H, W), encoder means
 directions = editing.principal_directions(codes, k=3)                  # PCA per (layer, class)
@@ -203,7 +206,9 @@ save_grid(figure, out_dir / "layerwise_resampling.png",
 #   that layer's scale). *colour shift* is the distance between the region's mean RGB before and
 #   after (in [0, 1] units); *hf change* the |log2| ratio of its high-frequency (Laplacian) energy;
 #   *mode / texture changed* the share of edits where SynthScenes' factor estimator reads a different
-#   colour mode / texture kind from the pixels.
+#   colour mode / texture kind from the pixels (on data with the object-scale factor, also *shading
+#   changed*), each with a 95 % Wilson interval over the edits, and *moves most* the factor with the
+#   largest share (`editing.layer_factor_summary` gives the same per layer as plain data).
 #
 # Shown below: the locality table (one row per model), then the layer table (one row per latent
 # layer, with the generator blocks it feeds and its KL and mean |mu| from the diagnostic above).
@@ -211,12 +216,13 @@ save_grid(figure, out_dir / "layerwise_resampling.png",
 
 # %%
 n_eval = min(N_EVAL, len(test))
-report = {"clvae": editing.editing_report(nets, labels[:n_eval], codes[:n_eval], torch.Generator().manual_seed(SEED))}
+report = {"clvae": editing.editing_report(nets, labels[:n_eval], codes[:n_eval], torch.Generator().manual_seed(SEED),
+                                         object_factor=OBJECT_FACTOR)}
 if BASELINE:
     base = load_or_untrained(BASELINE, "gaugan_vae", seed=SEED)
     _, _, base_codes = editing.encode_dataset(base, test, n=n_eval)
     report["gaugan_vae"] = editing.editing_report(base, labels[:n_eval], base_codes,
-                                                  torch.Generator().manual_seed(SEED))
+                                                  torch.Generator().manual_seed(SEED), object_factor=OBJECT_FACTOR)
 locality = editing.locality_table(report).round(3)
 write_table(locality, out_dir, "edit_locality",
             f"Edit locality over every class of {n_eval} test photos: share of the pixel change of an object edit "
@@ -225,7 +231,9 @@ layers = editing.layer_table(nets, report["clvae"], posteriors).round(3)
 write_table(layers, out_dir, "layer_effects",
     "Each latent layer (0 = fine ... L-1 = coarse): the encoder layer it comes from, the generator blocks it feeds, "
     "what resampling one class's code at that layer alone changes in that class's region (colour shift in RGB "
-    "[0, 1]; share of edits whose estimated colour mode / texture kind changed; |log2| change of high-frequency "
+    "[0, 1]; share of edits whose estimated colour mode / texture kind (on object-factor data: shading direction) "
+    "changed, with its 95 % Wilson interval over the edits (lo, hi) and the edits where it was estimable (n), and "
+    "the factor the layer moves most; |log2| change of high-frequency "
     f"energy), and the layer's KL and mean |mu| over {len(test)} encoded test photos (near 0: collapsed).")
 atomic_write_json(report, out_dir / "editing_report.json")
 display(locality)
