@@ -50,6 +50,7 @@ from smis.capabilities import UnsupportedEdit, require_edit
 from smis.networks import Latents, LatentSpec, Networks, label_presence
 from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids, code_mask
 from smis.checkpoint import load_model
+from smis.diagnostics import COLLAPSE_KL   # the one collapse threshold (smis.diagnostics; also smis.curves)
 from smis.progress import Progress
 from smis.sampling import chunks, generate, prior_latents
 from smis.utils import atomic_write_json, device_name, resolve
@@ -693,9 +694,6 @@ def layer_table(nets: Networks, report: dict, posteriors: dict[str, np.ndarray] 
     return t.rename(columns={"encoder_layer": "encoder layer", "colour_shift": "colour shift",
                              "mode_changed": "colour mode changed", "texture_changed": "texture kind changed",
                              "hf_change": "hf change"})
-
-
-COLLAPSE_KL = 0.05      # a latent layer whose KL (`layer_posteriors`) is below this has collapsed to the prior
 
 
 def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"
