@@ -56,7 +56,16 @@ BALANCE_EPS = 0.01                             # NVAE's floor added to each grou
 @dataclass(frozen=True)
 class KLOptions:
     """Options against posterior collapse of the latent layers (see the module docstring); the defaults are Eq. 7's
-    lambda_KL KL unchanged."""
+    lambda_KL KL unchanged.
+
+    Free bits act on each latent layer's Eq. 18 term averaged over the batch (the mean over the classes present
+    of the class codes' KL), not on each class code: Kingma et al. floor groups of latents averaged over the
+    minibatch, and the layer is the group whose collapse is measured here (issue 22). A per-class-code floor
+    would have nothing to floor for a class absent from the batch (its mean is undefined there), and would push
+    every class's code to carry the floor even where a class has nothing to encode.
+    Under DDP the floor applies to each rank's batch mean. KL balancing is NVAE's kl_balancer: coefficients from
+    the detached batch-mean KL of each layer, applied, as NVAE does, only while the KL weight warms up
+    ("warmup"), or at every step ("always")."""
 
     free_bits: float = 0.0      # f: KL floor per latent layer, nats per image (batch mean of the layer's Eq. 18 term)
     warmup_steps: int = 0       # N: lambda_KL ramps linearly from 0 at step 0 to full at step N (0: no warm-up)

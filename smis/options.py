@@ -64,7 +64,10 @@ class TrainConfig:
     kl_weight: float | None = option(None, "KL weight lambda_KL; default: the variant's (gaugan_vae_lowkl: "
                                        "0.0005), else the preset's")
     kl_free_bits: float = option(0.0, "free bits: KL floor per latent layer in nats per image (the layer's Eq. 18 "
-                                 "term, batch mean; below it the layer gets no KL gradient). Kingma et al. 2016, "
+                                 "term, batch mean, not per class code: the layer is the unit that collapses, and "
+                                 "a class absent from a batch has no KL to floor; below it the layer gets no KL "
+                                 "gradient). "
+                                 "Kingma et al. 2016, "
                                  "'Improved Variational Inference with Inverse Autoregressive Flow', free bits. "
                                  "0: off (the paper's objective)")
     kl_warmup_steps: int = option(0, "KL warm-up: lambda_KL ramps linearly from 0 at step 0 to its value at this step. "
