@@ -25,8 +25,9 @@ Which factor each layer moves is an expensive measurement (many edits, a factor 
 the checkpoint, `<checkpoint stem>.layers.json` (`layer_factors_path`), and read back by the editor:
 
     {"format": "smis.layer_factors/1", "model": "synthscenes_clvae.pt",
-     "layers": [{"layer": 0, "moves_most": "texture kind", "shares": {"colour mode": 0.08, "texture kind": 0.41}},
-                ...],                            # editing.layer_factor_summary(table): one entry per latent layer
+     "layers": [{"layer": 0, "moves_most": "texture kind", "shares": {"colour mode": 0.08, "texture kind": 0.41},
+                 "intervals": {...}}, ...],      # editing.layer_factor_summary(table): one entry per latent layer
+                                                 # (moves_most null: no measured factor changed)
      ...}                                        # anything else: provenance (command, images, seed, intervals)
 
 `write_layer_factors(checkpoint, summary, **provenance)` writes it (atomically), `read_layer_factors(checkpoint)`
@@ -184,8 +185,9 @@ def layer_factors_path(checkpoint: str | os.PathLike) -> Path:
 
 
 def _check_summary(summary: Sequence[dict], where: str) -> list[dict]:
-    """The entries as plain dicts, each with an integer "layer" and a "moves_most" string; a ValueError naming
-    `where` and the fix otherwise."""
+    """The entries as plain dicts, each with an integer "layer" and a "moves_most" factor name (None: no measured
+    factor changed, as `editing.layer_factor_summary` writes it); a ValueError naming `where` and the fix
+    otherwise."""
     fix = "Fix: write it with smis.diagnostics.write_layer_factors(checkpoint, editing.layer_factor_summary(table))"
     if not isinstance(summary, (list, tuple)):
         raise ValueError(f"{where}: 'layers' must be a list of {{'layer', 'moves_most', 'shares'}} entries, got "
@@ -193,8 +195,9 @@ def _check_summary(summary: Sequence[dict], where: str) -> list[dict]:
     out = []
     for entry in summary:
         if not isinstance(entry, dict) or not isinstance(entry.get("layer"), int) or isinstance(entry["layer"], bool) \
-                or not isinstance(entry.get("moves_most"), str):
-            raise ValueError(f"{where}: entry {entry!r} needs an integer 'layer' and a 'moves_most' factor name. {fix}")
+                or not isinstance(entry.get("moves_most", ""), (str, type(None))):
+            raise ValueError(f"{where}: entry {entry!r} needs an integer 'layer' and a 'moves_most' factor name (or "
+                             f"null: no measured factor changed). {fix}")
         out.append(dict(entry))
     return out
 

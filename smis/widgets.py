@@ -65,7 +65,7 @@ def layer_names(nets: Networks,
         L = len(nets.spec.layers)
         role = lambda i: "fine" if i == 0 else "coarse" if i == L - 1 else "mid"
         names = [(f"{i}: encoder layer {l} ({role(i)})", i) for i, l in enumerate(nets.spec.layers)]
-    moves = {int(f["layer"]): f["moves_most"] for f in factors or ()}
+    moves = {int(f["layer"]): f.get("moves_most") for f in factors or ()}
     out = []
     for text, i in names:
         if diagnostics is not None:
@@ -73,7 +73,7 @@ def layer_names(nets: Networks,
             state = "active" if d.active[i] else "INACTIVE"
             text += f", {state} (KL {d.kl[i]:.3g}, {int(d.active_units[i])}/{int(d.units[i])} active units)"
         if i in moves and (diagnostics is None or diagnostics.active[i]):
-            text += f", moves {moves[i]} most"
+            text += f", moves {moves[i]} most" if moves[i] else ", changes no measured factor"
         out.append((text, i))
     return out
 
@@ -349,9 +349,10 @@ class Editor:
         """What was measured of a latent layer, in words (`LayerDiagnostics.describe`, plus the factor it moves
         most when known); "" when nothing was measured."""
         text = self.diagnostics.describe(layer) if self.diagnostics is not None else ""
-        moves = {int(f["layer"]): f["moves_most"] for f in self.layer_factors or ()}
+        moves = {int(f["layer"]): f.get("moves_most") for f in self.layer_factors or ()}
         if layer in moves and (self.diagnostics is None or self.diagnostics.active[layer]):
-            text = (text or f"layer {layer}") + f"; it moves {moves[layer]} most"
+            text = (text or f"layer {layer}") + (f"; it moves {moves[layer]} most" if moves[layer]
+                                                 else "; resampling it changed none of the measured factors")
         return text
 
     def _layer_note(self, layer: int) -> str:

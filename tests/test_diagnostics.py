@@ -131,8 +131,9 @@ def test_layer_factors_round_trip_beside_the_checkpoint(tmp_path):
     ckpt = tmp_path / "model.pt"
     assert dg.layer_factors_path(ckpt) == tmp_path / "model.layers.json"
     assert dg.read_layer_factors(ckpt) is None                              # none measured yet
-    summary = [{"layer": 0, "moves_most": "texture kind", "shares": {"texture kind": 0.4, "colour mode": 0.1}},
-               {"layer": 1, "moves_most": "colour mode", "shares": {"texture kind": 0.1, "colour mode": 0.3}}]
+    summary = [{"layer": 0, "moves_most": "texture kind", "shares": {"texture kind": 0.4, "colour mode": 0.1},
+                "intervals": {"texture kind": [0.3, 0.5], "colour mode": [0.05, 0.2]}},
+               {"layer": 1, "moves_most": None, "shares": {"texture kind": 0.0, "colour mode": 0.0}}]
     path = dg.write_layer_factors(ckpt, summary, command="python -m x", images=200)
     assert path == tmp_path / "model.layers.json" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     data = json.loads(path.read_text())
@@ -144,6 +145,7 @@ def test_layer_factors_round_trip_beside_the_checkpoint(tmp_path):
     ("{not json", "not valid JSON"),
     ('{"format": "other/2", "layers": []}', "format 'other/2'"),
     ('{"format": "smis.layer_factors/1", "layers": [{"layer": "0", "moves_most": "x"}]}', "integer 'layer'"),
+    ('{"format": "smis.layer_factors/1", "layers": [{"layer": 0, "moves_most": 3}]}', "'moves_most' factor name"),
     ('{"format": "smis.layer_factors/1", "layers": {"0": "x"}}', "must be a list"),
 ])
 def test_a_bad_layer_factors_file_names_itself_and_the_fix(tmp_path, text, match):

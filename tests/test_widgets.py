@@ -311,9 +311,12 @@ def test_selecting_an_inactive_layer_says_it_changes_nothing(setup, tmp_path):
 def test_editor_layer_factors_hook_takes_the_summary_and_checks_the_diagnostics(setup, tmp_path):
     nets, images, labels, codes, info = setup
     ed = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, out_dir=tmp_path,
-                diagnostics=_diagnostics(inactive=()), layer_factors=[{"layer": 2, "moves_most": "object factor"}])
-    assert dict((l, t) for t, l in ed.layer.options)[2].endswith("moves object factor most")
-    assert ed.layer_state(2).endswith("; it moves object factor most")
+                diagnostics=_diagnostics(inactive=()), layer_factors=[{"layer": 2, "moves_most": "shading"},
+                                                                      {"layer": 1, "moves_most": None}])
+    assert dict((l, t) for t, l in ed.layer.options)[2].endswith("moves shading most")
+    assert ed.layer_state(2).endswith("; it moves shading most")
+    assert dict((l, t) for t, l in ed.layer.options)[1].endswith(", changes no measured factor")
+    assert ed.layer_state(1).endswith("; resampling it changed none of the measured factors")
     assert Editor(nets, images, labels, info.class_names, info.palette, codes=codes, out_dir=tmp_path,
                   layer_factors=tmp_path / "absent.pt").layer_factors is None   # no table beside it: not shown
     short = LayerDiagnostics(*(np.ones(3),) * 4, images=3)
