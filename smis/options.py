@@ -139,6 +139,9 @@ class TrainConfig:
                  "variant with them (clvae, groupdnet, ...)")
             need(self.kl_balance == "none", "kl_balance", f"{self.variant} has no latent layers (class codes); use "
                  "a variant with them (clvae, groupdnet, ...)")
+        if variant.class_codes and (not variant.layerwise or variant.family == "groupdnet"):   # one latent layer
+            need(self.kl_balance == "none", "kl_balance", f"{self.variant} has a single latent layer, so balancing "
+                 "across layers changes nothing; drop --kl-balance (or use clvae, whose codes have 5 layers)")
         if variant.family == "cimle":        # IMLE: no KL, no GAN, a distance it cannot train without
             need(self.kl_weight is None, "kl_weight", "cimle has no encoder and no KL term; drop --kl-weight")
             need(self.perceptual != "none", "perceptual", "cimle's objective is its perceptual distance; use auto "

@@ -214,6 +214,8 @@ def test_old_configs_without_the_options_resume_as_the_papers_objective():
     (["--kl-balance", "often"], "kl-balance"),
     (["--variant", "gaugan", "--kl-warmup-steps", "5"], "no encoder"),
     (["--variant", "gaugan_vae", "--kl-free-bits", "0.5"], "no latent layers"),
+    (["--variant", "no_layerwise", "--kl-balance", "always"], "single latent layer"),
+    (["--variant", "groupdnet", "--kl-balance", "always"], "single latent layer"),
 ])
 def test_cli_rejects_bad_option_values(argv, flag, capsys):
     with pytest.raises(SystemExit) as e:
