@@ -4,7 +4,9 @@
     python scripts/eval_curves.py --runs /elsewhere/runs --n 64 --k 4
 
 Rows already in the JSON (same variant, step, masks, K) are kept, so rerunning after more training only
-scores the new checkpoints. Writes checkpoints/synthscenes_curves.json (rows + the command + the machine)
+scores the new checkpoints; kept rows of class-code models that lack the latent-layer diagnostics (active units,
+classes visible: smis.diagnostics) get them from their checkpoint when the run still holds it (cheap: no sampling).
+Writes checkpoints/synthscenes_curves.json (rows + the command + the machine)
 and docs/training_curves.png.
 """
 from __future__ import annotations
@@ -62,7 +64,9 @@ def main(argv=None) -> int:
                        "plateau": plateau_table(rows).reset_index().to_dict("records")}, out)
     curves_figure(rows, resolve(a.figure), real=real)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(rows.drop(columns=["lpips", "fd_name", "masks", "k"]).round(3).to_string(index=False))
+        shown = [c for c in rows.columns if c not in ("lpips", "fd_name", "masks", "k")
+                 and not c.startswith(("active ", "classes visible"))]          # the diagnostics: in the JSON
+        print(rows[shown].round(3).to_string(index=False))
     print(f"wrote {out} and {a.figure}")
     return 0
 

@@ -9,11 +9,15 @@ Does a schedule train long enough? Diversity, FD, the in-class colour rate and m
 are computed at each kept checkpoint (`scripts/train_demo_models.py` keeps 5 or 8 evenly spaced ones) and
 drawn against the step; a score has flattened when its change over the last quarter of the steps is small
 next to its change over the run. `scripts/eval_curves.py` runs this and writes the JSON + figure that
-notebook 02 and the README show.
+notebook 02 and the README show. Each class-code model's row also holds its latent layers' diagnostics
+(`smis.diagnostics.layer_diagnostics` on the same masks' photos: KL, active units, classes visible per layer;
+`layer_diagnostics_table`); rows scored before these existed get them filled in from their checkpoint when it is
+still there, and show NaN otherwise.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -23,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from smis import evaluate as ev
-from smis.editing import layer_posteriors
+from smis.diagnostics import COLLAPSE_KL, layer_diagnostics
 from smis.factors import factor_rows
 from smis.metrics import LPIPS
 from smis.models import load_segmenter_for
@@ -34,7 +38,7 @@ from smis.viz import save_figure, to_uint8
 SCORES = ("diversity", "FD", COLOUR_IN, TEXTURE_IN, MIOU)
 HIGHER_IS_BETTER = {"diversity": True, "FD": False, COLOUR_IN: True, TEXTURE_IN: True, MIOU: True}
 FLAT_SHARE = 0.25      # a score has flattened when its last-quarter change is at most this share of the run's range
-COLLAPSED_KL = 0.05    # a latent layer whose KL (nats) stays below this carries almost nothing: collapsed to the prior
+DIAGNOSTICS = ("KL", "active units", "active share", "classes visible")   # per latent layer: "<name> layer <l>"
 
 
 def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -65,7 +69,11 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
                       device: str | torch.device = "cpu",
                       progress: bool = True) -> pd.DataFrame:
     """One row per (variant, step): diversity, top-1 GT-similarity, FD, factor rates and mask mIoU of
-    K prior samples per mask. Columns name the metric backbone in `lpips` / `fd_name`."""
+    K prior samples per mask, and for class-code models each latent layer's diagnostics ("KL layer l", "active
+    units layer l", "active share layer l", "classes visible layer l": `LayerDiagnostics.columns`, on the photos of
+    the same masks). Columns name the metric backbone in `lpips` / `fd_name`. Rows of `done` that lack the
+    diagnostics get them from their checkpoint when the run still holds it (NaN otherwise)."""
+    done = fill_diagnostics(done, runs, n_masks, device, progress) if done is not None else None
     todo = [(v, s, p) for v, r in runs.items() for s, p in run_checkpoints(r)
             if done is None or not ((done["variant"] == v) & (done["step"] == s)).any()]
     rows = [] if done is None else done.to_dict("records")
@@ -89,13 +97,42 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
         f = r.factors
         kl = {}
         if nets.E is not None and nets.spec.has_class_codes:          # is each latent layer used (Sec. 4.4.3)?
-            kl = {f"KL layer {l}": float(v) for l, v in enumerate(layer_posteriors(nets, image, label)["kl"])}
+            kl = layer_diagnostics(nets, image, label).columns()      # KL, active units, classes visible per layer
         rows.append({"variant": variant, "step": step, "diversity": float(r.per_image[cols.diversity].mean()),
                      "top-1 GT-similarity": float(r.per_image[cols.top1].mean()), "FD": r.fd,
                      COLOUR_IN: 100 * float(f["colour_in"].mean()), TEXTURE_IN: 100 * float(f["texture_in"].mean()),
                      MIOU: miou_columns(r.confusion)[MIOU] if seg is not None else float("nan"),
                      "lpips": metric.name, "fd_name": r.fd_name, "masks": len(indices), "k": r.k, **kl})
     return pd.DataFrame(rows).sort_values(["variant", "step"], kind="stable").reset_index(drop=True)
+
+
+@torch.no_grad()
+def fill_diagnostics(rows: pd.DataFrame,                  # checkpoint_scores rows, some scored before the diagnostics
+                     runs: Mapping[str, str | Path],      # variant name -> run folder (as for checkpoint_scores)
+                     n_masks: int = 64,                   # the rows' SynthScenes test masks
+                     device: str | torch.device = "cpu",
+                     progress: bool = True) -> pd.DataFrame:
+    """`rows` with the latent-layer diagnostics (`LayerDiagnostics.columns`) filled in for the class-code rows
+    that lack them (a KL but no active units) and whose checkpoint the run still holds; the others as they were
+    (NaN). The KL already scored is kept as it is (the numbers quoted from it stay). Cheap: the encoder on the
+    masks' photos only, no sampling."""
+    paths = {(v, s): p for v, r in runs.items() if any(Path(r).glob("checkpoints/step_*.pt"))
+             for s, p in run_checkpoints(r)}
+    has = lambda row, col: np.isfinite(row.get(col, np.nan))
+    out = rows.to_dict("records")
+    todo = [i for i, row in enumerate(out) if (row["variant"], row["step"]) in paths
+            and has(row, "KL layer 0") and not has(row, "active units layer 0")]
+    if not todo:
+        return rows
+    first = load_model(paths[out[todo[0]]["variant"], out[todo[0]]["step"]], device)
+    test, indices = ev.test_set("synthscenes", "", "test", first.preset.image_size, n_masks, 0,
+                                ev.object_factor_of(first))
+    image, label = ev.load_pairs(test, indices, device)                 # the masks the rows were scored on
+    for i in tqdm(todo, desc="diagnostics of scored rows", disable=not progress):
+        nets = load_model(paths[out[i]["variant"], out[i]["step"]], device)
+        fresh = layer_diagnostics(nets, image, label).columns()
+        out[i] = {**out[i], **{k: v for k, v in fresh.items() if not k.startswith("KL layer ")}}   # scored KL kept
+    return pd.DataFrame(out)
 
 
 @torch.no_grad()
@@ -160,7 +197,7 @@ def plateau_findings(plateau: pd.DataFrame,   # plateau_table(rows)
 
 def layer_kl_finding(layer_kl: pd.DataFrame,            # layer_kl_table(rows, variant): steps x latent layers
                      variant: str = "clvae",
-                     collapsed: float = COLLAPSED_KL,     # KL below which a layer counts as collapsed
+                     collapsed: float = COLLAPSE_KL,      # KL below which a layer counts as collapsed
                      ) -> str:
     """A Markdown bullet: each latent layer's KL at the first and the last checkpoint, and whether the
     layers above the finest (layer 0) are still collapsed at the end."""
@@ -180,6 +217,21 @@ def layer_kl_table(rows: pd.DataFrame, variant: str = "clvae") -> pd.DataFrame:
     if table.empty or not len(table.columns):
         raise ValueError(f"no per-layer KL for {variant!r} in these rows; score a class-code variant's run")
     return table
+
+
+def layer_diagnostics_table(rows: pd.DataFrame,      # checkpoint_scores rows
+                            variant: str = "clvae",
+                            ) -> pd.DataFrame:
+    """Each latent layer's diagnostics at every checkpoint of one variant: rows = steps, columns = (diagnostic,
+    latent layer) for DIAGNOSTICS. Rows scored before the active-unit and visibility columns existed show NaN
+    there (their KL is kept)."""
+    cols = [c for d in DIAGNOSTICS for c in rows.columns if re.fullmatch(rf"{d} layer \d+", str(c))]
+    table = rows[rows["variant"] == variant].set_index("step")[cols].dropna(axis=1, how="all")
+    if table.empty or not len(table.columns):
+        raise ValueError(f"no per-layer diagnostics for {variant!r} in these rows; score a class-code variant's run")
+    table.columns = pd.MultiIndex.from_tuples([tuple(c.rsplit(" layer ", 1)) for c in table.columns],
+                                              names=["diagnostic", "latent layer"])
+    return table.rename(columns=int, level=1)
 
 
 def curves_figure(rows: pd.DataFrame, path: str | Path | None = None, title: str = "",

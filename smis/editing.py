@@ -51,6 +51,7 @@ from smis.capabilities import UnsupportedEdit, require_edit
 from smis.networks import Latents, LatentSpec, Networks, label_presence
 from smis.networks.latents import check_class_ids, check_classes_present, check_label, check_layer_ids, code_mask
 from smis.checkpoint import load_model
+from smis.diagnostics import COLLAPSE_KL   # the one collapse threshold (smis.diagnostics; also smis.curves)
 from smis.progress import Progress
 from smis.sampling import chunks, generate, prior_latents
 from smis.utils import atomic_write_json, device_name, resolve
@@ -767,9 +768,6 @@ def layer_factor_summary(table: pd.DataFrame,   # layer_table(...) (rounded or n
         out.append({"layer": int(layer), "moves_most": None if moves is None or moves != moves else str(moves),
                     "shares": shares, "intervals": intervals})
     return out
-
-
-COLLAPSE_KL = 0.05      # a latent layer whose KL (`layer_posteriors`) is below this has collapsed to the prior
 
 
 def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"

@@ -45,11 +45,39 @@ def feature_matching_loss(real: Features, fake: Features) -> torch.Tensor:
     return torch.stack([torch.as_tensor(t) for t in terms]).mean()
 
 
+def _code_kl(m: torch.Tensor, lv: torch.Tensor) -> torch.Tensor:
+    """KL(N(m, exp(lv)) || N(0, I)) summed over the last (code) axis."""
+    return -0.5 * torch.sum(1 + lv - m.pow(2) - lv.exp(), dim=-1)
+
+
+def kl_terms(mu: Latents, logvar: Latents,
+             classes: str = "present_mean",   # "present_mean" (Eq. 18) or "sum" (GroupDNet): LatentSpec.class_kl
+             ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Eq. 18's terms per sample: (KL_g (B,) of the global code or None, KL_l (B, L) per latent layer or None).
+
+    KL_l is the mean over the classes present at layer l of each class code's KL (classes="sum": the sum over
+    every class code, present or not, as GroupDNet's KLDLoss). They add up to `kl_divergence` (which computes
+    its sum in its own, unchanged order); the options against collapse (`smis.objective.KLOptions`) weight them.
+    """
+    if classes not in ("present_mean", "sum"):
+        raise ValueError(f"classes={classes!r}; choose 'present_mean' (Eq. 18) or 'sum' (GroupDNet)")
+    kl_g = _code_kl(mu.z, logvar.z) if mu.z is not None else None      # (B,)
+    per_layer = None
+    if mu.zc is not None:
+        per_class = _code_kl(mu.zc, logvar.zc)                          # (B, L, K)
+        if classes == "sum":
+            per_layer = per_class.sum(-1)                               # (B, L) every class of each layer
+        else:
+            present = mu.present.to(mu.zc.dtype)                        # (B, L, K)
+            per_layer = (per_class * present).sum(-1) / present.sum(-1).clamp(min=1)   # (B, L) mean over present
+    return kl_g, per_layer
+
+
 def kl_divergence(mu: Latents, logvar: Latents, reduction: str = "sum",
                   classes: str = "present_mean",   # "present_mean" (Eq. 18) or "sum" (GroupDNet): LatentSpec.class_kl
                   ) -> torch.Tensor:
     """Eq. 18: KL(q || N(0, I)) of the global code plus, for each latent layer, the mean over the
-    classes present of each class code's KL.
+    classes present of each class code's KL (per layer: `kl_terms`).
 
     Per sample: KL_g + sum_l mean_{c present at l} KL_{l,c}. reduction "sum" adds the samples (as
     the published code does per GPU, the scale lambda_KL = 0.05 was tuned for), "mean" averages
@@ -58,8 +86,7 @@ def kl_divergence(mu: Latents, logvar: Latents, reduction: str = "sum",
     """
     if classes not in ("present_mean", "sum"):
         raise ValueError(f"classes={classes!r}; choose 'present_mean' (Eq. 18) or 'sum' (GroupDNet)")
-    def kl(m, lv):                                                      # summed over the code axis
-        return -0.5 * torch.sum(1 + lv - m.pow(2) - lv.exp(), dim=-1)
+    kl = _code_kl
     parts = []
     if mu.z is not None:
         parts.append(kl(mu.z, logvar.z))                                # (B,)

@@ -66,6 +66,20 @@ class TrainConfig:
                              choices=("auto", "effnet", "none"))
     kl_weight: float | None = option(None, "KL weight lambda_KL; default: the variant's (gaugan_vae_lowkl: "
                                        "0.0005), else the preset's")
+    kl_free_bits: float = option(0.0, "free bits: KL floor per latent layer in nats per image (the layer's Eq. 18 "
+                                 "term, batch mean, not per class code: the layer is the unit that collapses, and "
+                                 "a class absent from a batch has no KL to floor; below it the layer gets no KL "
+                                 "gradient). "
+                                 "Kingma et al. 2016, "
+                                 "'Improved Variational Inference with Inverse Autoregressive Flow', free bits. "
+                                 "0: off (the paper's objective)")
+    kl_warmup_steps: int = option(0, "KL warm-up: lambda_KL ramps linearly from 0 at step 0 to its value at this step. "
+                                  "Bowman et al. 2016, 'Generating Sentences from a Continuous Space'; Sonderby et al. "
+                                  "2016, 'Ladder Variational Autoencoders'. 0: off (the paper's objective)")
+    kl_balance: str = option("none", "KL balancing across latent layers: coefficients proportional to each layer's "
+                             "mean KL + 0.01, normalised to mean 1 (NVAE, Vahdat & Kautz 2020, App. A); 'warmup': "
+                             "while the warm-up ramps, as NVAE (needs --kl-warmup-steps); 'always'; 'none': off "
+                             "(the paper's objective)", choices=("none", "warmup", "always"))
     imle: dict = option(dict, "cimle only: IMLE schedule fields to override, e.g. pool_size=20 samples=4 "
                         "resample_every=50 (smis.networks.crn.CIMLESettings)", flag="--imle", metavar="FIELD=JSON")
     seed: int = option(0, "seed of the weight init, noise, data order and augmentation")
@@ -105,6 +119,14 @@ class TrainConfig:
              "is the fraction of the run before the decay starts: give a number in [0, 1]")
         need(self.kl_weight is None or (isinstance(self.kl_weight, (int, float)) and self.kl_weight >= 0), "kl_weight",
              "must be >= 0 (or None: the preset's lambda_KL)")
+        need(isinstance(self.kl_free_bits, (int, float)) and not isinstance(self.kl_free_bits, bool)
+             and 0 <= self.kl_free_bits < float("inf"), "kl_free_bits",
+             "is a KL floor in nats per image per latent layer: give a number >= 0 (0: off)")
+        need(is_int(self.kl_warmup_steps) and self.kl_warmup_steps >= 0, "kl_warmup_steps",
+             "must be an integer >= 0 (0: no warm-up)")
+        need(self.kl_balance != "warmup" or self.kl_warmup_steps > 0, "kl_balance",
+             "'warmup' balances the layers while lambda_KL warms up, and --kl-warmup-steps is 0; give "
+             "--kl-warmup-steps N, or --kl-balance always")
         need(self.variant in VARIANTS, "variant", f"choose one of {sorted(VARIANTS)}")
         need(self.preset in PRESETS, "preset", f"choose one of {sorted(PRESETS)}")
         need(self.dataset in DATASETS, "dataset", f"choose one of {sorted(DATASETS)}")
@@ -113,7 +135,20 @@ class TrainConfig:
              "synth_object_factor", "applies to SynthScenes generated on the fly; for a written copy pass "
              "--object-factor to `python -m smis.data.synthetic` and train on it with --data-root")
         need(isinstance(self.imle, dict), "imle", "must be a dict of cIMLE schedule fields")
-        if VARIANTS[self.variant].family == "cimle":        # IMLE: no KL, no GAN, a distance it cannot train without
+        variant = VARIANTS[self.variant]
+        if not variant.encoder or variant.family == "cimle":    # no encoder: no KL to warm up, floor or balance
+            for name in ("kl_free_bits", "kl_warmup_steps"):
+                need(not getattr(self, name), name, f"{self.variant} has no encoder and no KL term; drop "
+                     f"--{name.replace('_', '-')}")
+        if not variant.class_codes:                         # free bits and balancing act on the latent layers
+            need(not self.kl_free_bits, "kl_free_bits", f"{self.variant} has no latent layers (class codes); use a "
+                 "variant with them (clvae, groupdnet, ...)")
+            need(self.kl_balance == "none", "kl_balance", f"{self.variant} has no latent layers (class codes); use "
+                 "a variant with them (clvae, groupdnet, ...)")
+        if variant.class_codes and (not variant.layerwise or variant.family == "groupdnet"):   # one latent layer
+            need(self.kl_balance == "none", "kl_balance", f"{self.variant} has a single latent layer, so balancing "
+                 "across layers changes nothing; drop --kl-balance (or use clvae, whose codes have 5 layers)")
+        if variant.family == "cimle":        # IMLE: no KL, no GAN, a distance it cannot train without
             need(self.kl_weight is None, "kl_weight", "cimle has no encoder and no KL term; drop --kl-weight")
             need(self.perceptual != "none", "perceptual", "cimle's objective is its perceptual distance; use auto "
                  "(VGG19 if cached, else EfficientNet-Lite0) or effnet")

@@ -51,7 +51,7 @@ from smis.checkpoint import CKPT_FORMAT, Checkpointer, rng_state, set_rng_state
 from smis.config import get_preset
 from smis.data import DatasetError, collate, make_dataset
 from smis.networks import VARIANTS, Latents, LatentSpec, Networks
-from smis.objective import discriminator_losses, generator_losses, split_batch
+from smis.objective import KLOptions, discriminator_losses, generator_losses, split_batch
 from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_config_arguments, parse_assignments,
                           parse_overrides, resume_conflicts)
 from smis.rundir import RunDirBusy, RunDirLock, clear_run, remove_stale_temporaries
@@ -216,6 +216,7 @@ class TrainStep:
         self.global_batch, self.rank, self.world, self.checkpoints = global_batch, rank, world, checkpoints
         self.step = 0
         self.last_fake: torch.Tensor | None = None
+        self.kl_options = KLOptions.of(cfg)            # against collapse; all off: Eq. 7's lambda_KL KL
 
     def lr_factor(self, step: int) -> float:
         """1 until decay_start, then linear to 0 at total_steps (1 throughout without cfg.lr_decay)."""
@@ -244,11 +245,13 @@ class TrainStep:
         parts.opt_g.zero_grad(set_to_none=True)
         nets.D.requires_grad_(False)
         with parts.autocast():
-            fake, kl = parts.g_model(label, image, eps)
+            fake, kl, layer_kl = parts.g_model(label, image, eps)           # layer_kl (L,): KL_l summed over the batch
             pred_fake, pred_real = split_batch(parts.d_plain(torch.cat([label, label]), torch.cat([fake, image])),
                                                len(label))                 # D not updated here
             # KL: per-rank sum; DDP averages gradients, so x world = the global sum
-            g = generator_losses(pred_fake, pred_real, fake, image, kl * self.world, parts.weights, parts.perceptual)
+            reg, kl_logs = self.kl_options.regularizer(kl, layer_kl, len(label), self.step)
+            g = generator_losses(pred_fake, pred_real, fake, image, kl * self.world, parts.weights, parts.perceptual,
+                                 kl_reg=None if self.kl_options.paper else reg * self.world)
         self._check_finite(g)
         parts.scaler.scale(g["g_total"]).backward()
         parts.scaler.step(parts.opt_g)
@@ -265,7 +268,10 @@ class TrainStep:
         parts.scaler.update()
         self.step += 1
         self.last_fake = fake.detach()
-        return {**{k: float(v.detach()) for k, v in {**g, **d}.items()}, "lr_factor": self.lr_factor(self.step - 1)}
+        per_image = (layer_kl.detach() / len(label)).tolist()          # KL_l per image (this rank's batch)
+        return {**{k: float(v.detach()) for k, v in {**g, **d}.items()},
+                **{f"kl_l{i}": v for i, v in enumerate(per_image)}, **kl_logs,
+                "lr_factor": self.lr_factor(self.step - 1)}
 
     def _check_finite(self, losses: dict):
         bad = [k for k, v in losses.items() if not torch.isfinite(torch.as_tensor(v)).all()]

@@ -4,11 +4,16 @@
     editor.widget            # display it in a notebook
 
 Shown: mask | before | after (before = the image when the current edit began). Controls: the
-photo to edit, the class (named; those in the mask), the latent layer (0 = fine / texture ...
-L-1 = coarse / colour), sliders along the top principal directions of that class's codes at that
-layer (in steps of the prior's standard deviation, or of the encoded codes' with
-slider_unit="pca"), resample (that layer or all layers), a
-reference photo for style-guided synthesis, undo and save PNG. Every handler calls the pure
+photo to edit, the class (named; those in the mask), the latent layer (0 = fine ... L-1 = coarse),
+sliders along the top principal directions of that class's codes at that layer (in steps of the
+prior's standard deviation, or of the encoded codes' with slider_unit="pca"), resample (that layer
+or all layers), a reference photo for style-guided synthesis, undo and save PNG.
+
+The layer selector tells what was measured of each layer: active or not, with its KL and active units
+(`smis.diagnostics.layer_diagnostics` on up to 64 of the photos, when the editor starts), and the factor it
+moves most when the model's layer-factor table is given or lies beside its checkpoint
+(`smis.diagnostics.read_layer_factors`). Selecting or resampling an inactive layer says that it changes
+nothing, instead of silently changing nothing. Every handler calls the pure
 functions of `smis.editing`; tests drive the handlers from Python (set `slider.value`, call
 `button.click()`) and compare `editor.after` with those functions' output.
 """
@@ -29,6 +34,7 @@ from PIL import Image
 
 from smis import editing
 from smis.capabilities import require_edit
+from smis.diagnostics import LayerDiagnostics, layer_diagnostics, read_layer_factors
 from smis.networks import Latents, Networks
 from smis.networks.latents import check_label
 from smis.utils import resolve
@@ -44,14 +50,32 @@ def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def layer_names(nets: Networks) -> list[tuple[str, int]]:
-    """Dropdown options for the L latent layers: (label, position on the L axis)."""
+DIAGNOSTIC_IMAGES = 64   # photos the editor measures its layers on at start (KL and active units: cheap)
+
+
+def layer_names(nets: Networks,
+                diagnostics: LayerDiagnostics | None = None,    # measured KL / active units per layer
+                factors: Sequence[dict] | None = None,          # layer_factor_summary: the factor each moves most
+                ) -> list[tuple[str, int]]:
+    """Dropdown options for the L latent layers: (label, position on the L axis). The label says where the layer
+    sits (fine ... coarse) and, when measured, whether it is active (KL, active units) and what it moves most."""
     if nets.spec.layers == (0,):                                        # GroupDNet: one code map per class
-        return [("0: one code per class (GroupDNet)", 0)]
-    L = len(nets.spec.layers)
-    def role(i):
-        return "fine / texture" if i == 0 else "coarse / colour" if i == L - 1 else "mid"
-    return [(f"{i}: encoder layer {l} ({role(i)})", i) for i, l in enumerate(nets.spec.layers)]
+        names = [("0: one code per class (GroupDNet)", 0)]
+    else:
+        L = len(nets.spec.layers)
+        role = lambda i: "fine" if i == 0 else "coarse" if i == L - 1 else "mid"
+        names = [(f"{i}: encoder layer {l} ({role(i)})", i) for i, l in enumerate(nets.spec.layers)]
+    moves = {int(f["layer"]): f.get("moves_most") for f in factors or ()}
+    out = []
+    for text, i in names:
+        if diagnostics is not None:
+            d = diagnostics
+            state = "active" if d.active[i] else "INACTIVE"
+            text += f", {state} (KL {d.kl[i]:.3g}, {int(d.active_units[i])}/{int(d.units[i])} active units)"
+        if i in moves and (diagnostics is None or diagnostics.active[i]):
+            text += f", moves {moves[i]} most" if moves[i] else ", changes no measured factor"
+        out.append((text, i))
+    return out
 
 
 class Editor:
@@ -73,6 +97,9 @@ class Editor:
                  scale: int = 4,                         # display upscaling (nearest)
                  seed: int = 0,                          # seed of the resample / prior draws
                  out_dir: str | Path = "outputs/editor",  # where "save PNG" writes (relative to the repo root)
+                 diagnostics: LayerDiagnostics | None = None,   # per-layer KL / active units; None: measured here
+                 layer_factors: Sequence[dict] | str | Path | None = None,   # what each layer moves most:
+                 # editing.layer_factor_summary(table), or the checkpoint (its .layers.json is read); None: not shown
                  ):
         labels = self._check_arguments(nets, images, labels, class_names, palette, codes, index, layer, slider_unit,
                                        scale)
@@ -82,6 +109,13 @@ class Editor:
         self.slider_unit = slider_unit
         self.codes = codes if codes is not None else editing.encode(nets, images, self.labels)
         self.directions = directions if directions is not None else editing.principal_directions(self.codes, n_sliders)
+        self.diagnostics = diagnostics if diagnostics is not None else self._measure_layers()
+        L = len(nets.spec.layers)
+        if self.diagnostics is not None and len(self.diagnostics.kl) != L:
+            raise ValueError(f"diagnostics describe {len(self.diagnostics.kl)} latent layers but the model has {L}. "
+                             "Fix: pass layer_diagnostics(nets, images, labels) of this model, or None to measure here")
+        self.layer_factors = (read_layer_factors(layer_factors) if isinstance(layer_factors, (str, Path))
+                              else None if layer_factors is None else list(layer_factors))
         self.n_sliders = min(n_sliders, self.directions.components.shape[2])
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
         self.out_dir = resolve(out_dir)
@@ -97,6 +131,14 @@ class Editor:
         self.on_reference()
 
     # -- construction --------------------------------------------------------------------------
+    def _measure_layers(self) -> LayerDiagnostics | None:
+        """KL and active units of each latent layer on up to DIAGNOSTIC_IMAGES of the photos (None with fewer
+        than 2: a variance needs two)."""
+        n = min(len(self.images), DIAGNOSTIC_IMAGES)
+        if n < 2:
+            return None
+        return layer_diagnostics(self.nets, self.images[:n], self.labels[:n])
+
     @staticmethod
     def _check_arguments(nets, images, labels, class_names, palette, codes, index, layer, slider_unit, scale
                          ) -> torch.Tensor:
@@ -143,7 +185,8 @@ class Editor:
         photos = [(f"photo {i}", i) for i in range(len(self.images))]
         self.photo = W.Dropdown(options=photos, value=index, description="photo")
         self.cls = W.Dropdown(description="class")
-        self.layer = W.Dropdown(options=layer_names(self.nets), value=layer, description="layer")
+        self.layer = W.Dropdown(options=layer_names(self.nets, self.diagnostics, self.layer_factors), value=layer,
+                                description="layer", layout=W.Layout(width="max-content"))
         self.sliders = [W.FloatSlider(value=0.0, min=-slider_range, max=slider_range, step=0.1,
                                       description=f"PC{i + 1}", continuous_update=True, readout_format=".1f")
                         for i in range(self.n_sliders)]
@@ -300,7 +343,25 @@ class Editor:
         self._set_latents(self.latents, push=False, before=self.after)
         _, _, kind = self._direction()
         c, l = self.selection
-        self._say(f"editing <b>{self.class_names[c]}</b> at layer {l}: sliders follow {kind}")
+        self._say(f"editing <b>{self.class_names[c]}</b> at layer {l}: sliders follow {kind}" + self._layer_note(l))
+
+    def layer_state(self, layer: int) -> str:
+        """What was measured of a latent layer, in words (`LayerDiagnostics.describe`, plus the factor it moves
+        most when known); "" when nothing was measured."""
+        text = self.diagnostics.describe(layer) if self.diagnostics is not None else ""
+        moves = {int(f["layer"]): f.get("moves_most") for f in self.layer_factors or ()}
+        if layer in moves and (self.diagnostics is None or self.diagnostics.active[layer]):
+            text = (text or f"layer {layer}") + (f"; it moves {moves[layer]} most" if moves[layer]
+                                                 else "; resampling it changed none of the measured factors")
+        return text
+
+    def _layer_note(self, layer: int) -> str:
+        """The status suffix for a selected / resampled layer: its measured state, loud when inactive."""
+        text = self.layer_state(layer)
+        if not text:
+            return ""
+        inactive = self.diagnostics is not None and not self.diagnostics.active[layer]
+        return f"<br><b>{text}</b>" if inactive else f"<br>{text}"
 
     def on_resample(self, button=None):
         c, l = self.selection
@@ -311,7 +372,8 @@ class Editor:
             self._say(f"cannot resample: {e}")
             return
         self._set_latents(new, before=self.after)
-        self._say(f"resampled {self.class_names[c]} at {'all layers' if layers is None else f'layer {l}'}")
+        self._say(f"resampled {self.class_names[c]} at {'all layers' if layers is None else f'layer {l}'}"
+                  + (self._layer_note(l) if layers is not None else ""))
 
     def on_prior(self, button=None):
         self._set_latents(Latents.prior(self.nets.spec, self.label, generator=self.generator), before=self.after)

@@ -38,6 +38,10 @@ def test_every_checkpoint_is_scored_on_the_same_masks_and_cached_rows_are_kept(r
     assert (kl.to_numpy() >= 0).all()
     with pytest.raises(ValueError, match="no per-layer KL"):
         curves.layer_kl_table(rows, "gaugan")
+    diag = curves.layer_diagnostics_table(rows, "clvae")                 # every checkpoint: the layers' diagnostics
+    assert list(diag.index) == [1, 2, 3] and list(diag.columns.levels[0]) == sorted(curves.DIAGNOSTICS)
+    assert diag["active units"].shape == (3, 5) and diag["classes visible"].to_numpy().max() <= 1
+    assert np.allclose(diag["KL"].to_numpy(), kl.to_numpy())
     again = curves.checkpoint_scores({"clvae": runs / "demo_clvae"}, n_masks=3, k=2, done=rows, progress=False)
     pd.testing.assert_frame_equal(again, rows)                                        # nothing left to score
     plateau = curves.plateau_table(rows)
@@ -47,6 +51,25 @@ def test_every_checkpoint_is_scored_on_the_same_masks_and_cached_rows_are_kept(r
     assert 0 <= plateau.loc["clvae", "FD: share of range"] <= 1
     with pytest.raises(FileNotFoundError, match="smis.train"):
         curves.run_checkpoints(runs / "nothing")
+
+
+def test_rows_scored_before_the_diagnostics_get_them_from_their_checkpoints_or_keep_nan(runs):
+    old = pd.DataFrame({"variant": ["clvae"] * 3 + ["gaugan", "clvae"], "step": [1, 2, 3, 1, 99],
+                        "FD": [5.0, 4.0, 3.0, 6.0, 2.0],
+                        **{f"KL layer {l}": [0.5, 0.4, 0.3, np.nan, 0.1] for l in range(5)}})   # as the shipped JSON
+    table = curves.layer_diagnostics_table(old, "clvae")               # before filling: KL only, NaN elsewhere
+    assert list(table.columns.levels[0]) == ["KL"] and table.shape == (4, 5)
+    filled = curves.fill_diagnostics(old, {"clvae": runs / "demo_clvae", "gaugan": runs / "demo_gaugan"}, n_masks=3,
+                                     progress=False)
+    got = filled.set_index(["variant", "step"])
+    assert np.isfinite(got.loc[("clvae", 2), [f"active units layer {l}" for l in range(5)]].to_numpy(float)).all()
+    assert np.isnan(got.loc[("clvae", 99), "active units layer 0"])    # its checkpoint is gone: NaN kept
+    assert np.isnan(got.loc[("gaugan", 1), "active units layer 0"])    # no latent layers
+    assert got.loc[("clvae", 1), "FD"] == 5.0 and got.loc[("clvae", 99), "KL layer 0"] == 0.1   # the rest as it was
+    assert got.loc[("clvae", 2), "KL layer 3"] == 0.4                  # a scored KL is kept, not re-measured
+    table = curves.layer_diagnostics_table(filled, "clvae")
+    assert table.loc[99, ("active units", 0)] != table.loc[99, ("active units", 0)]   # NaN in the table too
+    assert (table.loc[[1, 2, 3], "classes visible"].to_numpy() > 0).all()
 
 
 @pytest.mark.slow

@@ -220,7 +220,10 @@ def test_generator_step_reparameterises_and_returns_the_kl():
     image = torch.rand(2, 3, 64, 64) * 2 - 1
     mu, logvar = nets.E(image, label)
     eps = mu.map(lambda t: torch.randn_like(t) if t.is_floating_point() else t)
-    fake, kl = step(label, image, eps)
+    fake, kl, layer_kl = step(label, image, eps)
     z = Latents(mu.z + eps.z * torch.exp(0.5 * logvar.z), mu.zc + eps.zc * torch.exp(0.5 * logvar.zc), mu.present)
     assert torch.equal(fake, nets.G(label, z))
     assert torch.equal(kl, kl_divergence(mu, logvar))
+    kl_g = -0.5 * (1 + logvar.z - mu.z ** 2 - logvar.z.exp()).sum()
+    assert layer_kl.shape == (len(nets.spec.layers),) and (layer_kl >= 0).all()
+    assert torch.allclose(kl_g + layer_kl.sum(), kl, rtol=1e-5)          # the latent layers' terms of Eq. 18

@@ -10,6 +10,7 @@ from PIL import Image
 
 from smis import editing
 from smis.config import get_preset
+from smis.diagnostics import LayerDiagnostics, layer_diagnostics, write_layer_factors
 from smis.data import make_dataset
 from smis.networks import Latents, build_networks
 from smis.viz import to_uint8
@@ -59,7 +60,7 @@ def test_initial_state_shows_the_photo_reconstruction(editor, setup):
     assert np.array_equal(decode(editor.after_view.value), want.repeat(4, 0).repeat(4, 1))
     assert [v for _, v in editor.cls.options] == torch.unique(labels[0]).tolist()
     assert editor.cls.options[0][0] == info.class_names[editor.cls.options[0][1]]
-    assert [v for _, v in editor.layer.options] == list(range(5)) and "texture" in layer_names(nets)[0][0]
+    assert [v for _, v in editor.layer.options] == list(range(5)) and "(fine)" in layer_names(nets)[0][0]
 
 
 @pytest.mark.parametrize("unit", ["prior", "pca"])
@@ -261,3 +262,63 @@ def test_latency_table_and_benchmark_summary(editor, tmp_path):
                                      '{"median_ms": 41.4}}, {"threads": 2, "end_to_end": {"median_ms": 30.6}}]}')
     assert benchmark_summary(tmp_path / "b.json") == ("benchmarks/bench_editor.py on the demo model: 1 thread(s): "
                                                       "median 41 ms, 2 thread(s): median 31 ms (target <= 150 ms)")
+
+
+# ---------------------------------------------------------------------------------------------
+# the layer selector tells the truth about layers (issue 22 item 6)
+
+
+def _diagnostics(inactive=(3,)):
+    kl = np.array([1.2, 0.6, 0.3, 0.004, 0.2])
+    au = np.array([40, 20, 5, 0, 3])
+    for l in inactive:
+        kl[l], au[l] = 0.004, 0
+    return LayerDiagnostics(kl=kl, active_units=au, units=np.full(5, 64), classes_visible=np.ones(5), images=64)
+
+
+def test_editor_measures_its_layers_on_load(editor, setup):
+    nets, images, labels, codes, info = setup
+    want = layer_diagnostics(nets, images, labels)                      # 6 photos: all of them
+    assert np.allclose(editor.diagnostics.kl, want.kl) and np.array_equal(editor.diagnostics.active_units,
+                                                                           want.active_units)
+    for text, l in editor.layer.options:
+        assert f"{int(want.active_units[l])}/{int(want.units[l])} active units" in text
+        assert ("INACTIVE" in text) == (not want.active[l])
+
+
+def test_selecting_an_inactive_layer_says_it_changes_nothing(setup, tmp_path):
+    nets, images, labels, codes, info = setup
+    ckpt = tmp_path / "model.pt"
+    write_layer_factors(ckpt, [{"layer": 0, "moves_most": "texture kind", "shares": {"texture kind": 0.5}},
+                               {"layer": 3, "moves_most": "colour mode", "shares": {"colour mode": 0.01}}])
+    ed = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, seed=7, out_dir=tmp_path,
+                diagnostics=_diagnostics(), layer_factors=ckpt)
+    labels_shown = dict((l, t) for t, l in ed.layer.options)
+    assert labels_shown[3].endswith("INACTIVE (KL 0.004, 0/64 active units)")          # no factor for a dead layer
+    assert labels_shown[0].endswith("active (KL 1.2, 40/64 active units), moves texture kind most")
+    ed.layer.value = 3
+    assert "layer 3 is inactive (KL 0.004, 0/64 active units): its codes carry (almost) nothing" in ed.status.value
+    ed.resample_button.click()
+    assert ed.status.value.startswith("resampled") and "layer 3 is inactive" in ed.status.value
+    ed.layer.value = 0
+    assert "layer 0 is active (KL 1.2, 40/64 active units); it moves texture kind most" in ed.status.value
+    assert "inactive" not in ed.status.value
+    ed.all_layers.value = True
+    ed.resample_button.click()
+    assert "inactive" not in ed.status.value                             # all layers: no single-layer note
+
+
+def test_editor_layer_factors_hook_takes_the_summary_and_checks_the_diagnostics(setup, tmp_path):
+    nets, images, labels, codes, info = setup
+    ed = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, out_dir=tmp_path,
+                diagnostics=_diagnostics(inactive=()), layer_factors=[{"layer": 2, "moves_most": "shading"},
+                                                                      {"layer": 1, "moves_most": None}])
+    assert dict((l, t) for t, l in ed.layer.options)[2].endswith("moves shading most")
+    assert ed.layer_state(2).endswith("; it moves shading most")
+    assert dict((l, t) for t, l in ed.layer.options)[1].endswith(", changes no measured factor")
+    assert ed.layer_state(1).endswith("; resampling it changed none of the measured factors")
+    assert Editor(nets, images, labels, info.class_names, info.palette, codes=codes, out_dir=tmp_path,
+                  layer_factors=tmp_path / "absent.pt").layer_factors is None   # no table beside it: not shown
+    short = LayerDiagnostics(*(np.ones(3),) * 4, images=3)
+    with pytest.raises(ValueError, match="3 latent layers but the model has 5"):
+        Editor(nets, images, labels, info.class_names, info.palette, codes=codes, out_dir=tmp_path, diagnostics=short)

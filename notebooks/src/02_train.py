@@ -32,6 +32,9 @@ RUN_DIR = "outputs/runs/nb02_clvae"   # checkpoints, losses.csv, tensorboard/, c
 OUT_DIR = "outputs/demo/02_train"     # figures
 DEMO_MODEL = "checkpoints/synthscenes_clvae.pt"  # the shipped model, for comparison
 CURVES = "checkpoints/synthscenes_curves.json"   # the shipped models' training curves (eval_curves.py); "": skip
+KL_FREE_BITS = 0.0             # options against collapse of the latent layers (README, "Training"); 0 / 0 / "none":
+KL_WARMUP_STEPS = 0            # the paper's objective. Free bits (nats per image per layer), KL warm-up (steps),
+KL_BALANCE = "none"            # KL balancing across layers: "none", "warmup" (needs KL_WARMUP_STEPS), "always"
 FRESH = True                   # True: start RUN_DIR anew (deletes its previous run's files); False: continue it
 SMOKE = False                  # a few tiny CPU steps
 
@@ -48,6 +51,7 @@ from IPython.display import Markdown, display
 
 from smis import curves
 from smis import evaluate as ev
+from smis.diagnostics import layer_diagnostics
 from smis.models import load_networks
 from smis.progress import Progress
 from smis.sampling import sample_prior
@@ -65,8 +69,9 @@ out_dir.mkdir(parents=True, exist_ok=True)
 run_dir = resolve(RUN_DIR)
 cfg = TrainConfig(run_dir=str(run_dir), variant=VARIANT, preset=PRESET, preset_overrides=overrides, dataset=DATASET,
                   data_root=DATA_ROOT or None, steps=STEPS, batch_size=BATCH, device=DEVICE, precision=PRECISION,
-                  channels_last=CHANNELS_LAST,
-                  perceptual="none" if SMOKE else "auto", log_every=1 if SMOKE else 10, image_every=0 if SMOKE else 100,
+                  channels_last=CHANNELS_LAST, kl_free_bits=KL_FREE_BITS, kl_warmup_steps=KL_WARMUP_STEPS,
+                  kl_balance=KL_BALANCE, perceptual="none" if SMOKE else "auto", log_every=1 if SMOKE else 10,
+                  image_every=0 if SMOKE else 100,
                   ckpt_every=max(1, STEPS // 3) if STEPS else 1000, progress=False)   # the bar below instead
 trainer = Trainer(cfg)
 print(trainer.nets.param_counts(), "| perceptual backbone:", trainer.perceptual_name, "| device:", trainer.device)
@@ -99,7 +104,9 @@ losses.tail()
 # %% [markdown]
 # Above: the losses redrawn every few steps while training (the generator's hinge GAN loss, feature matching,
 # perceptual loss and KL; the discriminator's hinge loss), then the last rows of `losses.csv`, which logs every
-# term at each logged step. The run folder also holds the checkpoints, TensorBoard logs and `config.json`.
+# term at each logged step (with each latent layer's KL per image, `kl_l0` ... for models with class codes,
+# and with an option against collapse the KL term it trains on, `kl_reg`). The run folder also holds the
+# checkpoints, TensorBoard logs and `config.json`.
 #
 # ## Samples from the prior
 # Four test masks, each with its real image and four samples from the prior (`smis.sampling.sample_prior`,
@@ -126,6 +133,26 @@ for title, (nets, name) in models.items():
 # Above: one figure per model, a row per mask (its colour-coded mask, the real image, the samples); each
 # figure is saved as a PNG in `OUT_DIR`.
 #
+# ## Is each latent layer used?
+# Per latent layer of this run's model (0 = fine, feeding `up_2`, ... 4 = coarse, feeding `head_0`), on 64 test
+# photos: its KL (nats per image), its active units (code dimensions whose encoder mean varies across the photos
+# where the class is present, variance > 0.01, Burda et al. 2016) and the share of an image's classes still visible
+# at the size of the generator block it feeds (`smis.diagnostics.layer_diagnostics`). An inactive layer's codes
+# carry (almost) nothing: resampling them changes little or nothing.
+
+# %%
+if trainer.nets.E is not None and trainer.nets.spec.has_class_codes:
+    diag_test, diag_indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, trainer.preset.image_size, n=4 if SMOKE else 64)
+    diagnostics = layer_diagnostics(trainer.nets, *ev.load_pairs(diag_test, diag_indices, trainer.device))
+    display(diagnostics.table().round(3))
+    print("inactive latent layers:", diagnostics.inactive or "none")
+else:
+    diagnostics = None
+    print(f"{VARIANT} has no class- and layer-wise codes: no latent layers to diagnose")
+
+# %% [markdown]
+# Above: the table of this run's latent layers and the list of the inactive ones.
+#
 # ## Did the shipped models train long enough?
 # Every variant of the paper's comparison was trained by `scripts/train_demo_models.py` (same data, schedule
 # and seed; 8,000 steps for clvae and gaugan_vae, 3,000 for the others) and `scripts/eval_curves.py` scored
@@ -142,14 +169,15 @@ else:
     plateau = curves.plateau_table(rows, changes=False)
     display(plateau.round(3))
     layer_kl = curves.layer_kl_table(rows, "clvae")
-    print("clvae: KL of each latent layer (0 = fine ... 4 = coarse) at each checkpoint; near 0 = collapsed")
-    display(layer_kl.round(3))
+    print("clvae: each latent layer (0 = fine ... 4 = coarse) at each checkpoint: KL (near 0 = collapsed), active "
+          "units, active share, classes visible at its block size (NaN: a row scored before these were measured)")
+    display(curves.layer_diagnostics_table(rows, "clvae").round(3))
 
 # %% [markdown]
 # Above: per variant, its steps and checkpoints and, per score, the value at the last checkpoint and its change
-# over the last quarter as a share of the run's range (flattened: at most `curves.FLAT_SHARE`); then the KL of
-# each of clvae's latent layers at every checkpoint; and one panel per score against the training step, one
-# line per variant.
+# over the last quarter as a share of the run's range (flattened: at most `curves.FLAT_SHARE`); then the
+# diagnostics of each of clvae's latent layers at every checkpoint; and one panel per score against the training
+# step, one line per variant.
 #
 # ## What we learnt
 

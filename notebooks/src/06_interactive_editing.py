@@ -36,6 +36,7 @@ from IPython.display import Markdown, display
 from smis import editing
 from smis.data import make_dataset
 from smis.evaluate import object_factor_of
+from smis.diagnostics import layer_diagnostics
 from smis.models import load_or_untrained
 from smis.tables import write_table
 from smis.utils import atomic_write_json, resolve
@@ -149,7 +150,12 @@ save_grid(figure, out_dir / "object_editing.png",
 # encoded codes along that direction tells how much of that range the photos themselves use. Last row:
 # the class's codes at all layers interpolated from this photo's to another photo's. The second
 # printout is the posterior-collapse diagnostic (`editing.layer_posteriors`): per latent layer the KL
-# of the class codes and the mean |mu|; near 0, the layer's codes carry nothing about the photo.
+# of the class codes and the mean |mu|; near 0, the layer's codes carry nothing about the photo. The table
+# after it is `smis.diagnostics.layer_diagnostics` over the same photos: per latent layer its KL, its active
+# units (code dimensions whose encoder mean varies across the photos where the class is present, variance
+# > 0.01, Burda et al. 2016: count, measurable units and share) and the share of an image's classes still
+# visible at the size of the generator block the layer feeds; *active* is False for a layer whose codes carry
+# nothing.
 
 # %%
 c = edit_classes[0]
@@ -170,6 +176,9 @@ posteriors = editing.layer_posteriors(nets, images, labels)
 print("per latent layer, 0 (fine) .. L-1 (coarse): KL", ", ".join(f"{v:.3f}" for v in posteriors["kl"]),
       "| mean |mu|", ", ".join(f"{v:.3f}" for v in posteriors["mean_abs_mu"]), "(near 0: collapsed to the prior)")
 print(f"collapsed latent layers (KL < {editing.COLLAPSE_KL}):", editing.collapsed_layers(posteriors["kl"]) or "none")
+diagnostics = layer_diagnostics(nets, images, labels)                  # KL, active units, classes visible per layer
+print("inactive latent layers (KL below it or no active unit):", diagnostics.inactive or "none")
+display(diagnostics.table().round(3))
 save_grid(figure, out_dir / "material_editing.png", [f"{a:+.0f}" for a in alphas.tolist()],
           [f"layer {L - 1} (coarse), PC1", "layer 0 (fine), PC1", f"to photo {other}, t = 0..1"],
           f"material editing of {names[c]} in test photo {src}: moved along the first principal direction by -3..+3 "
@@ -211,7 +220,8 @@ save_grid(figure, out_dir / "layerwise_resampling.png",
 #   largest share (`editing.layer_factor_summary` gives the same per layer as plain data).
 #
 # Shown below: the locality table (one row per model), then the layer table (one row per latent
-# layer, with the generator blocks it feeds and its KL and mean |mu| from the diagnostic above).
+# layer, with the generator blocks it feeds, its KL and mean |mu| and its active units and classes visible
+# from the diagnostics above).
 # Both are written as CSV and Markdown under `OUT_DIR`, with the whole report as `editing_report.json`.
 
 # %%
@@ -227,23 +237,27 @@ locality = editing.locality_table(report).round(3)
 write_table(locality, out_dir, "edit_locality",
             f"Edit locality over every class of {n_eval} test photos: share of the pixel change of an object edit "
             "inside the object, within 2 px of it, and the object's share of the image.")
-layers = editing.layer_table(nets, report["clvae"], posteriors).round(3)
+layers = editing.layer_table(nets, report["clvae"], posteriors)
+layers = layers.join(diagnostics.table()[["active units", "units", "classes visible"]]).round(3)
 write_table(layers, out_dir, "layer_effects",
     "Each latent layer (0 = fine ... L-1 = coarse): the encoder layer it comes from, the generator blocks it feeds, "
     "what resampling one class's code at that layer alone changes in that class's region (colour shift in RGB "
     "[0, 1]; share of edits whose estimated colour mode / texture kind (on object-factor data: shading direction) "
     "changed, with its 95 % Wilson interval over the edits (lo, hi) and the edits where it was estimable (n), and "
     "the factor the layer moves most; |log2| change of high-frequency "
-    f"energy), and the layer's KL and mean |mu| over {len(test)} encoded test photos (near 0: collapsed).")
+    f"energy), and the layer's KL and mean |mu| over {len(test)} encoded test photos (near 0: collapsed), its active "
+    "units (of the measurable class-code dimensions, `units`) and the share of classes visible at its block size.")
 atomic_write_json(report, out_dir / "editing_report.json")
 display(locality)
 layers
 
 # %% [markdown]
 # ## The live editor
-# Pick a photo, a class (by name) and a latent layer; the sliders move that class's code along the
-# top three principal directions of its codes at that layer (in code units, the prior's standard
-# deviation; `slider_unit="pca"` uses the encoded codes' instead). *resample* draws
+# Pick a photo, a class (by name) and a latent layer (each labelled active or INACTIVE, with its KL and active
+# units from the diagnostics above, and the factor it moves most when the model's measured layer-factor table,
+# `<checkpoint>.layers.json`, lies beside it; selecting an inactive layer says so); the sliders move that
+# class's code along the top three principal directions of its codes at that layer (in code units, the prior's
+# standard deviation; `slider_unit="pca"` uses the encoded codes' instead). *resample* draws
 # a new code for the class at this layer (or all layers); *apply style* does style-guided synthesis from
 # the reference photo; *undo* steps back; *save PNG* writes mask | before | after under `OUT_DIR`.
 # Without a running kernel (e.g. in a saved or papermill-executed copy) the editor cannot respond, so
@@ -252,7 +266,7 @@ layers
 # %%
 torch.set_num_threads(THREADS)   # the editor's batch-1 edits from here on
 editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
-                index=src, seed=SEED, out_dir=out_dir / "editor")
+                index=src, seed=SEED, out_dir=out_dir / "editor", diagnostics=diagnostics, layer_factors=MODEL or None)
 editor.cls.value, editor.layer.value = edit_classes[0], 0
 display(editor.widget)
 
@@ -267,7 +281,7 @@ display(editor.widget)
 
 # %%
 probe = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
-               index=src, seed=SEED, out_dir=out_dir / "editor")
+               index=src, seed=SEED, out_dir=out_dir / "editor", diagnostics=diagnostics)
 probe.cls.value, probe.layer.value = edit_classes[0], 0
 for v in np.linspace(-2.5, 2.5, 30):
     probe.sliders[0].value = float(v)
