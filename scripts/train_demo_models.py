@@ -37,7 +37,16 @@ VARIANTS = ["clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "cl
 STEPS = {"clvae": 8000, "gaugan_vae": 8000, "gaugan_vae_lowkl": 8000, "groupdnet": 8000,
          "cimle": 7000}   # cIMLE: gaugan_vae's 8,000-step wall clock (its step 1.14x gaugan_vae's, measured live with
                           # pool refreshes, two runs at a time on the EPYC; bench_cimle_step.py, loaded: 1.30x)
-TRAINABLE = VARIANTS + ["groupdnet", "cimle"]   # --variants may also name the comparison systems not shipped yet
+# The layer-wise experiment (issue 22): clvae on SynthScenes with its object-scale factor, with the paper's objective
+# and with each option against latent-layer collapse (smis.options.TrainConfig; free bits in nats per image and layer)
+EXPERIMENTS = {"clvae_obj": ("clvae", ["--synth-object-factor"]),
+               "clvae_obj_freebits": ("clvae", ["--synth-object-factor", "--kl-free-bits", "1.0"]),
+               "clvae_obj_balance": ("clvae", ["--synth-object-factor", "--kl-balance", "always"]),
+               "clvae_obj_warmup": ("clvae", ["--synth-object-factor", "--kl-warmup-steps", "1000",
+                                              "--kl-balance", "warmup"])}
+for _name in EXPERIMENTS:
+    STEPS[_name] = 8000
+TRAINABLE = VARIANTS + ["groupdnet", "cimle"] + list(EXPERIMENTS)   # --variants may also name models not shipped yet
 CURVE_POINTS = {8000: 8, 7000: 7}                 # checkpoints per run (steps -> points); default 5
 
 
@@ -52,12 +61,13 @@ def schedule(variant: str, steps: int | None) -> tuple[int, int]:
 
 def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int, run_dir: Path, data_seed: int,
             seed: int, channels_last: bool, precision: str = "fp32") -> list[str]:
+    variant, flags = EXPERIMENTS.get(variant, (variant, []))      # a named experiment: a variant and its options
     return [sys.executable, "-m", "smis.train", "--variant", variant, "--preset", "synthscenes", "--steps", str(steps),
             "--batch-size", str(batch), "--data-length", "4000", "--data-seed", str(data_seed), "--seed", str(seed),
             "--run-dir", str(run_dir), "--threads", str(threads), "--ckpt-every", str(ckpt_every),
             "--keep-last", str(steps // ckpt_every + 1), "--image-every", str(ckpt_every), "--log-every", "25",
             "--no-progress"] + (["--channels-last"] if channels_last else []) + (
-            ["--precision", precision] if precision != "fp32" else [])
+            ["--precision", precision] if precision != "fp32" else []) + flags
 
 
 def cpu_model() -> str:
@@ -79,7 +89,10 @@ def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: lis
     provenance = {
         "command": "python " + " ".join(cmd[1:]).replace(str(ROOT) + "/", ""),
         "exported_by": "python scripts/train_demo_models.py " + " ".join(argv),
-        "variant": variant, "dataset": "synthscenes (generated on the fly)", "data_seed": a.data_seed, "seed": a.seed,
+        "variant": EXPERIMENTS.get(variant, (variant,))[0], "model": variant,
+        "options": EXPERIMENTS.get(variant, (variant, []))[1],
+        "dataset": "synthscenes (generated on the fly" + (", object-scale factor)" if "--synth-object-factor" in cmd
+                                                           else ")"), "data_seed": a.data_seed, "seed": a.seed,
         "steps": int(cfg["resolved"]["total_steps"]), "batch_size": a.batch_size,
         "wall_time_s": None if wall is None else round(wall, 1), "threads": a.threads, "concurrent_runs": a.jobs,
         "device": cfg["resolved"]["device_name"], "cpu": cpu_model(), "torch": str(torch.__version__),
