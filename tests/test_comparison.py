@@ -1,0 +1,137 @@
+"""smis.comparison on constructed inputs whose answers are known: the class co-change rate on drawn images,
+the class-count trend on diversities with a planted slope, the statements' verdicts and the table of every
+system against clvae."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smis import comparison as cmp
+from smis import tables
+from smis.data.synthetic import CLASSES, tint
+from smis.evaluate import PriorEval
+from smis.factors import factor_rows
+
+STRIPE_CLASSES = (0, 2, 4, 6)          # sky, water, disc, triangle: one 16-px column each, two colour modes each
+METRIC = "lpips_test"
+COLS = tables.Columns(METRIC, "fd_test")
+
+
+def stripes(modes, t=None) -> np.ndarray:
+    """A 64x64 uint8 image: class STRIPE_CLASSES[i] in colour mode modes[i], flat, under tint t (None: none)."""
+    im = np.zeros((64, 64, 3))
+    for i, c in enumerate(STRIPE_CLASSES):
+        im[:, 16 * i:16 * i + 16] = np.array(CLASSES[c].colour_modes[modes[i]]) * (1 if t is None else tint(t))
+    return (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
+
+
+def stripe_label() -> np.ndarray:
+    lab = np.zeros((64, 64), np.int64)
+    for i, c in enumerate(STRIPE_CLASSES):
+        lab[:, 16 * i:16 * i + 16] = c
+    return lab
+
+
+def factors_of(masks: dict[int, list[np.ndarray]]) -> pd.DataFrame:
+    """Factor rows (smis.factors.factor_rows) of the K images of each mask, with "index" and "sample" columns
+    as smis.evaluate.SampleFactors writes them."""
+    parts = []
+    for index, images in masks.items():
+        f = factor_rows(np.stack(images), np.stack([stripe_label()] * len(images)))
+        f.insert(0, "sample", f.pop("image"))
+        f.insert(0, "index", index)
+        parts.append(f)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_co_change_is_one_for_global_changes_and_zero_for_one_class_changes():
+    factors = factors_of({
+        0: [stripes([0, 0, 0, 0]), stripes([1, 1, 1, 1])],          # every class changes mode together
+        1: [stripes([0, 0, 0, 0]), stripes([1, 0, 0, 0])],          # one class changes alone
+        2: [stripes([0, 0, 0, 0], 0.0), stripes([0, 0, 0, 0], 1.0)],   # a global tint only: no mode changes
+        3: [stripes([0, 0, 0, 0]), stripes([1, 1, 0, 0]), stripes([1, 1, 0, 0])],
+    })
+    r = cmp.co_change_rates(factors)
+    assert r.loc[0, cmp.CO_CHANGE] == 1.0 and r.loc[0, "trigger pairs"] == 4 * 3
+    assert r.loc[1, cmp.CO_CHANGE] == 0.0 and r.loc[1, "trigger pairs"] == 3
+    assert np.isnan(r.loc[2, cmp.CO_CHANGE]) and r.loc[2, "trigger pairs"] == 0
+    # pairs (0,1), (0,2): 2 of 4 classes change -> 2 co-changes of 2 x 3 each; pair (1,2): nothing changes
+    assert r.loc[3, cmp.CO_CHANGE] == pytest.approx(4 / 12)
+
+
+def test_co_change_counts_only_classes_found_in_both_samples():
+    f = pd.DataFrame({"index": [5] * 5, "sample": [0, 0, 0, 1, 1], "class": [0, 1, 2, 0, 1],
+                      "colour_mode": [0, 0, 0, 1, 1]})
+    r = cmp.co_change_rates(f)                     # class 2 missing in sample 1: v = 2, n = 2 -> 2 / 2
+    assert r.loc[5, cmp.CO_CHANGE] == 1.0 and r.loc[5, "trigger pairs"] == 2
+
+
+def prior_eval(variant, diversity, top1=None, factors=None, fd=None, k=4, confusion=None) -> PriorEval:
+    idx = pd.Index(range(len(diversity)), name="index")
+    per = pd.DataFrame({COLS.diversity: diversity, COLS.top1: diversity if top1 is None else top1}, index=idx)
+    return PriorEval(variant, METRIC, k, per, factors=factors, fd=fd, fd_name="fd_test", confusion=confusion)
+
+
+def test_class_count_trend_recovers_a_planted_slope_relative_to_the_reference():
+    rng = np.random.default_rng(0)
+    n = pd.Series(rng.integers(2, 8, 300), index=pd.Index(range(300), name="index"))
+    ref = rng.uniform(0.2, 0.4, 300) * np.exp(-0.05 * n.to_numpy())       # the reference falls too
+    falls = ref * np.exp(-0.1 * n.to_numpy() + rng.normal(0, 0.05, 300))
+    bins, t = cmp.class_count_trend(prior_eval("groupdnet", falls), prior_eval("clvae", ref), n, replicates=500)
+    assert t["CI low"] < -0.1 < t["CI high"] < 0 and t["masks"] == 300 and t["classes"] == list(range(2, 8))
+    assert list(bins.index) == list(range(2, 8)) and bins["masks"].sum() == 300
+    assert (bins["difference"] < 0).all() and bins["difference"].is_monotonic_decreasing   # the gap widens
+    _, flat = cmp.class_count_trend(prior_eval("groupdnet", 0.5 * ref), prior_eval("clvae", ref), n, replicates=200)
+    assert flat["slope"] == pytest.approx(0, abs=1e-9)      # a uniform factor is no trend
+
+
+def test_statements_read_their_verdicts_from_the_intervals():
+    rng = np.random.default_rng(1)
+    M = 40
+    n = pd.Series(rng.integers(2, 8, M), index=pd.Index(range(M), name="index"))
+    base = rng.uniform(0.2, 0.4, M)
+    glob = factors_of({i: [stripes([0] * 4), stripes([1] * 4), stripes([0] * 4)] for i in range(M)})
+    local = factors_of({i: [stripes([0] * 4), stripes([1, 0, 0, 0]), stripes([0, 1, 0, 0])] for i in range(M)})
+    results = {"clvae": prior_eval("clvae", base, factors=local, k=3),
+               "cimle": prior_eval("cimle", base, factors=glob, k=3),
+               "groupdnet": prior_eval("groupdnet", base * np.exp(-0.2 * n.to_numpy()), k=3),
+               "gaugan_vae": prior_eval("gaugan_vae", base, top1=base, fd=10.0),
+               "gaugan_vae_lowkl": prior_eval("gaugan_vae_lowkl", base - 0.05 + rng.normal(0, 0.01, M),
+                                              top1=base + 0.1 + rng.normal(0, 0.01, M), fd=12.0)}
+    s = cmp.statements(results, n).set_index(["statement", "part"])
+    assert s.loc[(cmp.CIMLE_GLOBAL, "co-change above clvae's"), "verdict"] == cmp.HOLDS
+    # cimle: every change is global (1); clvae: pairs (0,1), (0,2) one class alone (0 of 3 each), pair (1,2) two of
+    # four classes (2 of 6): 2 / 12
+    assert s.loc[(cmp.CIMLE_GLOBAL, "co-change above clvae's"), "value"] == pytest.approx(1 - 2 / 12)
+    g = s.xs(cmp.GROUPDNET_CLASSES, level=0).iloc[0]
+    assert g["verdict"] == cmp.HOLDS and g["value"] == pytest.approx(-0.2)
+    low = s.xs(cmp.LOWKL_TRADE, level=0)
+    assert low.loc["more diverse", "verdict"].startswith(cmp.FAILS + " (the opposite")
+    assert low.loc["worse top-1 GT-similarity (higher)", "verdict"] == cmp.HOLDS
+    assert low.loc["worse FD (higher)", "value"] == 2.0 and np.isnan(low.loc["worse FD (higher)", "CI low"])
+    assert low.loc["all parts with an interval", "verdict"] == cmp.FAILS
+    text = cmp.findings(cmp.statements(results, n))
+    assert len(text) == 3 and all("**" in t for t in text) and "-0.200" in text[1]
+    # a system that was not evaluated: its statement is left out, not guessed
+    assert cmp.statements({"clvae": results["clvae"]}, n).empty
+
+
+def test_every_system_against_clvae_is_the_paired_comparison_of_each():
+    rng = np.random.default_rng(2)
+    conf = rng.integers(0, 50, (20, 3, 3)).astype(np.float64)
+    a = prior_eval("clvae", rng.uniform(0.2, 0.4, 20), fd=5.0, confusion=conf)
+    b = prior_eval("groupdnet", rng.uniform(0.1, 0.3, 20), fd=7.5, confusion=conf[::-1].copy())
+    c = prior_eval("gaugan", np.zeros(20), k=1, fd=9.0)
+    t = cmp.systems_vs_reference({"clvae": a, "groupdnet": b, "gaugan": c})
+    assert list(t.index.get_level_values("system").unique()) == ["groupdnet", "gaugan"]
+    p = tables.paired_comparison(b, a)
+    for score in (COLS.diversity, COLS.top1, tables.MIOU):
+        row = t.loc[("groupdnet", score)]
+        assert row["difference"] == pytest.approx(p.loc[score, "difference"])
+        assert row["CI low"] == pytest.approx(p.loc[score, "CI low"])
+        assert row["clvae"] == pytest.approx(p.loc[score, "clvae"])
+    assert t.loc[("groupdnet", COLS.fd), "difference"] == 2.5 and np.isnan(t.loc[("groupdnet", COLS.fd), "CI low"])
+    assert tables.MIOU not in t.loc["gaugan"].index                  # gaugan was scored without a segmenter
+    with pytest.raises(ValueError, match="no 'clvae' among"):
+        cmp.systems_vs_reference({"groupdnet": b})
