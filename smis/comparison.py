@@ -2,6 +2,7 @@
 
     table = systems_vs_reference(results)                 # every system minus clvae, per score, paired 95 % CIs
     score = class_independence(results)                   # per mask: how often other classes co-change colour mode
+    class_independence_table(results)                     # per system: its mean, interval, difference to clvae
     bins, trend = class_count_trend(results["groupdnet"], results["clvae"], classes_per_mask(test, indices))
     found = statements(results, n_classes)                # holds / does not hold, each with its interval
 
@@ -32,7 +33,7 @@ import pandas as pd
 
 from smis.evaluate import load_pairs
 from smis.networks.ops import label_presence
-from smis.stats import Z95, bootstrap_weights, paired_ci, percentile_interval
+from smis.stats import Z95, bootstrap_weights, mean_ci, paired_ci, percentile_interval
 from smis.tables import MIOU, Columns, paired_comparison
 
 if TYPE_CHECKING:                  # annotations only
@@ -119,6 +120,23 @@ def class_independence(results: Mapping[str, PriorEval],    # name -> evaluation
             continue
         out[name] = co_change_rates(r.factors)[CO_CHANGE]
     return pd.DataFrame(out).rename_axis("index")
+
+
+def class_independence_table(results: Mapping[str, PriorEval],    # name -> evaluation scored with factors
+                             reference: str = REFERENCE,           # the system the differences are taken to
+                             ) -> pd.DataFrame:
+    """Per system: mean class co-change rate over masks with its 95 % interval half-width, and the paired
+    difference to `reference` with its interval (masks where both have a rate). Index: system."""
+    rates = class_independence(results)
+    rows = {}
+    for name in rates.columns:
+        m, lo, hi = mean_ci(rates[name])
+        row = {CO_CHANGE: m, Columns.ci(CO_CHANGE): (hi - lo) / 2, "masks": int(rates[name].notna().sum())}
+        if reference in rates.columns and name != reference:
+            d, dlo, dhi = paired_ci(rates[name], rates[reference])
+            row.update({f"difference to {reference}": d, "CI low": dlo, "CI high": dhi})
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("system")
 
 
 # ---------------------------------------------------------------------------------------------
