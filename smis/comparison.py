@@ -280,8 +280,9 @@ def statements(results: Mapping[str, PriorEval],     # name -> evaluation (same 
             add(LOWKL_TRADE, "worse FD (higher)", f"{cols.fd}: lowkl - gaugan_vae", d, np.nan, np.nan, v, "")
             said.append(f"worse FD: {a.fd:.1f} vs {b.fd:.1f} ({d:+.1f}; pooled, no interval)")
         whole = HOLDS if verdicts and all(verdicts) else FAILS
+        title = LOWKL_TRADE.replace("*", "\\*")                    # Markdown: GauGAN-VAE's star is no emphasis
         add(LOWKL_TRADE, "all parts with an interval", "", np.nan, np.nan, np.nan, whole,
-            f"*{LOWKL_TRADE}* (gaugan_vae_lowkl minus gaugan_vae, paired): **{whole}**: " + "; ".join(said) + ".")
+            f"*{title}* (gaugan_vae_lowkl minus gaugan_vae, paired): **{whole}**: " + "; ".join(said) + ".")
     return pd.DataFrame(rows, columns=["statement", "part", "measure", "value", "CI low", "CI high", "verdict",
                                        "text"])
 

@@ -113,6 +113,7 @@ def test_statements_read_their_verdicts_from_the_intervals():
     assert low.loc["all parts with an interval", "verdict"] == cmp.FAILS
     text = cmp.findings(cmp.statements(results, n))
     assert len(text) == 3 and all("**" in t for t in text) and "-0.200" in text[1]
+    assert text[2].startswith("*GauGAN-VAE\\* is more diverse")       # Markdown: the star is not emphasis
     # a system that was not evaluated: its statement is left out, not guessed
     assert cmp.statements({"clvae": results["clvae"]}, n).empty
 
@@ -191,3 +192,38 @@ def test_notebook_04_smoke_with_every_system(tmp_path):
     assert w >= 128 * (2 + 5 * 2) and h >= 128 * 2                  # mask, real, 2 samples x 5 systems; 2 masks
     nb = (tmp_path / "run" / "smoke" / "04_diversity_rq2.ipynb").read_text()
     assert "cimle: skipped: cIMLE (variant 'cimle') cannot do style-guided synthesis" in nb
+
+
+def test_demo_results_renders_every_system_and_the_statements(tmp_path):
+    """scripts/demo_results.py reads the tables notebook 04 writes (as it writes them) and renders a row per
+    system against clvae and the statements' sentences; a run without them renders nothing extra."""
+    import importlib.util
+
+    from smis.utils import project_root
+
+    spec = importlib.util.spec_from_file_location("demo_results", project_root() / "scripts" / "demo_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(3)
+    M = 12
+    n = pd.Series(rng.integers(2, 6, M), index=pd.Index(range(M), name="index"))
+    f = factors_of({i: [stripes([0] * 4), stripes([1, 0, 0, 0]), stripes([1] * 4)] for i in range(M)})
+    results = {v: prior_eval(v, rng.uniform(0.1, 0.4, M), factors=f, k=3, fd=float(i))
+               for i, v in enumerate(("clvae", "gaugan_vae", "gaugan_vae_lowkl", "groupdnet", "cimle"))}
+    found = cmp.statements(results, n)
+    tables.write_table(cmp.systems_vs_reference(results), tmp_path, "systems_vs_clvae")
+    tables.write_table(found.set_index(["statement", "part"]), tmp_path, "statements")
+    tables.write_table(cmp.class_independence_table(results), tmp_path, "class_independence")
+    tables.write_table(cmp.class_count_trend(results["groupdnet"], results["clvae"], n)[0], tmp_path,
+                       "groupdnet_diversity_by_classes")
+    d = mod.collect_systems(tmp_path)
+    lines = mod.systems(d, COLS)
+    text = "\n".join(lines)
+    for v in ("gaugan_vae", "gaugan_vae_lowkl", "groupdnet", "cimle"):
+        assert sum(line.startswith(f"| {v} | ") for line in lines) == 1, v
+    fd_cell = f"{results['cimle'].fd - results['clvae'].fd:+.2f} (no interval)"
+    assert fd_cell in next(line for line in lines if line.startswith("| cimle | "))
+    for t in cmp.findings(found):
+        assert "- " + t in lines
+    assert f"clvae {cmp.class_independence_table(results).iloc[0, 0]:.3f}" in text
+    assert mod.systems(mod.collect_systems(tmp_path / "none"), COLS) == []

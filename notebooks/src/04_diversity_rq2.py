@@ -305,9 +305,9 @@ if FACTORS:
         display(bins)
     found = cmp.statements(results, n_classes, seed=SEED)
     if len(found):
-        tables.write_table(found.drop(columns="text").set_index(["statement", "part"]), out_dir, "statements",
+        tables.write_table(found.set_index(["statement", "part"]), out_dir, "statements",
                            "The paper's statements about the comparison systems, measured on this run: per part, the "
-                           "measure, its value and 95 % interval, and the verdict.")
+                           "measure, its value and 95 % interval, the verdict, and the sentence built from them.")
         display(Markdown("\n".join("- " + t for t in cmp.findings(found))))
 
 # %% [markdown]
