@@ -227,3 +227,42 @@ def test_demo_results_renders_every_system_and_the_statements(tmp_path):
         assert "- " + t in lines
     assert f"clvae {cmp.class_independence_table(results).iloc[0, 0]:.3f}" in text
     assert mod.systems(mod.collect_systems(tmp_path / "none"), COLS) == []
+
+
+def test_adding_systems_leaves_the_existing_rows_unchanged():
+    """A model's scores depend on its masks and per-mask seeds only (smis.evaluate.mask_seed), not on which
+    systems were evaluated before it nor on the global RNG: clvae alone and clvae after groupdnet and cimle give
+    the same numbers (same process, same batch sizes)."""
+    import torch
+    from torch import nn
+
+    from smis import evaluate as ev
+    from smis.config import get_preset
+    from smis.metrics import LPIPS
+    from smis.networks import build_networks
+
+    class Trunk(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Conv2d(3, 6, 3, 2, 1), nn.Conv2d(6, 8, 3, 2, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return [h, torch.relu(self.b(h))]
+
+    def tiny(v):
+        torch.manual_seed(0)
+        return build_networks(v, get_preset("synthscenes", **TINY), discriminator=False).eval()
+
+    data, indices = ev.test_set("synthscenes", "", "test", 64, 3)
+    metric = LPIPS(Trunk(), device="cpu", name="lpips_tiny")
+    options = ev.PriorOptions(k=3, masks_per_batch=2, chunk=8, factors=True)
+    alone = ev.evaluate_prior(tiny("clvae"), data, indices, metric, options, progress=False)
+    for v in ("groupdnet", "cimle"):
+        ev.evaluate_prior(tiny(v), data, indices, metric, options, progress=False)
+    torch.manual_seed(123)                                  # the global RNG moved on: no effect either
+    after = ev.evaluate_prior(tiny("clvae"), data, indices, metric, options, progress=False)
+    pd.testing.assert_frame_equal(alone.per_image, after.per_image)
+    pd.testing.assert_frame_equal(alone.factors, after.factors)
+    assert torch.equal(alone.examples, after.examples)
