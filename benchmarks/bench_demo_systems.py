@@ -65,8 +65,10 @@ def main(argv=None) -> int:
         rows[name] = row
         print(f"{name:<18} prior {wall:6.1f} s wall {cpu:6.1f} s CPU; style {row['style_wall_s']:6.1f} s wall "
               f"{row['style_cpu_s']:6.1f} s CPU", flush=True)
-    (_, w, c) = timed(lambda: (cmp.systems_vs_reference(results), cmp.class_independence_table(results),
-                               cmp.statements(results, cmp.classes_per_mask(study.dataset, study.indices))))
+    (_, w, c) = timed(lambda: (cmp.systems_vs_reference(results, fd_real=study.fd_real),
+                               cmp.class_independence_table(results),
+                               cmp.statements(results, cmp.classes_per_mask(study.dataset, study.indices),
+                                              fd_real=study.fd_real)))
     old = set(s.split(":", 1)[0] for s in DEMO_MODELS.split(","))
     added = {k: sum(r[k] for n, r in rows.items() if n not in old) for k in ("total_wall_s", "total_cpu_s")}
     added["statements_wall_s"], added["statements_cpu_s"] = w, c

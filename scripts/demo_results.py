@@ -54,8 +54,8 @@ def systems(d: dict, cols: Columns) -> list[str]:
     scores = [(cols.diversity, "diversity"), (cols.top1, "top-1 GT-similarity"), (cols.fd, "FD"),
               (MIOU, "mask mIoU"), (COLOUR_IN, "colour in class modes (points)"),
               (TEXTURE_IN, "texture in class set (points)")]
-    out = ["", f"**Every system minus {REFERENCE}** (paired over the same masks and seeds, 95 % interval; FD is "
-           "pooled over masks, a point difference):", "",
+    out = ["", f"**Every system minus {REFERENCE}** (paired over the same masks and seeds, 95 % interval; FD: "
+           "paired leave-one-mask-out jackknife):", "",
            "| system | " + " | ".join(name for _, name in scores) + " |", "|---" * (len(scores) + 1) + "|"]
     for system in v.index.get_level_values("system").unique():
         r = v.loc[system]

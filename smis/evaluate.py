@@ -209,11 +209,14 @@ class PerClassDiversity:
 
 class SampleFD:
     """Fréchet distance of the first sample of every mask to the real images' statistics `fd_real`.
-    result(): (fd, backbone name)."""
+    result(): (fd, backbone name); `features()`: the samples' (masks, D) features, in mask order."""
 
     def __init__(self, fd_real: FrechetDistance):
         self.real = fd_real
-        self.fd = FrechetDistance(fd_real.extractor, batch_size=fd_real.batch_size)
+        self.fd = FrechetDistance(fd_real.extractor, batch_size=fd_real.batch_size, keep=True)
+
+    def features(self) -> np.ndarray:
+        return self.fd.features
 
     def update(self, batch: Batch) -> None:
         self.fd.update(batch.samples[:, 0])
@@ -347,6 +350,7 @@ class PriorEval:
     examples: torch.Tensor | None = None    # (n, K, 3, H, W) samples of the first masks, CPU
     seconds: float = field(default=0.0)     # wall time of the evaluation
     confusion: np.ndarray | None = None     # (masks, C, C) segmenter confusion per mask, its K samples pooled
+    fd_features: np.ndarray | None = None   # (masks, D) FD features of each mask's first sample (paired bootstrap)
 
 
 @torch.no_grad()
@@ -373,7 +377,8 @@ def evaluate_prior(nets: Networks, dataset, indices: Sequence[int], metric: LPIP
     return PriorEval(nets.variant, metric.name, scores.k, scores.result(),
                      per_class.result() if per_class is not None else None,
                      factors.result() if factors is not None else None, fd_value, fd_name, examples.result(),
-                     time.perf_counter() - t0, fidelity.result() if fidelity is not None else None)
+                     time.perf_counter() - t0, fidelity.result() if fidelity is not None else None,
+                     fd.features() if fd is not None else None)
 
 
 @torch.no_grad()

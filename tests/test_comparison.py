@@ -266,3 +266,36 @@ def test_adding_systems_leaves_the_existing_rows_unchanged():
     pd.testing.assert_frame_equal(alone.per_image, after.per_image)
     pd.testing.assert_frame_equal(alone.factors, after.factors)
     assert torch.equal(alone.examples, after.examples)
+
+
+def test_paired_fd_interval_matches_the_fd_and_resolves_a_shift():
+    from smis.metrics import frechet_distance
+
+    rng = np.random.default_rng(4)
+    real = rng.normal(size=(200, 16))
+    stats = (real.mean(0), np.cov(real, rowvar=False))
+    a = rng.normal(size=(40, 16))
+    r = cmp.fd_paired_interval(a, a + 0.8, stats)                    # b: every feature shifted, FD much higher
+    assert r["a"] == pytest.approx(frechet_distance(a.mean(0), np.cov(a, rowvar=False), *stats), rel=1e-6)
+    assert r["b"] == pytest.approx(frechet_distance((a + 0.8).mean(0), np.cov(a, rowvar=False), *stats), rel=1e-6)
+    assert r["CI low"] <= r["difference"] <= r["CI high"] < 0 and r["masks"] == 40
+    same = cmp.fd_paired_interval(a, a.copy(), stats)
+    assert same["difference"] == 0 and same["CI low"] == pytest.approx(0, abs=1e-9)
+    noise = cmp.fd_paired_interval(a, rng.normal(size=(40, 16)), stats)        # two draws of one distribution
+    assert noise["CI low"] < 0 < noise["CI high"]
+    # resampling weights: an integer resample of the masks is the FD of the resampled features
+    idx = rng.integers(0, 40, 40)
+    w = np.bincount(idx, minlength=40)[None].astype(float)
+    assert cmp._fd_replicates(a, w, *stats)[0] == pytest.approx(
+        frechet_distance(a[idx].mean(0), np.cov(a[idx], rowvar=False), *stats), rel=1e-6)
+    with pytest.raises(ValueError, match="same >= 3 masks"):
+        cmp.fd_paired_interval(a, a[:10], stats)
+    # through the table and the statement: the FD row gets the interval when fd_real is given
+    e = {v: prior_eval(v, rng.uniform(0.2, 0.3, 40), fd=f) for v, f in (("clvae", r["a"]), ("gaugan_vae", r["a"]))}
+    e["gaugan_vae_lowkl"] = prior_eval("gaugan_vae_lowkl", rng.uniform(0.2, 0.3, 40), fd=r["b"])
+    e["clvae"].fd_features = e["gaugan_vae"].fd_features = a
+    e["gaugan_vae_lowkl"].fd_features = a + 0.8
+    row = cmp.systems_vs_reference(e, fd_real=stats).loc[("gaugan_vae_lowkl", COLS.fd)]
+    assert row["CI high"] == pytest.approx(-r["CI low"]) and row["difference"] == pytest.approx(-r["difference"])
+    s = cmp.statements(e, fd_real=stats).set_index("part")
+    assert s.loc["worse FD (higher)", "verdict"] == cmp.HOLDS

@@ -144,13 +144,13 @@ if "clvae" in results and BASELINE in results:
 # %% [markdown]
 # ### Every system against clvae
 # The same paired differences for each other system (system minus clvae): diversity, Top-1 GT-similarity,
-# the factor rates, mask mIoU (paired bootstrap) and FD (one pooled value per system: a point difference,
-# no interval).
+# the factor rates, mask mIoU (paired bootstrap over masks) and FD (one pooled value per system; its interval
+# from a paired leave-one-mask-out jackknife of the FD features).
 
 # %%
 versus = None
 if cmp.REFERENCE in results and len(results) > 1:
-    versus = cmp.systems_vs_reference(results, seed=SEED)
+    versus = cmp.systems_vs_reference(results, seed=SEED, fd_real=study.fd_real)
     tables.write_table(versus, out_dir, "systems_vs_clvae",
                        f"Every system minus clvae, paired over {len(indices)} masks (same seeds), K = {K}: difference "
                        "and 95 % interval (normal approximation over masks; paired bootstrap for mask mIoU; FD is "
@@ -303,7 +303,7 @@ if FACTORS:
                            f"{trend['slope']:+.3f} "
                            f"(95 % bootstrap CI [{trend['CI low']:.3f}, {trend['CI high']:.3f}]).")
         display(bins)
-    found = cmp.statements(results, n_classes, seed=SEED)
+    found = cmp.statements(results, n_classes, seed=SEED, fd_real=study.fd_real)
     if len(found):
         tables.write_table(found.set_index(["statement", "part"]), out_dir, "statements",
                            "The paper's statements about the comparison systems, measured on this run: per part, the "
