@@ -299,3 +299,26 @@ def test_paired_fd_interval_matches_the_fd_and_resolves_a_shift():
     assert row["CI high"] == pytest.approx(-r["CI low"]) and row["difference"] == pytest.approx(-r["difference"])
     s = cmp.statements(e, fd_real=stats).set_index("part")
     assert s.loc["worse FD (higher)", "verdict"] == cmp.HOLDS
+
+
+def test_generator_chunk_is_capped_for_memory_bound_families_on_the_cpu_only():
+    """GroupDNet and cIMLE generate 16 images a pass on a CPU (faster there), others keep the asked chunk (their
+    numbers unchanged); the codes never depend on it and the images only in the last float bits."""
+    import torch
+
+    from smis import evaluate as ev
+    from smis.config import get_preset
+    from smis.networks import build_networks
+    from smis.sampling import sample_prior
+
+    torch.manual_seed(0)
+    nets = {v: build_networks(v, get_preset("synthscenes", **TINY), discriminator=False).eval()
+            for v in ("clvae", "groupdnet", "cimle")}
+    assert [ev.generator_chunk(n, 64) for n in nets.values()] == [64, 16, 16]
+    assert ev.generator_chunk(nets["groupdnet"], 8) == 8
+    data, indices = ev.test_set("synthscenes", "", "test", 64, 2)
+    _, label = ev.load_pairs(data, indices)
+    for v in ("groupdnet", "cimle"):
+        a = sample_prior(nets[v], label, 20, [0, 1], 64)
+        b = sample_prior(nets[v], label, 20, [0, 1], 16)
+        assert (a - b).abs().max() < 2e-5                     # BATCH_NOISE of tests/test_evaluate.py
