@@ -3,13 +3,16 @@ whether every number of every table stayed the same (issue 26).
 
     python benchmarks/bench_demo.py --old e82ef9a --rounds 1            # runs both, interleaved (~20 min a round)
     python benchmarks/bench_demo.py --runs OLD_RUN NEW_RUN             # only compare two finished runs
+    python benchmarks/bench_demo.py --old 6a4c339 --only 04 --rounds 2 # notebook 04 alone (issue 21's new systems)
 
 `--old REV` extracts that commit (`git archive`) into a temporary folder and runs its demo there; the new
 code is this working tree. Rounds alternate old, new, old, new, ... so a change of the machine's load hits
 both. Each run writes under a temporary `--out`; the notebook times are the runs' `timings.json`. The
 tables: every CSV a notebook writes (`NN_topic/*.csv`), number by number, the largest relative difference
-per table (0 = identical). Timing tables (`editor_latency`) are listed but are measurements of speed, not
-results. Writes benchmarks/results/NAME (default demo_ab_cpu.json) with the machine (CPU model, load).
+per table (0 = identical); rows and columns only the new run has (more systems) are listed and the old ones
+compared, and so are tables only the new run has. Timing tables (`editor_latency`) are listed but are
+measurements of speed, not results. Writes benchmarks/results/NAME (default demo_ab_cpu.json) with the
+machine (CPU model, load).
 """
 from __future__ import annotations
 
@@ -57,6 +60,10 @@ def compare_tables(old: Path, new: Path) -> dict[str, dict]:
             out[key] = {"missing_in_new": True}
             continue
         ta, tb = pd.read_csv(a, index_col=0), pd.read_csv(b, index_col=0)
+        added = [str(i) for i in tb.index if i not in set(ta.index)] + [str(c) for c in tb.columns
+                                                                         if c not in set(ta.columns)]
+        if added and set(ta.index) <= set(tb.index) and set(ta.columns) <= set(tb.columns):
+            tb = tb.loc[ta.index, ta.columns]   # rows / columns the new run adds (more systems): the old ones compared
         same = ta.shape == tb.shape and list(ta.columns) == list(tb.columns) and list(ta.index) == list(tb.index)
         na = ta.select_dtypes("number").to_numpy(float) if same else np.zeros(0)
         nb = tb.select_dtypes("number").to_numpy(float) if same else np.zeros(0)
@@ -66,7 +73,10 @@ def compare_tables(old: Path, new: Path) -> dict[str, dict]:
         out[key] = {"same_shape": same, "text_cells_equal": bool(text_same),
                     "nan_pattern_equal": bool(same and np.array_equal(np.isnan(na), np.isnan(nb))),
                     "numbers": int(both.sum()), "max_rel_diff": float(rel.max()) if rel.size else 0.0,
-                    "timing_table": a.stem in TIMING_TABLES}
+                    "timing_table": a.stem in TIMING_TABLES, "added_in_new": added}
+    for b in sorted(new.glob("[0-9][0-9]_*/*.csv")):
+        if not (old / b.parent.name / b.name).exists():
+            out[f"{b.parent.name}/{b.stem}"] = {"new_table": True}
     return out
 
 
@@ -77,11 +87,12 @@ def main(argv=None) -> int:
     p.add_argument("--runs", nargs=2, metavar=("OLD_RUN", "NEW_RUN"),
                    help="compare two finished demo runs (their <out>/demo folders) instead of running")
     p.add_argument("--set", nargs="+", default=[], help="passed to both runs' --set (e.g. a smaller N_TEST)")
+    p.add_argument("--only", nargs="+", default=[], help="passed to both runs' --only (e.g. 04)")
     p.add_argument("--name", default="demo_ab_cpu.json", help="file under benchmarks/results/")
     a = p.parse_args(argv)
     if bool(a.old) == bool(a.runs):
         p.error("give --old REV (run both) or --runs OLD_RUN NEW_RUN (compare finished runs)")
-    extra = ["--set", *a.set] if a.set else []
+    extra = (["--set", *a.set] if a.set else []) + (["--only", *a.only] if a.only else [])
     command = " ".join(["python", "benchmarks/bench_demo.py", *(argv or sys.argv[1:])])
     result = {"benchmark": "demo A/B", "command": command, "machine": machine_info(torch.device("cpu")), "rounds": []}
     if a.runs:
@@ -120,11 +131,12 @@ def main(argv=None) -> int:
         print(f"{nb:<26}{s['old_s']:>9.1f}{s['new_s']:>9.1f}{s['speedup']:>9.2f}")
     print(f"\n{'table':<52}{'numbers':>8}{'max rel diff':>14}")
     for key, t in result["tables"].items():
-        if t.get("missing_in_new"):
-            print(f"{key:<52}{'missing in the new run':>22}")
+        if t.get("missing_in_new") or t.get("new_table"):
+            print(f"{key:<52}{'missing in the new run' if t.get('missing_in_new') else 'new table':>22}")
             continue
         flag = " (timing)" if t["timing_table"] else "" if t["same_shape"] and t["text_cells_equal"] else " SHAPE/TEXT"
-        print(f"{key:<52}{t['numbers']:>8}{t['max_rel_diff']:>14.2e}{flag}")
+        added = f" (+ {', '.join(t['added_in_new'])})" if t["added_in_new"] else ""
+        print(f"{key:<52}{t['numbers']:>8}{t['max_rel_diff']:>14.2e}{flag}{added}")
     write_json(result, a.name)
     return 0
 

@@ -17,7 +17,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from smis.capabilities import capabilities  # noqa: E402
+from smis.comparison import CO_CHANGE, REFERENCE  # noqa: E402
 from smis.curves import SCORES, plateau_table  # noqa: E402
+from smis.networks import VARIANTS  # noqa: E402
 from smis.tables import COLOUR_IN, COLOUR_MATCH, MIOU, MIOU_HIGH, MIOU_LOW, TEXTURE_IN, TEXTURE_MATCH, Columns  # noqa: E402
 START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
 
@@ -28,6 +31,62 @@ def _ci(row, col) -> str:
 
 def _miou(row) -> str:
     return f"{row[MIOU]:.3f} [{row[MIOU_LOW]:.3f}, {row[MIOU_HIGH]:.3f}]"
+
+
+def _no_rec(name: str) -> str:
+    """Why a Table 2 row has no reconstruction: the system cannot encode, or notebook 03 does not run it."""
+    return "no encoder" if name in VARIANTS and not capabilities(name)["reconstruction"] else "not in notebook 03"
+
+
+def _diff(r) -> str:
+    """A paired difference with its interval (a point value where there is none)."""
+    if pd.isna(r["CI low"]):
+        return f"{r['difference']:+.2f} (no interval)"
+    return f"{r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}]"
+
+
+def systems(d: dict, cols: Columns) -> list[str]:
+    """Every system against clvae and the paper's statements about the comparison systems (issue 21); nothing
+    for a run made before them."""
+    if "versus" not in d:
+        return []
+    v = pd.DataFrame(d["versus"]).set_index(["system", "score"])
+    scores = [(cols.diversity, "diversity"), (cols.top1, "top-1 GT-similarity"), (cols.fd, "FD"),
+              (MIOU, "mask mIoU"), (COLOUR_IN, "colour in class modes (points)"),
+              (TEXTURE_IN, "texture in class set (points)")]
+    out = ["", f"**Every system minus {REFERENCE}** (paired over the same masks and seeds, 95 % interval; FD: "
+           "paired leave-one-mask-out jackknife):", "",
+           "| system | " + " | ".join(name for _, name in scores) + " |", "|---" * (len(scores) + 1) + "|"]
+    for system in v.index.get_level_values("system").unique():
+        r = v.loc[system]
+        out.append(f"| {system} | " + " | ".join(_diff(r.loc[s]) if s in r.index else "-" for s, _ in scores) + " |")
+    if "class_independence" in d:
+        ci = pd.DataFrame(d["class_independence"]).set_index("system")
+        out += ["", "Class co-change rate (when one class changes colour mode between two samples of a mask, the "
+                "share of the other classes that change too; 1: global colour changes): " + "; ".join(
+                    f"{s} {r[CO_CHANGE]:.3f} ± {r[Columns.ci(CO_CHANGE)]:.3f}" for s, r in ci.iterrows()) + "."]
+    if "groupdnet_bins" in d:
+        b = pd.DataFrame(d["groupdnet_bins"]).set_index("classes in the mask")
+        out += ["", "Diversity by the number of classes in the mask, groupdnet vs clvae (masks): " + "; ".join(
+            f"{int(c)}: {r['groupdnet']:.3f} vs {r['clvae']:.3f} ({int(r['masks'])})" for c, r in b.iterrows()) + "."]
+    if "statements" in d:
+        st = pd.DataFrame(d["statements"])
+        out += ["", "The paper's statements about the comparison systems (this run):", ""]
+        out += ["- " + t for t in st["text"] if isinstance(t, str) and t]
+    return out
+
+
+def collect_systems(folder: Path) -> dict:
+    """Issue 21's tables of notebook 04 (`folder`): every system vs clvae, the statements, the class co-change
+    rates and GroupDNet's diversity by class count, as records; {} for a run made before them."""
+    out = {}
+    for key, stem, index in (("versus", "systems_vs_clvae", [0, 1]), ("statements", "statements", [0, 1]),
+                             ("class_independence", "class_independence", 0),
+                             ("groupdnet_bins", "groupdnet_diversity_by_classes", 0)):
+        path = folder / f"{stem}.csv"
+        if path.is_file():
+            out[key] = pd.read_csv(path, index_col=index).reset_index().to_dict("records")
+    return out
 
 
 def collect(run: Path) -> dict:
@@ -42,7 +101,7 @@ def collect(run: Path) -> dict:
     layers = pd.read_csv(run / "06_interactive_editing" / "layer_effects.csv", index_col=0)
     locality = pd.read_csv(run / "06_interactive_editing" / "edit_locality.csv", index_col=0)
     timings = json.loads((run / "timings.json").read_text())
-    return {"run": str(run), "timings_s": timings,
+    return {"run": str(run), "timings_s": timings, **collect_systems(run / "04_diversity_rq2"),
             "table1": t1.reset_index().to_dict("records"), "table2": t2.reset_index().to_dict("records"),
             "paired": paired.reset_index().to_dict("records"), "factors": factors.reset_index().to_dict("records"),
             "style": style.reset_index().to_dict("records"), "table5": t5.reset_index().to_dict("records"),
@@ -124,13 +183,14 @@ def render(d: dict, curves: dict | None) -> str:
         rec = t1.loc[v] if v in t1.index else None
         out.append(f"| {v} | {_ci(r, div)} | {_ci(r, top)} | {r[fd]:.1f} | {_miou(r)} | "
                    + (f"{f[COLOUR_IN]:.1f} % | {f[TEXTURE_IN]:.1f} % | " if f is not None else "- | - | ")
-                   + (f"{_ci(rec, gt)} | {_miou(rec)} |" if rec is not None else "- (no encoder) | - |"))
+                   + (f"{_ci(rec, gt)} | {_miou(rec)} |" if rec is not None else f"- ({_no_rec(v)}) | - |"))
     real = t2.loc[[i for i in t2.index if i.startswith("real")][0]]
     rf = factors.loc[[i for i in factors.index if i.startswith("real")][0]]
     out.append(f"| real test images | | | | {_miou(real)} | {rf[COLOUR_IN]:.1f} % | "
                f"{rf[TEXTURE_IN]:.1f} % | | |")
     p = pd.DataFrame(d["paired"]).set_index("score")
     out += ["", *claims(d, cols)]
+    out += systems(d, cols)
     out += ["", "Paired over the same masks and seeds, clvae minus gaugan_vae: " + "; ".join(
         f"{s} {r['difference']:+.3f} [{r['CI low']:.3f}, {r['CI high']:.3f}]" for s, r in p.iterrows()) + "."]
     st = pd.DataFrame(d["style"]).set_index("method")

@@ -439,15 +439,24 @@ class FrechetDistance:
     def __init__(self,
                  backbone: str | nn.Module = "auto",             # feature network
                  device: str | torch.device | None = None,     # None = CUDA when present
-                 batch_size: int = 50):                         # images per backbone pass
+                 batch_size: int = 50,                          # images per backbone pass
+                 keep: bool = False):                           # keep every image's features (`features`)
         self.extractor = frechet_extractor(backbone, device) if isinstance(backbone, str) else backbone
         self.name = getattr(self.extractor, "name", "fd_custom")
-        self.batch_size = batch_size
+        self.batch_size, self.keep = batch_size, keep
         self.reset()
 
     def reset(self) -> "FrechetDistance":
-        self.n, self.sum, self.outer = 0, None, None
+        self.n, self.sum, self.outer, self.kept = 0, None, None, []
         return self
+
+    @property
+    def features(self) -> np.ndarray:
+        """(N, D) float64 features of every image seen, in order (needs keep=True): a bootstrap over images
+        resamples them (`smis.comparison.fd_paired_interval`)."""
+        if not self.keep:
+            raise ValueError("this FrechetDistance was built with keep=False; build it with keep=True to read features")
+        return torch.cat(self.kept).numpy() if self.kept else np.zeros((0, 0))
 
     @property
     def device(self) -> torch.device:
@@ -463,6 +472,8 @@ class FrechetDistance:
                 self.sum = torch.zeros(f.shape[1], dtype=torch.float64, device=f.device)
                 self.outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64, device=f.device)
             self.n += f.shape[0]
+            if self.keep:
+                self.kept.append(f.cpu())
             self.sum += f.sum(dim=0)
             self.outer += f.T @ f
         return self

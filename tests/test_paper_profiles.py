@@ -218,7 +218,8 @@ def test_check_of_the_demo_profile_reads_the_shipped_models(capsys):
     text = capsys.readouterr().out
     assert "ok       model clvae: checkpoints/synthscenes_clvae.pt" in text
     assert "ok       model gaugan_vae: checkpoints/synthscenes_gaugan_vae.pt" in text
-    for v in ("gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5"):       # 05 loads, trains nothing
+    for v in ("gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5",       # 05 loads, trains nothing
+              "gaugan_vae_lowkl", "groupdnet", "cimle"):                              # 04: every system (issue 21)
         assert f"ok       model {v}: checkpoints/synthscenes_{v}.pt" in text, v
 
 

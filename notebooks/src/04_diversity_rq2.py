@@ -15,6 +15,11 @@
 #
 # Every mean comes with a 95 % interval over masks; the comparisons are paired (same masks, same seeds).
 #
+# The demo adds the paper's other systems (Tables 2 and 4): GauGAN-VAE* (`gaugan_vae_lowkl`, a weak KL),
+# GroupDNet (`groupdnet`, per-class codes by group convolutions) and cIMLE (`cimle`, a cascaded-refinement
+# network trained by conditional IMLE, no encoder). Each is compared with `clvae` on every score, and the
+# paper's statements about them are measured and stated as holding or not.
+#
 # Every variant sees the same masks and the same seeds. We also look at the per-image score
 # distributions (Fig. 10), at which classes vary (per-class diversity), and, on SynthScenes where
 # the true appearance factors are known, at whether samples stay inside each class's own colour and
@@ -48,6 +53,7 @@ BASELINE = "gaugan_vae"   # the variant clvae is compared with
 DEVICE = "auto"           # "auto", "cpu", "cuda"
 N_SHOW = 4                # masks in the sample figures
 N_SHOW_SAMPLES = 6        # samples per mask in the figures
+N_COMPARE_SAMPLES = 2     # samples per system and mask in the all-systems comparison figure
 OUT_DIR = "outputs/demo/04_diversity_rq2"  # figures and tables
 SMOKE = False             # tiny and fast (CI)
 
@@ -56,8 +62,10 @@ import numpy as np
 from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
+from smis import comparison as cmp
 from smis import evaluate as ev
 from smis import tables
+from smis.capabilities import UnsupportedEdit, require_edit
 from smis.factors import COLOUR_TOLERANCE, factor_rows
 from smis.metrics import plot_score_histograms
 from smis.study import STAND_IN_NOTE, load_study
@@ -65,7 +73,7 @@ from smis.utils import resolve
 from smis.viz import example_grid, save_figure, save_grid, to_uint8
 
 if SMOKE:
-    N_TEST, K, N_STYLE, N_SHOW, N_SHOW_SAMPLES, MASKS_PER_BATCH = 4, 3, 4, 2, 3, 2
+    N_TEST, K, N_STYLE, N_SHOW, N_SHOW_SAMPLES, MASKS_PER_BATCH, N_COMPARE_SAMPLES = 4, 3, 4, 2, 3, 2, 2
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 study = load_study(MODELS, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE, FD_BACKBONE, SEGMENTER,
@@ -134,6 +142,22 @@ if "clvae" in results and BASELINE in results:
     display(paired)
 
 # %% [markdown]
+# ### Every system against clvae
+# The same paired differences for each other system (system minus clvae): diversity, Top-1 GT-similarity,
+# the factor rates, mask mIoU (paired bootstrap over masks) and FD (one pooled value per system; its interval
+# from a paired leave-one-mask-out jackknife of the FD features).
+
+# %%
+versus = None
+if cmp.REFERENCE in results and len(results) > 1:
+    versus = cmp.systems_vs_reference(results, seed=SEED, fd_real=study.fd_real)
+    tables.write_table(versus, out_dir, "systems_vs_clvae",
+                       f"Every system minus clvae, paired over {len(indices)} masks (same seeds), K = {K}: difference "
+                       "and 95 % interval (normal approximation over masks; paired bootstrap for mask mIoU; FD is "
+                       "pooled over masks, so its difference has no interval).")
+    display(versus)
+
+# %% [markdown]
 # ## Figs. 7-9: one mask, many images
 # Each row: mask | ground truth | the first samples of that mask. Rows are the same masks and seeds for every variant.
 
@@ -145,6 +169,19 @@ for name, r in results.items():
     save_grid(figure, out_dir / f"fig7_samples_{name}.png", ["mask", "real"] + [f"sample {j + 1}" for j in range(n)],
               [f"test mask {i}" for i in indices[:N_SHOW]],
               f"{name} ({study.trained(name)}): {n} prior samples per mask, seeds shared by every variant")
+
+# %% [markdown]
+# ### Every system side by side
+# The same masks and the same seeds for every system: mask | real | the first samples of each system
+# (GauGAN draws one image per mask).
+
+# %%
+compared = {name: r.examples[:, :N_COMPARE_SAMPLES] for name, r in results.items() if r.examples is not None}
+figure = example_grid(label, image, list(compared.values()), test.info.palette)
+save_grid(figure, out_dir / "fig_all_systems.png",
+          ["mask", "real"] + [f"{name} {j + 1}" for name, x in compared.items() for j in range(x.shape[1])],
+          [f"test mask {i}" for i in indices[:N_SHOW]],
+          f"Every system on the same masks and seeds ({min(N_COMPARE_SAMPLES, K)} prior samples each)")
 
 # %% [markdown]
 # ## Fig. 10: per-image scores
@@ -223,7 +260,10 @@ if FACTORS:
     refs = list(np.roll(np.array(targets), 1))          # each mask's reference is another test image
     style_rows = {}
     for name, nets in models.items():
-        if nets.E is None:
+        try:
+            require_edit(nets, "style-guided synthesis")
+        except UnsupportedEdit as e:                  # no encoder (gaugan, cimle): skipped, with the reason
+            print(f"{name}: skipped: {e}")
             continue
         style_rows[f"{name}: guided"] = ev.evaluate_style(nets, test, targets, refs, SEED, True, BATCH)
         style_rows[f"{name}: prior (chance)"] = ev.evaluate_style(nets, test, targets, refs, SEED, False, BATCH)
@@ -233,6 +273,42 @@ if FACTORS:
                        "regions whose estimated colour mode / texture kind equals the reference's; prior rows use no "
                        "reference.")
     display(style)
+
+# %% [markdown]
+# ## The paper's statements about the other systems (SynthScenes)
+# Measured with the factor records and the per-mask scores above (`smis.comparison`; its docstring defines
+# each test):
+# - *cIMLE varies colour globally*: per mask, over pairs of its samples, when one class changes colour mode,
+#   how often another class changes too (the class co-change rate); cIMLE's above clvae's, paired interval.
+# - *GroupDNet suffers from a large number of classes*: diversity per number of classes in the mask, and the
+#   slope of log(diversity groupdnet / clvae) against that number with a bootstrap interval over masks.
+# - *GauGAN-VAE\* is more diverse but worse on top-1, FD and mask mIoU* than GauGAN-VAE: paired intervals.
+
+# %%
+found = None
+if FACTORS:
+    n_classes = cmp.classes_per_mask(test, indices)
+    co_change = cmp.class_independence_table(results)
+    tables.write_table(co_change, out_dir, "class_independence",
+                       f"Class co-change rate per system ({len(indices)} masks, K = {K}): over pairs of a mask's "
+                       "samples, when one class changes its estimated colour mode, the share of the other classes "
+                       "that change too (1: colour changes are global; 0: classes change alone); mean over masks "
+                       "with 95 % interval, and the paired difference to clvae.")
+    display(co_change)
+    if "groupdnet" in results and cmp.REFERENCE in results:
+        bins, trend = cmp.class_count_trend(results["groupdnet"], results[cmp.REFERENCE], n_classes, seed=SEED)
+        tables.write_table(bins, out_dir, "groupdnet_diversity_by_classes",
+                           f"Diversity ({metric.name}) of groupdnet and clvae per number of classes in the mask, 95 % "
+                           "intervals, paired difference; slope of log(diversity ratio) per class "
+                           f"{trend['slope']:+.3f} "
+                           f"(95 % bootstrap CI [{trend['CI low']:.3f}, {trend['CI high']:.3f}]).")
+        display(bins)
+    found = cmp.statements(results, n_classes, seed=SEED, fd_real=study.fd_real)
+    if len(found):
+        tables.write_table(found.set_index(["statement", "part"]), out_dir, "statements",
+                           "The paper's statements about the comparison systems, measured on this run: per part, the "
+                           "measure, its value and 95 % interval, the verdict, and the sentence built from them.")
+        display(Markdown("\n".join("- " + t for t in cmp.findings(found))))
 
 # %% [markdown]
 # ## What we learnt
@@ -267,6 +343,14 @@ if FACTORS:
     st = style[tables.COLOUR_MATCH]
     lines.append("- Style guidance, share of shared classes taking the reference's colour mode: "
                  + ", ".join(f"{k} {v:.1f} %" for k, v in st.items()) + ".")
+if found is not None:
+    lines += ["- " + t for t in cmp.findings(found)]
+if versus is not None:
+    others = [n for n in results if n != cmp.REFERENCE]
+    dv = versus.xs(cols.diversity, level="score")
+    lines.append("- Diversity minus clvae's (paired, 95 % CI): " + ", ".join(
+        f"{n} {dv.loc[n, 'difference']:+.3f} [{dv.loc[n, 'CI low']:.3f}, {dv.loc[n, 'CI high']:.3f}]" for n in others)
+        + ".")
 lines.append(f"- Scores are {metric.name} / {study.fd_real.name}"
              + (": EfficientNet-Lite0 stand-ins, comparable across variants here, never with the paper's LPIPS or FID."
                 if study.stand_ins else "."))
