@@ -254,8 +254,8 @@ layers
 # %% [markdown]
 # ## The live editor
 # Pick a photo, a class (by name) and a latent layer (each labelled active or INACTIVE, with its KL and active
-# units from the diagnostics above, and the factor it moves most when the model's measured layer-factor table,
-# `<checkpoint>.layers.json`, lies beside it; selecting an inactive layer says so); the sliders move that
+# units from the diagnostics above, and the factor it moves most in the layer table above; selecting an
+# inactive layer says so); the sliders move that
 # class's code along the top three principal directions of its codes at that layer (in code units, the prior's
 # standard deviation; `slider_unit="pca"` uses the encoded codes' instead). *resample* draws
 # a new code for the class at this layer (or all layers); *apply style* does style-guided synthesis from
@@ -266,7 +266,8 @@ layers
 # %%
 torch.set_num_threads(THREADS)   # the editor's batch-1 edits from here on
 editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
-                index=src, seed=SEED, out_dir=out_dir / "editor", diagnostics=diagnostics, layer_factors=MODEL or None)
+                index=src, seed=SEED, out_dir=out_dir / "editor", diagnostics=diagnostics,
+                layer_factors=editing.layer_factor_summary(layers))   # the layer table measured above
 editor.cls.value, editor.layer.value = edit_classes[0], 0
 display(editor.widget)
 
