@@ -16,7 +16,7 @@ from typing import Mapping
 import pandas as pd
 import torch
 
-from smis.evaluate import object_factor_of, real_frechet, real_mask_fidelity, test_set
+from smis.evaluate import evaluation_layout, object_factor_of, real_frechet, real_mask_fidelity, test_set
 from smis.metrics import LPIPS, FrechetDistance
 from smis.models import load_networks, load_segmenter_for, parse_models, trained
 from smis.networks import Networks
@@ -122,7 +122,7 @@ def load_study(models: str | Mapping[str, str],   # "NAME:source,..." (smis.mode
     if not sources:
         raise ValueError(f"no models in {models!r}. Fix: pass NAME:SOURCE entries, e.g. "
                          "clvae:checkpoints/synthscenes_clvae.pt")
-    nets = {name: load_networks(src, device) for name, src in sources.items()}
+    nets = {name: evaluation_layout(load_networks(src, device)) for name, src in sources.items()}
     sizes = {tuple(n.preset.image_size) for n in nets.values()}
     if len(sizes) != 1:
         raise ValueError(f"the models were trained at different sizes {sorted(sizes)}; compare models of one dataset "

@@ -322,3 +322,27 @@ def test_generator_chunk_is_capped_for_memory_bound_families_on_the_cpu_only():
         a = sample_prior(nets[v], label, 20, [0, 1], 64)
         b = sample_prior(nets[v], label, 20, [0, 1], 16)
         assert (a - b).abs().max() < 2e-5                     # BATCH_NOISE of tests/test_evaluate.py
+
+
+def test_evaluation_layout_puts_only_the_listed_families_in_channels_last_and_keeps_their_images():
+    """GroupDNet's and cIMLE's generators evaluate in channels_last on a CPU (faster there); clvae stays NCHW (its
+    numbers unchanged); the images move only in the last float bits."""
+    import torch
+
+    from smis import evaluate as ev
+    from smis.config import get_preset
+    from smis.networks import build_networks
+    from smis.sampling import sample_prior
+
+    data, indices = ev.test_set("synthscenes", "", "test", 64, 2)
+    _, label = ev.load_pairs(data, indices)
+    for v in ("clvae", "groupdnet", "cimle"):
+        torch.manual_seed(0)
+        nets = build_networks(v, get_preset("synthscenes", **TINY), discriminator=False).eval()
+        before = sample_prior(nets, label, 4, [0, 1], 8)
+        assert ev.evaluation_layout(nets) is nets
+        weights = [p for p in nets.G.parameters() if p.dim() == 4]
+        last = [w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights]
+        assert weights and (any(last) if v != "clvae" else not any(last)), v
+        after = sample_prior(nets, label, 4, [0, 1], 8)
+        assert (after - before).abs().max() < 2e-5, v
