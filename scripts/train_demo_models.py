@@ -5,7 +5,8 @@
 
 Defaults (issue 14, CPU): 64x64, batch 8, one data set and seed for all; clvae and gaugan_vae 8,000 steps,
 and so the comparison systems gaugan_vae_lowkl (GauGAN-VAE*) and groupdnet (issue 21); cIMLE (`--variants
-cimle`) 7,000, the same wall clock; every other variant 3,000 (`STEPS`).
+cimle`) 7,000, the same wall clock; every other variant 3,000 (`STEPS`). `EXPERIMENTS` names the layer-wise
+experiment's runs (issue 22: clvae on the object-scale factor data, each option against latent collapse).
 Each run checkpoints at `CURVE_POINTS` evenly spaced steps and keeps them all, so `scripts/eval_curves.py`
 can show whether diversity, FD, colour rate and mask fidelity flattened.
 
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from smis.checkpoint import export_model  # noqa: E402
 from smis.utils import safe_load  # noqa: E402
 
-VARIANTS = ["clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5", "gaugan_vae_lowkl"]
+VARIANTS = ["clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5", "gaugan_vae_lowkl",
+            "groupdnet", "cimle"]
 # the models the demo's claims rest on, and the comparison systems trained on their budget; others: --steps
 STEPS = {"clvae": 8000, "gaugan_vae": 8000, "gaugan_vae_lowkl": 8000, "groupdnet": 8000,
          "cimle": 7000}   # cIMLE: gaugan_vae's 8,000-step wall clock (its step 1.14x gaugan_vae's, measured live with
@@ -46,7 +48,7 @@ EXPERIMENTS = {"clvae_obj": ("clvae", ["--synth-object-factor"]),
                                               "--kl-balance", "warmup"])}
 for _name in EXPERIMENTS:
     STEPS[_name] = 8000
-TRAINABLE = VARIANTS + ["groupdnet", "cimle"] + list(EXPERIMENTS)   # --variants may also name models not shipped yet
+TRAINABLE = VARIANTS + list(EXPERIMENTS)         # --variants may also name the experiment's runs (not shipped)
 CURVE_POINTS = {8000: 8, 7000: 7}                 # checkpoints per run (steps -> points); default 5
 
 

@@ -16,7 +16,8 @@ from smis.utils import project_root
 from smis.viz import to_uint8
 
 CKPT = project_root() / "checkpoints"
-VARIANTS = ("clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5", "gaugan_vae_lowkl")
+VARIANTS = ("clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5", "gaugan_vae_lowkl",
+            "groupdnet", "cimle")
 LATENT = [v for v in VARIANTS if v != "gaugan"]
 
 
@@ -66,6 +67,9 @@ def test_shipped_models_share_data_schedule_and_seed_and_match_the_script_defaul
         assert len(m["curve_checkpoints"]) >= 5 and m["curve_checkpoints"][-1] == m["steps"]
     assert metas["clvae"]["steps"] >= 8000 and metas["gaugan_vae"]["steps"] >= 8000
     assert metas["gaugan_vae_lowkl"]["steps"] == metas["gaugan_vae"]["steps"]     # GauGAN-VAE*: the same budget
+    assert metas["groupdnet"]["steps"] == metas["gaugan_vae"]["steps"]            # GroupDNet: the same budget
+    # cIMLE: gaugan_vae's wall clock (its step costs differently), within the spread of loaded two-at-a-time runs
+    assert 0.8 < metas["cimle"]["wall_time_s"] / metas["gaugan_vae"]["wall_time_s"] < 1.25
     assert min(m["steps"] for m in metas.values()) >= 3000
 
 
