@@ -1,0 +1,82 @@
+"""The layer-wise experiment's table (issue 22, item 4): for each model, per latent layer its KL, active units,
+classes visible, and the share of single-class, single-layer code resamplings that change the colour mode, the
+texture kind and (object-factor data) the shading direction, each with its 95 % Wilson interval.
+
+    python scripts/layer_experiment.py NAME:MODEL ... --out docs/layer_experiment.json
+    python scripts/layer_experiment.py paper:outputs/pilot22/synthscenes_clvae_obj.pt \\
+        freebits:outputs/pilot22/synthscenes_clvae_obj_freebits.pt --photos 48
+
+Each model is measured on the SynthScenes test photos of the data it trained on (its TrainConfig's object-scale
+factor), the same photos and edit seed for every model. Writes one JSON (the command, the machine, per model its
+provenance and its layer table as records) and prints the tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smis import editing  # noqa: E402
+from smis import evaluate as ev  # noqa: E402
+from smis.checkpoint import load_model  # noqa: E402
+from smis.diagnostics import layer_diagnostics  # noqa: E402
+from smis.utils import atomic_write_json, device_name, resolve  # noqa: E402
+
+
+def measure(nets, photos: int, seed: int) -> tuple[pd.DataFrame, dict]:
+    """(layer table with diagnostics, provenance) of one model on the first `photos` test photos of its data."""
+    object_factor = ev.object_factor_of(nets)
+    test, _ = ev.test_set("synthscenes", "", "test", nets.preset.image_size, photos, 0, object_factor)
+    images, labels, codes = editing.encode_dataset(nets, test, n=photos)
+    report = editing.editing_report(nets, labels, codes, torch.Generator().manual_seed(seed),
+                                    object_factor=object_factor)
+    diag = layer_diagnostics(nets, images, labels)
+    table = editing.layer_table(nets, report)
+    table = table.join(diag.table()[["KL", "active units", "units", "classes visible"]])
+    return table, {"object_factor": bool(object_factor), "photos": photos, "edits": report["cases"],
+                   "inactive_layers": [int(x) for x in diag.inactive]}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="NAME:MODEL (an exported model or a training checkpoint)")
+    p.add_argument("--photos", type=int, default=64, help="SynthScenes test photos per model")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampled codes")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="docs/layer_experiment.json")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    pairs = [m.split(":", 1) for m in a.models]
+    if any(len(x) != 2 or not x[0] for x in pairs):
+        raise SystemExit(f"models must be NAME:MODEL, got {a.models}. Fix: e.g. paper:outputs/pilot22/"
+                         "synthscenes_clvae_obj.pt")
+    out, t0 = {}, time.time()
+    for name, path in pairs:
+        nets = load_model(resolve(path))
+        table, info = measure(nets, a.photos, a.seed)
+        meta = nets.meta.get("provenance") or {}
+        out[name] = {"model": path, "step": nets.meta.get("step"), "options": meta.get("options"), **info,
+                     "layers": json.loads(table.reset_index().to_json(orient="records"))}
+        with pd.option_context("display.width", 200, "display.max_columns", 40):
+            print(f"\n== {name} ({path}, step {nets.meta.get('step')}; inactive layers {info['inactive_layers']})")
+            print(table.round(3).to_string())
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "") if Path("/proc/cpuinfo").exists() else ""
+    atomic_write_json({"command": "python scripts/layer_experiment.py " + " ".join(argv),
+                       "device": device_name(torch.device("cpu")), "cpu": cpu, "torch": str(torch.__version__),
+                       "seconds": round(time.time() - t0, 1), "models": out}, resolve(a.out))
+    print(f"\nwrote {resolve(a.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
