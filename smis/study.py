@@ -122,11 +122,13 @@ def load_study(models: str | Mapping[str, str],   # "NAME:source,..." (smis.mode
     if not sources:
         raise ValueError(f"no models in {models!r}. Fix: pass NAME:SOURCE entries, e.g. "
                          "clvae:checkpoints/synthscenes_clvae.pt")
-    nets = {name: evaluation_layout(load_networks(src, device)) for name, src in sources.items()}
+    nets = {name: load_networks(src, device) for name, src in sources.items()}
     sizes = {tuple(n.preset.image_size) for n in nets.values()}
     if len(sizes) != 1:
         raise ValueError(f"the models were trained at different sizes {sorted(sizes)}; compare models of one dataset "
                          "and preset")
+    for n in nets.values():                                   # faster generators for evaluation (evaluate.py)
+        evaluation_layout(n)
     test, indices = test_set(dataset, data_root, split, sizes.pop(), n_test, data_seed,
                              object_factor=object_factor_of(nets.values()))
     metric = LPIPS(lpips, device=device)
