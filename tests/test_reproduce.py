@@ -425,7 +425,10 @@ def test_interrupt_leaves_no_half_written_notebook(tmp_path, sig):
     out = tmp_path / "out" / "p"
     proc = subprocess.Popen([sys.executable, "-c", drive, "--profile", "p", "--out", str(tmp_path / "out")],
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            # a run started in the background by a shell (`cmd &`, as CI may be) inherits SIGINT
+                            # ignored; a terminal's Ctrl-C reaches a foreground run with it at its default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (out / "98_slow" / "pid").exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
