@@ -338,3 +338,55 @@ def test_perceptual_loss_folded_equals_unfolded_and_follows_weight_changes(caplo
         mp.setattr(backbones, "FOLD_CHECK_RTOL", -1.0)
         loss_and_grad(fast)
     assert fast._folded.net is net and "running it unfolded" in caplog.text
+
+
+# --- In-place modulation at inference (ops.modulate, ops.leaky_relu_) -------------------------------------
+
+@pytest.mark.parametrize("gamma_layout", ["same", "channels_last_view"])
+@pytest.mark.parametrize("x_layout", [torch.contiguous_format, torch.channels_last])
+def test_modulate_in_place_gives_the_out_of_place_floats_and_layout(gamma_layout, x_layout):
+    from smis.networks.ops import modulate
+    B, ch, h, w = 2, 5, 6, 7
+    x = torch.randn(B, ch, h, w).contiguous(memory_format=x_layout)
+    if gamma_layout == "same":
+        g, b = torch.randn_like(x), torch.randn_like(x)
+    else:                                                   # what gather_bags returns: channels_last views
+        g, b = (torch.randn(B, h, w, ch).permute(0, 3, 1, 2) for _ in range(2))
+    want = x * (1 + g) + b                                  # SPADE's Eq. 1 as autograd computes it
+    g_before = g.clone()
+    with torch.no_grad():
+        got = modulate(x, g, b)
+    assert torch.equal(got, want) and got.stride() == want.stride()
+    if gamma_layout == "same":                              # its own buffer, reused: no new feature map
+        assert got.data_ptr() == g.data_ptr()
+    else:                                                   # a view is never overwritten
+        assert torch.equal(g, g_before)
+
+
+def test_modulate_and_leaky_relu_stay_out_of_place_under_autograd():
+    from smis.networks.ops import leaky_relu_, modulate
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    g = torch.randn(2, 3, 4, 5, requires_grad=True)
+    b = torch.randn(2, 3, 4, 5, requires_grad=True)
+    y = leaky_relu_(modulate(x, g * 1, b * 1))              # g * 1: a fresh non-leaf, as a conv output is
+    y.square().sum().backward()
+    ref = [t.detach().clone().requires_grad_() for t in (x, g, b)]
+    F.leaky_relu(ref[0] * (1 + ref[1]) + ref[2], 0.2).square().sum().backward()
+    for t, r in zip((x, g, b), ref):
+        assert torch.equal(t.grad, r.grad)
+
+
+@pytest.mark.parametrize("variant", ["clvae", "gaugan_vae", "groupdnet", "cimle"])
+def test_generators_give_the_same_floats_with_and_without_autograd(variant):
+    """The in-place inference path (no_grad) is the training path's function, bit for bit, in every family."""
+    from smis.evaluate import evaluation_layout
+    from smis.sampling import prior_latents
+    nets = build_networks(variant, get_preset("synthscenes"))
+    nets.G.eval()
+    evaluation_layout(nets)                                 # groupdnet / cimle: channels_last on a CPU
+    label = blob_label(2, 64, 64, nets.spec.num_classes, cell=8)
+    z = prior_latents(nets, label, 1, [1, 2])
+    with torch.no_grad():
+        fast = nets.G(label, z)
+    slow = nets.G(label, z)                                  # grad enabled: every op out of place
+    assert slow.requires_grad and torch.equal(fast, slow.detach())

@@ -135,7 +135,7 @@ def _conv_ln(cin: int, cout: int) -> nn.Sequential:
     """conv3x3 (no bias) -> layer norm over (C, H, W) with per-channel affine -> lrelu 0.2 (TF-slim's conv2d
     with normalizer_fn=layer_norm)."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(1, cout, eps=1e-12),
-                         nn.LeakyReLU(0.2))
+                         nn.LeakyReLU(0.2, inplace=True))    # in place: GroupNorm's backward needs no output
 
 
 class CRNGenerator(nn.Module):

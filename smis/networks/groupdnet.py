@@ -42,7 +42,7 @@ from torch import nn
 
 from smis.config import UPSAMPLING, Preset
 from smis.networks.latents import Latents, LatentSpec, check_label
-from smis.networks.ops import check_labels, label_presence, one_hot, spectral_norm
+from smis.networks.ops import check_labels, label_presence, leaky_relu_, modulate, one_hot, spectral_norm
 from smis.networks.spade import param_free_norm
 
 STRUCTURES = ("deepfashion", "cityscapes", "ade20k")
@@ -177,7 +177,7 @@ class GroupSPADE(nn.Module):
         normalized = self.param_free_norm(x)
         seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")     # (B, cin, h, w)
         actv = self.mlp_shared(seg)                                     # (B, hidden, h, w)
-        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+        return modulate(normalized, self.mlp_gamma(actv), self.mlp_beta(actv))
 
 
 class GroupResBlock(nn.Module):
@@ -209,8 +209,8 @@ class GroupResBlock(nn.Module):
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         # x (B, fin, h, w) -> (B, fout, h, w)
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        dx = self.conv_0(leaky_relu_(self.norm_0(x, seg)))
+        dx = self.conv_1(leaky_relu_(self.norm_1(dx, seg)))
         return x_s + dx
 
 

@@ -352,6 +352,36 @@ def piecewise_conv3x3(weight: torch.Tensor,        # (O, Cin, 3, 3) conv weight 
     return gather_bags(rows, cond.plan(), B, h, w)                      # (B, O, h, w)
 
 
+def inference(*tensors: torch.Tensor) -> bool:
+    """True when no gradient is recorded through `tensors`: an op may then overwrite a fresh intermediate."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def modulate(normalized: torch.Tensor,          # (B, ch, h, w) parameter-free normalised features
+             gamma: torch.Tensor,               # (B, ch, h, w) scale map
+             beta: torch.Tensor,                # (B, ch, h, w) shift map
+             ) -> torch.Tensor:
+    """SPADE's normalized * (1 + gamma) + beta (Park et al. 2019, Eq. 1) -> (B, ch, h, w).
+
+    At inference it is computed in one buffer instead of three, in the layout the out-of-place expression gives
+    (its first operand's, `normalized`, dense and with unambiguous strides: no size-1 dimension) and with the same
+    floats (x * (1 + g) is (1 + g) * x exactly): the generators are memory-bound here on a CPU, and gamma / beta
+    may be channels_last views of gathers while x is NCHW. Otherwise out of place, as autograd needs.
+    """
+    if (inference(normalized, gamma, beta) and 1 not in normalized.shape
+            and gamma.shape == normalized.shape == beta.shape
+            and (normalized.is_contiguous() or normalized.is_contiguous(memory_format=torch.channels_last))):
+        out = gamma.add_(1) if gamma._base is None and gamma.stride() == normalized.stride() else \
+            torch.add(gamma, 1, out=torch.empty_like(normalized))
+        return out.mul_(normalized).add_(beta)
+    return normalized * (1 + gamma) + beta
+
+
+def leaky_relu_(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
+    """leaky_relu of a fresh intermediate `x`, in place at inference (the same floats), out of place otherwise."""
+    return F.leaky_relu(x, slope, inplace=inference(x) and x._base is None)
+
+
 def spectral_norm(module: nn.Module) -> nn.Module:
     """PyTorch's standard spectral norm (state keys weight_orig, weight_u, weight_v)."""
     return nn.utils.spectral_norm(module)

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smis.networks.ops import PiecewiseMap, bag_sum, gather_bags, spectral_norm, tap_table
+from smis.networks.ops import (PiecewiseMap, bag_sum, gather_bags, leaky_relu_, modulate, spectral_norm,
+                              tap_table)
 
 NORMS = ("syncbatch", "batch", "instance")
 GATHER_MIN_MACS = 1e9        # piecewise maps by gathers when the dense mlp convs would cost this many MACs or more
@@ -66,7 +67,7 @@ class SPADE(nn.Module):
                 cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
             actv = self.mlp_shared(cond)                               # (B, hidden, h, w)
             gamma, beta = self.mlp_gamma(actv), self.mlp_beta(actv)
-        return normalized * (1 + gamma) + beta
+        return modulate(normalized, gamma, beta)
 
     def dense_macs(self, x: torch.Tensor) -> float:
         """Multiply-adds of mlp_shared + mlp_gamma + mlp_beta as convolutions at x's size."""
@@ -123,6 +124,6 @@ class SPADEResBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         # x (B, fin, h, w) -> (B, fout, h, w)
         x_s = self.conv_s(self.norm_s(x, cond)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, cond), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, cond), 0.2))
+        dx = self.conv_0(leaky_relu_(self.norm_0(x, cond)))
+        dx = self.conv_1(leaky_relu_(self.norm_1(dx, cond)))
         return x_s + dx
