@@ -770,6 +770,48 @@ def layer_factor_summary(table: pd.DataFrame,   # layer_table(...) (rounded or n
     return out
 
 
+APPEARANCE = ("colour mode", "shading")          # global / object-scale appearance: what the paper's coarse codes move
+DETAIL = ("texture kind",)                        # texture and edges: what its fine codes move
+
+
+def layer_split(table: pd.DataFrame,              # layer_table(...) or its JSON records as a DataFrame
+                ) -> dict:
+    """Whether the paper's layer-wise split (Sec. 4.4.3, Fig. 15) appears in a measured layer table: codes fed
+    to the coarse generator blocks move an object's appearance (colour mode or, on object-factor data, its
+    shading), codes fed to the fine blocks move its texture. Coarse layers: the upper half (l >= L / 2, the
+    first generator blocks); fine: layer 0. Each part holds only where the 95 % Wilson intervals separate: some
+    coarse layer changes an appearance factor more often than texture (the low end of the one above the high
+    end of the other), and layer 0 changes texture more often than every appearance factor.
+    Returns {"appears", "coarse_moves_appearance", "fine_moves_texture", "coarse_layers", "sentence"}."""
+    t = table.set_index("layer") if "layer" in table.columns else table
+    L = len(t)
+    coarse = [int(l) for l in t.index if int(l) >= L / 2]
+    have = lambda fs: [f for f in fs if f"{f} changed lo" in t.columns]
+    app, det = have(APPEARANCE), have(DETAIL)
+    if not app or not det:
+        raise ValueError("layer_split needs the factor-change intervals of a layer_table (colour mode, texture kind)")
+    lo = lambda l, f: float(t.loc[l, f"{f} changed lo"])
+    hi = lambda l, f: float(t.loc[l, f"{f} changed hi"])
+    share = lambda l, f: float(t.loc[l, f"{f} changed"])
+    coarse_ok = any(lo(l, a) > max(hi(l, d) for d in det) for l in coarse for a in app)
+    fine = t.index[0]
+    fine_ok = all(lo(fine, d) > hi(fine, a) for d in det for a in app)
+    top = lambda l: max(app + det, key=lambda f: share(l, f))
+    best = max(coarse, key=lambda l: max(share(l, f) for f in app + det))
+    sentence = (("The paper's split appears: " if coarse_ok and fine_ok else "The paper's split does not appear: ")
+                + f"the coarse layers ({', '.join(map(str, coarse))}) change "
+                + ("an object's appearance more often than its texture" if coarse_ok else "no appearance factor more "
+                   "often than texture")
+                + (f" (at most {100 * share(best, top(best)):.0f} % of edits, {top(best)}, layer {best})"
+                   if share(best, top(best)) > 0 else " (none of their edits changes a measured factor)")
+                + "; layer 0 "
+                + ("changes texture more often than appearance" if fine_ok else
+                   f"changes {top(fine)} most ({100 * share(fine, top(fine)):.0f} %), texture in "
+                   f"{100 * share(fine, det[0]):.0f} %") + ".")
+    return {"appears": bool(coarse_ok and fine_ok), "coarse_moves_appearance": bool(coarse_ok),
+            "fine_moves_texture": bool(fine_ok), "coarse_layers": coarse, "sentence": sentence}
+
+
 def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"
                      threshold: float = COLLAPSE_KL,
                      ) -> list[int]:

@@ -446,3 +446,49 @@ def test_editing_report_generates_each_unedited_photo_once_with_the_same_numbers
             np.testing.assert_array_equal(row[k], np.nanmean(eff[k][m]))
     with pytest.raises(ValueError, match="one unedited image"):
         editing.edit_locality(nets, label[:2], lat[:2], torch.tensor([0, 1]), before=torch.zeros(3, 3, 64, 64))
+
+
+def _layer_rows(shares):
+    """A layer table's records from {layer: (colour, texture, shading)} shares of 200 edits each, with the
+    Wilson intervals the editing report gives them."""
+    rows = []
+    for l, vals in shares.items():
+        row = {"layer": l}
+        for f, v in zip(("colour mode", "texture kind", "shading"), vals):
+            lo, hi = editing.wilson_interval(np.array([round(200 * v)]), np.array([200]))
+            row.update({f"{f} changed": v, f"{f} changed lo": float(lo[0]), f"{f} changed hi": float(hi[0])})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_layer_split_needs_separated_intervals_at_both_ends():
+    from smis.editing import layer_split
+    paper_like = {0: (0.05, 0.40, 0.03), 1: (0.1, 0.1, 0.1), 2: (0.1, 0.05, 0.1), 3: (0.30, 0.02, 0.25),
+                  4: (0.0, 0.0, 0.0)}
+    split = layer_split(_layer_rows(paper_like))
+    assert split["appears"] and split["coarse_layers"] == [3, 4] and "appears" in split["sentence"]
+    fine_colour = {**paper_like, 0: (0.35, 0.02, 0.2)}          # layer 0 moves colour, not texture: no split
+    split = layer_split(_layer_rows(fine_colour))
+    assert not split["appears"] and split["coarse_moves_appearance"] and not split["fine_moves_texture"]
+    assert "colour mode most (35 %)" in split["sentence"]
+    dead_coarse = {**paper_like, 3: (0.0, 0.0, 0.0)}            # only dead coarse layers
+    split = layer_split(_layer_rows(dead_coarse))
+    assert not split["coarse_moves_appearance"] and "none of their edits" in split["sentence"]
+    close = {**paper_like, 3: (0.04, 0.02, 0.03)}               # 8 vs 4 of 200: the intervals overlap
+    assert not layer_split(_layer_rows(close))["coarse_moves_appearance"]
+
+
+def test_layer_experiment_counts_only_losses_whose_interval_is_off_zero():
+    import importlib.util
+
+    from smis.utils import project_root
+    spec = importlib.util.spec_from_file_location("layer_experiment", project_root() / "scripts/layer_experiment.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = pd.DataFrame({"CI low": [-0.5, 0.1, -0.2, -0.3], "CI high": [-0.1, 0.3, 0.1, -0.05]},
+                        index=["diversity (lpips_effnet)", "top-1 GT-similarity (lpips_effnet)", "mask mIoU",
+                               "colour in class modes (%)"])
+    assert mod.worse(rows) == ["diversity (lpips_effnet)", "top-1 GT-similarity (lpips_effnet)"]
+    rows.loc["mask mIoU"] = [-0.2, -0.01]
+    rows.loc["top-1 GT-similarity (lpips_effnet)"] = [-0.1, 0.3]
+    assert mod.worse(rows) == ["diversity (lpips_effnet)", "mask mIoU"]
