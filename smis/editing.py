@@ -35,9 +35,11 @@ Command line (writes the numbers the README quotes):
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -810,6 +812,46 @@ def layer_split(table: pd.DataFrame,              # layer_table(...) or its JSON
                    f"{100 * share(fine, det[0]):.0f} %") + ".")
     return {"appears": bool(coarse_ok and fine_ok), "coarse_moves_appearance": bool(coarse_ok),
             "fine_moves_texture": bool(fine_ok), "coarse_layers": coarse, "sentence": sentence}
+
+
+def read_layer_experiment(path: str | Path,      # scripts/layer_experiment.py's JSON (docs/layer_experiment.json)
+                          ) -> dict:
+    """The layer-wise experiment as measured: {"models": {name: its entry (model, step, options, photos, edits,
+    inactive_layers, verdict)}, "tables": {name: layer table (DataFrame indexed by latent layer)}, "splits": {name:
+    layer_split}, "versus": {name: paired rows minus the reference (DataFrame indexed by score)}, "command", "cpu"}."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        models = data["models"]
+        tables = {k: pd.DataFrame(m["layers"]).set_index("layer") for k, m in models.items()}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no layer experiment there. Fix: run python scripts/layer_experiment.py "
+                                "NAME:MODEL ... --out " + str(path)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a layer experiment written by scripts/layer_experiment.py ({e!r}). Fix: "
+                         "write it again with that script") from None
+    versus = {k: pd.DataFrame(m["versus"]["rows"]).set_index("score")[
+                 [m["versus"]["reference"], "system", "difference", "CI low", "CI high", "masks"]]
+              for k, m in models.items() if "versus" in m}
+    return {"models": models, "tables": tables, "splits": {k: layer_split(t) for k, t in tables.items()},
+            "versus": versus, "command": data.get("command"), "cpu": data.get("cpu")}
+
+
+def experiment_summary(experiment: dict,         # read_layer_experiment(...)
+                       ) -> pd.DataFrame:
+    """One row per (model, latent layer): KL, active units (of the measurable ones), and per measured factor the
+    share of single-layer edits that changed it, as "% [low-high]" with its 95 % Wilson interval."""
+    rows = {}
+    for name, t in experiment["tables"].items():
+        factors = [f for f in FACTOR_CHANGES.values() if f"{f} changed" in t.columns]
+        for layer, r in t.iterrows():
+            row = {"generator blocks": r.get("generator blocks"), "KL": round(float(r["KL"]), 2),
+                   "active units": f"{int(r['active units'])} / {int(r['units'])}"}
+            for f in factors:
+                row[f"{f} changed (%)"] = (f"{100 * r[f'{f} changed']:.0f} [{100 * r[f'{f} changed lo']:.0f}-"
+                                           f"{100 * r[f'{f} changed hi']:.0f}]")
+            rows[(name, int(layer))] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["model", "layer"])
 
 
 def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"

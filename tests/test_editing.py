@@ -2,6 +2,7 @@
 and the locality / factor measurements against generators whose answer is known."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -492,3 +493,31 @@ def test_layer_experiment_counts_only_losses_whose_interval_is_off_zero():
     rows.loc["mask mIoU"] = [-0.2, -0.01]
     rows.loc["top-1 GT-similarity (lpips_effnet)"] = [-0.1, 0.3]
     assert mod.worse(rows) == ["diversity (lpips_effnet)", "mask mIoU"]
+
+
+def test_read_layer_experiment_gives_tables_splits_and_paired_rows(tmp_path):
+    paper = _layer_rows({0: (0.35, 0.02, 0.2), 1: (0, 0, 0), 2: (0, 0, 0), 3: (0, 0, 0), 4: (0, 0, 0)})
+    option = _layer_rows({0: (0.05, 0.40, 0.03), 1: (0.1, 0.1, 0.1), 2: (0.1, 0.05, 0.1), 3: (0.30, 0.02, 0.25),
+                          4: (0.0, 0.0, 0.0)})
+    for t, kl in ((paper, [1.0, 0, 0, 0, 0]), (option, [1.0, 0.9, 0.8, 0.7, 0.3])):
+        t["KL"], t["active units"], t["units"] = kl, [int(70 * (k > 0)) for k in kl], 80
+    versus = [{"score": "mask mIoU", "paper": 0.5, "system": 0.45, "difference": -0.05, "CI low": -0.08,
+               "CI high": -0.02, "masks": 100}]
+    data = {"command": "python scripts/layer_experiment.py ...", "cpu": "AMD EPYC", "models": {
+        "paper": {"inactive_layers": [1, 2, 3, 4], "layers": paper.to_dict("records")},
+        "freebits": {"inactive_layers": [], "layers": option.to_dict("records"),
+                     "versus": {"reference": "paper", "rows": versus}}}}
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps(data))
+    exp = editing.read_layer_experiment(path)
+    assert not exp["splits"]["paper"]["appears"] and exp["splits"]["freebits"]["appears"]
+    assert list(exp["versus"]) == ["freebits"] and exp["versus"]["freebits"].loc["mask mIoU", "CI high"] == -0.02
+    assert list(exp["versus"]["freebits"].columns[:2]) == ["paper", "system"]
+    summary = editing.experiment_summary(exp)
+    assert summary.loc[("paper", 1), "active units"] == "0 / 80"
+    assert summary.loc[("freebits", 0), "texture kind changed (%)"].startswith("40 [")
+    with pytest.raises(FileNotFoundError, match="scripts/layer_experiment.py"):
+        editing.read_layer_experiment(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"models": {"x": {}}}')
+    with pytest.raises(ValueError, match="bad.json.*write it again"):
+        editing.read_layer_experiment(tmp_path / "bad.json")
