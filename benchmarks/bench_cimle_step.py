@@ -33,7 +33,7 @@ from smis.imle import IMLEStep, build_imle, nearest_samples  # noqa: E402
 from smis.options import TrainConfig  # noqa: E402
 from smis.sampling import prior_latents  # noqa: E402
 from smis.train import TrainStep  # noqa: E402
-from smis.utils import atomic_write_json, device_name  # noqa: E402
+from smis.utils import atomic_write_json, cpu_model, device_name  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 from common import fixed_batch  # noqa: E402
@@ -84,8 +84,7 @@ def main(argv=None) -> int:
     refresh = med["cimle_selection_chunk"] * s.pool_size / n_sel            # one pool refresh
     per_step = med["cimle_optimize"] + refresh / s.resample_every            # amortised
     equal = int(GAUGAN_VAE_STEPS * med["gaugan_vae"] / per_step)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    cpu = cpu_model()
     out = {"device": device_name(device), "cpu": cpu, "threads": a.threads, "batch": a.batch, "data": what,
            "perceptual": parts_c.perceptual_name, "settings": {k: getattr(s, k) for k in (
                "pool_size", "samples", "resample_every", "rounds", "reinit_round", "width_coarse", "width_fine",

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from smis.data.ade20k import make_ade20k_dataset  # noqa: E402
 from smis.data.base import collate  # noqa: E402
 from smis.data.synthetic import generate  # noqa: E402
-from smis.utils import atomic_write_json  # noqa: E402
+from smis.utils import atomic_write_json, cpu_model  # noqa: E402
 
 SAMPLES = Path(os.environ.get("SMIS_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples"))
 
@@ -92,9 +92,7 @@ def time_stages(ds, n: int) -> dict:
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "machine": platform.machine(), "cpus_usable": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu_model(), "machine": platform.machine(), "cpus_usable": len(os.sched_getaffinity(0)),
             "load_avg_1min": os.getloadavg()[0], "torch_threads_main": torch.get_num_threads(),
             "torch": torch.__version__, "pillow": PIL.__version__, "python": platform.python_version()}
 

@@ -36,7 +36,7 @@ from smis.data import make_dataset  # noqa: E402
 from smis.losses import PerceptualLoss  # noqa: E402
 from smis.options import TrainConfig  # noqa: E402
 from smis.train import TrainStep, schedule  # noqa: E402
-from smis.utils import atomic_write_json, atomic_write_text, pick_device  # noqa: E402
+from smis.utils import atomic_write_json, atomic_write_text, cpu_model, pick_device  # noqa: E402
 
 __all__ = ["machine", "machine_info", "sync", "voronoi_masks", "results_path", "write_json", "write_text",
            "time_steps", "best_time", "time_once", "reference_args", "reset_peak", "peak_gib", "fixed_batch",
@@ -74,8 +74,7 @@ def reference_args(description: str, name: str, reps_help: str, argv=None) -> ar
 
 
 def machine(device) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = cpu_model()
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu}",
             "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
             "load_avg_1min": os.getloadavg()[0], "torch": torch.__version__, "python": platform.python_version()}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smis.curves import checkpoint_scores, curves_figure, plateau_table, real_scores, run_object_factor  # noqa: E402
-from smis.utils import device_name  # noqa: E402
+from smis.utils import cpu_model, device_name  # noqa: E402
 from smis.utils import atomic_write_json, resolve  # noqa: E402
 
 
@@ -55,9 +54,7 @@ def main(argv=None) -> int:
     real = real_scores(a.n, tuple(rows["size"].iloc[0]) if "size" in rows else (64, 64),
                        object_factor=any(run_object_factor(r) for r in runs.values()))
 
-    cpuinfo = Path("/proc/cpuinfo")
-    cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines() if l.startswith("model name")),
-               platform.processor()) if cpuinfo.exists() else platform.processor()
+    cpu = cpu_model()
     atomic_write_json({"command": "python scripts/eval_curves.py " + " ".join(argv), "masks": a.n, "k": a.k,
                        "device": device_name(torch.device("cpu")), "cpu": cpu, "torch": str(torch.__version__),
                        "seconds_this_call": round(time.time() - t0, 1), "real": real, "rows": rows.to_dict("records"),

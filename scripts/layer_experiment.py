@@ -35,7 +35,7 @@ from smis import tables  # noqa: E402
 from smis.checkpoint import load_model  # noqa: E402
 from smis.diagnostics import layer_diagnostics  # noqa: E402
 from smis.study import load_study  # noqa: E402
-from smis.utils import atomic_write_json, device_name, resolve  # noqa: E402
+from smis.utils import atomic_write_json, cpu_model, device_name, resolve  # noqa: E402
 
 
 def measure(nets, photos: int, seed: int) -> tuple[pd.DataFrame, dict]:
@@ -118,8 +118,7 @@ def main(argv=None) -> int:
                 print(v.round(4).to_string())
             print(f"verdict: inactive layers {out[name]['inactive_layers'] or 'none'}; worse on {lost or 'nothing'} "
                   f"-> {'ship it (issue 22, item 5)' if ok else 'do not ship'}")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "") if Path("/proc/cpuinfo").exists() else ""
+    cpu = cpu_model()
     atomic_write_json({"command": "python scripts/layer_experiment.py " + " ".join(argv),
                        "device": device_name(torch.device("cpu")), "cpu": cpu, "torch": str(torch.__version__),
                        "seconds": round(time.time() - t0, 1), "models": out}, resolve(a.out))

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smis.checkpoint import export_model  # noqa: E402
-from smis.utils import safe_load  # noqa: E402
+from smis.utils import cpu_model, safe_load  # noqa: E402
 
 VARIANTS = ["clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5", "gaugan_vae_lowkl",
             "groupdnet", "cimle"]
@@ -71,16 +71,6 @@ def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int,
             "--no-progress"] + (["--channels-last"] if channels_last else []) + (
             ["--precision", precision] if precision != "fp32" else []) + flags
 
-
-def cpu_model() -> str:
-    """The CPU's model name (speeds differ between the Xeon and EPYC machines this runs on)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: list[str], a) -> Path:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from smis.segmenter import (mask_fidelity, per_class_table, save_segmenter, synthscenes_arrays,  # noqa: E402
                             train_segmenter)
-from smis.utils import device_name  # noqa: E402
+from smis.utils import cpu_model, device_name  # noqa: E402
 from smis.utils import atomic_write_json, pick_device, resolve  # noqa: E402
 
 
@@ -62,16 +62,6 @@ def resolved_command(a: argparse.Namespace, out: str) -> str:
             "--test", a.test, "--test-seed", a.test_seed, "--threads", a.threads, "--device", a.device, "--out", out]
     return "python scripts/train_segmenter.py " + " ".join(shlex.quote(str(v)) for v in args)
 
-
-def cpu_model() -> str:
-    """The CPU's model name (as `lscpu` shows it), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:

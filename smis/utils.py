@@ -25,6 +25,18 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model name as /proc/cpuinfo (and lscpu) shows it, else the processor or machine type: speeds
+    differ between the Intel Xeon and AMD EPYC machines this project runs on, so every timing records it."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The device to run on: the one asked for, else CUDA when present, else CPU."""
     if device is not None and str(device) != "auto":

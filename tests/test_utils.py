@@ -140,3 +140,16 @@ def test_legacy_numpy_rng_state_still_reads_and_nothing_else_of_numpy(tmp_path):
     from smis.utils import LEGACY_SAFE_GLOBALS
     allowed = [g[0] if isinstance(g, tuple) else g for g in LEGACY_SAFE_GLOBALS]
     assert not [g for g in allowed if getattr(g, "__module__", "").split(".")[0] == "numpy"]
+
+
+def test_cpu_model_reads_the_model_name_line_else_the_platform(tmp_path):
+    import platform
+
+    from smis.utils import cpu_model
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\nflags\t: fpu\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 9B45\n")
+    assert cpu_model(info) == "AMD EPYC 9B45"
+    info.write_text("processor\t: 0\nModel name\t: Neoverse-V2\n")       # lscpu's spelling on some kernels
+    assert cpu_model(info) == "Neoverse-V2"
+    assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
