@@ -33,7 +33,7 @@ from smis import editing  # noqa: E402
 from smis import evaluate as ev  # noqa: E402
 from smis import tables  # noqa: E402
 from smis.checkpoint import load_model  # noqa: E402
-from smis.diagnostics import layer_diagnostics  # noqa: E402
+from smis.diagnostics import layer_diagnostics, write_layer_factors  # noqa: E402
 from smis.study import load_study  # noqa: E402
 from smis.utils import atomic_write_json, cpu_model, device_name, resolve  # noqa: E402
 
@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=20, help="prior samples per mask in the paired comparison")
     p.add_argument("--lpips", default="auto", help="LPIPS / FD backbone: auto, alex (inception), effnet")
     p.add_argument("--out", default="docs/layer_experiment.json")
+    p.add_argument("--write-factors", action="store_true",
+                   help="also write each model's <stem>.layers.json beside it (what the editor shows per layer)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     pairs = [m.split(":", 1) for m in a.models]
@@ -99,6 +101,10 @@ def main(argv=None) -> int:
         meta = nets.meta.get("provenance") or {}
         out[name] = {"model": path, "step": nets.meta.get("step"), "options": meta.get("options"), **info,
                      "layers": json.loads(table.reset_index().to_json(orient="records"))}
+        if a.write_factors:
+            print("wrote", write_layer_factors(resolve(path), editing.layer_factor_summary(table),
+                                               command="python scripts/layer_experiment.py " + " ".join(argv),
+                                               photos=a.photos, edits=info["edits"], seed=a.seed))
         with pd.option_context("display.width", 200, "display.max_columns", 40):
             print(f"\n== {name} ({path}, step {nets.meta.get('step')}; inactive layers {info['inactive_layers']})")
             print(table.round(3).to_string())

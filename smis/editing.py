@@ -823,6 +823,8 @@ def read_layer_experiment(path: str | Path,      # scripts/layer_experiment.py's
     try:
         data = json.loads(path.read_text())
         models = data["models"]
+        ref = next((m["versus"]["reference"] for m in models.values() if "versus" in m), None)
+        models = {k: models[k] for k in sorted(models, key=lambda k: k != ref)}   # the reference first
         tables = {k: pd.DataFrame(m["layers"]).set_index("layer") for k, m in models.items()}
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no layer experiment there. Fix: run python scripts/layer_experiment.py "
@@ -852,6 +854,30 @@ def experiment_summary(experiment: dict,         # read_layer_experiment(...)
                                            f"{100 * r[f'{f} changed hi']:.0f}]")
             rows[(name, int(layer))] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["model", "layer"])
+
+
+def experiment_markdown(experiment: dict,        # read_layer_experiment(...)
+                        ) -> str:
+    """The layer-wise experiment as the README's Markdown table: one row per latent layer (with the generator
+    blocks it feeds), one column per model: KL (nats per image), active units, and the % of single-layer edits
+    that changed the colour mode / the shading / the texture kind with 95 % Wilson intervals."""
+    summary = experiment_summary(experiment)
+    names = list(experiment["tables"])
+    cols = [c for c in ("colour mode changed (%)", "shading changed (%)", "texture kind changed (%)")
+            if c in summary.columns]
+    short = {"colour mode changed (%)": "colour", "shading changed (%)": "shading",
+             "texture kind changed (%)": "texture"}
+    lines = ["| layer (blocks) | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for layer in summary.loc[names[0]].index:
+        blocks = summary.loc[(names[0], layer), "generator blocks"]
+        cells = []
+        for n in names:
+            r = summary.loc[(n, layer)]
+            cells.append(f"KL {r['KL']:.2f}, {r['active units']} AU; "
+                         + ", ".join(f"{short[c]} {r[c]}" for c in cols))
+        where = f"{layer} ({blocks})" if isinstance(blocks, str) and blocks else str(layer)
+        lines.append(f"| {where} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"

@@ -504,18 +504,22 @@ def test_read_layer_experiment_gives_tables_splits_and_paired_rows(tmp_path):
     versus = [{"score": "mask mIoU", "paper": 0.5, "system": 0.45, "difference": -0.05, "CI low": -0.08,
                "CI high": -0.02, "masks": 100}]
     data = {"command": "python scripts/layer_experiment.py ...", "cpu": "AMD EPYC", "models": {
-        "paper": {"inactive_layers": [1, 2, 3, 4], "layers": paper.to_dict("records")},
         "freebits": {"inactive_layers": [], "layers": option.to_dict("records"),
-                     "versus": {"reference": "paper", "rows": versus}}}}
+                     "versus": {"reference": "paper", "rows": versus}},
+        "paper": {"inactive_layers": [1, 2, 3, 4], "layers": paper.to_dict("records")}}}
     path = tmp_path / "exp.json"
     path.write_text(json.dumps(data))
     exp = editing.read_layer_experiment(path)
     assert not exp["splits"]["paper"]["appears"] and exp["splits"]["freebits"]["appears"]
     assert list(exp["versus"]) == ["freebits"] and exp["versus"]["freebits"].loc["mask mIoU", "CI high"] == -0.02
     assert list(exp["versus"]["freebits"].columns[:2]) == ["paper", "system"]
+    assert list(exp["models"]) == ["paper", "freebits"]                  # the reference first, as written or not
     summary = editing.experiment_summary(exp)
     assert summary.loc[("paper", 1), "active units"] == "0 / 80"
     assert summary.loc[("freebits", 0), "texture kind changed (%)"].startswith("40 [")
+    table = editing.experiment_markdown(exp).splitlines()
+    assert table[0] == "| layer (blocks) | paper | freebits |" and len(table) == 2 + 5
+    assert table[2].startswith("| 0 | KL 1.00, 70 / 80 AU; colour 35 [") and "texture 40 [" in table[2]
     with pytest.raises(FileNotFoundError, match="scripts/layer_experiment.py"):
         editing.read_layer_experiment(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"models": {"x": {}}}')
