@@ -795,6 +795,7 @@ def layer_split(table: pd.DataFrame,              # layer_table(...) or its JSON
     lo = lambda l, f: float(t.loc[l, f"{f} changed lo"])
     hi = lambda l, f: float(t.loc[l, f"{f} changed hi"])
     share = lambda l, f: float(t.loc[l, f"{f} changed"])
+    pct = lambda x: f"at most {100 * x:.0f} %" if x >= 0.005 else "under 1 %"
     coarse_ok = any(lo(l, a) > max(hi(l, d) for d in det) for l in coarse for a in app)
     fine = t.index[0]
     fine_ok = all(lo(fine, d) > hi(fine, a) for d in det for a in app)
@@ -804,7 +805,7 @@ def layer_split(table: pd.DataFrame,              # layer_table(...) or its JSON
                 + f"the coarse layers ({', '.join(map(str, coarse))}) change "
                 + ("an object's appearance more often than its texture" if coarse_ok else "no appearance factor more "
                    "often than texture")
-                + (f" (at most {100 * share(best, top(best)):.0f} % of edits, {top(best)}, layer {best})"
+                + (f" ({pct(share(best, top(best)))} of edits, {top(best)}, layer {best})"
                    if share(best, top(best)) > 0 else " (none of their edits changes a measured factor)")
                 + "; layer 0 "
                 + ("changes texture more often than appearance" if fine_ok else
@@ -878,6 +879,16 @@ def experiment_markdown(experiment: dict,        # read_layer_experiment(...)
         where = f"{layer} ({blocks})" if isinstance(blocks, str) and blocks else str(layer)
         lines.append(f"| {where} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def versus_line(versus: pd.DataFrame,            # read_layer_experiment(...)["versus"][name]: rows by score
+                ) -> str:
+    """One sentence of a paired comparison: per score the difference with its 95 % interval."""
+    parts = []
+    for score, r in versus.iterrows():
+        ci = "" if pd.isna(r["CI low"]) else f" [{r['CI low']:.3f}, {r['CI high']:.3f}]"
+        parts.append(f"{score} {r['difference']:+.3f}{ci}")
+    return "; ".join(parts)
 
 
 def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"

@@ -200,6 +200,23 @@ def test_readme_results_are_rendered_from_the_recorded_run():
     assert "holds" in block or "not resolved" in block
 
 
+def test_readme_layer_experiment_is_rendered_from_its_json():
+    """The layer section's table, split sentences and paired line come from docs/layer_experiment.json (what
+    scripts/layer_experiment.py measured), and the verdict it states is the JSON's."""
+    from smis import editing
+
+    exp = editing.read_layer_experiment(ROOT / "docs" / "layer_experiment.json")
+    assert editing.experiment_markdown(exp) in README
+    for split in exp["splits"].values():
+        assert split["sentence"] in README
+    assert not any(s["appears"] for s in exp["splits"].values()) and "appears in neither model" in README
+    verdict = exp["models"]["freebits"]["verdict"]
+    assert not verdict["ship"] and "free bits is not shipped" in README
+    assert editing.versus_line(exp["versus"]["freebits"]) in README
+    shipped = editing.read_layer_experiment(ROOT / "docs" / "layer_table_clvae.json")["splits"]["shipped"]
+    assert shipped["sentence"] in README
+
+
 @pytest.mark.slow
 def test_official_checkpoint_snippet(official_weights, monkeypatch):
     """The README's Python snippet, on files in the published format (key names, order and shapes of the
