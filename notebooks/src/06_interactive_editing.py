@@ -21,6 +21,7 @@ SEED = 0              # seed of every prior draw
 THREADS = 1           # torch intra-op threads of the editor (1 is fastest for batch-1 edits on a busy 2-core CPU)
 BATCH_THREADS = 0     # torch threads of the batched work (encoding, measurements); 0: torch's default (the cores)
 LAYER_EXPERIMENT = "docs/layer_experiment.json"     # the layer-wise experiment's measured tables; empty: skip
+LAYER_CURVES = "docs/layer_experiment_curves.json"  # its two runs' curves (eval_curves.py); empty: skip
 OUT_DIR = "outputs/demo/06_interactive_editing"      # figures and tables
 SMOKE = False         # tiny and fast (CI)
 
@@ -30,11 +31,14 @@ SMOKE = False         # tiny and fast (CI)
 # meaningless images) and says so first.
 
 # %%
+import json
+
 import numpy as np
+import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from smis import editing
+from smis import curves, editing
 from smis.data import make_dataset
 from smis.evaluate import object_factor_of
 from smis.diagnostics import layer_diagnostics
@@ -264,6 +268,8 @@ layers
 # direction, % with 95 % Wilson intervals. Then the sentence `editing.layer_split` builds from each table (does
 # the paper's split, coarse codes -> appearance and fine codes -> texture, appear?), and the free-bits model
 # minus the paper's, paired over the same masks and seeds (notebook 04's scores), with the shipping verdict.
+# Last, the diagnostics of both runs at every 1,000-step checkpoint (`LAYER_CURVES`, `scripts/eval_curves.py`):
+# whether a layer ever came alive.
 
 # %%
 if LAYER_EXPERIMENT:
@@ -284,6 +290,11 @@ if LAYER_EXPERIMENT:
     for name, v in experiment["versus"].items():
         display(v.round(3))
     display(summary)
+if LAYER_EXPERIMENT and LAYER_CURVES:                 # item 1's diagnostics at every checkpoint of both runs
+    curve_rows = pd.DataFrame(json.loads(resolve(LAYER_CURVES).read_text())["rows"])
+    for run in curve_rows["variant"].unique():
+        print(f"{run}: each latent layer at each checkpoint: KL, active units, active share, classes visible")
+        display(curves.layer_diagnostics_table(curve_rows, run).round(3))
 
 # %% [markdown]
 # ## The live editor
