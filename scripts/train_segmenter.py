@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smis.segmenter import (mask_fidelity, per_class_table, save_segmenter, synthscenes_arrays,  # noqa: E402
+from smis.segmenter import (mask_fidelity, per_class_iou, save_segmenter, synthscenes_arrays,  # noqa: E402
                             train_segmenter)
 from smis.utils import cpu_model, device_name  # noqa: E402
 from smis.utils import atomic_write_json, pick_device, resolve  # noqa: E402
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     names = net.class_names
     test = {"dataset": "synthscenes (generated on the fly)", "split": "test", "images": a.test, "seed": a.test_seed,
             "size": [a.size, a.size], "miou": round(real["miou"], 4), "pixel_acc": round(real["pixel_acc"], 4),
-            "per_class_iou": {k: (None if v is None else round(v, 4)) for k, v in per_class_table(real, names).items()},
+            "per_class_iou": {k: (None if v is None else round(v, 4)) for k, v in per_class_iou(real, names).items()},
             "shuffled_masks_miou": round(shuffled["miou"], 4),
             "shuffled_masks_pixel_acc": round(shuffled["pixel_acc"], 4)}
     record = {
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
           f"({path.stat().st_size / 2**20:.2f} MiB)")
     print(f"[segmenter] SynthScenes test ({a.test} images): mIoU {real['miou']:.4f}, pixel accuracy "
           f"{real['pixel_acc']:.4f}; against shuffled masks mIoU {shuffled['miou']:.4f}")
-    print("[segmenter] per-class IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class_table(real, names).items()
+    print("[segmenter] per-class IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class_iou(real, names).items()
                                                    if v is not None))
     return 0
 

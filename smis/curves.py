@@ -36,7 +36,6 @@ from smis.checkpoint import load_model
 from smis.viz import save_figure, to_uint8
 
 SCORES = ("diversity", "FD", COLOUR_IN, TEXTURE_IN, MIOU)
-HIGHER_IS_BETTER = {"diversity": True, "FD": False, COLOUR_IN: True, TEXTURE_IN: True, MIOU: True}
 FLAT_SHARE = 0.25      # a score has flattened when its last-quarter change is at most this share of the run's range
 DIAGNOSTICS = ("KL", "active units", "active share", "classes visible")   # per latent layer: "<name> layer <l>"
 

@@ -393,7 +393,7 @@ def mask_fidelity(segmenter: Segmenter,              # trained on real images of
     return MaskFidelity(segmenter, num_classes, batch_size, ignore_index).update(images, labels).compute()
 
 
-def per_class_table(result: dict, class_names: Sequence[str]) -> dict[str, float | None]:
+def per_class_iou(result: dict, class_names: Sequence[str]) -> dict[str, float | None]:
     """{class name: IoU} of a `mask_fidelity` result, None for classes absent from masks and predictions."""
     iou = result["per_class"].tolist()
     if len(iou) != len(class_names):

@@ -27,7 +27,9 @@ def test_notebooks_are_built_from_their_sources():
 
 
 def test_each_notebook_has_one_parameters_cell_first_in_code():
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(paths) >= 6, paths                                       # the notebooks, not an empty glob
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -68,7 +70,9 @@ def test_folder_parameters_are_classified():
     """Every *_DIR / *_ROOT parameter is known as written (kept under the run's folder) or read; a new
     one must be classified in smis/reproduce.py, or a run could write outside --out unnoticed."""
     known = set(reproduce.WRITTEN_FOLDERS) | set(reproduce.READ_FOLDERS)
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(paths) >= 6, paths                                       # the notebooks, not an empty glob
+    for path in paths:
         names = reproduce.declared_parameters(path)
         assert "OUT_DIR" in names, path.name
         folders = {n for n in names if n.endswith(("_DIR", "_ROOT"))}

@@ -78,7 +78,8 @@ out_dir.mkdir(parents=True, exist_ok=True)
 device = pick_device(DEVICE)
 variants = [v.strip() for v in VARIANTS.split(",") if v.strip()]
 unknown = [v for v in variants if v not in REGISTRY]
-assert not unknown, f"unknown variants {unknown}; choose from {sorted(REGISTRY)}"
+if unknown:
+    raise ValueError(f"VARIANTS names unknown variants {unknown}; choose from {sorted(REGISTRY)}")
 LABELS = {"clvae": "full (L = 6)", "no_classwise": "w/o class-wise", "no_layerwise": "w/o layer-wise",
           "clvae_L3": "L = 3", "clvae_L4": "L = 4", "clvae_L5": "L = 5"}
 print(f"variants: {variants}; {'train ' + str(TRAIN_STEPS) + ' steps each' if TRAIN_STEPS else 'load checkpoints'}")
@@ -105,7 +106,8 @@ if TRAIN_STEPS > 0:
 else:
     sources = parse_models(MODELS)
     missing = [v for v in variants if v not in sources]
-    assert not missing, f"MODELS lacks {missing}; give NAME:path for every variant in VARIANTS"
+    if missing:
+        raise ValueError(f"MODELS lacks {missing}; give NAME:path for every variant in VARIANTS")
 study = load_study({v: sources[v] for v in variants}, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE,
                    FD_BACKBONE, SEGMENTER, device, BATCH)
 test, indices, metric, cols, models = study.dataset, study.indices, study.metric, study.columns, study.models

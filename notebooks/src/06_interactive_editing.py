@@ -339,9 +339,8 @@ display(latency)
 if (summary := benchmark_summary()) is not None:
     print(summary)
 show(panel, "editor: mask | before | after (+2.5 along PC1 at layer 0)", scale=scale)
-probe.undo_button.click()
-assert torch.equal(probe.latents.zc, codes[src].zc)
-print(probe.status.value)
+probe.undo_button.click()                                             # back to the photo's own codes
+print(probe.status.value, "| codes restored:", torch.equal(probe.latents.zc, codes[src].zc))
 
 # %% [markdown]
 # ## What we learnt
