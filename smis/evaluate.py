@@ -140,33 +140,41 @@ class PriorOptions:
     keep: int = 4                   # masks whose samples are kept as examples
 
 
-# Images per generator pass on a CPU, per model family, where fewer are faster: the GroupDNet and cIMLE generators
-# are memory-bound at 64 images a pass (their wide activations leave the cache); 16 a pass generates the same
-# images 1.8x faster (8 masks x 20 samples, 1 thread, AMD EPYC: groupdnet 7.0 -> 3.9 CPU s, cimle 5.2 -> 2.7);
-# cIMLE in channels_last (below) is faster still at 8 a pass (2 threads: 0.86-1.17 s vs 1.04-1.31 at 16).
-# Other families keep PriorOptions.chunk, so their numbers stay those of earlier runs.
-CPU_FAMILY_CHUNK = {"groupdnet": 16, "cimle": 8}
+@dataclass(frozen=True)
+class CPUEvaluation:
+    """How one model family's generator runs fastest for evaluation on a CPU. Families not in CPU_EVALUATION keep
+    the defaults (PriorOptions.chunk images a pass, NCHW), so their numbers stay those of earlier runs. Measured
+    in benchmarks/RESULTS.md, "Notebook 04 with the comparison systems (issue 21)": the GroupDNet and cIMLE
+    generators are memory-bound at 64 images a pass, and faster in channels_last (their images move by <= 9e-6)."""
+
+    chunk: int | None = None            # images per generator pass (None: PriorOptions.chunk)
+    channels_last: bool = False         # the generator in channels_last
 
 
-# Families whose generator runs faster in channels_last on a CPU (1 thread, AMD EPYC, 4 masks x 16 samples:
-# groupdnet 1.93 -> 1.54 CPU s, cimle 1.21 -> 0.92; pixels move by <= 9e-6). The others stay NCHW, so their
-# numbers stay those of earlier runs.
-CPU_FAMILY_CHANNELS_LAST = ("groupdnet", "cimle")
+CPU_EVALUATION = {"groupdnet": CPUEvaluation(chunk=16, channels_last=True),
+                  "cimle": CPUEvaluation(chunk=8, channels_last=True)}
+
+
+def cpu_evaluation(nets: Networks) -> CPUEvaluation | None:
+    """The CPU evaluation setting of `nets`' family, or None when its generator is not on a CPU."""
+    if next(nets.G.parameters()).device.type != "cpu":
+        return None
+    return CPU_EVALUATION.get(VARIANTS[nets.variant].family, CPUEvaluation())
 
 
 def evaluation_layout(nets: Networks) -> Networks:
-    """`nets` with its generator in channels_last when it is on a CPU and its family is in CPU_FAMILY_CHANNELS_LAST
-    (in place; returned for chaining). Evaluation only: exported weights are untouched."""
-    if next(nets.G.parameters()).device.type == "cpu" and VARIANTS[nets.variant].family in CPU_FAMILY_CHANNELS_LAST:
+    """`nets` with its generator in channels_last when its family's CPU setting asks for it (in place; returned
+    for chaining). Evaluation only: exported weights are untouched."""
+    setting = cpu_evaluation(nets)
+    if setting is not None and setting.channels_last:
         nets.G.to(memory_format=torch.channels_last)
     return nets
 
 
 def generator_chunk(nets: Networks, chunk: int) -> int:
-    """Images per generator pass for `nets`: `chunk`, capped on a CPU by CPU_FAMILY_CHUNK for its family."""
-    if next(nets.G.parameters()).device.type != "cpu":
-        return chunk
-    return min(chunk, CPU_FAMILY_CHUNK.get(VARIANTS[nets.variant].family, chunk))
+    """Images per generator pass for `nets`: `chunk`, capped on a CPU by its family's CPU setting."""
+    setting = cpu_evaluation(nets)
+    return chunk if setting is None or setting.chunk is None else min(chunk, setting.chunk)
 
 
 def prior_batches(nets: Networks, dataset, indices: Sequence[int], options: PriorOptions,
