@@ -213,8 +213,12 @@ def test_readme_layer_experiment_is_rendered_from_its_json():
     verdict = exp["models"]["freebits"]["verdict"]
     assert not verdict["ship"] and "free bits is not shipped" in README
     assert editing.versus_line(exp["versus"]["freebits"]) in README
-    shipped = editing.read_layer_experiment(ROOT / "docs" / "layer_table_clvae.json")["splits"]["shipped"]
-    assert shipped["sentence"] in README
+    shipped = editing.read_layer_experiment(ROOT / "docs" / "layer_table_clvae.json")
+    assert shipped["splits"]["shipped"]["sentence"] in README
+    for layer, r in shipped["tables"]["shipped"].iterrows():           # the shipped clvae's line, per layer
+        assert (f"layer {layer}: KL {r['KL']:.2f}, {int(r['active units'])} active units, colour mode "
+                f"{100 * r['colour mode changed']:.0f} %, texture kind "
+                f"{100 * r['texture kind changed']:.0f} %") in README
 
 
 @pytest.mark.slow
