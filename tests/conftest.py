@@ -81,7 +81,8 @@ def hub_dir(tmp_path):
 # (CI; SMIS_SHARED_DIR or SMIS_SAMPLES move it), the `*_source` fixtures add the real files as a second case.
 from dataclasses import dataclass  # noqa: E402
 
-from smis.data.fixtures import WRITERS, samples_dir, write_official_weights  # noqa: E402
+from smis.data.fixtures import WRITERS, samples_dir  # noqa: E402
+from smis.weight_fixtures import write_official_weights, write_segmenter_weights  # noqa: E402
 
 FIXTURE_PAIRS = 3                                   # pairs per split the writers make by default
 
@@ -135,12 +136,10 @@ def official_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def segmenter_weights(tmp_path_factory):
     """`segmenter_weights(dataset)` -> the folder holding the published segmenter file(s) of `dataset` with random
-    weights (smis.data.fixtures.write_segmenter_weights, seed 0): ade20k's encoder_epoch_50.pth +
+    weights (smis.weight_fixtures.write_segmenter_weights, seed 0): ade20k's encoder_epoch_50.pth +
     decoder_epoch_50.pth (240 MB), DRN-D-105's drn-d-105_ms_cityscapes.pth for gta5 / cityscapes (220 MB, one file
     for both); written once and deleted after the session."""
     import shutil
-
-    from smis.data.fixtures import write_segmenter_weights
 
     base, written = tmp_path_factory.mktemp("segmenter_weights"), {}
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from smis import train as T
 from smis.config import get_preset
-from smis.data.fixtures import write_groupdnet_weights
+from smis.weight_fixtures import write_groupdnet_weights
 from smis.losses import kl_divergence
 from smis.models import load_networks
 from smis.networks import Latents, build_networks, resize_labels

@@ -224,7 +224,7 @@ def test_readme_layer_experiment_is_rendered_from_its_json():
 @pytest.mark.slow
 def test_official_checkpoint_snippet(official_weights, monkeypatch):
     """The README's Python snippet, on files in the published format (key names, order and shapes of the
-    authors' latest_net_G/E.pth; random values), written by smis.data.fixtures.write_official_weights."""
+    authors' latest_net_G/E.pth; random values), written by smis.weight_fixtures.write_official_weights."""
     g, _ = official_weights("ade20k")                          # <tmp>/ade20k/latest_net_{G,E}.pth
     monkeypatch.chdir(g.parent.parent)
     label = torch.randint(0, 151, (1, 256, 256))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from smis import real_segmenters as rs
-from smis.data.fixtures import SYNC_BN_BUFFERS
+from smis.weight_fixtures import SYNC_BN_BUFFERS
 from smis.models import load_segmenter_for
 from smis.segmenter import MaskFidelity, miou_ci
 from smis.utils import project_root

@@ -1,4 +1,4 @@
-"""Tiny generated datasets in the paper's real on-disk layouts, and published-format weights.
+"""Tiny generated datasets in the paper's real on-disk layouts (the published-format weights: smis.weight_fixtures).
 
 A fresh clone has no real dataset files (research-only licences; the few real samples CI keeps
 live in `../shared/samples`, beside the clone, never in it), so the tests and smoke runs read
@@ -24,14 +24,6 @@ ids 0, 1 and 150, the edges of its range), so id handling is exercised on every 
 returns the dataset root to pass to `smis.data.make_dataset` / `python -m smis.data.check`, and is
 deterministic in (n_per_split, seed): the same call writes the same bytes.
 
-`write_groupdnet_weights(folder, dataset)` does the same for GroupDNet's published files (SMIS repository).
-`write_official_weights(folder, dataset)` writes `latest_net_G.pth` / `latest_net_E.pth` as the
-authors published them (plain `torch.save` of the networks' state dicts, their key names and key
-order, no DataParallel prefix) from randomly initialised networks, for `smis.official.load_official`.
-`write_segmenter_weights(folder, dataset)` does the same for the field's mask-fidelity segmenters
-(CSAIL's UperNet-ResNet101 `encoder_epoch_50.pth` / `decoder_epoch_50.pth`, fyu/drn's
-`drn-d-105_ms_cityscapes.pth`) for `smis.real_segmenters`.
-
 `shared_dir()` / `samples_dir()` locate the optional `../shared` folder (override: SMIS_SHARED_DIR,
 SMIS_SAMPLES), where tests run extra checks on real files when it exists.
 """
@@ -41,22 +33,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from smis.data import ade20k, cityscapes, deepfashion, gta5
-from smis.utils import atomic_torch_save, project_root
-
-# Key order of the published files where it differs from ours (see `published_order`): the generator's
-# label embedding comes first, and a SPADE residual block lists its convolutions before its norms.
-PUBLISHED_FIRST_KEYS = ("embedding.weight",)
-PUBLISHED_BLOCK_ORDER = ("conv_0", "conv_1", "conv_s", "norm_0", "norm_1", "norm_s")
-WEIGHT_FILES = ("latest_net_G.pth", "latest_net_E.pth")
+from smis.utils import project_root
 
 # Sizes (H, W): small, but in each dataset's real aspect ratios.
 DEEPFASHION_SQUARE = 256          # the 256x256 release; its photos fill the middle 174 columns
@@ -316,146 +300,5 @@ WRITERS: dict[str, Callable[..., Path]] = {   # dataset name (smis.data.DATASETS
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Published-format weights
-
-
-def published_order(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
-    """`state` (a `state_dict()`) with its keys in the published files' order; its `_metadata` (module
-    versions, which `torch.save` stores too) is kept. The values are the same tensors.
-
-    Published order = ours, except that PUBLISHED_FIRST_KEYS come first and, inside each SPADE residual
-    block, the submodules come in PUBLISHED_BLOCK_ORDER (the authors' block registers its convolutions
-    before its SPADE norms; ours registers each conv beside its norm).
-    """
-    keys = list(state)
-    group: dict[str, int] = {}                                        # top-level module -> first position
-    for i, key in enumerate(keys):
-        group.setdefault(key.split(".")[0], i)
-
-    def rank(i: int) -> tuple[int, int, int]:
-        parts = keys[i].split(".")
-        top = -1 if keys[i] in PUBLISHED_FIRST_KEYS else group[parts[0]]
-        child = PUBLISHED_BLOCK_ORDER.index(parts[1]) if len(parts) > 2 and parts[1] in PUBLISHED_BLOCK_ORDER else 0
-        return top, child, i
-
-    out = OrderedDict((keys[i], state[keys[i]]) for i in sorted(range(len(keys)), key=rank))
-    if hasattr(state, "_metadata"):
-        out._metadata = state._metadata
-    return out
-
-
-def write_official_weights(folder: Path,        # where latest_net_G.pth and latest_net_E.pth go
-                           dataset: str,        # one of smis.official.OFFICIAL_DATASETS
-                           seed: int = 0,       # same seed, same weights
-                           ) -> tuple[Path, Path]:
-    """(generator path, encoder path): the authors' checkpoint files, with random weights.
-
-    Randomly initialised networks of `dataset`'s preset (`build_networks("clvae", ...)`), saved as
-    the published files are: plain state dicts (float32 tensors, int64 `num_batches_tracked`) with
-    the published key names and order, no wrapper object, no `module.` prefix. About 0.5 GB for
-    ade20k / gta5 and 2.2 GB for deepfashion.
-    """
-    # layering: smis.data sits below smis.networks; only this weights fixture needs them
-    from smis.config import get_preset
-    from smis.networks import build_networks
-    from smis.official import OFFICIAL_DATASETS
-
-    if dataset not in OFFICIAL_DATASETS:
-        raise ValueError(f"dataset={dataset!r} has no published checkpoint. Fix: use one of {OFFICIAL_DATASETS}.")
-    folder = Path(folder)
-    paths = (folder / WEIGHT_FILES[0], folder / WEIGHT_FILES[1])
-    with torch.random.fork_rng(devices=[]):                           # the caller's RNG state is left alone
-        torch.manual_seed(seed)
-        nets = build_networks("clvae", get_preset(dataset), discriminator=False)
-    for module, path in zip((nets.G, nets.E), paths):
-        state = module.state_dict()                                     # an OrderedDict, as the authors saved
-        atomic_torch_save(published_order(state), path)
-    return paths
-
-
-def write_groupdnet_weights(folder: Path,        # where latest_net_G.pth and latest_net_E.pth go
-                            dataset: str,        # one of smis.official.GROUPDNET_DATASETS
-                            seed: int = 0,       # same seed, same weights
-                            ) -> tuple[Path, Path]:
-    """(generator path, encoder path): GroupDNet's published files (the SMIS repository), random weights.
-
-    Randomly initialised GroupDNet of the published configuration (`smis.official.groupdnet_preset`),
-    saved as their code saves it: plain state dicts with the published key names, in their modules'
-    order (ours is the same), no `module.` prefix. About 0.44 GB for deepfashion, more for the others.
-    """
-    from smis.networks import build_networks
-    from smis.official import GROUPDNET_DATASETS, groupdnet_preset
-
-    if dataset not in GROUPDNET_DATASETS:
-        raise ValueError(f"dataset={dataset!r} has no published GroupDNet. Fix: use one of {GROUPDNET_DATASETS}.")
-    folder = Path(folder)
-    paths = (folder / WEIGHT_FILES[0], folder / WEIGHT_FILES[1])
-    with torch.random.fork_rng(devices=[]):                           # the caller's RNG state is left alone
-        torch.manual_seed(seed)
-        nets = build_networks("groupdnet", groupdnet_preset(dataset), discriminator=False)
-    for module, path in zip((nets.G, nets.E), paths):
-        atomic_torch_save(module.state_dict(), path)
-    return paths
-
-
-# ---------------------------------------------------------------------------------------------
-# Published-format segmenter weights (smis.real_segmenters)
-
-SYNC_BN_BUFFERS = ("_tmp_running_mean", "_tmp_running_var", "_running_iter")   # CSAIL's SynchronizedBatchNorm2d
-
-
-def _with_sync_bn_buffers(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
-    """`state` with the three buffers CSAIL's SynchronizedBatchNorm2d adds after each BatchNorm's
-    num_batches_tracked (its files carry them; eval mode reads none): running sums = the running statistics
-    times the iteration count 1."""
-    out = OrderedDict()
-    for key, value in state.items():
-        out[key] = value
-        if key.endswith("num_batches_tracked"):
-            prefix = key[: -len("num_batches_tracked")]
-            out[prefix + "_tmp_running_mean"] = state[prefix + "running_mean"].clone()
-            out[prefix + "_tmp_running_var"] = state[prefix + "running_var"].clone()
-            out[prefix + "_running_iter"] = torch.ones(1)
-    return out
-
-
-def write_segmenter_weights(folder: Path,             # where the published file(s) go
-                            dataset: str,             # a smis.real_segmenters.PROTOCOLS key: ade20k, cityscapes, gta5
-                            seed: int = 0,            # same seed, same weights
-                            classes: int | None = None,   # classifier outputs; None: the protocol's (150 / 19)
-                            ) -> list[Path]:
-    """The published segmenter file(s) of `dataset` with random weights (`smis.real_segmenters`):
-
-    - ade20k: `encoder_epoch_50.pth` and `decoder_epoch_50.pth`, CSAIL's UperNet-ResNet101 as
-      semantic-segmentation-pytorch saves them (plain state dicts, SynchronizedBatchNorm2d's extra buffers
-      included); about 170 MB and 70 MB.
-    - cityscapes, gta5: `drn-d-105_ms_cityscapes.pth`, fyu/drn's DRNSeg state dict as its 2017 file holds it
-      (no num_batches_tracked, saved before torch 0.4.1 added it); about 220 MB.
-
-    BatchNorm running statistics are drawn near (0, 1) so that the random networks give varied labels.
-    `classes` other than the protocol's writes a segmenter of another dataset (for the error tests)."""
-    from smis.real_segmenters import PROTOCOLS, DRND105Seg, UPerNetResNet101
-
-    if dataset not in PROTOCOLS:
-        raise ValueError(f"dataset={dataset!r} has no published segmenter. Fix: use one of {sorted(PROTOCOLS)}.")
-    protocol, folder = PROTOCOLS[dataset], Path(folder)
-    n = protocol.classes if classes is None else int(classes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = UPerNetResNet101(n) if dataset == "ade20k" else DRND105Seg(n)
-        for key, value in net.state_dict().items():
-            if key.endswith("running_mean"):
-                value.normal_(0.0, 0.1)
-            elif key.endswith("running_var"):
-                value.uniform_(0.5, 1.5)
-    if dataset == "ade20k":
-        parts = [(net.encoder, "encoder_epoch_50.pth"), (net.decoder, "decoder_epoch_50.pth")]
-        return [atomic_torch_save(_with_sync_bn_buffers(m.state_dict()), folder / name) for m, name in parts]
-    state = OrderedDict((k, v) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked"))
-    return [atomic_torch_save(state, folder / protocol.files[0])]
-
-
-__all__ = ["CITIES", "WEIGHT_FILES", "WRITERS", "paint", "published_order", "random_shapes", "samples_dir",
-           "shared_dir", "stamp_ids", "write_ade20k", "write_cityscapes", "write_deepfashion", "write_groupdnet_weights",
-           "write_gta5", "write_official_weights", "write_segmenter_weights"]
+__all__ = ["CITIES", "WRITERS", "paint", "random_shapes", "samples_dir", "shared_dir", "stamp_ids", "write_ade20k",
+           "write_cityscapes", "write_deepfashion", "write_gta5"]
