@@ -21,7 +21,8 @@ from smis.capabilities import capabilities  # noqa: E402
 from smis.comparison import CO_CHANGE, REFERENCE  # noqa: E402
 from smis.curves import SCORES, plateau_table  # noqa: E402
 from smis.networks import VARIANTS  # noqa: E402
-from smis.tables import COLOUR_IN, COLOUR_MATCH, MIOU, MIOU_HIGH, MIOU_LOW, TEXTURE_IN, TEXTURE_MATCH, Columns  # noqa: E402
+from smis.evaluate import Columns  # noqa: E402
+from smis.tables import COLOUR_IN, COLOUR_MATCH, MIOU, MIOU_HIGH, MIOU_LOW, TEXTURE_IN, TEXTURE_MATCH  # noqa: E402
 START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
 
 

@@ -32,7 +32,7 @@ from smis import comparison as cmp  # noqa: E402
 from smis import editing  # noqa: E402
 from smis import evaluate as ev  # noqa: E402
 from smis import tables  # noqa: E402
-from smis.checkpoint import load_model  # noqa: E402
+from smis.checkpoint import load_model, object_factor_of  # noqa: E402
 from smis.diagnostics import layer_diagnostics, write_layer_factors  # noqa: E402
 from smis.study import load_study  # noqa: E402
 from smis.utils import atomic_write_json, cpu_model, device_name, resolve  # noqa: E402
@@ -40,7 +40,7 @@ from smis.utils import atomic_write_json, cpu_model, device_name, resolve  # noq
 
 def measure(nets, photos: int, seed: int) -> tuple[pd.DataFrame, dict]:
     """(layer table with diagnostics, provenance) of one model on the first `photos` test photos of its data."""
-    object_factor = ev.object_factor_of(nets)
+    object_factor = object_factor_of(nets)
     test, _ = ev.test_set("synthscenes", "", "test", nets.preset.image_size, photos, 0, object_factor)
     images, labels, codes = editing.encode_dataset(nets, test, n=photos)
     report = editing.editing_report(nets, labels, codes, torch.Generator().manual_seed(seed),

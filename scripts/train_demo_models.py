@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smis.checkpoint import export_model  # noqa: E402
+from smis.checkpoint import export_model, list_checkpoints  # noqa: E402
 from smis.utils import cpu_model, safe_load  # noqa: E402
 
 VARIANTS = ["clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5", "gaugan_vae_lowkl",
@@ -75,7 +75,7 @@ def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int,
 
 def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: list[str], a) -> Path:
     """Newest checkpoint of `run_dir` -> fp16 `out_dir/synthscenes_<variant>.pt` + its provenance JSON."""
-    ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    ckpts = list_checkpoints(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     wall = safe_load(ckpts[-1], map_location="cpu").get("wall_time_s")
     provenance = {

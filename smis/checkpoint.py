@@ -1,6 +1,7 @@
 """Training checkpoints (save, list, load, resume from the newest intact one) and exported models.
 
     ckpt = Checkpointer(run_dir, keep_last=3)
+    list_checkpoints(run_dir)                         # [run_dir/checkpoints/step_*.pt], oldest first
     ckpt.save(step, state)                            # run_dir/checkpoints/step_00000200.pt, atomically
     path, state = ckpt.load_latest_intact()           # (None, None) for a run without checkpoints
     export_model(path, "model.pt"); nets = load_model("model.pt")   # G and E only, for inference
@@ -69,6 +70,24 @@ def check_format(ck, path: str | Path) -> dict:
     return ck
 
 
+def list_checkpoints(run_dir: str | Path,          # a training run's folder (python -m smis.train --run-dir)
+                     missing_ok: bool = True,       # False: a run without checkpoints is a FileNotFoundError
+                     ) -> list[Path]:
+    """The run's checkpoint files run_dir/checkpoints/step_<step>.pt, oldest first: the one checkpoint listing
+    (`Checkpointer`, `smis.curves`, reproduce's preflight). `checkpoint_step` reads a file's step."""
+    ckpts = sorted((p for p in (Path(run_dir) / "checkpoints").glob("step_*.pt") if p.stem[5:].isdigit()),
+                   key=checkpoint_step)
+    if not ckpts and not missing_ok:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoints/step_*.pt. Fix: pass the --run-dir of a "
+                                "python -m smis.train run (scripts/train_demo_models.py writes outputs/runs/demo_*)")
+    return ckpts
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The training step of a checkpoint file named step_<step>.pt (`list_checkpoints`)."""
+    return int(Path(path).stem.split("_")[1])
+
+
 class Checkpointer:
     """The checkpoints of one run: run_dir/checkpoints/step_XXXXXXXX.pt, the newest `keep_last` kept."""
 
@@ -77,11 +96,12 @@ class Checkpointer:
                  keep_last: int = 3,                        # checkpoints kept after each save
                  map_location: torch.device | str | None = None,   # where loaded tensors go
                  ):
-        self.dir, self.keep_last, self.map_location = Path(run_dir) / "checkpoints", keep_last, map_location
+        self.run_dir, self.keep_last, self.map_location = Path(run_dir), keep_last, map_location
+        self.dir = self.run_dir / "checkpoints"
 
     def list(self) -> list[Path]:
-        """The run's checkpoints, oldest first."""
-        return sorted(self.dir.glob("step_*.pt"))
+        """The run's checkpoints, oldest first (`list_checkpoints`)."""
+        return list_checkpoints(self.run_dir)
 
     def latest(self) -> Path | None:
         ckpts = self.list()
@@ -184,3 +204,16 @@ def load_model(path: str | Path,                         # an exported model or 
     if nets.meta["train_config"] is None and isinstance(ck.get("config"), dict):   # a training checkpoint
         nets.meta["train_config"] = plain_data(ck["config"])
     return nets.to(pick_device(device)).eval()
+
+
+def object_factor_of(models) -> bool:
+    """Whether the model(s) (Networks, or an iterable of them) trained on SynthScenes with its object-scale
+    factor (`TrainConfig.synth_object_factor`, recorded in the checkpoint); a ValueError if they disagree, since
+    one test set cannot serve both. Models without a recorded config (exported files) count as without."""
+    models = [models] if hasattr(models, "meta") or hasattr(models, "G") else list(models)
+    flags = {bool(((getattr(m, "meta", None) or {}).get("train_config") or {}).get("synth_object_factor"))
+             for m in models}
+    if len(flags) > 1:
+        raise ValueError("some models trained on SynthScenes with the object-scale factor and some without; their "
+                         "test sets differ. Fix: compare models trained on the same data (synth_object_factor).")
+    return flags == {True}

@@ -25,18 +25,15 @@ The statements (paper Sec. 4.3 and its Tables 2 and 4):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from smis.evaluate import load_pairs
+from smis.evaluate import Columns, PriorEval, load_pairs
 from smis.networks.ops import label_presence
 from smis.stats import Z95, bootstrap_weights, mean_ci, paired_ci, percentile_interval
-from smis.tables import MIOU, Columns, paired_comparison
-
-if TYPE_CHECKING:                  # annotations only
-    from smis.evaluate import PriorEval
+from smis.tables import MIOU, paired_comparison
 
 REFERENCE = "clvae"                          # the system every other one is compared with
 CO_CHANGE = "class co-change rate"           # class_independence's per-mask score

@@ -31,22 +31,13 @@ from smis.diagnostics import COLLAPSE_KL, layer_diagnostics
 from smis.factors import factor_rows
 from smis.metrics import LPIPS
 from smis.models import load_segmenter_for
-from smis.tables import COLOUR_IN, MIOU, TEXTURE_IN, Columns, miou_columns
-from smis.checkpoint import load_model
+from smis.tables import COLOUR_IN, MIOU, TEXTURE_IN, miou_columns
+from smis.checkpoint import checkpoint_step, list_checkpoints, load_model, object_factor_of
 from smis.viz import save_figure, to_uint8
 
 SCORES = ("diversity", "FD", COLOUR_IN, TEXTURE_IN, MIOU)
 FLAT_SHARE = 0.25      # a score has flattened when its last-quarter change is at most this share of the run's range
 DIAGNOSTICS = ("KL", "active units", "active share", "classes visible")   # per latent layer: "<name> layer <l>"
-
-
-def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """[(step, checkpoint file)] of a training run, oldest first."""
-    ckpts = sorted(Path(run_dir).glob("checkpoints/step_*.pt"))
-    if not ckpts:
-        raise FileNotFoundError(f"{run_dir} holds no checkpoints/step_*.pt. Fix: pass the --run-dir of a "
-                                "python -m smis.train run (scripts/train_demo_models.py writes outputs/runs/demo_*)")
-    return [(int(p.stem.split("_")[1]), p) for p in ckpts]
 
 
 def run_object_factor(run_dir: str | Path) -> bool:
@@ -73,23 +64,23 @@ def checkpoint_scores(runs: Mapping[str, str | Path],     # variant name -> run 
     the same masks). Columns name the metric backbone in `lpips` / `fd_name`. Rows of `done` that lack the
     diagnostics get them from their checkpoint when the run still holds it (NaN otherwise)."""
     done = fill_diagnostics(done, runs, n_masks, device, progress) if done is not None else None
-    todo = [(v, s, p) for v, r in runs.items() for s, p in run_checkpoints(r)
-            if done is None or not ((done["variant"] == v) & (done["step"] == s)).any()]
+    kept = [(v, checkpoint_step(p), p) for v, r in runs.items() for p in list_checkpoints(r, missing_ok=False)]
+    todo = [(v, s, p) for v, s, p in kept if done is None or not ((done["variant"] == v) & (done["step"] == s)).any()]
     rows = [] if done is None else done.to_dict("records")
     if not todo:
         return pd.DataFrame(rows)
     first = load_model(todo[0][2], device)
-    object_factor = ev.object_factor_of(first)        # the test data the runs trained on (TrainConfig)
+    object_factor = object_factor_of(first)        # the test data the runs trained on (TrainConfig)
     test, indices = ev.test_set("synthscenes", "", "test", first.preset.image_size, n_masks, 0, object_factor)
     metric = LPIPS(lpips, device=device)
     fd_real = ev.real_frechet(test, indices, fd, device, progress=False)
     seg = load_segmenter_for("synthscenes", segmenter, device)
-    cols = Columns(metric.name)
+    cols = ev.Columns(metric.name)
     options = ev.PriorOptions(k=k, seed=seed, per_class=False, factors=True, keep=0)
     image, label = ev.load_pairs(test, indices, device)                 # the masks every checkpoint is scored on
     for variant, step, path in tqdm(todo, desc="checkpoints", disable=not progress):
         nets = load_model(path, device)
-        if ev.object_factor_of(nets) != object_factor:
+        if object_factor_of(nets) != object_factor:
             raise ValueError(f"{path} trained on other SynthScenes data (synth_object_factor) than {todo[0][2]}. "
                              "Fix: score runs with and without the object-scale factor in separate calls.")
         r = ev.evaluate_prior(nets, test, indices, metric, options, fd_real, seg, progress=False)
@@ -115,8 +106,7 @@ def fill_diagnostics(rows: pd.DataFrame,                  # checkpoint_scores ro
     that lack them (a KL but no active units) and whose checkpoint the run still holds; the others as they were
     (NaN). The KL already scored is kept as it is (the numbers quoted from it stay). Cheap: the encoder on the
     masks' photos only, no sampling."""
-    paths = {(v, s): p for v, r in runs.items() if any(Path(r).glob("checkpoints/step_*.pt"))
-             for s, p in run_checkpoints(r)}
+    paths = {(v, checkpoint_step(p)): p for v, r in runs.items() for p in list_checkpoints(r)}
     has = lambda row, col: np.isfinite(row.get(col, np.nan))
     out = rows.to_dict("records")
     todo = [i for i, row in enumerate(out) if (row["variant"], row["step"]) in paths
@@ -125,7 +115,7 @@ def fill_diagnostics(rows: pd.DataFrame,                  # checkpoint_scores ro
         return rows
     first = load_model(paths[out[todo[0]]["variant"], out[todo[0]]["step"]], device)
     test, indices = ev.test_set("synthscenes", "", "test", first.preset.image_size, n_masks, 0,
-                                ev.object_factor_of(first))
+                                object_factor_of(first))
     image, label = ev.load_pairs(test, indices, device)                 # the masks the rows were scored on
     for i in tqdm(todo, desc="diagnostics of scored rows", disable=not progress):
         nets = load_model(paths[out[i]["variant"], out[i]["step"]], device)

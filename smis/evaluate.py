@@ -11,7 +11,8 @@
 Scorers (each `update(batch)` per batch, `result()` at the end): `SampleScores` (diversity and Top-1
 GT-similarity, or GT-similarity of reconstructions), `PerClassDiversity`, `SampleFD`, `SampleMaskFidelity`,
 `SampleFactors` (SynthScenes), `Examples`. `evaluate_prior` / `evaluate_reconstruction` compose them into
-`PriorEval` / `ReconEval`; `smis.tables` turns those into the paper's tables, `smis.models` loads the
+`PriorEval` / `ReconEval`, whose score columns `Columns` names (cols = Columns("lpips_alex", "fid"):
+cols.diversity, cols.top1, ...); `smis.tables` turns those into the paper's tables, `smis.models` loads the
 models, `smis.study` sets up a notebook's whole comparison.
 
 Randomness: the K codes of mask `index` come from a generator seeded with `mask_seed(seed, index)`,
@@ -22,6 +23,7 @@ in tests/test_evaluate.py). Compare such images with a tolerance, not bitwise.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
@@ -39,11 +41,56 @@ from smis.networks.ops import label_presence
 from smis.progress import Progress
 from smis.sampling import chunks, encode_means, generate, reconstruct, sample_prior
 from smis.segmenter import MaskFidelity, Segmenter
-from smis.tables import Columns
 from smis.viz import to_uint8
 
-# Old places of names that moved (smis.models, smis.tables, smis.viz), kept for callers outside this split
-# (smis/reproduce.py, scripts/readme_figure.py, tests/test_checkpoints.py, notebook 06); to be removed.
+# ---------------------------------------------------------------------------------------------
+# The results' score columns (what `smis.tables` reads)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the score columns for one LPIPS metric and one FD backbone (they name what was measured).
+    `ci(col)` and `std(col)` name the interval half-width and spread columns of a score."""
+
+    metric: str                        # LPIPS name, e.g. lpips_alex, lpips_effnet
+    fd_name: str | None = None         # FrechetDistance name, e.g. fid, fd_effnet
+
+    @property
+    def diversity(self) -> str:
+        return f"diversity ({self.metric})"
+
+    @property
+    def top1(self) -> str:
+        return f"top-1 GT-similarity ({self.metric})"
+
+    @property
+    def gt_similarity(self) -> str:
+        return f"GT-similarity ({self.metric})"
+
+    @property
+    def fd(self) -> str:
+        return f"FD ({self.fd_name})"
+
+    @staticmethod
+    def ci(col: str) -> str:
+        return f"{col} ±95%"
+
+    @staticmethod
+    def std(col: str) -> str:
+        return f"{col} std"
+
+    @classmethod
+    def of(cls, table: pd.DataFrame) -> "Columns":
+        """The names a written table uses (e.g. one read back from its CSV)."""
+        names = [str(c) for c in (*table.columns, *table.index)]
+        metric = next((m.group(1) for c in names if (m := re.fullmatch(r"(?:top-1 )?(?:diversity|GT-similarity) "
+                                                                          r"\((.+)\)", c))), None)
+        fd = next((m.group(1) for c in names if (m := re.fullmatch(r"FD \((.+)\)", c))), None)
+        if metric is None:
+            raise ValueError(f"no diversity / GT-similarity column in {names[:8]}...; pass a table of smis.tables")
+        return cls(metric, fd)
+
+
 
 # ---------------------------------------------------------------------------------------------
 # The evaluation data
@@ -53,7 +100,7 @@ def test_set(dataset: str, root: str | None, split: str, size, n: int = 0, seed:
              object_factor: bool = False):
     """(dataset, indices): the evaluation split at the model's `size` and its first `n` items (0 = all).
     SynthScenes without `root` is generated on the fly: its test split is then `n` images long, with the
-    object-scale factor when `object_factor` (`object_factor_of(nets)`: as the model was trained)."""
+    object-scale factor when `object_factor` (`smis.checkpoint.object_factor_of(nets)`: as the model was trained)."""
     if dataset == "synthscenes" and not root:
         if n < 1:
             raise ValueError("on-the-fly SynthScenes needs n >= 1 test images; or pass the root of a written copy")
@@ -63,19 +110,6 @@ def test_set(dataset: str, root: str | None, split: str, size, n: int = 0, seed:
     if len(ds) == 0:
         raise ValueError(f"{dataset} split {split!r} under {root!r} is empty. Fix: check DATA_ROOT and SPLIT")
     return ds, list(range(len(ds) if n < 1 else min(n, len(ds))))
-
-
-def object_factor_of(models) -> bool:
-    """Whether the model(s) (Networks, or an iterable of them) trained on SynthScenes with its object-scale
-    factor (`TrainConfig.synth_object_factor`, recorded in the checkpoint); a ValueError if they disagree, since
-    one test set cannot serve both. Models without a recorded config (exported files) count as without."""
-    models = [models] if hasattr(models, "meta") or hasattr(models, "G") else list(models)
-    flags = {bool(((getattr(m, "meta", None) or {}).get("train_config") or {}).get("synth_object_factor"))
-             for m in models}
-    if len(flags) > 1:
-        raise ValueError("some models trained on SynthScenes with the object-scale factor and some without; their "
-                         "test sets differ. Fix: compare models trained on the same data (synth_object_factor).")
-    return flags == {True}
 
 
 def load_pairs(dataset, indices: Sequence[int], device: str | torch.device | None = None

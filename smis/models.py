@@ -24,7 +24,7 @@ from smis.networks import Networks, build_networks
 from smis.official import GROUPDNET_DATASETS, groupdnet_preset, load_groupdnet, load_official
 from smis.real_segmenters import NO_SEGMENTER, PROTOCOLS, load_real_segmenter, not_measured, parse_source
 from smis.segmenter import Segmenter, load_segmenter
-from smis.checkpoint import load_model
+from smis.checkpoint import list_checkpoints, load_model
 from smis.utils import pick_device, resolve
 
 SEGMENTERS = {"synthscenes": "checkpoints/synthscenes_segmenter.pt"}   # scripts/train_segmenter.py
@@ -63,7 +63,7 @@ def load_networks(source: str | Path,                                # see the m
             return nets.eval()
     path = resolve(source)
     if path.is_dir():
-        ckpts = sorted((path / "checkpoints").glob("step_*.pt"))
+        ckpts = list_checkpoints(path)
         if not ckpts:
             raise FileNotFoundError(f"run folder {path} has no checkpoints/step_*.pt. Fix: train it first "
                                     "(python -m smis.train --run-dir ...) or pass a model file.")

@@ -16,13 +16,14 @@ from typing import Mapping
 import pandas as pd
 import torch
 
-from smis.evaluate import evaluation_layout, object_factor_of, real_frechet, real_mask_fidelity, test_set
+from smis.checkpoint import object_factor_of
+from smis.evaluate import Columns, evaluation_layout, real_frechet, real_mask_fidelity, test_set
 from smis.metrics import LPIPS, FrechetDistance
 from smis.models import load_networks, load_segmenter_for, parse_models, trained
 from smis.networks import Networks
 from smis.segmenter import Segmenter
 from smis.real_segmenters import not_measured
-from smis.tables import CEILING, MIOU, Columns, miou_columns
+from smis.tables import CEILING, MIOU, miou_columns
 from smis.utils import pick_device
 
 STAND_IN_NOTE = "lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID."

@@ -1,6 +1,5 @@
 """The paper's tables from evaluation results (pandas), their 95 % intervals, paired comparisons and files.
 
-    cols = Columns("lpips_alex", "fid")                   # score column names: cols.diversity, cols.top1, ...
     diversity_table({"clvae": res, "gaugan_vae": other})  # Tables 2-4: columns name metric and backbone
     reconstruction_table({"clvae": rec})                  # Table 1
     paired_comparison(res, other)                         # per-mask differences, 95 % intervals
@@ -9,23 +8,20 @@
 Intervals: every table gives 95 % intervals over masks (`smis.stats`): mean +- 1.96 sd / sqrt(n) for
 per-mask scores (column + " ±95%": the half-width), a bootstrap over masks for the pooled mIoU (MIOU +
 " 95% low" / " 95% high"); `paired_comparison` pairs two variants mask by mask (same masks, same seeds).
+The score columns are named by `smis.evaluate.Columns` (the evaluation results use the same names).
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from smis.evaluate import Columns, PriorEval, ReconEval
 from smis.segmenter import miou_ci
 from smis.stats import mean_ci, paired_ci
 from smis.utils import atomic_path, atomic_write_text, markdown_table
-
-if TYPE_CHECKING:                      # annotations only: smis.evaluate builds the results these tables read
-    from smis.evaluate import PriorEval, ReconEval
 
 MIOU = "mask mIoU"                             # the segmenter's pooled mIoU (higher: follows the mask)
 MIOU_LOW, MIOU_HIGH = f"{MIOU} 95% low", f"{MIOU} 95% high"
@@ -34,50 +30,6 @@ TEXTURE_IN = "texture in class set (%)"        # factor_table: regions whose tex
 COLOUR_MATCH = "colour mode = reference (%)"   # style_table
 TEXTURE_MATCH = "texture = reference (%)"      # style_table
 CEILING = "real test images (ceiling)"         # row of the real images' scores (smis.study.Study.add_ceiling)
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Names of the score columns for one LPIPS metric and one FD backbone (they name what was measured).
-    `ci(col)` and `std(col)` name the interval half-width and spread columns of a score."""
-
-    metric: str                        # LPIPS name, e.g. lpips_alex, lpips_effnet
-    fd_name: str | None = None         # FrechetDistance name, e.g. fid, fd_effnet
-
-    @property
-    def diversity(self) -> str:
-        return f"diversity ({self.metric})"
-
-    @property
-    def top1(self) -> str:
-        return f"top-1 GT-similarity ({self.metric})"
-
-    @property
-    def gt_similarity(self) -> str:
-        return f"GT-similarity ({self.metric})"
-
-    @property
-    def fd(self) -> str:
-        return f"FD ({self.fd_name})"
-
-    @staticmethod
-    def ci(col: str) -> str:
-        return f"{col} ±95%"
-
-    @staticmethod
-    def std(col: str) -> str:
-        return f"{col} std"
-
-    @classmethod
-    def of(cls, table: pd.DataFrame) -> "Columns":
-        """The names a written table uses (e.g. one read back from its CSV)."""
-        names = [str(c) for c in (*table.columns, *table.index)]
-        metric = next((m.group(1) for c in names if (m := re.fullmatch(r"(?:top-1 )?(?:diversity|GT-similarity) "
-                                                                          r"\((.+)\)", c))), None)
-        fd = next((m.group(1) for c in names if (m := re.fullmatch(r"FD \((.+)\)", c))), None)
-        if metric is None:
-            raise ValueError(f"no diversity / GT-similarity column in {names[:8]}...; pass a table of smis.tables")
-        return cls(metric, fd)
 
 
 def _metric_of(results: Mapping) -> str:

@@ -10,12 +10,12 @@ import pytest
 from smis import comparison as cmp
 from smis import tables
 from smis.data.synthetic import CLASSES, tint
-from smis.evaluate import PriorEval
+from smis.evaluate import Columns, PriorEval
 from smis.factors import factor_rows
 
 STRIPE_CLASSES = (0, 2, 4, 6)          # sky, water, disc, triangle: one 16-px column each, two colour modes each
 METRIC = "lpips_test"
-COLS = tables.Columns(METRIC, "fd_test")
+COLS = Columns(METRIC, "fd_test")
 
 
 def stripes(modes, t=None) -> np.ndarray:

@@ -50,7 +50,7 @@ def test_every_checkpoint_is_scored_on_the_same_masks_and_cached_rows_are_kept(r
     assert plateau.loc["clvae", "FD: last-quarter change"] == pytest.approx(c[3] - c[2])
     assert 0 <= plateau.loc["clvae", "FD: share of range"] <= 1
     with pytest.raises(FileNotFoundError, match="smis.train"):
-        curves.run_checkpoints(runs / "nothing")
+        curves.checkpoint_scores({"clvae": runs / "nothing"})       # smis.checkpoint.list_checkpoints(missing_ok=False)
 
 
 def test_rows_scored_before_the_diagnostics_get_them_from_their_checkpoints_or_keep_nan(runs):

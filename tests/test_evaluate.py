@@ -180,15 +180,15 @@ def test_prior_batches_group_masks_and_seed_each_by_its_index(clvae, data):
 
 
 def test_columns_name_the_scores_and_are_read_back_from_a_table(clvae, data, metric):
-    cols = tables.Columns("lpips_tiny", "fd_tiny")
+    cols = ev.Columns("lpips_tiny", "fd_tiny")
     assert (cols.diversity, cols.top1, cols.gt_similarity, cols.fd) == \
         ("diversity (lpips_tiny)", "top-1 GT-similarity (lpips_tiny)", "GT-similarity (lpips_tiny)", "FD (fd_tiny)")
-    assert tables.Columns.ci(cols.top1) == "top-1 GT-similarity (lpips_tiny) ±95%"
-    table = pd.DataFrame({cols.diversity: [0.5], tables.Columns.ci(cols.diversity): [0.1], cols.fd: [3.0]})
-    assert tables.Columns.of(table) == cols
-    assert tables.Columns.of(table.T) == cols                       # paired_comparison: scores are the index
+    assert ev.Columns.ci(cols.top1) == "top-1 GT-similarity (lpips_tiny) ±95%"
+    table = pd.DataFrame({cols.diversity: [0.5], ev.Columns.ci(cols.diversity): [0.1], cols.fd: [3.0]})
+    assert ev.Columns.of(table) == cols
+    assert ev.Columns.of(table.T) == cols                       # paired_comparison: scores are the index
     with pytest.raises(ValueError, match="no diversity"):
-        tables.Columns.of(pd.DataFrame({"x": [1]}))
+        ev.Columns.of(pd.DataFrame({"x": [1]}))
 
 
 # ---- scoring -------------------------------------------------------------------------------------

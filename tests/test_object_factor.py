@@ -15,7 +15,7 @@ from smis.curves import run_object_factor
 from smis.data import make_dataset, synthetic
 from smis.data.synthetic import CLASSES, SHADINGS, estimate_factors, generate, render
 from smis import evaluate as ev
-from smis.evaluate import object_factor_of
+from smis.checkpoint import object_factor_of
 from smis.networks import Latents
 
 # sha256 of the factor records (less the label-derived "pixels" counts) of 32 default images, computed with the

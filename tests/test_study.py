@@ -29,7 +29,7 @@ def test_load_study_builds_the_models_test_set_and_metrics(study):
     assert indices == study.indices and torch.equal(test[2]["image"], study.dataset[2]["image"])
     real = ev.real_frechet(test, indices, "effnet", "cpu", 2, progress=False)
     assert study.fd_real.compute(real) == pytest.approx(0.0, abs=1e-3)          # the same statistics
-    assert study.columns == tables.Columns("lpips_effnet", "fd_effnet") and study.stand_ins
+    assert study.columns == ev.Columns("lpips_effnet", "fd_effnet") and study.stand_ins
     assert study.trained("clvae") == f"{clvae.meta['step']} steps"
     assert study.models_caption(["gaugan"]) == f"gaugan ({study.trained('gaugan')})"
     assert "clvae: variant clvae" in study.summary() and "no latents" in study.summary()

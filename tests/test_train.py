@@ -19,7 +19,8 @@ import torch
 from smis import objective
 from smis import train as T
 from smis.build import build
-from smis.checkpoint import CKPT_FORMAT, Checkpointer, export_model, load_model, rng_state, set_rng_state
+from smis.checkpoint import (CKPT_FORMAT, Checkpointer, checkpoint_step, export_model, list_checkpoints, load_model,
+                             rng_state, set_rng_state)
 from smis.data import DatasetError
 from smis.networks import Latents, build_networks
 from smis.options import add_config_arguments
@@ -496,6 +497,15 @@ def test_checkpointer_keeps_the_newest_and_skips_a_cut_one(tmp_path, capsys):
     for step in (1, 2, 3):
         ck.save(step, {"format": CKPT_FORMAT, "step": step, "w": torch.full((3,), float(step))})
     assert [p.name for p in ck.list()] == ["step_00000002.pt", "step_00000003.pt"]     # keep_last=2, oldest first
+    (ck.dir / "step_00000010.pt").write_bytes(b"")                  # sorted by step, not by name, whatever the width
+    (ck.dir / "step_1.pt").write_bytes(b"")
+    (ck.dir / "step_last.pt").write_bytes(b"")                      # not step_<digits>.pt: not a checkpoint
+    assert [checkpoint_step(p) for p in list_checkpoints(tmp_path)] == [1, 2, 3, 10] == \
+        [checkpoint_step(p) for p in ck.list()]
+    for name in ("step_00000010.pt", "step_1.pt", "step_last.pt"):
+        (ck.dir / name).unlink()
+    with pytest.raises(FileNotFoundError, match="holds no checkpoints.*Fix"):
+        list_checkpoints(tmp_path / "empty", missing_ok=False)
     assert torch.equal(ck.load(ck.latest())["w"], torch.full((3,), 3.0))
     ck.latest().write_bytes(ck.latest().read_bytes()[:50])                              # cut short
     path, state = ck.load_latest_intact()

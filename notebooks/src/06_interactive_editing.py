@@ -40,7 +40,7 @@ from IPython.display import Markdown, display
 
 from smis import curves, editing
 from smis.data import make_dataset
-from smis.evaluate import object_factor_of
+from smis.checkpoint import object_factor_of
 from smis.diagnostics import layer_diagnostics
 from smis.models import load_or_untrained
 from smis.tables import write_table
