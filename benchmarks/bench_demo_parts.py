@@ -32,15 +32,20 @@ def _load(tree: Path):
         del sys.modules[k]
     sys.path.insert(0, str(tree))
     try:
+        import importlib
+
         import smis.editing as editing
         import smis.evaluate as ev
+        # editing_report: smis.edit_measures since issue 24; a tree from before it has it in smis.editing
+        measures = importlib.import_module("smis.edit_measures" if (tree / "smis" / "edit_measures.py").exists()
+                                           else "smis.editing")
         import smis.models as models
         import smis.study as study
         from smis.data import make_dataset
     finally:
         sys.path.pop(0)
     assert Path(editing.__file__).is_relative_to(tree), editing.__file__
-    return editing, ev, models, study, make_dataset
+    return editing, measures, ev, models, study, make_dataset
 
 
 def _timed(fn):
@@ -70,14 +75,14 @@ def _max_rel(a: dict, b: dict) -> float:
 
 
 def run_tree(tree: Path, photos: int, masks: int) -> tuple[dict, dict]:
-    editing, ev, models, study_mod, make_dataset = _load(tree)
+    editing, measures, ev, models, study_mod, make_dataset = _load(tree)
     ck = tree / "checkpoints"
     times, numbers = {}, {}
     nets = models.load_or_untrained(str(ck / "synthscenes_clvae.pt"), "clvae", seed=0)
     test = make_dataset("synthscenes", None, "test", size=nets.preset.image_size, length=photos)
     _, labels, codes = editing.encode_dataset(nets, test)
     numbers["editing_report"], *times["editing_report"] = _timed(
-        lambda: editing.editing_report(nets, labels, codes, torch.Generator().manual_seed(0)))
+        lambda: measures.editing_report(nets, labels, codes, torch.Generator().manual_seed(0)))
     study = study_mod.load_study(f"clvae:{ck}/synthscenes_clvae.pt,gaugan_vae:{ck}/synthscenes_gaugan_vae.pt",
                                  "synthscenes", "", "test", masks, 0, "auto", "auto", "auto", "cpu", 64)
     opts = ev.PriorOptions(k=20, masks_per_batch=8, chunk=64, per_class=True, factors=True, keep=1)

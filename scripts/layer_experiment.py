@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smis import comparison as cmp  # noqa: E402
+from smis import edit_measures  # noqa: E402
 from smis import editing  # noqa: E402
 from smis import evaluate as ev  # noqa: E402
 from smis import tables  # noqa: E402
@@ -43,10 +44,10 @@ def measure(nets, photos: int, seed: int) -> tuple[pd.DataFrame, dict]:
     object_factor = object_factor_of(nets)
     test, _ = ev.test_set("synthscenes", "", "test", nets.preset.image_size, photos, 0, object_factor)
     images, labels, codes = editing.encode_dataset(nets, test, n=photos)
-    report = editing.editing_report(nets, labels, codes, torch.Generator().manual_seed(seed),
+    report = edit_measures.editing_report(nets, labels, codes, torch.Generator().manual_seed(seed),
                                     object_factor=object_factor)
     diag = layer_diagnostics(nets, images, labels)
-    table = editing.layer_table(nets, report)
+    table = edit_measures.layer_table(nets, report)
     table = table.join(diag.table()[["KL", "active units", "units", "classes visible"]])
     return table, {"object_factor": bool(object_factor), "photos": photos, "edits": report["cases"],
                    "inactive_layers": [int(x) for x in diag.inactive]}
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         out[name] = {"model": path, "step": nets.meta.get("step"), "options": meta.get("options"), **info,
                      "layers": json.loads(table.reset_index().to_json(orient="records"))}
         if a.write_factors:
-            print("wrote", write_layer_factors(resolve(path), editing.layer_factor_summary(table),
+            print("wrote", write_layer_factors(resolve(path), edit_measures.layer_factor_summary(table),
                                                command="python scripts/layer_experiment.py " + " ".join(argv),
                                                photos=a.photos, edits=info["edits"], seed=a.seed))
         with pd.option_context("display.width", 200, "display.max_columns", 40):

@@ -4,6 +4,8 @@
     d.table()                                          # one row per latent layer: KL, active units, classes visible
     d.inactive                                         # [layer, ...] whose codes carry nothing
     d.describe(3)   # "layer 3 is inactive (KL 0.004, 0/64 active units): its codes carry (almost) nothing ..."
+    layer_posteriors(nets, images, labels)             # per layer: KL and mean |mu| (notebook 06's printout)
+    collapsed_layers(kl)                               # the posterior-collapse diagnostic: layers with KL < COLLAPSE_KL
 
 Per latent layer l (0 = the finest, feeding up_2; L - 1 the coarsest, feeding head_0):
 
@@ -26,7 +28,7 @@ the checkpoint, `<checkpoint stem>.layers.json` (`layer_factors_path`), and read
 
     {"format": "smis.layer_factors/1", "model": "synthscenes_clvae.pt",
      "layers": [{"layer": 0, "moves_most": "texture kind", "shares": {"colour mode": 0.08, "texture kind": 0.41},
-                 "intervals": {...}}, ...],      # editing.layer_factor_summary(table): one entry per latent layer
+                 "intervals": {...}}, ...],      # edit_measures.layer_factor_summary(table): one entry per latent layer
                                                  # (moves_most null: no measured factor changed)
      ...}                                        # anything else: provenance (command, images, seed, intervals)
 
@@ -173,6 +175,35 @@ def layer_diagnostics(nets: Networks,
                             images=int(images.shape[0]))
 
 
+@torch.no_grad()
+def layer_posteriors(nets: Networks, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64
+                     ) -> dict[str, np.ndarray]:
+    """Is each latent layer used? Per latent layer l (L,): `kl`, the KL of Eq. 18's class term at that layer
+    (mean over the classes present, then over the images), and `mean_abs_mu`, the mean |encoder mean| over
+    present classes and code entries. A layer whose KL is near 0 has collapsed to the prior: its codes
+    carry nothing about the photo. images (M, 3, H, W), labels (M, H, W)."""
+    if nets.E is None or not nets.spec.has_class_codes:
+        raise ValueError(f"variant {nets.variant!r} has no class codes, so it has no latent layers to inspect")
+    kl, absmu, count = 0.0, 0.0, 0
+    for s in range(0, images.shape[0], batch_size):                          # batches of photos
+        mu, logvar = nets.E(images[s:s + batch_size], labels[s:s + batch_size])
+        present = mu.present.to(mu.zc.dtype)                                  # (B, L, K)
+        n = present.sum(-1).clamp(min=1)                                      # (B, L)
+        per = -0.5 * (1 + logvar.zc - mu.zc.pow(2) - logvar.zc.exp()).sum(-1)  # (B, L, K)
+        kl = kl + ((per * present).sum(-1) / n).sum(0)                         # (L,)
+        absmu = absmu + ((mu.zc.abs().mean(-1) * present).sum(-1) / n).sum(0)
+        count += mu.zc.shape[0]
+    return {"kl": (kl / count).cpu().numpy(), "mean_abs_mu": (absmu / count).cpu().numpy()}
+
+
+def collapsed_layers(kl,                          # (L,) per-layer KL: layer_posteriors(...)["kl"] or a table's "KL"
+                     threshold: float = COLLAPSE_KL,
+                     ) -> list[int]:
+    """The posterior-collapse diagnostic: latent layers whose KL is below `threshold` (their codes carry
+    nothing about the photo)."""
+    return [int(l) for l, v in enumerate(np.asarray(kl, dtype=float)) if v < threshold]
+
+
 # --------------------------------------------------------------------------------------------
 # Which factor each layer moves: measured once per model, stored beside its checkpoint
 
@@ -186,9 +217,10 @@ def layer_factors_path(checkpoint: str | os.PathLike) -> Path:
 
 def _check_summary(summary: Sequence[dict], where: str) -> list[dict]:
     """The entries as plain dicts, each with an integer "layer" and a "moves_most" factor name (None: no measured
-    factor changed, as `editing.layer_factor_summary` writes it); a ValueError naming `where` and the fix
+    factor changed, as `edit_measures.layer_factor_summary` writes it); a ValueError naming `where` and the fix
     otherwise."""
-    fix = "Fix: write it with smis.diagnostics.write_layer_factors(checkpoint, editing.layer_factor_summary(table))"
+    fix = ("Fix: write it with smis.diagnostics.write_layer_factors(checkpoint, "
+           "edit_measures.layer_factor_summary(table))")
     if not isinstance(summary, (list, tuple)):
         raise ValueError(f"{where}: 'layers' must be a list of {{'layer', 'moves_most', 'shares'}} entries, got "
                          f"{type(summary).__name__}. {fix}")
@@ -203,7 +235,7 @@ def _check_summary(summary: Sequence[dict], where: str) -> list[dict]:
 
 
 def write_layer_factors(checkpoint: str | os.PathLike,      # the model's checkpoint (or the JSON path itself)
-                        summary: Sequence[dict],            # editing.layer_factor_summary(table): per latent layer
+                        summary: Sequence[dict],            # edit_measures.layer_factor_summary(table): per layer
                         **provenance,                       # command, images, seed, ... kept as they are
                         ) -> Path:
     """Write the layer-factor JSON beside `checkpoint` (atomically: a temporary file, then a rename); its path."""

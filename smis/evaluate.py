@@ -33,13 +33,12 @@ import pandas as pd
 import torch
 
 from smis.data import make_dataset
-from smis.editing import style_latents
 from smis.factors import factor_rows, style_match
 from smis.metrics import LPIPS, FrechetDistance, diversity, per_class_diversity, top1_gt_similarity
 from smis.networks import VARIANTS, Networks
 from smis.networks.ops import label_presence
 from smis.progress import Progress
-from smis.sampling import chunks, encode_means, generate, reconstruct, sample_prior
+from smis.sampling import chunks, encode_means, generate, reconstruct, sample_prior, style_latents
 from smis.segmenter import MaskFidelity, Segmenter
 from smis.viz import to_uint8
 
@@ -131,7 +130,7 @@ def style_guided(nets: Networks, label: torch.Tensor, ref_image: torch.Tensor, r
                  generator: torch.Generator | None = None, global_code: bool = True, chunk: int = 64) -> torch.Tensor:
     """Images for masks `label` (B, H, W) whose codes for every class shared with the reference
     (B references, all layers) are the reference's encoder means, other classes prior draws from
-    `generator` (`smis.editing.style_latents`); `global_code`: also the reference's z1, the only
+    `generator` (`smis.sampling.style_latents`); `global_code`: also the reference's z1, the only
     code `gaugan_vae` has. (B, 3, H, W)."""
     ref = encode_means(nets, ref_image, ref_label, chunk, edit="style-guided synthesis")
     z = style_latents(nets.spec, label, ref, ref_label, generator=generator, global_code=global_code)

@@ -1,4 +1,4 @@
-"""The one sampling path: prior codes, prior samples, encoder means and reconstructions, in chunks.
+"""The one sampling path: prior codes, prior samples, encoder means, reconstructions and style codes, in chunks.
 
 Every caller that turns masks into images goes through here: evaluation (`smis.evaluate`), editing
 (`smis.editing.sample_images`), the trainer's TensorBoard grid and the notebooks.
@@ -7,6 +7,7 @@ Every caller that turns masks into images goes through here: evaluation (`smis.e
     images = sample_prior(nets, label, k=4, seeds=[0, 1])            # (B, K, 3, H, W)
     images = sample_prior(nets, label, k=4, seeds=torch.Generator().manual_seed(0))
     recon = reconstruct(nets, image, label)                          # G(M, mean of E(M, I))
+    z = style_latents(nets.spec, label, encode_means(nets, ref, ref_label), ref_label, generator)   # Sec. 4.4.1
 
 Randomness: with one int seed per mask, mask i's K codes depend on its seed only (so every variant
 sees the same codes on the same masks, whatever the batching); with one torch.Generator, the B K codes
@@ -20,7 +21,8 @@ from typing import Sequence
 import torch
 
 from smis.capabilities import UnsupportedEdit, require_edit
-from smis.networks import Latents, Networks
+from smis.networks import Latents, LatentSpec, Networks, label_presence
+from smis.networks.latents import check_class_ids, check_classes_present, check_label, code_mask, require_class_codes
 
 
 def chunks(n: int,                # items in all
@@ -106,3 +108,52 @@ def encode_means(nets: Networks, image: torch.Tensor, label: torch.Tensor, chunk
 def reconstruct(nets: Networks, image: torch.Tensor, label: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """G(M, mu) with mu the encoder's means for (M, I): (B, 3, H, W)."""
     return generate(nets, label, encode_means(nets, image, label, chunk), chunk)
+
+
+# ---------------------------------------------------------------------------------------------
+# Style-guided synthesis (Sec. 4.4.1): the codes of smis.evaluate.style_guided and of the editor's style button
+
+
+def style_latents(spec: LatentSpec, label: torch.Tensor, reference: Latents, ref_label: torch.Tensor,
+                  generator: torch.Generator | None = None, classes: Sequence[int] | None = None,
+                  layers: Sequence[int] | None = None, global_code: bool = True) -> Latents:
+    """Latents for `label` (B, H, W) in the style of a reference photo's codes (batch 1 or B).
+
+    A class code comes from the reference where the class is in both masks, was seen by the encoder
+    at that layer (`reference.present`) and is among `classes` x `layers` (None = all); every other
+    code is a prior draw from `generator` (drawn exactly as `Latents.prior` draws). global_code:
+    also take the reference's z1 (else the prior's); ignored for models without one (groupdnet, whose
+    single latent "layer" holds one code map per class).
+
+    `classes` are integer ids in [0, K); a listed class must be in the mask of at least one sample
+    of `label` (ValueError otherwise, naming it and the classes present); a sample whose mask lacks
+    a listed class simply keeps the prior for it.
+    """
+    label = check_label(label, spec.num_classes, allow_2d=True)
+    ref_label = check_label(ref_label, spec.num_classes, allow_2d=True).to(label.device)
+    prior = Latents.prior(spec, label, generator=generator)
+    z = prior.z
+    if global_code and spec.z_dim > 0:                                  # (GroupDNet has no global code)
+        if reference.z is None:
+            raise ValueError("global_code=True but the reference latents have no global code")
+        z = reference.z.to(prior.z.dtype).expand_as(prior.z).clone()
+    if prior.zc is None:
+        if classes or layers:
+            raise ValueError("this variant has no class codes: only the global code can be taken "
+                             "(classes=None, layers=None)")
+        return Latents(z)
+    require_class_codes(reference, "style_latents")
+    if reference.zc.shape[1:] != prior.zc.shape[1:]:
+        raise ValueError(f"reference codes {tuple(reference.zc.shape)} do not match this model's "
+                         f"{tuple(prior.zc.shape)}")
+    B, L, K, _ = prior.zc.shape
+    chosen = code_mask((L, K), classes, layers, label.device)                          # (L, K)
+    if classes is not None:
+        check_classes_present(prior.present, check_class_ids(classes, K), what="style_latents")
+    if spec.classwise:
+        both = label_presence(label, spec.num_classes) & label_presence(ref_label, spec.num_classes)   # (B, C)
+    else:
+        both = torch.ones(B, 1, dtype=torch.bool, device=label.device)
+    take = chosen[None] & both[:, None, :] & reference.present                          # (B, L, K)
+    zc = torch.where(take[..., None], reference.zc.to(prior.zc.dtype), prior.zc)         # (B, L, K, N)
+    return Latents(z, zc, prior.present)

@@ -68,3 +68,18 @@ def percentile_interval(values: np.ndarray,   # (R,) statistic over bootstrap re
         return float("nan"), float("nan")
     lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def wilson_interval(k,              # successes (array-like of counts)
+                    n,              # trials (array-like of counts, same shape)
+                    z: float = 1.96,  # normal quantile: 1.96 for a 95 % interval
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval (Wilson 1927) of a share k / n: (low, high) arrays; NaN where n = 0. Stays inside
+    [0, 1] and is not degenerate at k = 0 or k = n (where the normal interval collapses to a point)."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    safe = np.maximum(n, 1)
+    p = k / safe
+    centre = (p + z * z / (2 * safe)) / (1 + z * z / safe)
+    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / (1 + z * z / safe)
+    nan = np.where(n > 0, 0.0, np.nan)
+    return np.clip(centre - half, 0, 1) + nan, np.clip(centre + half, 0, 1) + nan

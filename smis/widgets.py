@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from smis import editing
+from smis import editing, sampling
 from smis.capabilities import require_edit
 from smis.diagnostics import LayerDiagnostics, layer_diagnostics, read_layer_factors
 from smis.networks import Latents, Networks
@@ -99,7 +99,7 @@ class Editor:
                  out_dir: str | Path = "outputs/editor",  # where "save PNG" writes (relative to the repo root)
                  diagnostics: LayerDiagnostics | None = None,   # per-layer KL / active units; None: measured here
                  layer_factors: Sequence[dict] | str | Path | None = None,   # what each layer moves most:
-                 # editing.layer_factor_summary(table), or the checkpoint (its .layers.json is read); None: not shown
+                 # edit_measures.layer_factor_summary(table), or the checkpoint (its .layers.json); None: not shown
                  ):
         labels = self._check_arguments(nets, images, labels, class_names, palette, codes, index, layer, slider_unit,
                                        scale)
@@ -389,7 +389,7 @@ class Editor:
     def on_style(self, button=None):
         i = self.reference.value
         layers = [self.layer.value] if self.style_layer_only.value else None
-        new = editing.style_latents(self.nets.spec, self.label, self.codes[i], self.labels[i][None], self.generator,
+        new = sampling.style_latents(self.nets.spec, self.label, self.codes[i], self.labels[i][None], self.generator,
                                     layers=layers, global_code=self.style_global.value)
         self._set_latents(new, before=self.after)
         self._say(f"style of photo {i} for the classes both masks share, prior elsewhere")

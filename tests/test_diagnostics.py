@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -119,8 +120,9 @@ def test_the_shipped_clvae_has_two_active_and_three_inactive_layers():
 
 
 def test_the_collapse_threshold_has_one_name():
-    from smis import curves, editing
-    assert editing.COLLAPSE_KL is dg.COLLAPSE_KL and not hasattr(curves, "COLLAPSED_KL")
+    from smis import curves, edit_measures
+    assert edit_measures.COLLAPSE_KL is dg.COLLAPSE_KL and not hasattr(curves, "COLLAPSED_KL")
+    assert dg.collapsed_layers([dg.COLLAPSE_KL - 1e-9, dg.COLLAPSE_KL]) == [0]     # below the threshold: collapsed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,3 +156,10 @@ def test_a_bad_layer_factors_file_names_itself_and_the_fix(tmp_path, text, match
     with pytest.raises(ValueError, match=match) as e:
         dg.read_layer_factors(tmp_path / "model.pt")
     assert str(path) in str(e.value) and "write_layer_factors" in str(e.value)
+
+
+def test_collapsed_layers_is_the_posterior_collapse_diagnostic():
+    assert dg.collapsed_layers(np.array([0.01, 0.3, 0.049, 0.05])) == [0, 2]
+    assert dg.collapsed_layers([1.0, 2.0]) == [] and dg.collapsed_layers([0.2, 0.1], threshold=0.15) == [1]
+    kl = pd.DataFrame({"KL": [0.3, 0.001]}).round(3)["KL"].to_numpy()
+    assert dg.collapsed_layers(kl) == [1]

@@ -297,7 +297,7 @@ def test_groupdnet_config_of_other_presets():
 
 def test_editing_and_the_editor_work_on_groupdnet(tmp_path):
     """Per-class resampling and style-guided synthesis through the same functions and editor as clvae."""
-    from smis import editing
+    from smis import editing, sampling
     from smis.data import make_dataset
     from smis.viz import to_uint8
     from smis.widgets import Editor, layer_names
@@ -310,7 +310,7 @@ def test_editing_and_the_editor_work_on_groupdnet(tmp_path):
 
     # style-guided synthesis: the reference's code for the classes both masks share, the prior elsewhere
     g = torch.Generator().manual_seed(3)
-    styled = editing.style_latents(nets.spec, labels[0][None], codes[1], labels[1][None], g)
+    styled = sampling.style_latents(nets.spec, labels[0][None], codes[1], labels[1][None], g)
     prior = Latents.prior(nets.spec, labels[0][None], torch.Generator().manual_seed(3))
     both = editing.shared_classes(labels[0][None], labels[1][None], 10)[0]
     assert both.any() and (~both).any()
@@ -341,7 +341,7 @@ def test_editing_and_the_editor_work_on_groupdnet(tmp_path):
     assert np.array_equal(ed.after, to_uint8(editing.synthesize(nets, labels[0][None], want)[0]))
     ed.reference.value = 2
     ed.style_button.click()
-    want = editing.style_latents(nets.spec, labels[0][None], codes[2], labels[2][None], g, global_code=False)
+    want = sampling.style_latents(nets.spec, labels[0][None], codes[2], labels[2][None], g, global_code=False)
     assert torch.equal(ed.latents.zc, want.zc)
     assert np.array_equal(ed.after, to_uint8(editing.synthesize(nets, labels[0][None], want)[0]))
 

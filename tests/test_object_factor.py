@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from smis import editing
+from smis import edit_measures, stats
 from smis import train as T
 from smis.checkpoint import load_model
 from smis.curves import run_object_factor
@@ -163,8 +163,11 @@ def test_cli_flag_reaches_training_and_evaluation_data(tmp_path):
     assert test.object_factor and "shading" in next(iter(test.factors(0)["classes"].values()))
     # the editing report of such a run measures on the same data, with the shading column
     ckpt = run / "checkpoints" / "step_00000002.pt"
-    assert editing.main(["--model", str(ckpt), "--n", "2", "--threads", "1", "--out", str(tmp_path / "e.json")]) == 0
-    rep = json.loads((tmp_path / "e.json").read_text())["models"][str(ckpt)]
+    out = tmp_path / "e.json"
+    assert edit_measures.main(["--model", str(ckpt), "--n", "2", "--threads", "1", "--out", str(out)]) == 0
+    h, w = nets.preset.image_size                                      # the dataset line names the model's size
+    assert json.loads(out.read_text())["dataset"] == f"synthscenes test split, {h}x{w}, seed 0"
+    rep = json.loads(out.read_text())["models"][str(ckpt)]
     assert rep["object_factor"] is True and all("shading_changed" in r and "moves_most" in r for r in rep["layers"])
 
 
@@ -210,8 +213,8 @@ def shading_photos(n: int = 6, L: int = 3, N: int = 2):
 def test_only_the_shading_column_moves_when_only_the_shading_changes():
     records, labels, lat = shading_photos()
     nets = shading_nets(records)
-    samples, classes = editing.edit_cases(labels, len(CLASSES))
-    rows = editing.layer_effects(nets, labels, lat, samples, classes, torch.Generator().manual_seed(1),
+    samples, classes = edit_measures.edit_cases(labels, len(CLASSES))
+    rows = edit_measures.layer_effects(nets, labels, lat, samples, classes, torch.Generator().manual_seed(1),
                                  batch_size=16, object_factor=True)
     coarse, fine = rows[2], rows[:2]
     assert coarse["shading_changed"] > 0.3 and coarse["moves_most"] == "shading"
@@ -223,14 +226,15 @@ def test_only_the_shading_column_moves_when_only_the_shading_changes():
         assert r["colour_shift"] == 0 and r["shading_changed_lo"] == 0 and 0 < r["shading_changed_hi"] < 0.2
     assert all(r["shading_changed_n"] <= r["cases"] == len(samples) for r in rows)
     # without object_factor the same table has no shading column, and the other columns keep their numbers
-    off = editing.layer_effects(nets, labels, lat, samples, classes, torch.Generator().manual_seed(1), batch_size=16)
+    off = edit_measures.layer_effects(nets, labels, lat, samples, classes, torch.Generator().manual_seed(1),
+                                      batch_size=16)
     assert all("shading_changed" not in r for r in off)
     assert [r["colour_shift"] for r in off] == [r["colour_shift"] for r in rows]
-    table = editing.layer_table(SimpleNamespace(G=SimpleNamespace(code_index={"up_0": 0, "up_1": 1, "head_0": 2}),
+    table = edit_measures.layer_table(SimpleNamespace(G=SimpleNamespace(code_index={"up_0": 0, "up_1": 1, "head_0": 2}),
                                                 spec=nets.spec), {"layers": rows})
     assert {"shading changed", "shading changed lo", "shading changed hi", "shading n", "moves most",
             "colour mode changed lo", "texture kind changed hi"} <= set(table.columns)
-    summary = editing.layer_factor_summary(table.round(3))
+    summary = edit_measures.layer_factor_summary(table.round(3))
     assert [s["moves_most"] for s in summary] == [None, None, "shading"]
     assert set(summary[2]["shares"]) == {"colour mode", "texture kind", "shading"}
     lo, hi = summary[2]["intervals"]["shading"]
@@ -239,13 +243,13 @@ def test_only_the_shading_column_moves_when_only_the_shading_changes():
 
 
 def test_wilson_interval():
-    lo, hi = editing.wilson_interval([0, 5, 10, 0], [10, 10, 10, 0])
+    lo, hi = stats.wilson_interval([0, 5, 10, 0], [10, 10, 10, 0])
     np.testing.assert_allclose(lo[:3], [0.0, 0.2366, 0.7225], atol=1e-4)    # Wilson (1927), z = 1.96
     np.testing.assert_allclose(hi[:3], [0.2775, 0.7634, 1.0], atol=1e-4)
     assert np.isnan(lo[3]) and np.isnan(hi[3])
     # its coverage: over binomial draws with p = 0.3, n = 40, close to 95 %
     k = np.random.default_rng(0).binomial(40, 0.3, 4000)
-    lo, hi = editing.wilson_interval(k, np.full_like(k, 40))
+    lo, hi = stats.wilson_interval(k, np.full_like(k, 40))
     assert 0.92 < np.mean((lo <= 0.3) & (0.3 <= hi)) < 0.98
 
 

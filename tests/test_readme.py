@@ -203,17 +203,17 @@ def test_readme_results_are_rendered_from_the_recorded_run():
 def test_readme_layer_experiment_is_rendered_from_its_json():
     """The layer section's table, split sentences and paired line come from docs/layer_experiment.json (what
     scripts/layer_experiment.py measured), and the verdict it states is the JSON's."""
-    from smis import editing
+    from smis import edit_measures
 
-    exp = editing.read_layer_experiment(ROOT / "docs" / "layer_experiment.json")
-    assert editing.experiment_markdown(exp) in README
+    exp = edit_measures.read_layer_experiment(ROOT / "docs" / "layer_experiment.json")
+    assert edit_measures.experiment_markdown(exp) in README
     for split in exp["splits"].values():
         assert split["sentence"] in README
     assert not any(s["appears"] for s in exp["splits"].values()) and "appears in neither model" in README
     verdict = exp["models"]["freebits"]["verdict"]
     assert not verdict["ship"] and "free bits is not shipped" in README
-    assert editing.versus_line(exp["versus"]["freebits"]) in README
-    shipped = editing.read_layer_experiment(ROOT / "docs" / "layer_table_clvae.json")
+    assert edit_measures.versus_line(exp["versus"]["freebits"]) in README
+    shipped = edit_measures.read_layer_experiment(ROOT / "docs" / "layer_table_clvae.json")
     assert shipped["splits"]["shipped"]["sentence"] in README
     for layer, r in shipped["tables"]["shipped"].iterrows():           # the shipped clvae's line, per layer
         assert (f"layer {layer}: KL {r['KL']:.2f}, {int(r['active units'])} active units, colour mode "

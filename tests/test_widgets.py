@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from smis import editing
+from smis import editing, sampling
 from smis.config import get_preset
 from smis.diagnostics import LayerDiagnostics, layer_diagnostics, write_layer_factors
 from smis.data import make_dataset
@@ -117,7 +117,7 @@ def test_resample_and_style_buttons_call_the_pure_functions(editor, setup):
     editor.reference.value = 3
     editor.style_global.value = False
     editor.style_button.click()
-    want = editing.style_latents(nets.spec, labels[0][None], codes[3], labels[3][None], g, global_code=False)
+    want = sampling.style_latents(nets.spec, labels[0][None], codes[3], labels[3][None], g, global_code=False)
     assert torch.equal(editor.latents.zc, want.zc) and torch.equal(editor.latents.z, want.z)
     assert np.array_equal(editor.after, expected(nets, labels[0][None], want))
     assert np.array_equal(decode(editor.ref_view.value), to_uint8(images[3]).repeat(2, 0).repeat(2, 1))

@@ -38,10 +38,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from smis import curves, editing
+from smis import curves, edit_measures, editing, sampling
 from smis.data import make_dataset
 from smis.checkpoint import object_factor_of
-from smis.diagnostics import layer_diagnostics
+from smis.diagnostics import COLLAPSE_KL, collapsed_layers, layer_diagnostics, layer_posteriors
 from smis.models import load_or_untrained
 from smis.tables import write_table
 from smis.utils import atomic_write_json, resolve
@@ -102,10 +102,10 @@ blank = np.full_like(mask(0), 255)
 rows = [[blank] + [mask(t) for t in targets]]
 tlab = labels[targets]
 for r in refs:
-    lat = editing.style_latents(nets.spec, tlab, codes[r], labels[r][None], torch.Generator().manual_seed(SEED))
+    lat = sampling.style_latents(nets.spec, tlab, codes[r], labels[r][None], torch.Generator().manual_seed(SEED))
     rows.append([photo(r)] + list(gen(tlab, lat)))
-lat = editing.style_latents(nets.spec, tlab, codes[refs[0]], labels[refs[0]][None], torch.Generator().manual_seed(SEED),
-                            layers=[L - 1], global_code=False)
+lat = sampling.style_latents(nets.spec, tlab, codes[refs[0]], labels[refs[0]][None],
+                             torch.Generator().manual_seed(SEED), layers=[L - 1], global_code=False)
 rows.append([photo(refs[0])] + list(gen(tlab, lat)))
 shared = editing.shared_classes(tlab, labels[refs[0]][None], info.num_classes)
 print("classes shared with reference", refs[0], ":",
@@ -154,7 +154,7 @@ save_grid(figure, out_dir / "object_editing.png",
 # is 1), for the deepest layer (coarse) and the shallowest (fine). The printed standard deviation of the
 # encoded codes along that direction tells how much of that range the photos themselves use. Last row:
 # the class's codes at all layers interpolated from this photo's to another photo's. The second
-# printout is the posterior-collapse diagnostic (`editing.layer_posteriors`): per latent layer the KL
+# printout is the posterior-collapse diagnostic (`diagnostics.layer_posteriors`): per latent layer the KL
 # of the class codes and the mean |mu|; near 0, the layer's codes carry nothing about the photo. The table
 # after it is `smis.diagnostics.layer_diagnostics` over the same photos: per latent layer its KL, its active
 # units (code dimensions whose encoder mean varies across the photos where the class is present, variance
@@ -177,10 +177,10 @@ figure = grid(rows, min_tile=128)
 print(f"class {names[c]}: sd of its encoded codes along PC1 at layer {L - 1}: {directions.std[L - 1, c, 0]:.3f}, "
       "at layer 0: "
       f"{directions.std[0, c, 0]:.3f} ({int(directions.count[0, c])} codes); interpolation towards photo {other}")
-posteriors = editing.layer_posteriors(nets, images, labels)
+posteriors = layer_posteriors(nets, images, labels)
 print("per latent layer, 0 (fine) .. L-1 (coarse): KL", ", ".join(f"{v:.3f}" for v in posteriors["kl"]),
       "| mean |mu|", ", ".join(f"{v:.3f}" for v in posteriors["mean_abs_mu"]), "(near 0: collapsed to the prior)")
-print(f"collapsed latent layers (KL < {editing.COLLAPSE_KL}):", editing.collapsed_layers(posteriors["kl"]) or "none")
+print(f"collapsed latent layers (KL < {COLLAPSE_KL}):", collapsed_layers(posteriors["kl"]) or "none")
 diagnostics = layer_diagnostics(nets, images, labels)                  # KL, active units, classes visible per layer
 print("inactive latent layers (KL below it or no active unit):", diagnostics.inactive or "none")
 display(diagnostics.table().round(3))
@@ -222,7 +222,7 @@ save_grid(figure, out_dir / "layerwise_resampling.png",
 #   *mode / texture changed* the share of edits where SynthScenes' factor estimator reads a different
 #   colour mode / texture kind from the pixels (on data with the object-scale factor, also *shading
 #   changed*), each with a 95 % Wilson interval over the edits, and *moves most* the factor with the
-#   largest share (`editing.layer_factor_summary` gives the same per layer as plain data).
+#   largest share (`edit_measures.layer_factor_summary` gives the same per layer as plain data).
 #
 # Shown below: the locality table (one row per model), then the layer table (one row per latent
 # layer, with the generator blocks it feeds, its KL and mean |mu| and its active units and classes visible
@@ -231,18 +231,18 @@ save_grid(figure, out_dir / "layerwise_resampling.png",
 
 # %%
 n_eval = min(N_EVAL, len(test))
-report = {"clvae": editing.editing_report(nets, labels[:n_eval], codes[:n_eval], torch.Generator().manual_seed(SEED),
-                                         object_factor=OBJECT_FACTOR)}
+report = {"clvae": edit_measures.editing_report(nets, labels[:n_eval], codes[:n_eval],
+                                               torch.Generator().manual_seed(SEED), object_factor=OBJECT_FACTOR)}
 if BASELINE:
     base = load_or_untrained(BASELINE, "gaugan_vae", seed=SEED)
     _, _, base_codes = editing.encode_dataset(base, test, n=n_eval)
-    report["gaugan_vae"] = editing.editing_report(base, labels[:n_eval], base_codes,
+    report["gaugan_vae"] = edit_measures.editing_report(base, labels[:n_eval], base_codes,
                                                   torch.Generator().manual_seed(SEED), object_factor=OBJECT_FACTOR)
-locality = editing.locality_table(report).round(3)
+locality = edit_measures.locality_table(report).round(3)
 write_table(locality, out_dir, "edit_locality",
             f"Edit locality over every class of {n_eval} test photos: share of the pixel change of an object edit "
             "inside the object, within 2 px of it, and the object's share of the image.")
-layers = editing.layer_table(nets, report["clvae"], posteriors)
+layers = edit_measures.layer_table(nets, report["clvae"], posteriors)
 layers = layers.join(diagnostics.table()[["active units", "units", "classes visible"]]).round(3)
 write_table(layers, out_dir, "layer_effects",
     "Each latent layer (0 = fine ... L-1 = coarse): the encoder layer it comes from, the generator blocks it feeds, "
@@ -265,7 +265,7 @@ layers
 # that kept every layer informative in the pilots). `scripts/layer_experiment.py` measured both on the same
 # test photos and edit seed; its JSON is `LAYER_EXPERIMENT`. Per model and latent layer: KL, active units, and the
 # share of single-class, single-layer resamplings that changed the colour mode, the texture kind and the shading
-# direction, % with 95 % Wilson intervals. Then the sentence `editing.layer_split` builds from each table (does
+# direction, % with 95 % Wilson intervals. Then the sentence `edit_measures.layer_split` builds from each table (does
 # the paper's split, coarse codes -> appearance and fine codes -> texture, appear?), and the free-bits model
 # minus the paper's, paired over the same masks and seeds (notebook 04's scores), with the shipping verdict.
 # Last, the diagnostics of both runs at every 1,000-step checkpoint (`LAYER_CURVES`, `scripts/eval_curves.py`):
@@ -273,8 +273,8 @@ layers
 
 # %%
 if LAYER_EXPERIMENT:
-    experiment = editing.read_layer_experiment(resolve(LAYER_EXPERIMENT))
-    summary = editing.experiment_summary(experiment)
+    experiment = edit_measures.read_layer_experiment(resolve(LAYER_EXPERIMENT))
+    summary = edit_measures.experiment_summary(experiment)
     write_table(summary, out_dir, "layer_experiment",
                 "The layer-wise experiment (" + (experiment["command"] or "") + "): per model and latent layer "
                 "(0 = fine ... 4 = coarse) its KL, active units, and the share of single-layer edits that changed "
@@ -312,7 +312,7 @@ if LAYER_EXPERIMENT and LAYER_CURVES:                 # item 1's diagnostics at 
 torch.set_num_threads(THREADS)   # the editor's batch-1 edits from here on
 editor = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
                 index=src, seed=SEED, out_dir=out_dir / "editor", diagnostics=diagnostics,
-                layer_factors=editing.layer_factor_summary(layers))   # the layer table measured above
+                layer_factors=edit_measures.layer_factor_summary(layers))   # the layer table measured above
 editor.cls.value, editor.layer.value = edit_classes[0], 0
 display(editor.widget)
 
@@ -344,8 +344,8 @@ print(probe.status.value, "| codes restored:", torch.equal(probe.latents.zc, cod
 
 # %% [markdown]
 # ## What we learnt
-# From this run's measurements above (`editing.findings`: locality, the coarsest and finest layers'
+# From this run's measurements above (`edit_measures.findings`: locality, the coarsest and finest layers'
 # effects, whether the paper's colour / texture split appears, collapsed layers, the editor's latency).
 
 # %%
-Markdown("\n".join(editing.findings(report, layers, latency["median_ms"].iloc[0], torch.get_num_threads())))
+Markdown("\n".join(edit_measures.findings(report, layers, latency["median_ms"].iloc[0], torch.get_num_threads())))

@@ -19,7 +19,7 @@ The one validation rule for ids, used by the generator, `smis.editing` and the e
 - `code_mask`: the one class x layer selection ((L, K) bool) under that rule, for
   `Latents.replace` and every edit of `smis.editing`;
 - `check_classes_present`: editing a class that the mask does not contain is an error, not a
-  silent no-op;
+  silent no-op; `require_class_codes`: a per-class edit of codes without class codes is one too;
 - `LatentSpec.check_latents`: a `Latents` fits a network's spec and the label batch.
 """
 from __future__ import annotations
@@ -149,9 +149,9 @@ def code_mask(shape: tuple[int, int],                  # (L, K) of a zc (B, L, K
               ) -> torch.Tensor:
     """The one class x layer selection: (L, K) bool, True at `classes` x `layers`.
 
-    Used by `Latents.replace` and every edit of `smis.editing` (resample, style_latents, the
-    measurements). Ids follow `check_class_ids` / `check_layer_ids`: integers in [0, K) / [0, L);
-    a negative id is a ValueError (never counted from the end), like an id >= K. Presence in a mask
+    Used by `Latents.replace` and every edit of `smis.editing` (resample, `smis.sampling.style_latents`, the
+    measurements of `smis.edit_measures`). Ids follow `check_class_ids` / `check_layer_ids`: integers in
+    [0, K) / [0, L); a negative id is a ValueError (never counted from the end), like an id >= K. Presence in a mask
     is not checked here (no mask is given): see `check_classes_present`.
 
         code_mask((5, 10), classes=[1, 3], layers=[4])    # class 1 and 3 at the deepest of 5 layers
@@ -194,6 +194,17 @@ def check_classes_present(present: torch.Tensor,     # (B, L, K) bool, `Latents.
         raise ValueError(f"{what}: classes {missing} are absent from the mask (the classes present are "
                          f"{seen.nonzero().flatten().tolist()}); editing them would change nothing. Fix: pick "
                          "classes of the mask, e.g. torch.unique(label)")
+
+
+def require_class_codes(latents: Latents,          # the codes an edit is given
+                        what: str,                 # the operation, for the message
+                        ) -> None:
+    """Raise ValueError when `latents` has no class codes (zc): the variant has no class- and layer-wise codes,
+    so a per-class edit has nothing to change; the message names the fix."""
+    if latents.zc is None:
+        raise ValueError(f"{what} needs class codes (zc), but these latents have none: the variant has no "
+                         "class- and layer-wise codes (gaugan, gaugan_vae, cimle). Fix: use a clvae or groupdnet "
+                         "model, or edit the global code with global_code=True (cimle: resample the whole noise map)")
 
 
 @dataclass(frozen=True)
