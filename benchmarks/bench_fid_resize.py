@@ -29,7 +29,7 @@ from torch import nn
 from common import machine_info, pick_device, write_json
 from smis.backbones import hub_checkpoint
 from smis.metrics import FID_INCEPTION_FILE, EffNetPool, InceptionPool, frechet_distance
-from smis.segmenter import synthscenes_arrays
+from smis.data.synthetic import synthscenes_arrays
 
 FILTERS = {                      # name -> F.interpolate arguments
     "bilinear+antialias (smis fd_effnet)": dict(mode="bilinear", align_corners=False, antialias=True),

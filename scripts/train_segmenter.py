@@ -3,7 +3,8 @@
     python scripts/train_segmenter.py                  # 64x64 -> checkpoints/synthscenes_segmenter.pt (+ .json)
     python scripts/train_segmenter.py --size 128       # 128x128 -> checkpoints/synthscenes_segmenter_128.pt
 
-Trains `smis.segmenter.Segmenter` on generated SynthScenes TRAIN images (data seed 0), scores it on the
+Trains `smis.segmenter.Segmenter` on generated SynthScenes TRAIN images (data seed 0; `train_segmenter` here,
+`tests/test_segmenter.py` imports it), scores it on the
 TEST split (a different random stream: the images the notebooks evaluate on) and writes the model
 (fp16 storage) with a JSON beside it: the exact command, seeds, steps, batch, device, torch version,
 wall time, parameters, test mIoU / pixel accuracy / per-class IoU (the ceiling for generated images),
@@ -12,22 +13,130 @@ and the same images scored against other scenes' masks (the floor of an image th
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smis.segmenter import (mask_fidelity, per_class_iou, save_segmenter, synthscenes_arrays,  # noqa: E402
-                            train_segmenter)
+from smis.data.base import as_hw  # noqa: E402
+from smis.data.synthetic import CLASSES, NUM_CLASSES, synthscenes_arrays  # noqa: E402
+from smis.progress import Progress  # noqa: E402
+from smis.segmenter import Segmenter, mask_fidelity, per_class_iou, save_segmenter  # noqa: E402
+from smis.stats import check_ids  # noqa: E402
 from smis.utils import cpu_model, device_name  # noqa: E402
 from smis.utils import atomic_write_json, pick_device, resolve  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# Training on SynthScenes
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def train_segmenter(size: int | Sequence[int] = 64,          # training image size, S or (H, W), divisible by 8
+                    length: int = 4000,                      # SynthScenes training images (0..length-1)
+                    steps: int = 4500,                       # optimiser steps
+                    batch_size: int = 16,                    # images per step
+                    lr: float = 6e-3,                        # Adam peak learning rate (warm-up, cosine decay)
+                    seed: int = 0,                           # weights, batch order and flips
+                    data_seed: int = 0,                      # SynthScenes seed of the training split
+                    widths: Sequence[int] = (16, 32, 64),    # U-Net level widths
+                    class_weights: str = "sqrt_inverse",     # cross-entropy class weights: "sqrt_inverse"
+                                                             # (1 / sqrt(pixel frequency)) or "none"
+                    device: str | torch.device | None = None,  # None: CUDA when present
+                    progress: bool = True,                   # progress bars
+                    data: tuple[torch.Tensor, torch.Tensor] | None = None,  # (uint8 images, labels) instead
+                    ) -> tuple[Segmenter, list[float]]:
+    """Train a `Segmenter` on SynthScenes TRAIN images with random horizontal flips (vertical ones would
+    put the sky at the bottom), cross-entropy and Adam. Returns (segmenter in eval mode, loss per step).
+
+    mIoU weighs every class alike while thin poles and small objects hold few pixels: with
+    class_weights="sqrt_inverse" a pixel of class c weighs 1 / sqrt(f_c), f_c the class's share of the
+    training pixels, scaled so that the average pixel weighs 1 (+3 points of mIoU, +14 on poles, in a
+    1300-step trial).
+
+    `data` (images (N, 3, H, W) uint8, labels (N, H, W)) replaces the generated split, e.g. to reuse it.
+    Batches are drawn from a torch.Generator seeded with `seed`: two runs with the same arguments on the
+    same device give the same weights.
+    """
+    hw = as_hw(size)
+    if hw[0] % 8 or hw[1] % 8:
+        raise ValueError(f"size={size}: the U-Net needs H and W divisible by 8, e.g. 64 or 128")
+    for name, v in (("steps", steps), ("batch_size", batch_size), ("length", length)):
+        if int(v) < 1:
+            raise ValueError(f"{name}={v}: must be >= 1")
+    if not lr > 0:
+        raise ValueError(f"lr={lr}: must be > 0")
+    device = pick_device(device)
+    images, labels = data if data is not None else synthscenes_arrays("train", hw, length, data_seed, progress)
+    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[-2:]) != hw:
+        raise ValueError(f"data images must be (N, 3, {hw[0]}, {hw[1]}) uint8, got {tuple(images.shape)} "
+                         f"{images.dtype}; make them with synthscenes_arrays(\"train\", size, ...)")
+    check_ids(labels, NUM_CLASSES, "data labels")
+    freq = torch.bincount(labels.reshape(-1).long(), minlength=NUM_CLASSES).double()
+    freq = freq / freq.sum()                                            # (C,) share of the training pixels
+    if class_weights == "sqrt_inverse":
+        weight = freq.clamp(min=1e-6).rsqrt()
+        weight = (weight / (weight * freq).sum()).float()               # (C,) mean weight per pixel = 1
+    elif class_weights == "none":
+        weight = torch.ones(NUM_CLASSES)
+    else:
+        raise ValueError(f"class_weights={class_weights!r}: choose 'sqrt_inverse' or 'none'")
+    torch.manual_seed(seed)
+    net = Segmenter(NUM_CLASSES, widths, hw, [c.name for c in CLASSES]).to(device)
+    net = net.to(memory_format=torch.channels_last)                     # ~25% faster convolutions on CPU
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    images, labels, weight = images.to(device), labels.to(device), weight.to(device)
+    n, warmup = images.shape[0], max(1, min(100, steps // 10))
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    net.train()
+    bar = Progress(range(steps), desc="segmenter", disable=not progress)
+    for step in bar:
+        idx = torch.randint(0, n, (batch_size,), generator=gen)         # (b,)
+        flip = (torch.rand(batch_size, generator=gen) < 0.5).to(device)  # (b,)
+        idx = idx.to(device)
+        x = images[idx].float().div_(127.5).sub_(1.0)                   # (b, 3, H, W) in [-1, 1]
+        y = labels[idx].long()                                          # (b, H, W)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)       # horizontal flips, vectorised
+        y = torch.where(flip[:, None, None], y.flip(-1), y)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, steps, lr, warmup)
+        loss = F.cross_entropy(net(x.contiguous(memory_format=torch.channels_last)), y, weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    net.eval()
+    net.meta = {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
+                "data": {"dataset": "synthscenes", "split": "train", "length": int(n), "seed": int(data_seed),
+                         "size": list(hw), "augmentation": "random horizontal flips"},
+                "class_weights": class_weights, "class_weight_values": [round(float(w), 4) for w in weight],
+                "train_seconds": round(time.perf_counter() - t0, 1), "final_loss": float(np.mean(losses[-50:]))}
+    return net, losses
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -35,7 +35,7 @@ from torch import nn
 from torchvision.models import AlexNet_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from smis.utils import pick_device
+from smis.utils import check_images, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,6 @@ class FrozenModule(nn.Module):
 
     def train(self, mode: bool = True) -> "FrozenModule":
         return super().train(False)
-
-
-def _check_images(x: torch.Tensor) -> None:
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected images of shape (B, 3, H, W) in [-1, 1], got {tuple(x.shape)}; "
-                         "add a batch dimension with x[None] or convert grey images to RGB")
 
 
 FOLD_CHECK_RTOL = 1e-4       # fold_batchnorm: max |folded - original| / max |original| accepted per output map
@@ -260,7 +254,7 @@ class EffNetFeatures(FrozenModule):
         _freeze(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        _check_images(x)
+        check_images(x, values=False)     # shape only: training steps call this, a value check would sync
         return self.net.stages(x)
 
 
@@ -304,7 +298,7 @@ class VGG19Features(FrozenModule):
         _freeze(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        _check_images(x)
+        check_images(x, values=False)     # shape only: training steps call this, a value check would sync
         h = ((x + 1) / 2 - self.mean) / self.std
         feats = []
         for stage in self.stages:
@@ -339,7 +333,7 @@ class VGG19CRNFeatures(FrozenModule):
         return ((x + 1) / 2 - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        _check_images(x)
+        check_images(x, values=False)     # shape only: training steps call this, a value check would sync
         h, feats = self.normalize(x), []
         for stage in self.stages:
             h = stage(h)

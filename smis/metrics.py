@@ -30,15 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from smis.backbones import ALEXNET_FILE, EffNetFeatures, efficientnet_lite0, hub_checkpoint
-from smis.utils import atomic_path, pick_device
+from smis.utils import atomic_path, check_images, pick_device
 
 log = logging.getLogger(__name__)
-
-
-def _check_images(x: torch.Tensor, what: str = "images") -> None:
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{what} must have shape (B, 3, H, W) with values in [-1, 1], got {tuple(x.shape)}; "
-                         "add a batch dimension with x[None]")
 
 
 def unit_normalize(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -154,7 +148,7 @@ class LPIPS(nn.Module):
     @torch.no_grad()
     def features(self, x: torch.Tensor, batch_size: int | None = None) -> list[torch.Tensor]:
         """Unit-normalised features [(B, C_l, H_l, W_l)] of [-1, 1] images, `batch_size` at a time."""
-        _check_images(x)
+        check_images(x)
         x = x.to(self.device, torch.float32)
         chunks = [x] if batch_size is None else x.split(batch_size)
         per_chunk = [[unit_normalize(f) for f in self._raw(c)] for c in chunks]
@@ -165,7 +159,7 @@ class LPIPS(nn.Module):
         """`features(x, batch_size)`, remembered by the images' content: the same real images scored against
         every model of a study (reconstruction and Top-1 GT-similarity) pass the backbone once. The last
         `FEATURE_CACHE` batches are kept."""
-        _check_images(x)
+        check_images(x)
         data = x.detach().to("cpu", torch.float32).contiguous()
         key = (hashlib.sha1(data.numpy().tobytes()).hexdigest(), tuple(data.shape), batch_size)
         cache = self.__dict__.setdefault("_feature_cache", OrderedDict())
@@ -235,7 +229,7 @@ def diversity(samples: torch.Tensor, metric: LPIPS, batch_size: int = 8,
     the samples' `metric.features(samples, batch_size)` when the caller already has them (the same
     numbers; one backbone pass for every score of a batch).
     """
-    _check_images(samples, "samples")
+    check_images(samples, "samples")
     if samples.shape[0] < 2:
         raise ValueError(f"diversity needs at least 2 samples per mask, got {samples.shape[0]}")
     feats = metric.features(samples, batch_size) if features is None else _check_features(features, samples)
@@ -268,7 +262,7 @@ def mean_diversity(sample_sets: Iterable[torch.Tensor], metric: LPIPS,
 
 def top1_gt_similarity(samples: torch.Tensor, gt: torch.Tensor, metric: LPIPS) -> float:
     """LPIPS to the ground truth (3, H, W) of the sample (of K) with the least L1 distance to it."""
-    _check_images(samples, "samples")
+    check_images(samples, "samples")
     if gt.shape != samples.shape[1:]:
         raise ValueError(f"gt {tuple(gt.shape)} must be one image shaped like a sample {tuple(samples.shape[1:])}")
     gt = gt.to(samples.device)
@@ -294,7 +288,7 @@ def per_class_diversity(samples: torch.Tensor, label_map: torch.Tensor, num_clas
     for all classes in one matrix product; layers are summed as in LPIPS. `features`: the samples'
     `metric.features(samples, batch_size)` when the caller already has them (see `diversity`).
     """
-    _check_images(samples, "samples")
+    check_images(samples, "samples")
     k = samples.shape[0]
     if k < 2:
         raise ValueError(f"per_class_diversity needs at least 2 samples, got {k}")
@@ -465,7 +459,7 @@ class FrechetDistance:
     @torch.no_grad()
     def update(self, images: torch.Tensor) -> "FrechetDistance":
         """Add a batch of [-1, 1] images (B, 3, H, W)."""
-        _check_images(images)
+        check_images(images)
         for chunk in images.split(self.batch_size):
             f = self.extractor(chunk.to(self.device, torch.float32)).double()   # (b, D)
             if self.sum is None:

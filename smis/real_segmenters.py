@@ -20,7 +20,7 @@ segmenter's training mean and std; the class probabilities of every scale are re
 the mask's size and averaged; the label is their argmax. Masks are never resized. The mask's dontcare
 class (ADE20K's "unknown" = 150, GTA-5 / Cityscapes "others" = 19, i.e. Cityscapes' 255) is the
 `ignore_index`: its pixels are not counted. mIoU is pooled over the test set from one confusion matrix
-(`smis.segmenter.confusion_matrix`), with per-class IoU beside it.
+(`smis.stats.confusion_matrix`), with per-class IoU beside it.
 
 A SEGMENTER string may end in "@S1,S2,..." to run at other short sides (e.g. "auto@256": one scale at
 the generated size, minutes instead of hours on a CPU); the tables then name those sizes, and the

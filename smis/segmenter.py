@@ -9,34 +9,27 @@ an image that ignores its mask scores about what a shuffled mask does.
     mask_fidelity(seg, images, labels)        # {"miou", "pixel_acc", "per_class", "confusion", "images"}
 
 `Segmenter` is a 3-level U-Net (GroupNorm + ReLU, 0.3 M parameters at widths 16-32-64) taking
-(B, 3, H, W) images in [-1, 1], the generator's range, to (B, C, H, W) logits. `train_segmenter`
-fits it on SynthScenes training images; `scripts/train_segmenter.py` ships
-`checkpoints/synthscenes_segmenter.pt` and its JSON.
+(B, 3, H, W) images in [-1, 1], the generator's range, to (B, C, H, W) logits. `scripts/train_segmenter.py`
+fits it on SynthScenes training images and ships `checkpoints/synthscenes_segmenter.pt` and its JSON.
 
-mIoU is the dataset-level one of the field: one confusion matrix accumulated over all pixels of all
-images (one `torch.bincount`), IoU_c = TP / (TP + FP + FN) per class, averaged over the classes
-that occur in the labels or the predictions (the others are NaN and left out).
+mIoU is the dataset-level one of the field (`smis.stats.confusion_matrix`, `miou`, `miou_ci`): one confusion
+matrix accumulated over all pixels of all images, IoU_c = TP / (TP + FP + FN) per class, averaged over the
+classes that occur in the labels or the predictions (the others are NaN and left out).
 """
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smis.data.base import as_hw
-from smis.data.synthetic import CLASSES, NUM_CLASSES, generate
-from smis.progress import Progress
-from smis.stats import bootstrap_weights, percentile_interval
-from smis.utils import CheckpointError, atomic_torch_save, pick_device, plain_data, safe_load
+from smis.stats import check_ids, confusion_matrices, miou, pixel_accuracy
+from smis.utils import CheckpointError, atomic_torch_save, check_images, pick_device, plain_data, safe_load
 
 FORMAT = "smis-segmenter-v1"
-_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,166 +108,6 @@ class Segmenter(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation
-
-
-def _check_ids(ids: torch.Tensor,                # integer tensor of class ids, any shape
-               num_classes: int,                 # C
-               what: str,                        # the argument's name, for the message
-               ignore_index: int | None = None,  # an id allowed besides [0, C) (pixels to skip)
-               ) -> None:
-    """Integer ids (bool / float refused, never truncated) in [0, C) or equal to `ignore_index`. One sync."""
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{what} must be a torch tensor of class ids, got {type(ids).__name__}; "
-                        "convert it with torch.as_tensor(x, dtype=torch.long)")
-    if ids.dtype not in _INT_DTYPES:
-        raise TypeError(f"{what} must hold integer class ids, got dtype {ids.dtype}; float or bool ids are refused "
-                        "rather than truncated: take argmax(1) of logits, or cast deliberately with .long()")
-    if not ids.numel():
-        return
-    kept = ids if ignore_index is None else ids[ids != ignore_index]
-    if not kept.numel():
-        return
-    lo, hi = torch.stack([kept.min(), kept.max()]).tolist()            # one device sync
-    if lo < 0 or hi >= num_classes:
-        extra = "" if ignore_index is None else f" (or the ignore_index {ignore_index})"
-        raise ValueError(f"{what} ids must lie in [0, {num_classes}){extra}, found [{lo}, {hi}]; map the dontcare "
-                         "id to a class id or pass it as ignore_index, or raise num_classes")
-
-
-def _check_images(images: torch.Tensor, what: str = "images") -> None:
-    """(..., 3, H, W) floating point in [-1, 1] (a small overshoot is allowed). One sync."""
-    if not isinstance(images, torch.Tensor) or images.dim() not in (4, 5) or images.shape[-3] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{what} must be (N, 3, H, W) or (N, K, 3, H, W) RGB images in [-1, 1], got {shape}; "
-                         "add a batch axis with x[None]")
-    if not images.is_floating_point():
-        raise TypeError(f"{what} must be floating point in [-1, 1], got dtype {images.dtype}; convert uint8 "
-                        "images with x.float() / 127.5 - 1")
-    if images.numel():
-        lo, hi = torch.stack([images.min(), images.max()]).float().tolist()
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1.05 or hi > 1.05:
-            raise ValueError(f"{what} must lie in [-1, 1] (the generator's range), found [{lo:.3g}, {hi:.3g}]; "
-                             "convert [0, 1] images with 2 x - 1 and uint8 ones with x / 127.5 - 1")
-
-
-# ---------------------------------------------------------------------------------------------
-# Confusion matrix and mIoU
-
-
-def confusion_matrix(pred: torch.Tensor,                 # predicted ids, any shape
-                     label: torch.Tensor,                # true ids, the same shape
-                     num_classes: int,                   # C
-                     ignore_index: int | None = None,    # label id whose pixels are not counted
-                     ) -> torch.Tensor:
-    """(C, C) int64 counts: entry [t, p] = pixels of true class t predicted as p (rows truth, columns
-    prediction), by one `torch.bincount` over t C + p. Ids must be integers in [0, C); label pixels
-    equal to `ignore_index` are skipped (their prediction may be anything in [0, C))."""
-    if not isinstance(pred, torch.Tensor) or not isinstance(label, torch.Tensor) or pred.shape != label.shape:
-        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (pred, label)]
-        raise ValueError(f"pred {shapes[0]} and label {shapes[1]} must be tensors of the same shape; take "
-                         "logits.argmax(1) for pred and pass the (B, H, W) mask as label")
-    num_classes = int(num_classes)
-    if num_classes < 1:
-        raise ValueError(f"num_classes={num_classes}: must be >= 1")
-    _check_ids(label, num_classes, "label", ignore_index)
-    _check_ids(pred, num_classes, "pred")
-    label, pred = label.reshape(-1).long(), pred.reshape(-1).to(label.device).long()   # (P,)
-    if ignore_index is not None:
-        keep = label != ignore_index
-        label, pred = label[keep], pred[keep]
-    counts = torch.bincount(label * num_classes + pred, minlength=num_classes * num_classes)
-    return counts.view(num_classes, num_classes)                        # (C, C)
-
-
-def confusion_matrices(pred: torch.Tensor,               # (B, ...) predicted ids
-                       label: torch.Tensor,              # (B, ...) true ids, the same shape
-                       num_classes: int,                 # C
-                       ignore_index: int | None = None,  # label id whose pixels are not counted
-                       ) -> torch.Tensor:
-    """(B, C, C) int64: one confusion matrix per leading index (per mask), by one `torch.bincount` over
-    b C^2 + t C + p. Their sum over B is `confusion_matrix(pred, label)`."""
-    if not isinstance(pred, torch.Tensor) or not isinstance(label, torch.Tensor) or pred.shape != label.shape \
-            or pred.dim() < 1:
-        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (pred, label)]
-        raise ValueError(f"pred {shapes[0]} and label {shapes[1]} must be tensors of the same shape (B, ...)")
-    C, B = int(num_classes), pred.shape[0]
-    _check_ids(label, C, "label", ignore_index)
-    _check_ids(pred, C, "pred")
-    label, pred = label.reshape(B, -1).long(), pred.reshape(B, -1).to(label.device).long()   # (B, P)
-    idx = torch.arange(B, device=label.device)[:, None] * (C * C) + label * C + pred         # (B, P)
-    if ignore_index is not None:
-        idx = idx[label != ignore_index]
-    return torch.bincount(idx.reshape(-1), minlength=B * C * C).view(B, C, C)
-
-
-def miou(confusion: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """(mean IoU over the classes that occur in the labels or the predictions, per-class IoU (C,) float64
-    with NaN for classes absent from both). IoU_c = TP / (TP + FP + FN) from the (C, C) confusion
-    matrix of `confusion_matrix` (rows truth, columns prediction)."""
-    if not isinstance(confusion, torch.Tensor) or confusion.dim() != 2 or confusion.shape[0] != confusion.shape[1]:
-        shape = tuple(confusion.shape) if isinstance(confusion, torch.Tensor) else type(confusion).__name__
-        raise ValueError(f"confusion must be a square (C, C) tensor from confusion_matrix, got {shape}")
-    cm = confusion.double()
-    tp = cm.diagonal()                                                  # (C,)
-    union = cm.sum(0) + cm.sum(1) - tp                                  # TP + FP + FN, (C,)
-    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-    if not bool((union > 0).any()):
-        raise ValueError("the confusion matrix counts no pixel, so mIoU is undefined; pass images and labels "
-                         "(with pixels that are not all ignore_index)")
-    return float(iou.nanmean()), iou.cpu()
-
-
-def miou_ci(per_mask: torch.Tensor | np.ndarray,       # (N, C, C) confusion matrices of N masks
-            other: torch.Tensor | np.ndarray | None = None,  # (N, C, C) of another variant on the same masks
-            replicates: int = 1000,                      # bootstrap replicates
-            seed: int = 0,                               # the replicates' seed (same seed: same resampled masks)
-            level: float = 0.95,
-            ) -> dict[str, float]:
-    """mIoU of the pooled masks with a bootstrap interval over masks: {"miou", "low", "high"}; with `other`
-    also the paired difference mIoU(per_mask) - mIoU(other) under the same resampled masks:
-    {"difference", "difference_low", "difference_high"}. Vectorised: each replicate's pooled confusion is
-    a row of (R, N) resampling counts times the (N, C^2) per-mask matrices."""
-    def as_np(x, what):
-        x = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        if x.ndim != 3 or x.shape[1] != x.shape[2] or x.shape[0] < 1:
-            raise ValueError(f"{what} must be (N, C, C) per-mask confusion matrices (MaskFidelity(...).compute()"
-                             f"['per_mask']), got shape {x.shape}")
-        return x.astype(np.float64)
-
-    def miou_rows(cm):                                                  # (R, C, C) -> (R,)
-        tp = np.diagonal(cm, axis1=1, axis2=2)
-        union = cm.sum(1) + cm.sum(2) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-        return np.nanmean(iou, axis=1)
-
-    a = as_np(per_mask, "per_mask")
-    N, C = a.shape[0], a.shape[1]
-    w = bootstrap_weights(N, replicates, seed)                          # (R, N)
-    pooled = np.concatenate([np.ones((1, N)), w])                       # row 0: the data itself
-    ra = miou_rows((pooled @ a.reshape(N, -1)).reshape(-1, C, C))
-    out = {"miou": float(ra[0])}
-    out["low"], out["high"] = percentile_interval(ra[1:], level)
-    if other is not None:
-        b = as_np(other, "other")
-        if b.shape != a.shape:
-            raise ValueError(f"paired mIoU needs the same masks: per_mask {a.shape} vs other {b.shape}")
-        d = ra - miou_rows((pooled @ b.reshape(N, -1)).reshape(-1, C, C))
-        out["difference"] = float(d[0])
-        out["difference_low"], out["difference_high"] = percentile_interval(d[1:], level)
-    return out
-
-
-def pixel_accuracy(confusion: torch.Tensor) -> float:
-    """Correctly labelled pixels / counted pixels of a (C, C) confusion matrix."""
-    total = confusion.sum()
-    if not int(total):
-        raise ValueError("the confusion matrix counts no pixel, so pixel accuracy is undefined")
-    return float(confusion.diagonal().sum().double() / total.double())
-
-
-# ---------------------------------------------------------------------------------------------
 # Prediction and mask fidelity
 
 
@@ -292,7 +125,7 @@ def predict(segmenter: Segmenter,          # a trained segmenter (eval mode is s
             ) -> torch.Tensor:
     """Predicted label maps (N, H, W) int64 on the segmenter's device. Images at another scale than the
     training images are resized to it (bilinear, antialiased) and the logits resized back (bilinear)."""
-    _check_images(images)
+    check_images(images, per_mask=True)
     if images.dim() != 4:
         raise ValueError(f"predict takes (N, 3, H, W) images, got {tuple(images.shape)}; flatten K samples per "
                          "mask with images.flatten(0, 1)")
@@ -350,7 +183,7 @@ class MaskFidelity:
                images: torch.Tensor,   # (B, 3, H, W), or (B, K, 3, H, W) = K images per mask, in [-1, 1]
                labels: torch.Tensor,   # (B, H, W) integer masks the images were made from
                ) -> "MaskFidelity":
-        _check_images(images)
+        check_images(images, per_mask=True)
         if not isinstance(labels, torch.Tensor) or labels.dim() != 3:
             shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise ValueError(f"labels must be (B, H, W) masks, got {shape}; add a batch axis with label[None]")
@@ -358,7 +191,7 @@ class MaskFidelity:
             raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not pair up: give one "
                              "(H, W) mask per image (or per group of K samples, images (B, K, 3, H, W)) at the "
                              "images' size")
-        _check_ids(labels, self.num_classes, "labels", self.ignore_index)
+        check_ids(labels, self.num_classes, "labels", self.ignore_index)
         k = images.shape[1] if images.dim() == 5 else 1
         pred = predict(self.segmenter, images.reshape(-1, *images.shape[-3:]), self.batch_size)   # (B K, H, W)
         pred = pred.view(labels.shape[0], k, *labels.shape[1:])                                    # (B, K, H, W)
@@ -399,124 +232,6 @@ def per_class_iou(result: dict, class_names: Sequence[str]) -> dict[str, float |
     if len(iou) != len(class_names):
         raise ValueError(f"{len(class_names)} class names for {len(iou)} classes")
     return {str(n): (None if math.isnan(v) else float(v)) for n, v in zip(class_names, iou)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Training on SynthScenes
-
-
-def synthscenes_arrays(split: str = "train",         # "train", "test" or "val"
-                       size: int | Sequence[int] = 64,  # S or (H, W)
-                       length: int = 4000,            # images 0..length-1 of the split
-                       seed: int = 0,                 # dataset seed
-                       progress: bool = True,         # progress bar
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SynthScenes images (N, 3, H, W) uint8 and labels (N, H, W) uint8, generated in memory (the
-    pixels `make_dataset("synthscenes", None, split, size=..., seed=...)` yields, before its [-1, 1]
-    scaling: x / 127.5 - 1). uint8 keeps 4000 64x64 images at 65 MB."""
-    if int(length) < 1:
-        raise ValueError(f"length={length}: ask for at least one image")
-    hw = as_hw(size)
-    images = torch.empty(length, 3, *hw, dtype=torch.uint8)
-    labels = torch.empty(length, *hw, dtype=torch.uint8)
-    for i in Progress(range(length), desc=f"SynthScenes {split} {hw[0]}x{hw[1]}", disable=not progress, leave=False):
-        img, lab, _ = generate(i, hw, seed, split)                       # per-image generator (numpy, vectorised)
-        images[i] = torch.from_numpy(img).permute(2, 0, 1)
-        labels[i] = torch.from_numpy(lab.astype(np.uint8))
-    return images, labels
-
-
-def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-
-def train_segmenter(size: int | Sequence[int] = 64,          # training image size, S or (H, W), divisible by 8
-                    length: int = 4000,                      # SynthScenes training images (0..length-1)
-                    steps: int = 4500,                       # optimiser steps
-                    batch_size: int = 16,                    # images per step
-                    lr: float = 6e-3,                        # Adam peak learning rate (warm-up, cosine decay)
-                    seed: int = 0,                           # weights, batch order and flips
-                    data_seed: int = 0,                      # SynthScenes seed of the training split
-                    widths: Sequence[int] = (16, 32, 64),    # U-Net level widths
-                    class_weights: str = "sqrt_inverse",     # cross-entropy class weights: "sqrt_inverse"
-                                                             # (1 / sqrt(pixel frequency)) or "none"
-                    device: str | torch.device | None = None,  # None: CUDA when present
-                    progress: bool = True,                   # progress bars
-                    data: tuple[torch.Tensor, torch.Tensor] | None = None,  # (uint8 images, labels) instead
-                    ) -> tuple[Segmenter, list[float]]:
-    """Train a `Segmenter` on SynthScenes TRAIN images with random horizontal flips (vertical ones would
-    put the sky at the bottom), cross-entropy and Adam. Returns (segmenter in eval mode, loss per step).
-
-    mIoU weighs every class alike while thin poles and small objects hold few pixels: with
-    class_weights="sqrt_inverse" a pixel of class c weighs 1 / sqrt(f_c), f_c the class's share of the
-    training pixels, scaled so that the average pixel weighs 1 (+3 points of mIoU, +14 on poles, in a
-    1300-step trial).
-
-    `data` (images (N, 3, H, W) uint8, labels (N, H, W)) replaces the generated split, e.g. to reuse it.
-    Batches are drawn from a torch.Generator seeded with `seed`: two runs with the same arguments on the
-    same device give the same weights.
-    """
-    hw = as_hw(size)
-    if hw[0] % 8 or hw[1] % 8:
-        raise ValueError(f"size={size}: the U-Net needs H and W divisible by 8, e.g. 64 or 128")
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("length", length)):
-        if int(v) < 1:
-            raise ValueError(f"{name}={v}: must be >= 1")
-    if not lr > 0:
-        raise ValueError(f"lr={lr}: must be > 0")
-    device = pick_device(device)
-    images, labels = data if data is not None else synthscenes_arrays("train", hw, length, data_seed, progress)
-    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[-2:]) != hw:
-        raise ValueError(f"data images must be (N, 3, {hw[0]}, {hw[1]}) uint8, got {tuple(images.shape)} "
-                         f"{images.dtype}; make them with synthscenes_arrays(\"train\", size, ...)")
-    _check_ids(labels, NUM_CLASSES, "data labels")
-    freq = torch.bincount(labels.reshape(-1).long(), minlength=NUM_CLASSES).double()
-    freq = freq / freq.sum()                                            # (C,) share of the training pixels
-    if class_weights == "sqrt_inverse":
-        weight = freq.clamp(min=1e-6).rsqrt()
-        weight = (weight / (weight * freq).sum()).float()               # (C,) mean weight per pixel = 1
-    elif class_weights == "none":
-        weight = torch.ones(NUM_CLASSES)
-    else:
-        raise ValueError(f"class_weights={class_weights!r}: choose 'sqrt_inverse' or 'none'")
-    torch.manual_seed(seed)
-    net = Segmenter(NUM_CLASSES, widths, hw, [c.name for c in CLASSES]).to(device)
-    net = net.to(memory_format=torch.channels_last)                     # ~25% faster convolutions on CPU
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    images, labels, weight = images.to(device), labels.to(device), weight.to(device)
-    n, warmup = images.shape[0], max(1, min(100, steps // 10))
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    net.train()
-    bar = Progress(range(steps), desc="segmenter", disable=not progress)
-    for step in bar:
-        idx = torch.randint(0, n, (batch_size,), generator=gen)         # (b,)
-        flip = (torch.rand(batch_size, generator=gen) < 0.5).to(device)  # (b,)
-        idx = idx.to(device)
-        x = images[idx].float().div_(127.5).sub_(1.0)                   # (b, 3, H, W) in [-1, 1]
-        y = labels[idx].long()                                          # (b, H, W)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)       # horizontal flips, vectorised
-        y = torch.where(flip[:, None, None], y.flip(-1), y)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, steps, lr, warmup)
-        loss = F.cross_entropy(net(x.contiguous(memory_format=torch.channels_last)), y, weight=weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    net.eval()
-    net.meta = {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
-                "data": {"dataset": "synthscenes", "split": "train", "length": int(n), "seed": int(data_seed),
-                         "size": list(hw), "augmentation": "random horizontal flips"},
-                "class_weights": class_weights, "class_weight_values": [round(float(w), 4) for w in weight],
-                "train_seconds": round(time.perf_counter() - t0, 1), "final_loss": float(np.mean(losses[-50:]))}
-    return net, losses
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from smis.evaluate import Columns, PriorEval, ReconEval
-from smis.segmenter import miou_ci
-from smis.stats import mean_ci, paired_ci
+from smis.stats import mean_ci, miou_ci, paired_ci
 from smis.utils import atomic_path, atomic_write_text, markdown_table
 
 MIOU = "mask mIoU"                             # the segmenter's pooled mIoU (higher: follows the mask)

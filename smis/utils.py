@@ -1,7 +1,8 @@
-"""Small shared helpers: device choice, safe checkpoint reading, atomic file writes, paths."""
+"""Small shared helpers: device choice, safe checkpoint reading, atomic file writes, paths, the one image check."""
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import pickle
@@ -247,6 +248,33 @@ def _reason(e: BaseException) -> str:
     lines = [l.strip().removeprefix("WeightsUnpickler error:").strip() for l in str(e).splitlines()]
     lines = [l for l in lines if l and not l.startswith(generic)]
     return (lines[0].split(". ")[0] if lines else "") or type(e).__name__
+
+
+def check_images(images: torch.Tensor,        # RGB images in [-1, 1], the generator's range
+                 what: str = "images",         # the argument's name, for the message
+                 per_mask: bool = False,       # also accept (N, K, 3, H, W): K images per mask
+                 values: bool = True,          # also check dtype and range (one device sync; off in a training step)
+                 ) -> None:
+    """The one image check of the metrics, their backbones and the segmenter: (N, 3, H, W) (with `per_mask` also
+    (N, K, 3, H, W)) floating-point RGB images in [-1, 1] (a small overshoot is allowed)."""
+    dims = (4, 5) if per_mask else (4,)
+    if not isinstance(images, torch.Tensor) or images.dim() not in dims or images.shape[-3] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        if per_mask:
+            raise ValueError(f"{what} must be (N, 3, H, W) or (N, K, 3, H, W) RGB images in [-1, 1], got {shape}; "
+                             "add a batch axis with x[None]")
+        raise ValueError(f"{what} must have shape (B, 3, H, W) with values in [-1, 1], got {shape}; "
+                         "add a batch dimension with x[None] or convert grey images to RGB")
+    if not values:
+        return
+    if not images.is_floating_point():
+        raise TypeError(f"{what} must be floating point in [-1, 1], got dtype {images.dtype}; convert uint8 "
+                        "images with x.float() / 127.5 - 1")
+    if images.numel():
+        lo, hi = torch.stack([images.min(), images.max()]).float().tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1.05 or hi > 1.05:
+            raise ValueError(f"{what} must lie in [-1, 1] (the generator's range), found [{lo:.3g}, {hi:.3g}]; "
+                             "convert [0, 1] images with 2 x - 1 and uint8 ones with x / 127.5 - 1")
 
 
 def plain_data(obj: Any) -> Any:

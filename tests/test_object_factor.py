@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from smis import edit_measures, stats
+from smis import edit_measures
 from smis import train as T
 from smis.checkpoint import load_model
 from smis.curves import run_object_factor
@@ -239,18 +239,6 @@ def test_only_the_shading_column_moves_when_only_the_shading_changes():
     assert set(summary[2]["shares"]) == {"colour mode", "texture kind", "shading"}
     lo, hi = summary[2]["intervals"]["shading"]
     assert lo <= summary[2]["shares"]["shading"] <= hi
-
-
-
-def test_wilson_interval():
-    lo, hi = stats.wilson_interval([0, 5, 10, 0], [10, 10, 10, 0])
-    np.testing.assert_allclose(lo[:3], [0.0, 0.2366, 0.7225], atol=1e-4)    # Wilson (1927), z = 1.96
-    np.testing.assert_allclose(hi[:3], [0.2775, 0.7634, 1.0], atol=1e-4)
-    assert np.isnan(lo[3]) and np.isnan(hi[3])
-    # its coverage: over binomial draws with p = 0.3, n = 40, close to 95 %
-    k = np.random.default_rng(0).binomial(40, 0.3, 4000)
-    lo, hi = stats.wilson_interval(k, np.full_like(k, 40))
-    assert 0.92 < np.mean((lo <= 0.3) & (0.3 <= hi)) < 0.98
 
 
 def test_factor_rates_of_shaded_images_are_read_shading_aware():

@@ -16,7 +16,8 @@ from torch import nn
 from smis import real_segmenters as rs
 from smis.weight_fixtures import SYNC_BN_BUFFERS
 from smis.models import load_segmenter_for
-from smis.segmenter import MaskFidelity, miou_ci
+from smis.segmenter import MaskFidelity
+from smis.stats import miou_ci
 from smis.utils import project_root
 
 KEYS = json.loads((project_root() / "tests" / "data" / "segmenter_checkpoint_keys.json").read_text())

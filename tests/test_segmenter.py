@@ -1,99 +1,30 @@
-"""Mask fidelity (smis.segmenter): confusion matrix / mIoU against hand counts, the shipped SynthScenes
-segmenter (high mIoU on real test images, low against other scenes' masks), files and training."""
+"""Mask fidelity (smis.segmenter): the shipped SynthScenes segmenter (high mIoU on real test images, low against
+other scenes' masks), files and training (scripts/train_segmenter.py; confusion matrices and mIoU: test_stats.py)."""
 import json
 import math
 
 import pytest
 import torch
 
-from smis.segmenter import (FORMAT, MaskFidelity, Segmenter, confusion_matrices, confusion_matrix, load_segmenter,
-                            mask_fidelity, miou, miou_ci, pixel_accuracy, predict, save_segmenter, synthscenes_arrays,
-                            train_segmenter)
+from smis.data.synthetic import synthscenes_arrays
+from smis.segmenter import FORMAT, MaskFidelity, Segmenter, load_segmenter, mask_fidelity, predict, save_segmenter
+from smis.stats import confusion_matrix, miou
 from smis.utils import CheckpointError, project_root, safe_load
 
 SHIPPED = project_root() / "checkpoints" / "synthscenes_segmenter.pt"
 
 
-# ---- confusion matrix and mIoU --------------------------------------------------------------------------------------
-
-def test_confusion_and_miou_by_hand():
-    label = torch.tensor([[0, 0, 1], [1, 2, 2]])
-    pred = torch.tensor([[0, 1, 1], [1, 2, 0]])
-    cm = confusion_matrix(pred, label, 4)
-    # (truth, prediction) pairs: (0,0) (0,1) (1,1) (1,1) (2,2) (2,0); class 3 occurs in neither
-    want = torch.zeros(4, 4, dtype=torch.long)
-    want[0, 0], want[0, 1], want[1, 1], want[2, 2], want[2, 0] = 1, 1, 2, 1, 1
-    assert cm.dtype == torch.int64 and torch.equal(cm, want)
-    mean, per_class = miou(cm)
-    # IoU = TP / (TP + FP + FN): class 0: 1 / (1 + 1 + 1), class 1: 2 / (2 + 1 + 0), class 2: 1 / (1 + 0 + 1)
-    assert per_class[:3].tolist() == pytest.approx([1 / 3, 2 / 3, 1 / 2])
-    assert math.isnan(per_class[3])                                      # absent from both: NaN, not 0
-    assert mean == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)            # and left out of the mean
-    assert pixel_accuracy(cm) == pytest.approx(4 / 6)
-
-
-def test_class_only_predicted_counts_as_zero_and_ignore_index_skips():
-    label = torch.tensor([0, 0, 1, 1, 255, 255])
-    pred = torch.tensor([0, 2, 1, 1, 2, 0])                              # class 2 is a false positive only
-    cm = confusion_matrix(pred, label, 3, ignore_index=255)
-    assert int(cm.sum()) == 4                                           # the two ignored pixels are not counted
-    mean, per_class = miou(cm)
-    assert per_class.tolist() == pytest.approx([1 / 2, 1.0, 0.0])
-    assert mean == pytest.approx(0.5)
-
-
-def test_perfect_prediction_is_one():
-    label = torch.randint(0, 10, (3, 16, 16), generator=torch.Generator().manual_seed(0))
-    cm = confusion_matrix(label.clone(), label, 12)
-    mean, per_class = miou(cm)
-    assert mean == 1.0 and pixel_accuracy(cm) == 1.0
-    assert per_class[10:].isnan().all() and (per_class[:10] == 1).all()
-
-
-def test_per_mask_confusions_sum_to_the_pooled_one_and_match_each_mask():
-    g = torch.Generator().manual_seed(0)
-    label = torch.randint(0, 5, (6, 3, 8, 8), generator=g)      # 6 masks, 3 samples each
-    pred = torch.randint(0, 5, (6, 3, 8, 8), generator=g)
-    per = confusion_matrices(pred, label, 5)
-    assert per.shape == (6, 5, 5) and per.dtype == torch.int64
-    for b in range(6):                                             # each mask against the pooled reference
-        assert torch.equal(per[b], confusion_matrix(pred[b], label[b], 5))
-    assert torch.equal(per.sum(0), confusion_matrix(pred, label, 5))
-    label[0, 0, 0] = 255
-    skipped = confusion_matrices(pred, label, 5, ignore_index=255)
-    assert int(skipped[0].sum()) == 3 * 64 - 8 and int(skipped[1].sum()) == 3 * 64
-
-
-def test_miou_ci_brackets_the_pooled_miou_and_pairs_variants():
-    g = torch.Generator().manual_seed(1)
-    label = torch.randint(0, 4, (40, 16, 16), generator=g)
-    noisy = lambda p: torch.where(torch.rand(label.shape, generator=g) < p,                  # draws in this order
-                                  torch.randint(0, 4, label.shape, generator=g), label)
-    good, bad = confusion_matrices(noisy(0.2), label, 4), confusion_matrices(noisy(0.6), label, 4)
-    r = miou_ci(good, bad, replicates=500, seed=0)
-    assert r["miou"] == pytest.approx(miou(good.sum(0))[0])
-    assert r["low"] < r["miou"] < r["high"] and r["high"] - r["low"] < 0.05
-    assert r["difference"] == pytest.approx(miou(good.sum(0))[0] - miou(bad.sum(0))[0])
-    assert 0 < r["difference_low"] < r["difference"] < r["difference_high"]       # a real gap: excludes 0
-    same = miou_ci(good, good, replicates=200)
-    assert same["difference"] == same["difference_low"] == same["difference_high"] == 0     # paired: no noise
-    assert miou_ci(good, seed=3) == miou_ci(good, seed=3)                                   # seeded
-    with pytest.raises(ValueError, match="same masks"):
-        miou_ci(good, bad[:10])
-    with pytest.raises(ValueError, match=r"\(N, C, C\)"):
-        miou_ci(good.sum(0))
+def train_segmenter(**kw):
+    """scripts/train_segmenter.py's train_segmenter (the SynthScenes training lives with its script)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_segmenter", project_root() / "scripts" / "train_segmenter.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.train_segmenter(**kw)
 
 
 def test_bad_inputs_are_clear_errors():
     lab = torch.zeros(2, 8, 8, dtype=torch.long)
-    with pytest.raises(TypeError, match="integer"):
-        confusion_matrix(lab.float(), lab, 3)
-    with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        confusion_matrix(lab, lab + 3, 3)
-    with pytest.raises(ValueError, match="same shape"):
-        confusion_matrix(lab[0], lab, 3)
-    with pytest.raises(ValueError, match="no pixel"):
-        miou(torch.zeros(3, 3, dtype=torch.long))
     seg = Segmenter(3, (4, 8, 8))
     with pytest.raises(ValueError, match="divisible by 8"):
         seg(torch.zeros(1, 3, 12, 16))
