@@ -68,8 +68,8 @@ def train_segmenter(size: int | Sequence[int] = 64,          # training image si
 
     mIoU weighs every class alike while thin poles and small objects hold few pixels: with
     class_weights="sqrt_inverse" a pixel of class c weighs 1 / sqrt(f_c), f_c the class's share of the
-    training pixels, scaled so that the average pixel weighs 1 (+3 points of mIoU, +14 on poles, in a
-    1300-step trial).
+    training pixels, scaled so that the average pixel weighs 1 (it raised mIoU, most on the thin poles:
+    benchmarks/RESULTS.md, "Measurements formerly in comments").
 
     `data` (images (N, 3, H, W) uint8, labels (N, H, W)) replaces the generated split, e.g. to reuse it.
     Batches are drawn from a torch.Generator seeded with `seed`: two runs with the same arguments on the
@@ -100,7 +100,7 @@ def train_segmenter(size: int | Sequence[int] = 64,          # training image si
         raise ValueError(f"class_weights={class_weights!r}: choose 'sqrt_inverse' or 'none'")
     torch.manual_seed(seed)
     net = Segmenter(NUM_CLASSES, widths, hw, [c.name for c in CLASSES]).to(device)
-    net = net.to(memory_format=torch.channels_last)                     # ~25% faster convolutions on CPU
+    net = net.to(memory_format=torch.channels_last)                     # faster CPU convolutions (RESULTS.md)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     images, labels, weight = images.to(device), labels.to(device), weight.to(device)

@@ -7,7 +7,7 @@
     g = generator_losses(..., kl_reg=reg)                                  # g_total with lambda_KL R
     d = discriminator_losses(*split_batch(D(..., cat([fake.detach(), image])), len(label)))  # -> d["d_hinge"]
 
-As SPADE splits it: the model computes losses, the trainer (`smis.train.Trainer.train_step`) only
+As SPADE splits it: the model computes losses, the trainer (`smis.train.TrainStep`) only
 steps optimisers. The terms are the unweighted losses of `smis.losses`; this module weights and sums them:
 
     L_G,E = L_GAN^G + lambda_FM L_FM + lambda_P L_P + lambda_KL KL     (Eq. 7; KL of Eq. 18)

@@ -6,7 +6,7 @@ import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Tests use tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waiting when the
-# machine is busy (two threads on a loaded 2-core CPU made single steps 20x slower).
+# machine is busy (benchmarks/RESULTS.md, "Measurements formerly in comments").
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -215,7 +215,8 @@ class PairTransform:
         arr, lbl = np.asarray(image, dtype=np.uint8), np.asarray(lab, dtype=np.int64)  # (H, W, 3), (H, W)
         if self.flip and self.train and bool(torch.rand((), generator=generator) < 0.5):
             arr, lbl = arr[:, ::-1], lbl[:, ::-1]
-        # numpy, not torch ops: torch's intra-op threads cost ~50 ms per small op on a busy 2-core machine
+        # numpy, not torch ops: torch's intra-op threads are slow on a busy CPU for such small ops
+        # (benchmarks/RESULTS.md, "Measurements formerly in comments")
         img = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
         img /= np.float32(127.5)
         img -= np.float32(1.0)
