@@ -43,7 +43,7 @@ from smis.tables import Columns
 from smis.viz import to_uint8
 
 # Old places of names that moved (smis.models, smis.tables, smis.viz), kept for callers outside this split
-# (smis/reproduce.py, scripts/readme_figure.py, tests/test_checkpoints.py, notebook 06); to be removed.
+# (smis/reproduce.py, scripts/readme_figure.py, tests/test_shipped_models.py, notebook 06); to be removed.
 
 # ---------------------------------------------------------------------------------------------
 # The evaluation data
