@@ -221,6 +221,7 @@ def test_read_only_run_dir_is_a_clear_error(tmp_path):
     ro.mkdir()
     os.rename(tmp_path / "run", ro / "run")
     before = run_files(ro / "run")
+    assert "checkpoints/step_00000002.pt" in before                 # the loops below see the run's files
     for p in [ro, *ro.rglob("*")]:
         p.chmod(0o555 if p.is_dir() else 0o444)
     try:
