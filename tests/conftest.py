@@ -238,3 +238,29 @@ def cli_env() -> dict[str, str]:
 def run_files(run: Path) -> list[str]:
     """Every path under a run folder, relative to it, sorted."""
     return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+
+
+# ---- Tiny untrained networks on the SynthScenes test set (test_evaluate, test_sampling) ----
+from smis import evaluate as ev  # noqa: E402
+from smis.config import get_preset  # noqa: E402
+from smis.networks import build_networks  # noqa: E402
+
+EVAL_TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")   # preset fields
+
+
+def tiny(variant: str):
+    """`variant`'s networks at the EVAL_TINY sizes, seeded (0), without D, in eval mode."""
+    torch.manual_seed(0)
+    return build_networks(variant, get_preset("synthscenes", **EVAL_TINY), discriminator=False).eval()
+
+
+@pytest.fixture(scope="module")
+def clvae():
+    """tiny("clvae"), once per module."""
+    return tiny("clvae")
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(SynthScenes test set at 64x64, its first 4 indices)."""
+    return ev.test_set("synthscenes", "", "test", 64, 4)

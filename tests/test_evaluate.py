@@ -8,16 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny
 from smis import evaluate as ev
 from smis import tables
 from smis.models import load_segmenter_for
-from smis.config import get_preset
 from smis.metrics import LPIPS, FrechetDistance, diversity, per_class_diversity, top1_gt_similarity
-from smis.networks import build_networks
 from smis.sampling import reconstruct, sample_prior
 from smis.segmenter import mask_fidelity
 
-TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,21 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def tiny(variant: str):
-    torch.manual_seed(0)
-    return build_networks(variant, get_preset("synthscenes", **TINY), discriminator=False).eval()
-
-
-@pytest.fixture(scope="module")
-def clvae():
-    return tiny("clvae")
-
-
-@pytest.fixture(scope="module")
-def data():
-    return ev.test_set("synthscenes", "", "test", 64, 4)
 
 
 class TinyTrunk(nn.Module):

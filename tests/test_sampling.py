@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import tiny
 from smis import evaluate as ev
 from smis.capabilities import UnsupportedEdit
-from smis.config import get_preset
-from smis.networks import Latents, build_networks
+from smis.networks import Latents
 from smis.sampling import chunks, encode_means, generate, prior_latents, reconstruct, sample_prior
 
-TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
 
 # Float-noise floor of the TINY nets on a CPU. The same inputs through G (or E then G) at another batch
 # size pick other oneDNN/MKL kernels, so images agree only up to the last bits. Measured on an AMD EPYC
@@ -22,22 +21,6 @@ TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G=
 # So images computed at different batch sizes are compared with atol BATCH_NOISE (~10x the floor,
 # ~15000x below the gap between samples); codes and same-batch results stay bitwise.
 BATCH_NOISE = 2e-5
-
-
-def tiny(variant: str):
-    torch.manual_seed(0)
-    return build_networks(variant, get_preset("synthscenes", **TINY), discriminator=False).eval()
-
-
-@pytest.fixture(scope="module")
-def clvae():
-    return tiny("clvae")
-
-
-@pytest.fixture(scope="module")
-def data():
-    """(SynthScenes test set at 64x64, its first 4 indices)."""
-    return ev.test_set("synthscenes", "", "test", 64, 4)
 
 
 def test_k_prior_samples_differ_and_are_reproducible_per_mask(clvae, data):
