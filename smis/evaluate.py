@@ -19,7 +19,7 @@ Randomness: the K codes of mask `index` come from a generator seeded with `mask_
 so every variant sees the same seeds on the same masks, whatever the batching. The codes are
 bitwise the same for any `chunk` / `masks_per_batch`; the images are not: on a CPU, G at another
 batch size runs other oneDNN/MKL kernels, so pixels move in the last bits (~1e-6; see BATCH_NOISE
-in tests/test_evaluate.py). Compare such images with a tolerance, not bitwise.
+in tests/test_sampling.py). Compare such images with a tolerance, not bitwise.
 """
 from __future__ import annotations
 

@@ -185,3 +185,81 @@ def ade20k_source(request) -> DatasetSource:
 def deepfashion_source(request) -> DatasetSource:
     """The generated DeepFashion, then the real samples where ../shared/samples/deepfashion exists."""
     return _source(request, "deepfashion")
+
+
+# ---- Tiny training runs (test_train, test_checkpoint, test_options, test_rundir, test_runlog, test_build) ----
+# Plain helpers, imported by those modules (`from conftest import cfg, ...`): each takes the test's tmp_path.
+import sys  # noqa: E402
+
+from smis.options import TrainConfig  # noqa: E402
+from smis.train import Trainer  # noqa: E402
+from smis.utils import project_root  # noqa: E402
+
+TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}   # preset fields of the runs
+
+
+def cfg(tmp_path: Path,      # the test's tmp_path: the run goes to tmp_path / "run"
+        **kw,                # TrainConfig fields replacing the defaults below
+        ) -> TrainConfig:
+    """A 4-step clvae run of the TINY nets on 32 SynthScenes images, batch 2, checkpoints every 2 steps, no
+    perceptual net, TensorBoard, progress bar or images."""
+    base = dict(run_dir=str(tmp_path / "run"), preset_overrides=TINY, data_length=32, steps=4, batch_size=2,
+                perceptual="none", tensorboard=False, progress=False, ckpt_every=2, log_every=1, image_every=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def trained(tmp_path: Path, **kw) -> Trainer:
+    """The Trainer of `cfg(tmp_path, **kw)` after fit()."""
+    t = Trainer(cfg(tmp_path, **kw))
+    t.fit()
+    return t
+
+
+def cli(tmp_path: Path,           # (unused: the run folder is `run`)
+        run: Path,                # --run-dir
+        steps: int,               # --steps
+        extra=(),                 # further arguments
+        ) -> list[str]:
+    """The `python -m smis.train` command of a TINY run on 16 images, batch 2, checkpoints every 2 steps, one
+    thread (argv[3:] is what smis.train.main takes)."""
+    return [sys.executable, "-m", "smis.train", "--run-dir", str(run), "--steps", str(steps), "--batch-size", "2",
+            "--data-length", "16", "--perceptual", "none", "--no-tensorboard", "--no-progress", "--ckpt-every", "2",
+            "--threads", "1", "--image-every", "0", "--log-every", "1",
+            "--set"] + [f"{k}={v}" for k, v in TINY.items()] + list(extra)
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a `cli` subprocess: this one, with the repository on PYTHONPATH."""
+    return {**os.environ, "PYTHONPATH": str(project_root())}
+
+
+def run_files(run: Path) -> list[str]:
+    """Every path under a run folder, relative to it, sorted."""
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+
+
+# ---- Tiny untrained networks on the SynthScenes test set (test_evaluate, test_sampling) ----
+from smis import evaluate as ev  # noqa: E402
+from smis.config import get_preset  # noqa: E402
+from smis.networks import build_networks  # noqa: E402
+
+EVAL_TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")   # preset fields
+
+
+def tiny(variant: str):
+    """`variant`'s networks at the EVAL_TINY sizes, seeded (0), without D, in eval mode."""
+    torch.manual_seed(0)
+    return build_networks(variant, get_preset("synthscenes", **EVAL_TINY), discriminator=False).eval()
+
+
+@pytest.fixture(scope="module")
+def clvae():
+    """tiny("clvae"), once per module."""
+    return tiny("clvae")
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(SynthScenes test set at 64x64, its first 4 indices)."""
+    return ev.test_set("synthscenes", "", "test", 64, 4)

@@ -321,7 +321,7 @@ def test_generator_chunk_is_capped_for_memory_bound_families_on_the_cpu_only():
     for v in ("groupdnet", "cimle"):
         a = sample_prior(nets[v], label, 20, [0, 1], 64)
         b = sample_prior(nets[v], label, 20, [0, 1], 16)
-        assert (a - b).abs().max() < 2e-5                     # BATCH_NOISE of tests/test_evaluate.py
+        assert (a - b).abs().max() < 2e-5                     # BATCH_NOISE of tests/test_sampling.py
 
 
 def test_evaluation_layout_puts_only_the_listed_families_in_channels_last_and_keeps_their_images():

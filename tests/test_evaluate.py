@@ -1,5 +1,6 @@
-"""Tests of smis.evaluate on tiny seeded models: the sample iterators, every scorer through evaluate_prior /
-evaluate_reconstruction / evaluate_style, and the tables (smis.tables) and figures (smis.viz) made from them."""
+"""Tests of smis.evaluate on tiny seeded models: style guidance, the sample iterators, every scorer through
+evaluate_prior / evaluate_reconstruction / evaluate_style, and mask fidelity in the evaluation loops. The sampling
+path is tested in tests/test_sampling.py, the tables in tests/test_tables.py, the figures in tests/test_viz.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,27 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny
 from smis import evaluate as ev
 from smis import tables
 from smis.models import load_segmenter_for
-from smis.config import get_preset
-from smis.data import synthetic
 from smis.metrics import LPIPS, FrechetDistance, diversity, per_class_diversity, top1_gt_similarity
-from smis.networks import Latents, build_networks
-from smis.sampling import prior_latents, reconstruct, sample_prior
+from smis.sampling import reconstruct, sample_prior
 from smis.segmenter import mask_fidelity
-from smis.viz import example_grid, save_grid
 
-TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
-
-# Float-noise floor of the TINY nets on a CPU. The same inputs through G (or E then G) at another batch
-# size pick other oneDNN/MKL kernels, so images agree only up to the last bits. Measured on an AMD EPYC
-# (`lscpu`: "AMD EPYC", AVX512; torch 2.14.1) with 1 and 2 intra-op threads: max |diff| 1.6e-6 for G at
-# batch 1 vs 4/8/64 (5.4e-7 for the chunk 4 vs 64 of the test below), 1.9e-6 for E then G at chunk 1/2
-# vs 3; 0 between 1 and 2 threads at the same batch. Distinct prior samples of one mask differ by >= 0.30.
-# So images computed at different batch sizes are compared with atol BATCH_NOISE (~10x the floor,
-# ~15000x below the gap between samples); codes and same-batch results stay bitwise.
-BATCH_NOISE = 2e-5
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,21 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def tiny(variant: str):
-    torch.manual_seed(0)
-    return build_networks(variant, get_preset("synthscenes", **TINY), discriminator=False).eval()
-
-
-@pytest.fixture(scope="module")
-def clvae():
-    return tiny("clvae")
-
-
-@pytest.fixture(scope="module")
-def data():
-    return ev.test_set("synthscenes", "", "test", 64, 4)
 
 
 class TinyTrunk(nn.Module):
@@ -87,61 +60,7 @@ def metric():
     return LPIPS(TinyTrunk(), device="cpu", name="lpips_tiny")
 
 
-# ---- sampling ------------------------------------------------------------------------------------
-
-def test_k_prior_samples_differ_and_are_reproducible_per_mask(clvae, data):
-    ds, idx = data
-    _, label = ev.load_pairs(ds, idx[:3])
-    seeds = [ev.mask_seed(0, i) for i in idx[:3]]
-    s = sample_prior(clvae, label, 5, seeds, chunk=4)
-    assert s.shape == (3, 5, 3, 64, 64)
-    flat = s.flatten(2)
-    gaps = (flat[:, :, None] - flat[:, None]).abs().amax(-1)            # (B, K, K)
-    off = ~torch.eye(5, dtype=torch.bool)
-    assert (gaps[:, off] > 1000 * BATCH_NOISE).all(), "two of the K samples of a mask are (nearly) identical"
-    # the codes G sees are drawn per mask before chunking: bitwise the same whatever the chunk or batch
-    fed = []
-    hook = clvae.G.register_forward_hook(lambda module, args, out: fed.append(args[1]))
-
-    def codes_fed(lab, sd, chunk):
-        fed.clear()
-        sample_prior(clvae, lab, 5, sd, chunk=chunk)
-        return list(fed)
-
-    try:
-        by4, by64, one = codes_fed(label, seeds, 4), codes_fed(label, seeds, 64), codes_fed(label[1:2], seeds[1:2], 64)
-    finally:
-        hook.remove()
-    assert len(by4) == 4 and len(by64) == 1                             # 15 codes in chunks of 4, or at once
-    drawn = prior_latents(clvae, label, 5, seeds)
-    for got, want in ((Latents.cat(by4), drawn), (by64[0], drawn), (one[0], drawn[5:10])):   # one: mask 1 alone
-        assert torch.equal(got.z, want.z) and torch.equal(got.zc, want.zc) and torch.equal(got.present, want.present)
-    # so the images differ by the batch-size float noise only (not bitwise: see BATCH_NOISE)
-    torch.testing.assert_close(sample_prior(clvae, label, 5, seeds, chunk=64), s, atol=BATCH_NOISE, rtol=0)
-    alone = sample_prior(clvae, label[1:2], 5, seeds[1:2])
-    torch.testing.assert_close(alone[0], s[1], atol=BATCH_NOISE, rtol=0)
-    assert not torch.allclose(sample_prior(clvae, label[:1], 5, [seeds[0] + 1])[0], s[0])
-
-
-def test_gaugan_gives_one_image_per_mask(data):
-    ds, idx = data
-    _, label = ev.load_pairs(ds, idx[:2])
-    s = sample_prior(tiny("gaugan"), label, 7, [0, 1])
-    assert s.shape == (2, 1, 3, 64, 64)
-
-
-def test_reconstruction_decodes_the_encoder_means(clvae, data):
-    ds, idx = data
-    image, label = ev.load_pairs(ds, idx[:3])
-    rec = reconstruct(clvae, image, label, chunk=2)
-    with torch.no_grad():
-        mu, logvar = clvae.E(image, label)
-        torch.testing.assert_close(rec, clvae.G(label, mu), atol=BATCH_NOISE, rtol=0)   # chunk 2 vs batch 3
-        sampled = clvae.G(label, Latents.reparameterize(mu, logvar, torch.Generator().manual_seed(0)))
-    assert not torch.allclose(rec, sampled, atol=1e-3)
-    with pytest.raises(ValueError, match="no encoder"):
-        reconstruct(tiny("gaugan"), image, label)
-
+# ---- style guidance ------------------------------------------------------------------------------
 
 def test_style_guided_with_a_global_code_only_is_the_reconstruction(data):
     nets = tiny("gaugan_vae")
@@ -179,7 +98,7 @@ def test_prior_batches_group_masks_and_seed_each_by_its_index(clvae, data):
     assert torch.equal(rec[0].samples[:, 0], reconstruct(clvae, image[:3], label[:3], 3))
 
 
-def test_columns_name_the_scores_and_are_read_back_from_a_table(clvae, data, metric):
+def test_columns_name_the_scores_and_are_read_back_from_a_table():
     cols = ev.Columns("lpips_tiny", "fd_tiny")
     assert (cols.diversity, cols.top1, cols.gt_similarity, cols.fd) == \
         ("diversity (lpips_tiny)", "top-1 GT-similarity (lpips_tiny)", "GT-similarity (lpips_tiny)", "FD (fd_tiny)")
@@ -193,7 +112,7 @@ def test_columns_name_the_scores_and_are_read_back_from_a_table(clvae, data, met
 
 # ---- scoring -------------------------------------------------------------------------------------
 
-def test_evaluate_prior_matches_the_metric_functions_and_tables_name_the_metric(clvae, data, metric):
+def test_evaluate_prior_matches_the_metric_functions(clvae, data, metric):
     ds, idx = data
     fd_real = ev.real_frechet(ds, idx, TinyPool(), progress=False)
     res = ev.evaluate_prior(clvae, ds, idx, metric, ev.PriorOptions(k=4, seed=2, masks_per_batch=3, factors=True),
@@ -201,7 +120,8 @@ def test_evaluate_prior_matches_the_metric_functions_and_tables_name_the_metric(
     assert list(res.per_image.columns) == ["diversity (lpips_tiny)", "top-1 GT-similarity (lpips_tiny)"]
     assert list(res.per_image.index) == idx
     image, label = ev.load_pairs(ds, idx)
-    # the same batches of masks as evaluate_prior (3 + 1), so G runs at the same batch sizes (see BATCH_NOISE)
+    # the same batches of masks as evaluate_prior (3 + 1), so G runs at the same batch sizes
+    # (see BATCH_NOISE in tests/test_sampling.py)
     s = torch.cat([sample_prior(clvae, label[m], 4, [ev.mask_seed(2, i) for i in idx[m]])
                    for m in (slice(0, 3), slice(3, 4))])
     for b in range(len(idx)):
@@ -215,24 +135,6 @@ def test_evaluate_prior_matches_the_metric_functions_and_tables_name_the_metric(
     assert set(res.factors.columns) >= {"index", "sample", "class", "colour_in", "texture_in"}
     assert set(res.factors["index"]) <= set(idx) and res.factors["sample"].max() <= 3
 
-    table = tables.diversity_table({"clvae": res, "again": res})
-    assert list(table.columns) == ["diversity (lpips_tiny)", "diversity (lpips_tiny) std",
-                                   "diversity (lpips_tiny) ±95%", "top-1 GT-similarity (lpips_tiny)",
-                                   "top-1 GT-similarity (lpips_tiny) std",
-                                   "top-1 GT-similarity (lpips_tiny) ±95%", "FD (fd_tiny)", "masks", "samples per mask"]
-    d = res.per_image.iloc[:, 0]
-    half_width = 1.96 * d.std(ddof=1) / len(d) ** 0.5
-    assert table.loc["clvae", "diversity (lpips_tiny) ±95%"] == pytest.approx(half_width, rel=1e-3)
-    assert table.loc["clvae", "samples per mask"] == 4 and table.loc["clvae", "masks"] == len(idx)
-    assert table.loc["clvae", "diversity (lpips_tiny)"] == pytest.approx(res.per_image.iloc[:, 0].mean())
-    per_class = tables.per_class_table({"clvae": res})
-    assert list(per_class.columns) == ["clvae: diversity (lpips_tiny)", "masks"]
-    assert list(per_class.index) == list(synthetic.info().class_names)
-    assert per_class["masks"].sum() == res.per_class.notna().to_numpy().sum()
-    paired = tables.paired_comparison(res, res)
-    assert (paired["difference"] == 0).all()
-    assert list(paired.index) == list(res.per_image.columns) + ["colour in class modes (%)", "texture in class set (%)"]
-
 
 def test_gaugan_diversity_is_zero_by_construction(data, metric):
     ds, idx = data
@@ -242,7 +144,7 @@ def test_gaugan_diversity_is_zero_by_construction(data, metric):
     assert present.any() and (res.per_class.to_numpy()[present] == 0).all()
 
 
-def test_reconstruction_table(clvae, data, metric):
+def test_evaluate_reconstruction_scores_the_decoded_means(clvae, data, metric):
     ds, idx = data
     fd_real = ev.real_frechet(ds, idx, TinyPool(), progress=False)
     res = ev.evaluate_reconstruction(clvae, ds, idx, metric, fd_real, batch=3, keep=2, progress=False)
@@ -251,12 +153,6 @@ def test_reconstruction_table(clvae, data, metric):
     want = metric.distance(recon, image).numpy()
     np.testing.assert_allclose(res.per_image["GT-similarity (lpips_tiny)"].to_numpy(), want, rtol=1e-5)
     assert res.examples.shape == (2, 3, 64, 64)
-    table = tables.reconstruction_table({"clvae": res})
-    assert list(table.columns) == ["GT-similarity (lpips_tiny)", "GT-similarity (lpips_tiny) std",
-                                   "GT-similarity (lpips_tiny) ±95%", "FD (fd_tiny)", "images"]
-    other = ev.ReconEval("x", "lpips_other", res.per_image)
-    with pytest.raises(ValueError, match="different metrics"):
-        tables.reconstruction_table({"clvae": res, "x": other})
 
 
 # ---- factor-aware scores -------------------------------------------------------------------------
@@ -267,33 +163,7 @@ def test_evaluate_style_rows_and_chance_baseline(clvae, data):
     prior = ev.evaluate_style(clvae, ds, idx, list(np.roll(idx, 1)), guided=False, progress=False)
     assert list(guided.columns) == ["index", "reference", "class", "name", "colour_match", "texture_match"]
     assert (guided["reference"] == guided["index"].map(dict(zip(idx, np.roll(idx, 1))))).all()
-    table = tables.style_table({"guided": guided, "prior": prior})
-    assert list(table.columns) == ["colour mode = reference (%)", "texture = reference (%)", "both (%)", "regions"]
-    assert 0 <= table.loc["guided", "both (%)"] <= 100
-
-
-# ---- loading, parsing, writing -------------------------------------------------------------------
-
-def test_write_table_and_example_grid(tmp_path, clvae, data):
-    table = pd.DataFrame({"diversity (lpips_tiny)": [0.5, 0.25]}, index=pd.Index(["a", "b"], name="variant"))
-    md = tables.write_table(table, tmp_path, "t", "A caption.")
-    assert md.read_text().startswith("A caption.\n\n| variant | diversity (lpips_tiny) |")
-    assert pd.read_csv(tmp_path / "t.csv", index_col=0).loc["b"].iloc[0] == 0.25
-    ds, idx = data
-    image, label = ev.load_pairs(ds, idx[:2])
-    samples = sample_prior(clvae, label, 3, [0, 1])
-    g = example_grid(label, image, [samples, image], ds.info.palette, min_tile=0)
-    assert g.dtype == np.uint8 and g.shape == (2 * 64 + 2, 6 * 64 + 5 * 2, 3)
-    big = example_grid(label, image, [samples, image], ds.info.palette)          # tiles >= 128 px (issue 14.6)
-    assert big.shape == (2 * 128 + 2, 6 * 128 + 5 * 2, 3)
-    assert np.array_equal(big[:128:2, :128:2], g[:64, :64])                          # nearest: each pixel 2x2
-    fig = save_grid(big, tmp_path / "f.png", ["mask", "real", "s1", "s2", "s3", "real"], ["a", "b"], "title")
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["mask", "real", "s1", "s2", "s3", "real"]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.get_title() == "title"
-    centres = ax.get_xticks()
-    assert centres[0] == pytest.approx(63.5, abs=1) and centres[1] == pytest.approx(128 + 2 + 63.5, abs=1)
-    assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f_raw.png").exists()
+    assert list(prior.columns) == list(guided.columns) and len(prior) == len(guided)   # the same regions, unguided
 
 
 # ---- mask fidelity in the evaluation loops ---------------------------------------------------------
@@ -347,7 +217,7 @@ def test_scorers_share_each_batch_features_and_the_real_images_features(clvae, d
     # K samples of each mask once (diversity and per-class diversity share them), + 2 per mask for Top-1
     assert trunk.seen == len(idx) * (3 + 2)
     image, label = ev.load_pairs(ds, idx)
-    for m in (slice(0, 2), slice(2, 4)):                              # the same batches of masks (BATCH_NOISE)
+    for m in (slice(0, 2), slice(2, 4)):                              # same mask batches (BATCH_NOISE)
         s = sample_prior(clvae, label[m], 3, [ev.mask_seed(1, i) for i in idx[m]])
         for b, i in enumerate(range(m.start, m.stop)):
             assert res.per_image.iloc[i, 0] == diversity(s[b], metric)

@@ -1,3 +1,4 @@
+import ast
 import io
 import re
 import os
@@ -153,3 +154,23 @@ def test_cpu_model_reads_the_model_name_line_else_the_platform(tmp_path):
     info.write_text("processor\t: 0\nModel name\t: Neoverse-V2\n")       # lscpu's spelling on some kernels
     assert cpu_model(info) == "Neoverse-V2"
     assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
+
+
+def _torch_load_calls():
+    root = project_root()
+    for folder in ("smis", "scripts", "benchmarks", "tests", "notebooks/src"):
+        files = sorted((root / folder).rglob("*.py"))
+        assert files, f"no .py file found under {root / folder}: the scan would check nothing there"
+        for py in files:
+            for node in ast.walk(ast.parse(py.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+                    yield f"{py.relative_to(root)}:{node.lineno}", {k.arg: k.value for k in node.keywords}
+
+
+def test_every_torch_load_in_the_project_uses_weights_only():
+    calls = list(_torch_load_calls())
+    assert len(calls) >= 3   # the scan finds the loads (smis.utils.safe_load, official, backbones...)
+    bad = [where for where, kw in calls
+           if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True)]
+    assert not bad, f"torch.load without weights_only=True at {bad}; use smis.utils.safe_load"
