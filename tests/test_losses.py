@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import smis.losses
 from smis import objective
-from smis.config import get_preset
+from smis.config import TINY, get_preset
 from smis.losses import (VGG_WEIGHTS, PerceptualLoss, d_hinge_loss, feature_matching_loss, g_hinge_loss,
                          kl_divergence, make_perceptual_loss)
 from smis.networks import Latents, build_networks
@@ -214,7 +214,7 @@ def test_reparameterize_with_given_noise_by_hand():
 
 
 def test_generator_step_reparameterises_and_returns_the_kl():
-    nets = build_networks("clvae", get_preset("synthscenes", ngf=8, nef=8, spade_hidden=16, z_dim=8, z_dim_local=4))
+    nets = build_networks("clvae", get_preset("synthscenes", **TINY))
     step = objective.GeneratorStep(nets.G, nets.E, nets.spec).eval()
     label = torch.randint(0, 10, (2, 64, 64))
     image = torch.rand(2, 3, 64, 64) * 2 - 1

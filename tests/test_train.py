@@ -19,6 +19,7 @@ import torch
 from smis import objective
 from smis import train as T
 from smis.build import build
+from smis.config import TINY
 from smis.checkpoint import CKPT_FORMAT, Checkpointer, export_model, load_model, rng_state, set_rng_state
 from smis.data import DatasetError
 from smis.networks import Latents, build_networks
@@ -26,8 +27,6 @@ from smis.options import add_config_arguments
 from smis.rundir import RunDirBusy, RunDirLock
 from smis.runlog import RunLog
 from smis.utils import project_root
-
-TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
 
 
 def cfg(tmp_path, **kw):

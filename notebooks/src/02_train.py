@@ -51,6 +51,7 @@ from IPython.display import Markdown, display
 
 from smis import curves
 from smis import evaluate as ev
+from smis.config import TINY
 from smis.diagnostics import layer_diagnostics
 from smis.models import load_networks
 from smis.progress import Progress
@@ -62,7 +63,7 @@ from smis.viz import LiveLossPlot, example_grid, save_figure, save_grid
 overrides = {}
 if SMOKE:
     STEPS, BATCH = 4, 2
-    overrides = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
+    overrides = dict(TINY)
 overrides = {**overrides, **PRESET_SET}
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,7 @@ from IPython.display import Markdown, display
 
 from smis import evaluate as ev
 from smis import tables
+from smis.config import TINY
 from smis.models import parse_models
 from smis.networks import VARIANTS as REGISTRY
 from smis.stats import paired_ci
@@ -71,7 +72,7 @@ from smis.viz import example_grid, save_grid
 overrides = {}
 if SMOKE:  # tiny networks, a couple of steps
     TRAIN_STEPS, TRAIN_BATCH, N_TEST, K, N_SHOW_SAMPLES, PERCEPTUAL = min(TRAIN_STEPS, 2), 2, 3, 3, 3, "none"
-    overrides = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
+    overrides = dict(TINY)
     RUN_ROOT = RUN_ROOT.rstrip("/") + "_smoke"
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
