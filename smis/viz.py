@@ -136,9 +136,10 @@ def per_class_figure(per_class: pd.DataFrame,          # rows: classes (named by
                      ylabel: str,                        # what the bars measure, e.g. "diversity (lpips_alex)"
                      path: str | Path,                   # PNG written (atomically)
                      max_classes: int = 30,              # the classes held by the most masks, at most this many
-                     ) -> Path:
+                     ):
     """Grouped bars, one group per class (x: the class names), one bar per legend entry: the per-class table of
-    notebook 04 (`smis.tables.per_class_table`), its classes held by the most masks first (stable)."""
+    notebook 04 (`smis.tables.per_class_table`), its classes held by the most masks first (stable). Returns the
+    matplotlib figure, saved at `path`."""
     from matplotlib.figure import Figure        # optional heavy dependency: only for figures
 
     shown = per_class.sort_values("masks", ascending=False, kind="stable").head(max_classes)
@@ -150,7 +151,8 @@ def per_class_figure(per_class: pd.DataFrame,          # rows: classes (named by
     ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, shown.index, rotation=45, ha="right")
     ax.set_ylabel(ylabel)
     ax.legend(frameon=False)
-    return save_figure(fig, path)
+    save_figure(fig, path)
+    return fig
 
 
 def show(image: np.ndarray, title: str | None = None, scale: float = 1.0):
