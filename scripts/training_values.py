@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smis.build import build  # noqa: E402
-from smis.config import get_preset  # noqa: E402
+from smis.config import TINY, get_preset  # noqa: E402
 from smis.data import collate  # noqa: E402
 from smis.imle import IMLEStep, build_imle  # noqa: E402
 from smis.networks import VARIANTS  # noqa: E402
@@ -49,7 +49,6 @@ from smis.utils import atomic_write_json, cpu_model, project_root  # noqa: E402
 OUT = project_root() / "tests" / "data" / "training_values.json"
 STEPS = 3                                                   # training steps per variant
 TRAINED = ("clvae", "gaugan", "groupdnet", "cimle")         # one variant per family (+ gaugan: no encoder, no KL)
-SIZES = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}   # preset fields
 IMLE = {"pool_size": 4, "samples": 3, "resample_every": 2, "reinit_round": 0}              # cIMLE schedule fields
 PERTURBATIONS = {"threads_2": dict(threads=2), "channels_last": dict(channels_last=True),
                  "threads_2_channels_last": dict(threads=2, channels_last=True)}   # run_steps arguments
@@ -63,7 +62,7 @@ def config(variant: str,                   # a key of smis.networks.VARIANTS
     """The run of `variant` whose first STEPS steps are stored (CPU, fp32, seed 0, 8 SynthScenes images)."""
     return TrainConfig(variant=variant, preset="synthscenes", dataset="synthscenes", device="cpu", precision="fp32",
                        seed=0, data_seed=0, data_length=8, flip=False, batch_size=2, steps=STEPS,
-                       preset_overrides=SIZES, perceptual="effnet", channels_last=channels_last,
+                       preset_overrides=TINY, perceptual="effnet", channels_last=channels_last,
                        imle=IMLE if VARIANTS[variant].family == "cimle" else {}, progress=False, tensorboard=False)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 UPSAMPLING = {"normal": 5, "more": 6, "most": 7}     # x2 upsamplings from fc to output (smis.networks.generator)
+# preset fields of networks that train a step in a few CPU seconds: notebooks 02 and 05 with SMOKE, and the tests
+TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
     nets = load_networks("groupdnet:deepfashion:weights/smis_df")   # GroupDNet's published G and E (SMIS)
     nets = load_or_untrained("")                                # an untrained seeded clvae (machinery checks)
     parse_models("clvae:checkpoints/a.pt, gaugan_vae:outputs/runs/b")   # {name: source}: notebooks' MODELS
+    shipped_provenance()["clvae"]["steps"]                       # how the shipped models were trained (8000)
     seg = load_segmenter_for("synthscenes")                      # the shipped one
     seg = load_segmenter_for("ade20k")                           # CSAIL's UperNet-ResNet101 (smis.real_segmenters)
 
@@ -15,12 +16,13 @@ GroupDNet's published files, DATASET in deepfashion, cityscapes, ade20k).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from smis.config import get_preset
-from smis.networks import Networks, build_networks
+from smis.networks import VARIANTS, Networks, build_networks
 from smis.official import GROUPDNET_DATASETS, groupdnet_preset, load_groupdnet, load_official
 from smis.real_segmenters import NO_SEGMENTER, PROTOCOLS, load_real_segmenter, not_measured, parse_source
 from smis.segmenter import Segmenter, load_segmenter
@@ -106,6 +108,16 @@ def parse_models(spec: str) -> dict[str, str]:
         if source.strip():
             out[name.strip()] = source.strip()
     return out
+
+
+def shipped_provenance(folder: str | Path = "checkpoints",   # where the exported models lie
+                       dataset: str = "synthscenes",          # their file names' prefix: <dataset>_<variant>.pt
+                       ) -> dict[str, dict]:
+    """{variant: provenance} of the shipped models, in VARIANTS' order: the JSON beside each exported model
+    (`<folder>/<dataset>_<variant>.json`, written by scripts/train_demo_models.py: its command, steps, batch, seed,
+    wall time, device). Variants without one are left out; {} when none is shipped."""
+    folder = resolve(folder)
+    return {v: json.loads(path.read_text()) for v in VARIANTS if (path := folder / f"{dataset}_{v}.json").is_file()}
 
 
 def trained(nets: Networks) -> str:

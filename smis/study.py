@@ -89,6 +89,11 @@ class Study:
             return f"Segmenter: {self.segmenter.source}. "
         return f"Mask mIoU {self.fidelity_note}. " if self.fidelity_note else ""
 
+    def metrics_note(self) -> str:
+        """What every table caption of notebooks 03-05 says about its metrics: `fidelity_caption()` and, for the
+        EfficientNet-Lite0 stand-ins, STAND_IN_NOTE, each sentence followed by a space; "" when neither applies."""
+        return self.fidelity_caption() + (STAND_IN_NOTE + " " if self.stand_ins else "")
+
     def summary(self) -> str:
         """One line per model (variant, training) and one for the metrics, for the notebook's first output."""
         lines = [f"{name}: variant {nets.variant}, {trained(nets)}"

@@ -3,6 +3,9 @@
     diversity_table({"clvae": res, "gaugan_vae": other})  # Tables 2-4: columns name metric and backbone
     reconstruction_table({"clvae": rec})                  # Table 1
     paired_comparison(res, other)                         # per-mask differences, 95 % intervals
+    held_classes(per_class_table(res), dontcare, names)   # the classes some mask holds, and what was left out
+    ablations_vs_full(prior)                              # Table 5: every ablation minus clvae, paired
+    diversity_ordering(prior, ["clvae", "clvae_L5", ...])  # Table 5: the paper's ranking, step by step
     write_table(table, "outputs/demo/04_diversity_rq2", "table2_diversity_top1", "caption")
 
 Intervals: every table gives 95 % intervals over masks (`smis.stats`): mean +- 1.96 sd / sqrt(n) for
@@ -13,7 +16,7 @@ The score columns are named by `smis.evaluate.Columns` (the evaluation results u
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +32,9 @@ TEXTURE_IN = "texture in class set (%)"        # factor_table: regions whose tex
 COLOUR_MATCH = "colour mode = reference (%)"   # style_table
 TEXTURE_MATCH = "texture = reference (%)"      # style_table
 CEILING = "real test images (ceiling)"         # row of the real images' scores (smis.study.Study.add_ceiling)
+ABLATION_LABELS = {"clvae": "full (L = 6)", "no_classwise": "w/o class-wise", "no_layerwise": "w/o layer-wise",
+                   "clvae_L3": "L = 3", "clvae_L4": "L = 4", "clvae_L5": "L = 5",
+                   "real": "real test images (mIoU ceiling)"}   # Table 5's rows and Fig. 11's (notebook 05)
 
 
 def _metric_of(results: Mapping) -> str:
@@ -102,6 +108,20 @@ def per_class_table(results: Mapping[str, PriorEval]) -> pd.DataFrame:
     return table.rename_axis("class")
 
 
+def held_classes(per_class: pd.DataFrame,            # per_class_table(results): rows are class ids 0..C-1
+                 dontcare: int | None,                # the dataset's "don't care" class id (info.dontcare), or None
+                 class_names: Sequence[str],          # the dataset's class names, by id
+                 ) -> tuple[pd.DataFrame, str]:
+    """The per-class table without the classes no mask holds and without the don't-care class (ADE20K's
+    `unknown`, whose pixels carry no class), and the caption sentence saying what was left out ("" if nothing)."""
+    absent = (per_class["masks"] == 0).to_numpy()
+    is_dontcare = np.arange(len(per_class)) == (-1 if dontcare is None else dontcare)
+    unheld = absent & ~is_dontcare
+    dropped = ([f"the {int(unheld.sum())} classes no mask holds"] if unheld.any() else []) \
+        + ([f"the don't-care class {class_names[dontcare]!r}"] if dontcare is not None else [])
+    return per_class[~(absent | is_dontcare)], (f" Left out: {' and '.join(dropped)}." if dropped else "")
+
+
 def factor_table(rows: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Share (%) of class regions whose estimated colour / texture lies in that class's own
     distribution (`smis.factors.factor_rows`), per source (a variant's samples, or real images)."""
@@ -151,6 +171,40 @@ def paired_comparison(a: PriorEval | ReconEval, b: PriorEval | ReconEval, seed: 
         rows[MIOU] = {a.variant: r["miou"], b.variant: r["miou"] - r["difference"], "difference": r["difference"],
                       "CI low": r["difference_low"], "CI high": r["difference_high"], "masks": len(a.confusion)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("score")
+
+
+def ablations_vs_full(prior: Mapping[str, PriorEval],   # variant -> prior evaluation, same masks and seeds
+                      reference: str = "clvae",             # the full model every ablation is compared with
+                      ) -> pd.DataFrame | None:
+    """Table 5's pairs: per ablation (rows, in `prior`'s order), `paired_comparison(ablation, reference)` flattened
+    to columns "<score>: difference", "<score>: CI low", "<score>: CI high". None without `reference`."""
+    if reference not in prior:
+        return None
+    versus = {}
+    for v, r in prior.items():
+        if v == reference:
+            continue
+        p = paired_comparison(r, prior[reference])
+        versus[v] = {f"{score}: {col}": p.loc[score, col] for score in p.index
+                     for col in ("difference", "CI low", "CI high")}
+    return pd.DataFrame.from_dict(versus, orient="index").rename_axis(f"ablation - {reference}")
+
+
+def diversity_ordering(prior: Mapping[str, PriorEval],   # variant -> prior evaluation, same masks and seeds
+                       order: Sequence[str],               # a ranking, most diverse first (the paper's Table 5)
+                       ) -> tuple[pd.DataFrame, list[str]]:
+    """Does a diversity ranking hold? For each neighbouring pair of `order` (the variants of it in `prior`) the
+    paired diversity difference, its 95 % interval and the verdict: "holds" (interval above 0), "reversed"
+    (below) or "not resolved". Also the observed order of those variants by mean diversity."""
+    order = [v for v in order if v in prior]
+    col = Columns(_metric_of(prior)).diversity
+    rows = {}
+    for hi_v, lo_v in zip(order, order[1:]):
+        d, lo, hi = paired_ci(prior[hi_v].per_image[col], prior[lo_v].per_image[col])
+        rows[f"{hi_v} > {lo_v}"] = {"difference": d, "CI low": lo, "CI high": hi,
+                                    "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"}
+    observed = sorted(order, key=lambda v: -prior[v].per_image[col].mean())
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("paper's claim"), observed
 
 
 def write_table(table: pd.DataFrame, out_dir: str | Path, stem: str, caption: str = "") -> Path:

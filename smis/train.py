@@ -39,8 +39,9 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -580,6 +581,24 @@ class Trainer:
                            *outs[i].float()], dim=2) for i in range(n)]
         self.nets.train(was)
         return (torch.cat(rows, dim=1).clamp(-1, 1) + 1) / 2
+
+
+def train_variants(variants: Sequence[str],          # smis.networks.VARIANTS keys, trained one after the other
+                   run_root: str | Path,               # their run folders: <run_root>/<variant>_s<steps>_b<batch>
+                   base: TrainConfig,                  # every other option (its run_dir and variant are replaced)
+                   log: Callable[[str], None] = print,  # "<variant>: <seconds> s" after each
+                   ) -> dict[str, tuple[str, float]]:
+    """Train every variant with the same options (notebook 05's ablations trained in the notebook), each in its own
+    run folder named by its steps and batch, so that a rerun resumes it or reuses it once finished.
+    Returns {variant: (run folder, wall seconds)}."""
+    runs = {}
+    for v in variants:
+        cfg = replace(base, run_dir=f"{run_root}/{v}_s{base.steps}_b{base.batch_size}", variant=v)
+        t0 = time.perf_counter()
+        Trainer(cfg).fit(resume=True)
+        runs[v] = (cfg.run_dir, time.perf_counter() - t0)
+        log(f"{v}: {runs[v][1]:.0f} s")
+    return runs
 
 
 class _NoLog:

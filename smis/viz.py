@@ -2,17 +2,21 @@
 
     figure = example_grid(label, image, [samples], dataset.info.palette)   # mask | real | samples, per row
     save_grid(figure, "outputs/fig.png", ["mask", "real", "s1"], ["mask 0"], "title")
+    per_class_figure(per_class, {"clvae": "clvae: diversity (lpips_alex)"}, "diversity (lpips_alex)", "out.png")
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from smis.utils import atomic_path
+
+if TYPE_CHECKING:                      # annotations only
+    import pandas as pd
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -124,6 +128,30 @@ def save_grid(image: np.ndarray, path: str | Path, columns: Sequence[str] | None
     save_png(image, path.with_name(path.stem + "_raw.png"))
     fig = labelled(image, columns, rows, title)
     save_figure(fig, path, dpi=100)
+    return fig
+
+
+def per_class_figure(per_class: pd.DataFrame,          # rows: classes (named by the index), a "masks" column
+                     columns: Mapping[str, str],         # legend label -> the table's column of one bar per class
+                     ylabel: str,                        # what the bars measure, e.g. "diversity (lpips_alex)"
+                     path: str | Path,                   # PNG written (atomically)
+                     max_classes: int = 30,              # the classes held by the most masks, at most this many
+                     ):
+    """Grouped bars, one group per class (x: the class names), one bar per legend entry: the per-class table of
+    notebook 04 (`smis.tables.per_class_table`), its classes held by the most masks first (stable). Returns the
+    matplotlib figure, saved at `path`."""
+    from matplotlib.figure import Figure        # optional heavy dependency: only for figures
+
+    shown = per_class.sort_values("masks", ascending=False, kind="stable").head(max_classes)
+    fig = Figure(figsize=(max(7, 0.3 * len(shown)), 3.2), dpi=110)
+    ax = fig.add_subplot()
+    width = 0.8 / len(columns)
+    for i, (label, col) in enumerate(columns.items()):
+        ax.bar(np.arange(len(shown)) + i * width, shown[col], width, label=label)
+    ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, shown.index, rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False)
+    save_figure(fig, path)
     return fig
 
 

@@ -195,7 +195,7 @@ from smis.options import TrainConfig  # noqa: E402
 from smis.train import Trainer  # noqa: E402
 from smis.utils import project_root  # noqa: E402
 
-TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}   # preset fields of the runs
+from smis.config import TINY  # noqa: E402  (the tiny networks' preset fields; conftest's helpers and tests import it here)
 
 
 def cfg(tmp_path: Path,      # the test's tmp_path: the run goes to tmp_path / "run"

@@ -14,8 +14,9 @@ import torch
 
 from smis import objective
 from smis import train as T
+from smis.config import TINY as TINY_PRESET
 
-TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4, "norm_G": "instance"}
+TINY = {**TINY_PRESET, "norm_G": "instance"}
 
 
 def main(out: str, run_dir: str, mutate_kl: bool) -> None:

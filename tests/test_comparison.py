@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import EVAL_TINY
 from smis import comparison as cmp
 from smis import tables
 from smis.data.synthetic import CLASSES, tint
@@ -140,7 +141,6 @@ def test_every_system_against_clvae_is_the_paired_comparison_of_each():
 
 # ---- notebook 04 with every system ------------------------------------------------------------------------
 
-TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
 
 
 def write_tiny_model(variant: str, path) -> str:
@@ -155,7 +155,7 @@ def write_tiny_model(variant: str, path) -> str:
     from smis.utils import atomic_torch_save, plain_data
 
     torch.manual_seed(0)
-    preset = get_preset("synthscenes", **TINY)
+    preset = get_preset("synthscenes", **EVAL_TINY)
     nets = build_networks(variant, preset, discriminator=False)
     atomic_torch_save({"format": MODEL_FORMAT, "variant": variant, "preset": plain_data(asdict(preset)), "step": 0,
                        "G": nets.G.state_dict(), "E": None if nets.E is None else nets.E.state_dict(),
@@ -253,7 +253,7 @@ def test_adding_systems_leaves_the_existing_rows_unchanged():
 
     def tiny(v):
         torch.manual_seed(0)
-        return build_networks(v, get_preset("synthscenes", **TINY), discriminator=False).eval()
+        return build_networks(v, get_preset("synthscenes", **EVAL_TINY), discriminator=False).eval()
 
     data, indices = ev.test_set("synthscenes", "", "test", 64, 3)
     metric = LPIPS(Trunk(), device="cpu", name="lpips_tiny")
@@ -312,7 +312,7 @@ def test_generator_chunk_is_capped_for_memory_bound_families_on_the_cpu_only():
     from smis.sampling import sample_prior
 
     torch.manual_seed(0)
-    nets = {v: build_networks(v, get_preset("synthscenes", **TINY), discriminator=False).eval()
+    nets = {v: build_networks(v, get_preset("synthscenes", **EVAL_TINY), discriminator=False).eval()
             for v in ("clvae", "groupdnet", "cimle")}
     assert [ev.generator_chunk(n, 64) for n in nets.values()] == [64, 16, 8]
     assert ev.generator_chunk(nets["groupdnet"], 8) == 8
@@ -338,7 +338,7 @@ def test_evaluation_layout_puts_only_the_listed_families_in_channels_last_and_ke
     _, label = ev.load_pairs(data, indices)
     for v in ("clvae", "groupdnet", "cimle"):
         torch.manual_seed(0)
-        nets = build_networks(v, get_preset("synthscenes", **TINY), discriminator=False).eval()
+        nets = build_networks(v, get_preset("synthscenes", **EVAL_TINY), discriminator=False).eval()
         before = sample_prior(nets, label, 4, [0, 1], 8)
         assert ev.evaluation_layout(nets) is nets
         weights = [p for p in nets.G.parameters() if p.dim() == 4]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from smis.config import PRESETS, UPSAMPLING, Preset, get_preset
+from smis.config import PRESETS, TINY, UPSAMPLING, Preset, get_preset
 from smis.networks import generator
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "official_checkpoint_keys.json"  # committed copy of ../shared's
@@ -95,3 +95,8 @@ def test_presets_match_their_dataset_loaders():
         preset = get_preset(name)
         assert preset.num_classes == info.num_classes, name
         assert preset.dontcare_id == info.dontcare, name
+
+
+def test_tiny_override_makes_a_smaller_valid_synthscenes_preset():
+    tiny, full = get_preset("synthscenes", **TINY), get_preset("synthscenes")
+    assert all(getattr(tiny, k) == v < getattr(full, k) for k, v in TINY.items())

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from smis import train as T
-from smis.config import get_preset
+from smis.config import TINY, get_preset
 from smis.networks import Latents, build_networks, cse_map, init_weights, one_hot
 from smis.networks.ops import PiecewiseMap, piecewise_conv3x3
 from smis.networks.spade import SPADE
@@ -149,8 +149,7 @@ def both_paths(G, label, z):
                                                 ("clvae", "most")])
 def test_generator_fast_and_dense_paths_agree(variant, upsampling):
     size = {"normal": (64, 64), "more": (64, 128), "most": (128, 128)}[upsampling]
-    preset = get_preset("synthscenes", ngf=8, nef=8, ndf=8, spade_hidden=16, z_dim=8, z_dim_local=4,
-                        upsampling=upsampling, image_size=size)
+    preset = get_preset("synthscenes", **TINY, upsampling=upsampling, image_size=size)
     G = build_networks(variant, preset).G.train()
     label = blob_label(2, *size, preset.num_classes, cell=5)
     z = Latents.prior(G.spec, label, torch.Generator().manual_seed(1)) if G.spec.z_dim > 0 else None
@@ -162,7 +161,7 @@ def test_generator_fast_and_dense_paths_agree(variant, upsampling):
 def test_generator_paths_are_the_same_function_in_float64():
     """In float64 the gathered and dense generators agree to ~1e-15: the float32 gradient differences
     (~1e-4 relative at SynthScenes size, from spectral norm's cancelling terms) are rounding only."""
-    preset = get_preset("synthscenes", ngf=8, nef=8, ndf=8, spade_hidden=16, z_dim=8, z_dim_local=4)
+    preset = get_preset("synthscenes", **TINY)
     G = build_networks("clvae", preset).G.train().double()
     label = blob_label(3, 64, 64, preset.num_classes, cell=5)
     z = Latents.prior(G.spec, label, torch.Generator().manual_seed(2)).map(torch.Tensor.double)
@@ -206,9 +205,8 @@ def _first_losses(tmp_path, fast: bool, steps: int = 2) -> list[dict]:
     """Losses of `steps` training steps on one batch; SPADE's convs at gain 1 (at the init's gain 0.02
     the modulation barely reaches the losses: mirrored taps would move step 1 by only 9e-7)."""
     torch.manual_seed(0)
-    cfg = T.TrainConfig(run_dir=str(tmp_path / "run"), preset_overrides=dict(
-        ngf=8, nef=8, ndf=8, spade_hidden=16, z_dim=8, z_dim_local=4), data_length=8, steps=steps, batch_size=4,
-        perceptual="none", tensorboard=False, progress=False, device="cpu")
+    cfg = T.TrainConfig(run_dir=str(tmp_path / "run"), preset_overrides=TINY, data_length=8, steps=steps,
+                        batch_size=4, perceptual="none", tensorboard=False, progress=False, device="cpu")
     t = T.Trainer(cfg)
     G = t.nets.G
     G.piecewise_cond = fast

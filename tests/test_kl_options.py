@@ -9,12 +9,11 @@ import torch
 
 from smis import objective
 from smis import train as T
+from smis.config import TINY
 from smis.losses import feature_matching_loss, g_hinge_loss, kl_divergence, kl_terms
 from smis.networks import Latents
 from smis.objective import KLOptions, generator_losses, split_batch
 from smis.options import TrainConfig, resume_conflicts
-
-TINY = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
 
 
 def cfg(tmp_path, **kw):

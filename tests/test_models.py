@@ -1,12 +1,16 @@
 """smis.models: models by source string (export, checkpoint, run folder), the notebooks' MODELS syntax."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from smis import models
 from smis.checkpoint import export_model
+from smis.networks import VARIANTS
 from smis.train import Trainer, TrainConfig
+from smis.utils import resolve
 
 TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4, norm_G="instance")
 
@@ -48,3 +52,14 @@ def test_load_or_untrained(tmp_path):
     assert models.load_or_untrained("", "gaugan_vae").spec.has_class_codes is False
     with pytest.raises(FileNotFoundError, match=r"missing\.pt not found\. Fix: run `python scripts/train_demo_models"):
         models.load_or_untrained(str(tmp_path / "missing.pt"))
+
+
+def test_shipped_provenance_reads_the_json_beside_each_shipped_model(tmp_path):
+    shipped = models.shipped_provenance()
+    assert shipped["clvae"]["steps"] == json.loads(resolve("checkpoints/synthscenes_clvae.json").read_text())["steps"]
+    assert "segmenter" not in shipped and list(shipped) == [v for v in VARIANTS if v in shipped]
+    assert all(p["variant"] == v for v, p in shipped.items())
+    (tmp_path / "synthscenes_no_layerwise.json").write_text('{"steps": 12}')
+    (tmp_path / "synthscenes_curves.json").write_text('{"rows": []}')
+    assert models.shipped_provenance(tmp_path) == {"no_layerwise": {"steps": 12}}
+    assert models.shipped_provenance(tmp_path, "ade20k") == {}

@@ -11,6 +11,7 @@ import torch
 from smis import edit_measures
 from smis import train as T
 from smis.checkpoint import load_model
+from smis.config import TINY
 from smis.curves import run_object_factor
 from smis.data import make_dataset, synthetic
 from smis.data.synthetic import CLASSES, SHADINGS, estimate_factors, generate, render
@@ -147,7 +148,7 @@ def test_cli_flag_reaches_training_and_evaluation_data(tmp_path):
                            "--run-dir", str(run), "--steps", "2", "--batch-size", "2", "--data-length", "8",
                            "--perceptual", "none", "--no-tensorboard", "--no-progress", "--ckpt-every", "2",
                            "--image-every", "0", "--no-flip",
-                           "--set", "ngf=8", "nef=8", "ndf=8", "spade_hidden=16", "z_dim=8", "z_dim_local=4"])
+                           "--set", *(f"{k}={v}" for k, v in TINY.items())])
     assert cfg.synth_object_factor
     trainer = T.Trainer(cfg)
     assert trainer.dataset.object_factor

@@ -10,7 +10,7 @@ import torch
 from smis import evaluate as ev
 from smis import tables
 from smis.models import load_networks, load_segmenter_for
-from smis.study import load_study
+from smis.study import STAND_IN_NOTE, Study, load_study
 
 MODELS = "clvae:checkpoints/synthscenes_clvae.pt,gaugan:checkpoints/synthscenes_gaugan.pt"
 
@@ -55,3 +55,11 @@ def test_load_study_refuses_models_of_different_sizes_and_empty_specs(monkeypatc
     monkeypatch.setattr("smis.study.load_networks", lambda src, device: fake[src])
     with pytest.raises(ValueError, match="different sizes"):
         load_study({"clvae": "a", "gaugan": "b"}, "synthscenes", "", "test", 2)
+
+
+def test_metrics_note_is_the_caption_part_shared_by_notebooks_03_to_05():
+    names = lambda metric, fd: (SimpleNamespace(name=metric), SimpleNamespace(name=fd))
+    assert Study({}, None, [], *names("lpips_effnet", "fd_effnet"), None, "cpu").metrics_note() == STAND_IN_NOTE + " "
+    assert Study({}, None, [], *names("lpips_alex", "fid"), None, "cpu").metrics_note() == ""
+    noted = Study({}, None, [], *names("lpips_effnet", "fd_effnet"), None, "cpu", fidelity_note="not measured (x)")
+    assert noted.metrics_note() == "Mask mIoU not measured (x). " + STAND_IN_NOTE + " "

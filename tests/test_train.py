@@ -285,3 +285,19 @@ def test_sigterm_and_sigint_stop_cleanly_and_resume(tmp_path, sig):
     _, err = p.communicate(timeout=300)
     assert p.returncode == 128 + sig and "rerun with --resume" in err and "Traceback" not in err, err
     assert not (run / ".lock").exists() and not list(run.rglob("*.tmp"))
+
+
+def test_train_variants_trains_each_in_its_own_folder_and_reuses_finished_runs(tmp_path):
+    base = T.TrainConfig(run_dir=str(tmp_path), preset_overrides=TINY, perceptual="none", data_length=8, steps=1,
+                         batch_size=2, log_every=1, image_every=0, ckpt_every=1, keep_last=1, tensorboard=False,
+                         progress=False, device="cpu")
+    said = []
+    runs = T.train_variants(["clvae", "gaugan"], tmp_path / "runs", base, log=said.append)
+    assert list(runs) == ["clvae", "gaugan"] and [s.split(":")[0] for s in said] == ["clvae", "gaugan"]
+    for v, (run, seconds) in runs.items():
+        assert run == f"{tmp_path / 'runs'}/{v}_s1_b2" and seconds > 0
+        assert json.loads((tmp_path / "runs" / f"{v}_s1_b2" / "config.json").read_text())["variant"] == v
+        assert (tmp_path / "runs" / f"{v}_s1_b2" / "checkpoints" / "step_00000001.pt").is_file()
+    before = (tmp_path / "runs" / "clvae_s1_b2" / "checkpoints" / "step_00000001.pt").stat().st_mtime_ns
+    T.train_variants(["clvae"], tmp_path / "runs", base, log=said.append)           # finished: reused, not retrained
+    assert (tmp_path / "runs" / "clvae_s1_b2" / "checkpoints" / "step_00000001.pt").stat().st_mtime_ns == before

@@ -33,6 +33,7 @@ from IPython.display import Markdown, display
 from smis.data import make_dataset, synthetic
 from smis.data.check import check_dataset, plot_class_histogram, plot_samples
 from smis.data.stats import label_histograms, plot_label_statistics
+from smis.findings import data_findings
 from smis.tables import write_table
 from smis.utils import resolve
 from smis.viz import colorize, grid, save_png, show, to_uint8
@@ -196,13 +197,4 @@ elif report is not None:
 # ## What we learnt
 
 # %%
-recovered = summary.loc["all"]
-Markdown(f"""- SynthScenes gives every mask many correct images, with colour and texture as separate, recorded factors.
-- The factors can be recovered from the pixels: over the {len(test)} test images, `estimate_factors` reads back
-  {100 * recovered["colour ok"]:.1f} % of the regions' colour modes and {100 * recovered["texture ok"]:.1f} % of
-  their texture kinds (table above){
-  f", and {100 * recovered['shading ok']:.1f} % of their shading directions ({int(recovered['regions'])} regions)"
-  if "shading ok" in summary else ""}, so the diversity and editing notebooks can check *which* factor a generated
-  image or an edit changed, not only *how much* it changed.
-- The data on disk is in the generic `folder` layout that `smis.data.make_dataset` reads; the paper's
-  datasets have loaders of their own with the paper's preprocessing, and a checker to run before training.""")
+Markdown("\n".join(data_findings(summary, len(test))))

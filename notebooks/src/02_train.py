@@ -51,8 +51,10 @@ from IPython.display import Markdown, display
 
 from smis import curves
 from smis import evaluate as ev
+from smis.config import TINY
 from smis.diagnostics import layer_diagnostics
-from smis.models import load_networks
+from smis.findings import training_findings
+from smis.models import load_networks, shipped_provenance
 from smis.progress import Progress
 from smis.sampling import sample_prior
 from smis.train import TrainConfig, Trainer
@@ -62,7 +64,7 @@ from smis.viz import LiveLossPlot, example_grid, save_figure, save_grid
 overrides = {}
 if SMOKE:
     STEPS, BATCH = 4, 2
-    overrides = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
+    overrides = dict(TINY)
 overrides = {**overrides, **PRESET_SET}
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,12 +157,16 @@ else:
 #
 # ## Did the shipped models train long enough?
 # Every variant of the paper's comparison was trained by `scripts/train_demo_models.py` (same data, schedule
-# and seed; 8,000 steps for clvae and gaugan_vae, 3,000 for the others) and `scripts/eval_curves.py` scored
-# each kept checkpoint on the same test masks and seeds. A score has flattened when its change over the last
-# quarter of training is a small share of its range over the run. The dashed lines are the real images.
+# and seed; the steps each trained for are printed first, read from its provenance, the JSON beside the model)
+# and `scripts/eval_curves.py` scored each kept checkpoint on the same test masks and seeds. A score has flattened
+# when its change over the last quarter of training is a small share of its range over the run. The dashed lines
+# are the real images.
 
 # %%
+print("the shipped models' training steps (checkpoints/synthscenes_<variant>.json):",
+      ", ".join(f"{v} {p['steps']}" for v, p in shipped_provenance().items()) or "no shipped models")
 curve_data = json.loads(resolve(CURVES).read_text()) if CURVES and resolve(CURVES).is_file() else None
+plateau = layer_kl = None
 if curve_data is None:
     print(f"no curves file at {CURVES!r}: score a set of runs with `python scripts/eval_curves.py --runs ...`")
 else:
@@ -174,7 +180,8 @@ else:
     display(curves.layer_diagnostics_table(rows, "clvae").round(3))
 
 # %% [markdown]
-# Above: per variant, its steps and checkpoints and, per score, the value at the last checkpoint and its change
+# Above: the shipped models' training steps (`smis.models.shipped_provenance`); per variant, its steps and
+# checkpoints in the curves and, per score, the value at the last checkpoint and its change
 # over the last quarter as a share of the run's range (flattened: at most `curves.FLAT_SHARE`); then the
 # diagnostics of each of clvae's latent layers at every checkpoint; and one panel per score against the training
 # step, one line per variant.
@@ -182,9 +189,4 @@ else:
 # ## What we learnt
 
 # %%
-lines = ["- One trainer serves the notebook, the shell and `torchrun`; its runs are plain folders (checkpoints, "
-         "`losses.csv`, TensorBoard logs, `config.json`) that `--resume` continues exactly.",
-         f"- This run: {trainer.step} steps of {VARIANT}; its samples are above, next to the shipped model's."]
-if curve_data is not None:
-    lines += curves.plateau_findings(plateau) + [curves.layer_kl_finding(layer_kl, "clvae")]
-Markdown("\n".join(lines))
+Markdown("\n".join(training_findings(trainer.step, VARIANT, plateau, layer_kl)))

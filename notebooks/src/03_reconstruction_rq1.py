@@ -38,9 +38,9 @@ from IPython.display import Markdown
 
 from smis import evaluate as ev
 from smis import tables
+from smis.findings import reconstruction_findings
 from smis.metrics import plot_score_histograms
-from smis.stats import paired_ci
-from smis.study import STAND_IN_NOTE, load_study
+from smis.study import load_study
 from smis.utils import resolve
 from smis.viz import example_grid, save_grid
 
@@ -86,8 +86,7 @@ caption = (f"Table 1 style: reconstruction G(M, E(M, I)) with encoder means on {
            "images. "
            + ("mask mIoU = the segmenter's labels of each reconstruction against its mask (95 % bootstrap interval "
               "over images); the real-image row is the ceiling. " if study.segmenter is not None else "")
-           + study.fidelity_caption()
-           + (STAND_IN_NOTE + " " if study.stand_ins else "")
+           + study.metrics_note()
            + "Models: " + study.models_caption(results) + ".")
 tables.write_table(table1, out_dir, "table1_reconstruction", caption)
 print(caption)
@@ -125,18 +124,4 @@ for k, r in results.items():
 # run's Table 1 and per-image scores.
 
 # %%
-lines = [f"- {k} ({study.trained(k)}): GT-similarity {table1.loc[k, col]:.3f} ± {table1.loc[k, cols.ci(col)]:.3f}"
-         + (f", FD {table1.loc[k, cols.fd]:.1f}" if cols.fd in table1 else "")
-         + (f", mask mIoU {table1.loc[k, tables.MIOU]:.3f}" if study.segmenter is not None else "") for k in results]
-if len(results) >= 2:
-    a, b = list(results)[:2]
-    d, lo, hi = paired_ci(results[a].per_image[col], results[b].per_image[col])
-    lines.append(f"- Paired over the same {len(indices)} pairs, {a} - {b}: {d:+.3f} (95 % CI [{lo:.3f}, {hi:.3f}]; "
-                 f"negative: {a} reconstructs closer)"
-                 + (": the masks support the gap." if lo > 0 or hi < 0 else ": no clear gap."))
-if study.segmenter is not None:
-    lines.append(f"- The segmenter's mIoU on the real images is {table1.loc[tables.CEILING, tables.MIOU]:.3f}: "
-                 "the ceiling a perfect reconstruction would reach.")
-lines.append(f"- These are {metric.name} / {study.fd_real.name} numbers" + (" (EfficientNet-Lite0 stand-ins: compare "
-             "across variants here, never with the paper's LPIPS or FID)." if study.stand_ins else "."))
-Markdown("\n".join(lines))
+Markdown("\n".join(reconstruction_findings(study, results, table1)))

@@ -60,17 +60,17 @@ SMOKE = False             # tiny and fast (CI)
 # %%
 import numpy as np
 from IPython.display import Markdown, display
-from matplotlib.figure import Figure
 
 from smis import comparison as cmp
 from smis import evaluate as ev
 from smis import tables
 from smis.capabilities import UnsupportedEdit, require_edit
 from smis.factors import COLOUR_TOLERANCE, factor_rows
+from smis.findings import diversity_claim, diversity_findings
 from smis.metrics import plot_score_histograms
-from smis.study import STAND_IN_NOTE, load_study
+from smis.study import load_study
 from smis.utils import resolve
-from smis.viz import example_grid, save_figure, save_grid, to_uint8
+from smis.viz import example_grid, per_class_figure, save_grid, to_uint8
 
 if SMOKE:
     N_TEST, K, N_STYLE, N_SHOW, N_SHOW_SAMPLES, MASKS_PER_BATCH, N_COMPARE_SAMPLES = 4, 3, 4, 2, 3, 2, 2
@@ -105,7 +105,6 @@ for name, nets in models.items():
 
 # %%
 table2 = study.add_ceiling(tables.diversity_table(results))   # + the segmenter on the real images of the same masks
-note = STAND_IN_NOTE + " " if study.stand_ins else ""
 caption = (f"Tables 2-4 style on {DATASET} ({len(indices)} {SPLIT} masks, K = {K} prior samples each, seed {SEED}): "
            f"diversity = mean pairwise {metric.name} of a mask's samples (higher is more varied); top-1 "
            f"GT-similarity = {metric.name} to the ground truth of the sample nearest to it in L1 (lower is closer); "
@@ -114,8 +113,7 @@ caption = (f"Tables 2-4 style on {DATASET} ({len(indices)} {SPLIT} masks, K = {K
            + ("mask mIoU = mIoU of the segmenter's labels of every sample against its mask (higher follows the mask; "
               "95 % bootstrap interval over masks); its real-image row is the ceiling. "
               if study.segmenter is not None else "")
-           + study.fidelity_caption()
-           + note
+           + study.metrics_note()
            + "Models: " + study.models_caption() + ".")
 tables.write_table(table2, out_dir, "table2_diversity_top1", caption)
 print(caption)
@@ -127,18 +125,13 @@ table2
 # a 95 % confidence interval.
 
 # %%
-claim = None
+paired = None
 if "clvae" in results and BASELINE in results:
     paired = tables.paired_comparison(results["clvae"], results[BASELINE])
     tables.write_table(paired, out_dir, "paired_clvae_vs_baseline",
                        f"Per-mask paired differences clvae - {BASELINE} ({len(indices)} masks, same seeds), "
                        "95 % confidence intervals (normal approximation over masks; paired bootstrap for mask mIoU).")
-    div_col, top_col = cols.diversity, cols.top1
-    more_diverse = paired.loc[div_col, "CI low"] > 0
-    top_diff = paired.loc[top_col, "difference"] / paired.loc[top_col, BASELINE]
-    claim = {"more diverse (CI above 0)": bool(more_diverse), "top-1 relative difference": float(top_diff),
-             "top-1 CI": (float(paired.loc[top_col, "CI low"]), float(paired.loc[top_col, "CI high"]))}
-    print(f"clvae more diverse than {BASELINE}: {more_diverse}; top-1 GT-similarity differs by {100 * top_diff:+.1f} %")
+    print(diversity_claim(paired, BASELINE))
     display(paired)
 
 # %% [markdown]
@@ -203,28 +196,13 @@ for col, stem in ((cols.diversity, "fig10_hist_diversity"), (cols.top1, "fig10_h
 # %%
 MAX_CLASSES_SHOWN = 30
 if PER_CLASS:
-    per_class = tables.per_class_table(results)
-    dontcare = test.info.dontcare                     # rows are class ids 0..C-1
-    absent = (per_class["masks"] == 0).to_numpy()
-    is_dontcare = np.arange(len(per_class)) == (-1 if dontcare is None else dontcare)
-    per_class = per_class[~(absent | is_dontcare)]
-    unheld = absent & ~is_dontcare
-    dropped = ([f"the {int(unheld.sum())} classes no mask holds"] if unheld.any() else []) \
-        + ([f"the don't-care class {test.info.class_names[dontcare]!r}"] if dontcare is not None else [])
-    left_out = f" Left out: {' and '.join(dropped)}." if dropped else ""
+    per_class, left_out = tables.held_classes(tables.per_class_table(results), test.info.dontcare,
+                                              test.info.class_names)
     tables.write_table(per_class, out_dir, "per_class_diversity",
                        f"Per-class diversity: {metric.name} of the K = {K} samples restricted to each class region, "
                        f"mean over the masks holding the class ({len(indices)} masks).{left_out}")
-    shown = per_class.sort_values("masks", ascending=False, kind="stable").head(MAX_CLASSES_SHOWN)
-    fig = Figure(figsize=(max(7, 0.3 * len(shown)), 3.2), dpi=110)
-    ax = fig.add_subplot()
-    width = 0.8 / len(results)
-    for i, name in enumerate(results):                # per_class_table's column of each variant
-        ax.bar(np.arange(len(shown)) + i * width, shown[f"{name}: {cols.diversity}"], width, label=name)
-    ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, shown.index, rotation=45, ha="right")
-    ax.set_ylabel(cols.diversity)
-    ax.legend(frameon=False)
-    save_figure(fig, out_dir / "per_class_diversity.png")
+    per_class_figure(per_class, {name: f"{name}: {cols.diversity}" for name in results}, cols.diversity,
+                     out_dir / "per_class_diversity.png", MAX_CLASSES_SHOWN)
     display(per_class)
 
 # %% [markdown]
@@ -236,6 +214,7 @@ if PER_CLASS:
 # ceiling of this estimator.
 
 # %%
+factors = None
 if FACTORS:
     real_img, real_lab = ev.load_pairs(test, indices)
     rows = {"real test images": factor_rows(to_uint8(real_img), real_lab.numpy())}
@@ -255,6 +234,7 @@ if FACTORS:
 # plain prior samples give the chance level.
 
 # %%
+style = None
 if FACTORS:
     targets = indices[:N_STYLE]
     refs = list(np.roll(np.array(targets), 1))          # each mask's reference is another test image
@@ -315,43 +295,4 @@ if FACTORS:
 # Built from this run's tables above (nothing pasted from an earlier run).
 
 # %%
-lines = ["- Diversity and Top-1 GT-similarity pull in opposite directions (a model can be diverse by being wrong), "
-         "so the paired comparison reads both on the same masks and seeds."]
-if claim is not None:
-    d = paired.loc[div_col]
-    t = paired.loc[top_col]
-    lines.append(f"- `clvae` vs `{BASELINE}` ({len(indices)} masks, K = {K}): "
-                 f"diversity {d['clvae']:.3f} vs {d[BASELINE]:.3f} "
-                 f"(paired difference {d['difference']:+.3f}, 95 % CI [{d['CI low']:.3f}, {d['CI high']:.3f}]): "
-                 + ("**clvae is more diverse**" if claim["more diverse (CI above 0)"]
-                    else "**not shown to be more diverse**")
-                 + f"; top-1 GT-similarity {t['clvae']:.3f} vs {t[BASELINE]:.3f} (difference {t['difference']:+.3f}, "
-                 f"CI [{t['CI low']:.3f}, {t['CI high']:.3f}]; lower is closer).")
-    if tables.MIOU in paired.index:
-        m = paired.loc[tables.MIOU]
-        ceiling = table2.loc[tables.CEILING, tables.MIOU]
-        lines.append(f"- Mask fidelity: mIoU {m['clvae']:.3f} (`clvae`) vs {m[BASELINE]:.3f} (`{BASELINE}`), paired "
-                     f"difference {m['difference']:+.3f} (CI [{m['CI low']:.3f}, {m['CI high']:.3f}]); real images "
-                     f"{ceiling:.3f}. "
-                     + ("Both follow their masks close to the ceiling." if min(m['clvae'], m[BASELINE]) > ceiling - 0.1
-                        else "The gap to the real images is what the models still miss."))
-if FACTORS:
-    f = factors[tables.COLOUR_IN]
-    lines.append("- Colour in the class's own modes: " + ", ".join(f"{k} {v:.1f} %" for k, v in f.items())
-                 + "; texture kind in the class's set: "
-                 + ", ".join(f"{k} {v:.1f} %" for k, v in factors[tables.TEXTURE_IN].items()) + ".")
-    st = style[tables.COLOUR_MATCH]
-    lines.append("- Style guidance, share of shared classes taking the reference's colour mode: "
-                 + ", ".join(f"{k} {v:.1f} %" for k, v in st.items()) + ".")
-if found is not None:
-    lines += ["- " + t for t in cmp.findings(found)]
-if versus is not None:
-    others = [n for n in results if n != cmp.REFERENCE]
-    dv = versus.xs(cols.diversity, level="score")
-    lines.append("- Diversity minus clvae's (paired, 95 % CI): " + ", ".join(
-        f"{n} {dv.loc[n, 'difference']:+.3f} [{dv.loc[n, 'CI low']:.3f}, {dv.loc[n, 'CI high']:.3f}]" for n in others)
-        + ".")
-lines.append(f"- Scores are {metric.name} / {study.fd_real.name}"
-             + (": EfficientNet-Lite0 stand-ins, comparable across variants here, never with the paper's LPIPS or FID."
-                if study.stand_ins else "."))
-Markdown("\n".join(lines))
+Markdown("\n".join(diversity_findings(study, results, table2, BASELINE, K, paired, factors, style, found, versus)))

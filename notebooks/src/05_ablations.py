@@ -52,26 +52,26 @@ OUT_DIR = "outputs/demo/05_ablations"  # figures and tables
 SMOKE = False             # tiny and fast (CI)
 
 # %%
-import time
-
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
 from smis import evaluate as ev
 from smis import tables
+from smis.config import TINY
+from smis.findings import ablation_findings
 from smis.models import parse_models
 from smis.networks import VARIANTS as REGISTRY
-from smis.stats import paired_ci
-from smis.study import STAND_IN_NOTE, load_study
-from smis.train import Trainer, TrainConfig
+from smis.study import load_study
+from smis.tables import ABLATION_LABELS
+from smis.train import TrainConfig, train_variants
 from smis.utils import pick_device, resolve
 from smis.viz import example_grid, save_grid
 
 overrides = {}
 if SMOKE:  # tiny networks, a couple of steps
     TRAIN_STEPS, TRAIN_BATCH, N_TEST, K, N_SHOW_SAMPLES, PERCEPTUAL = min(TRAIN_STEPS, 2), 2, 3, 3, 3, "none"
-    overrides = {"ngf": 8, "nef": 8, "ndf": 8, "spade_hidden": 16, "z_dim": 8, "z_dim_local": 4}
+    overrides = dict(TINY)
     RUN_ROOT = RUN_ROOT.rstrip("/") + "_smoke"
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,8 +80,6 @@ variants = [v.strip() for v in VARIANTS.split(",") if v.strip()]
 unknown = [v for v in variants if v not in REGISTRY]
 if unknown:
     raise ValueError(f"VARIANTS names unknown variants {unknown}; choose from {sorted(REGISTRY)}")
-LABELS = {"clvae": "full (L = 6)", "no_classwise": "w/o class-wise", "no_layerwise": "w/o layer-wise",
-          "clvae_L3": "L = 3", "clvae_L4": "L = 4", "clvae_L5": "L = 5"}
 print(f"variants: {variants}; {'train ' + str(TRAIN_STEPS) + ' steps each' if TRAIN_STEPS else 'load checkpoints'}")
 
 # %% [markdown]
@@ -89,20 +87,15 @@ print(f"variants: {variants}; {'train ' + str(TRAIN_STEPS) + ' steps each' if TR
 # A run folder holds the steps in its name; rerunning the notebook resumes or reuses finished runs.
 
 # %%
-sources, train_seconds = {}, {}
 if TRAIN_STEPS > 0:
-    for v in variants:
-        cfg = TrainConfig(run_dir=f"{RUN_ROOT}/{v}_s{TRAIN_STEPS}_b{TRAIN_BATCH}", variant=v, preset=PRESET,
-                          preset_overrides=overrides, perceptual=PERCEPTUAL, dataset=DATASET,
-                          data_root=DATA_ROOT or None, data_length=4000, data_seed=DATA_SEED, steps=TRAIN_STEPS,
-                          batch_size=TRAIN_BATCH, seed=TRAIN_SEED, device=str(device),
-                          log_every=max(1, TRAIN_STEPS // 10), image_every=0, ckpt_every=TRAIN_STEPS,
-                          keep_last=1, tensorboard=False)
-        t0 = time.perf_counter()
-        Trainer(cfg).fit(resume=True)
-        train_seconds[v] = time.perf_counter() - t0
-        sources[v] = cfg.run_dir
-        print(f"{v}: {train_seconds[v]:.0f} s")
+    base = TrainConfig(run_dir=RUN_ROOT, preset=PRESET, preset_overrides=overrides, perceptual=PERCEPTUAL,
+                       dataset=DATASET, data_root=DATA_ROOT or None, data_length=4000, data_seed=DATA_SEED,
+                       steps=TRAIN_STEPS, batch_size=TRAIN_BATCH, seed=TRAIN_SEED, device=str(device),
+                       log_every=max(1, TRAIN_STEPS // 10), image_every=0, ckpt_every=TRAIN_STEPS, keep_last=1,
+                       tensorboard=False)
+    runs = train_variants(variants, RUN_ROOT, base)          # {variant: (run folder, seconds)}; prints the seconds
+    sources = {v: run for v, (run, _) in runs.items()}
+    train_seconds = {v: s for v, (_, s) in runs.items()}
 else:
     sources = parse_models(MODELS)
     missing = [v for v in variants if v not in sources]
@@ -142,8 +135,7 @@ if factors:
 if TRAIN_STEPS > 0:
     table5["training steps"] = TRAIN_STEPS
     table5["training s"] = pd.Series(train_seconds).round(0)
-LABELS["real"] = "real test images (mIoU ceiling)"
-table5.index = [LABELS.get(v, v) + (f" [{v}]" if v in models else "") for v in table5.index]
+table5.index = [ABLATION_LABELS.get(v, v) + (f" [{v}]" if v in models else "") for v in table5.index]
 table5.index.name = "variant"
 how = (f"all trained here from scratch for the same short schedule ({TRAIN_STEPS} steps, batch {TRAIN_BATCH}, "
        f"{PRESET} preset, {device}, seed {TRAIN_SEED}): far from converged, and one training seed only, so "
@@ -155,8 +147,7 @@ caption = (f"Table 5 style ablation on {DATASET} ({len(indices)} {SPLIT} masks, 
            f"FD in {study.fd_real.name}; ±95% = half-width of the 95 % interval over masks"
            + ("; mask mIoU = the segmenter's labels of the samples against their masks (95 % bootstrap interval)"
               if study.segmenter is not None else "") + "."
-           + (" " + study.fidelity_caption().rstrip() if study.fidelity_caption() else "")
-           + (" " + STAND_IN_NOTE if study.stand_ins else ""))
+           + (" " + study.metrics_note().rstrip() if study.metrics_note() else ""))
 tables.write_table(table5, out_dir, "table5_ablations", caption)
 print(caption)
 table5
@@ -167,15 +158,8 @@ table5
 # over masks; paired bootstrap for mask mIoU). An interval that excludes 0 is a difference the masks support.
 
 # %%
-versus = {}
-if "clvae" in prior:
-    for v in variants:
-        if v == "clvae":
-            continue
-        p = tables.paired_comparison(prior[v], prior["clvae"])
-        versus[v] = {f"{score}: {what}": p.loc[score, col] for score in p.index
-                     for what, col in (("difference", "difference"), ("CI low", "CI low"), ("CI high", "CI high"))}
-    paired5 = pd.DataFrame.from_dict(versus, orient="index").rename_axis("ablation - clvae")
+paired5 = tables.ablations_vs_full(prior)            # None without the full model (clvae)
+if paired5 is not None:
     tables.write_table(paired5, out_dir, "table5_paired_vs_full",
                        f"Ablation minus full model (clvae), per mask on the same {len(indices)} masks and seeds: mean "
                        "difference and 95 % interval of each score.")
@@ -188,15 +172,7 @@ if "clvae" in prior:
 # above 0 (holds), below 0 (reversed) or straddles it (not resolved by these masks).
 
 # %%
-order = [v for v in PAPER_ORDER.split(",") if v in prior]
-div_col = cols.diversity
-steps_rows = {}
-for hi_v, lo_v in zip(order, order[1:]):
-    d, lo, hi = paired_ci(prior[hi_v].per_image[div_col], prior[lo_v].per_image[div_col])
-    steps_rows[f"{hi_v} > {lo_v}"] = {"difference": d, "CI low": lo, "CI high": hi,
-                                      "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"}
-ordering = pd.DataFrame.from_dict(steps_rows, orient="index").rename_axis("paper's claim")
-observed = sorted(order, key=lambda v: -prior[v].per_image[div_col].mean())
+ordering, observed = tables.diversity_ordering(prior, PAPER_ORDER.split(","))
 if len(ordering):
     tables.write_table(ordering, out_dir, "table5_ordering",
                        f"The paper's diversity ordering, pair by pair, paired over {len(indices)} masks "
@@ -214,7 +190,8 @@ rows = torch.cat([prior[v].examples[:1, :N_SHOW_SAMPLES] for v in variants])    
 figure = example_grid(label.expand(len(variants), -1, -1), image.expand(len(variants), -1, -1, -1), [rows],
                       test.info.palette)
 save_grid(figure, out_dir / "fig11_ablation_samples.png",
-          ["mask", "real"] + [f"sample {j + 1}" for j in range(rows.shape[1])], [LABELS.get(v, v) for v in variants],
+          ["mask", "real"] + [f"sample {j + 1}" for j in range(rows.shape[1])],
+          [ABLATION_LABELS.get(v, v) for v in variants],
           f"test mask {indices[0]}: the same prior seeds through every variant")
 
 # %% [markdown]
@@ -224,28 +201,4 @@ save_grid(figure, out_dir / "fig11_ablation_samples.png",
 # from this run's tables.
 
 # %%
-lines = []
-if len(ordering):
-    held = (ordering["verdict"] == "holds").sum()
-    lines.append(f"- The paper's diversity ordering: {held} of {len(ordering)} neighbouring steps hold with 95 % "
-                 "intervals above 0 ("
-                 + "; ".join(f"{k}: {r['verdict']} ({r['difference']:+.3f}, CI [{r['CI low']:.3f}, {r['CI high']:.3f}])"
-                             for k, r in ordering.iterrows())
-                 + f"). Observed order: {' > '.join(observed)}.")
-for v, row in versus.items():
-    parts = [f"diversity {row[f'{div_col}: difference']:+.3f}"]
-    top, miou, colour = cols.top1, tables.MIOU, tables.COLOUR_IN
-    parts.append(f"top-1 {row[f'{top}: difference']:+.3f} [{row[f'{top}: CI low']:.3f}, {row[f'{top}: CI high']:.3f}]")
-    if f"{miou}: difference" in row:
-        parts.append(f"mIoU {row[f'{miou}: difference']:+.3f} [{row[f'{miou}: CI low']:.3f}, "
-                     f"{row[f'{miou}: CI high']:.3f}]")
-    if f"{colour}: difference" in row:
-        parts.append(f"colour in class modes {row[f'{colour}: difference']:+.1f} points")
-    lines.append(f"- {LABELS.get(v, v)} minus full: " + ", ".join(parts) + ".")
-if TRAIN_STEPS > 0:
-    lines.append(f"- These models were trained here for {TRAIN_STEPS} steps: far from converged, one seed; the rows "
-                 "say the pipeline runs, not what the ablations do.")
-else:
-    lines.append("- One training seed per variant: differences within the intervals above are differences of these "
-                 "test masks, not of training runs; a second seed would tell training noise apart.")
-Markdown("\n".join(lines))
+Markdown("\n".join(ablation_findings(ordering, observed, paired5, cols, TRAIN_STEPS)))

@@ -38,14 +38,14 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from smis import curves, edit_measures, editing, sampling
+from smis import curves, edit_figures, edit_measures, editing
 from smis.data import make_dataset
 from smis.checkpoint import object_factor_of
 from smis.diagnostics import COLLAPSE_KL, collapsed_layers, layer_diagnostics, layer_posteriors
 from smis.models import load_or_untrained
 from smis.tables import write_table
 from smis.utils import atomic_write_json, resolve
-from smis.viz import colorize, grid, save_grid, save_png, show, to_uint8
+from smis.viz import save_png, show
 from smis.widgets import Editor, benchmark_summary
 
 if SMOKE:
@@ -70,9 +70,6 @@ print(f"{nets.variant} model{'' if step is None else f' at step {step}'}: {L} la
       f"(encoder layers {nets.spec.layers}), codes of N = {nets.spec.z_dim_local} per class; "
       f"{len(test)} test photos encoded")
 scale = 2 if nets.preset.image_size[0] <= 64 else 1
-mask = lambda i: colorize(labels[i], info.palette)
-photo = lambda i: to_uint8(images[i])
-gen = lambda lab, lat: to_uint8(editing.synthesize(nets, lab, lat))   # (B, H, W, 3) uint8
 
 # %% [markdown]
 # ## Diverse synthesis: many images for one mask (Fig. 12)
@@ -80,14 +77,8 @@ gen = lambda lab, lat: to_uint8(editing.synthesize(nets, lab, lat))   # (B, H, W
 # prior draw. One batched generator call per mask.
 
 # %%
-g = torch.Generator().manual_seed(SEED)
-rows = []
-for i in range(3):                                                     # three masks, one row each
-    samples, _ = editing.sample_images(nets, labels[i], N_SAMPLES, g)
-    rows.append([mask(i), photo(i)] + list(to_uint8(samples)))
-figure = grid(rows, min_tile=128)
-save_grid(figure, out_dir / "diverse_samples.png", ["mask", "photo"] + [f"sample {j + 1}" for j in range(N_SAMPLES)],
-          [f"test photo {i}" for i in range(3)], f"{nets.variant}: prior samples of one mask (every code drawn)");
+edit_figures.diverse_samples_figure(nets, images, labels, info.palette, N_SAMPLES, SEED,
+                                    out_dir / "diverse_samples.png")   # three masks, one row each
 
 # %% [markdown]
 # ## Style-guided synthesis (Sec. 4.4.1, Fig. 13)
@@ -98,22 +89,9 @@ save_grid(figure, out_dir / "diverse_samples.png", ["mask", "photo"] + [f"sample
 
 # %%
 targets, refs = [3, 4, 5], [6, 7, 8]
-blank = np.full_like(mask(0), 255)
-rows = [[blank] + [mask(t) for t in targets]]
-tlab = labels[targets]
-for r in refs:
-    lat = sampling.style_latents(nets.spec, tlab, codes[r], labels[r][None], torch.Generator().manual_seed(SEED))
-    rows.append([photo(r)] + list(gen(tlab, lat)))
-lat = sampling.style_latents(nets.spec, tlab, codes[refs[0]], labels[refs[0]][None],
-                             torch.Generator().manual_seed(SEED), layers=[L - 1], global_code=False)
-rows.append([photo(refs[0])] + list(gen(tlab, lat)))
-shared = editing.shared_classes(tlab, labels[refs[0]][None], info.num_classes)
-print("classes shared with reference", refs[0], ":",
-      [[names[c] for c in torch.nonzero(s).flatten().tolist()] for s in shared])
-figure = grid(rows, min_tile=128)
-save_grid(figure, out_dir / "style_guided.png", ["reference"] + [f"mask of photo {t}" for t in targets],
-          ["target masks"] + [f"photo {r}: all layers" for r in refs] + [f"photo {refs[0]}: layer {L - 1} only"],
-          "style-guided synthesis: each mask (columns) in the style of each reference photo (rows)");
+shared = edit_figures.style_guided_figure(nets, images, labels, codes, info.palette, names, targets, refs, SEED,
+                                          out_dir / "style_guided.png")
+print("classes shared with reference", refs[0], ":", shared)
 
 # %% [markdown]
 # ## Object editing (Sec. 4.4.2, Fig. 14)
@@ -124,28 +102,9 @@ save_grid(figure, out_dir / "style_guided.png", ["reference"] + [f"mask of photo
 
 # %%
 src = 0
-present = torch.unique(labels[src]).tolist()
-by_size = sorted(present, key=lambda c: -int((labels[src] == c).sum()))
-edit_classes = by_size[:3]
-recon = gen(labels[src][None], codes[src])[0]
-rows = []
-for c in edit_classes:                                                 # one row per edited class
-    g = torch.Generator().manual_seed(SEED + c)
-    lat = editing.resample(codes[src].expand(4), [c], None, g)
-    region = np.repeat(((labels[src] == c).numpy() * 255).astype(np.uint8)[..., None], 3, -1)
-    rows.append([region, recon] + list(gen(labels[src][None].expand(4, -1, -1), lat)))
-c = edit_classes[0]
-lat = editing.resample(codes[src].expand(4), [c], None, torch.Generator().manual_seed(SEED + c))
-edited = editing.synthesize(nets, labels[src][None].expand(4, -1, -1), lat)
-pasted = editing.paste_classes(edited, images[src][None], labels[src][None].expand(4, -1, -1),
-                               [k for k in present if k != c])
-rows.append([photo(src), recon] + list(to_uint8(pasted)))
-figure = grid(rows, min_tile=128)
-print("edited classes (rows):", [names[c] for c in edit_classes], "; last row pastes all but", names[c])
-save_grid(figure, out_dir / "object_editing.png",
-          ["region / photo", "reconstruction"] + [f"edit {j + 1}" for j in range(4)],
-          [f"{names[k]} resampled" for k in edit_classes] + [f"{names[c]}, other pixels pasted"],
-          f"object editing of test photo {src}: one class's codes resampled at every layer, all others kept");
+edit_classes = edit_figures.object_editing_figure(nets, images, labels, codes, names, src, SEED,
+                                                  out_dir / "object_editing.png")   # the photo's 3 largest classes
+print("edited classes (rows):", [names[c] for c in edit_classes], "; last row pastes all but", names[edit_classes[0]])
 
 # %% [markdown]
 # ## Material editing (Sec. 4.4.3, Fig. 15)
@@ -164,16 +123,8 @@ save_grid(figure, out_dir / "object_editing.png",
 
 # %%
 c = edit_classes[0]
-alphas = torch.linspace(-3, 3, 7)
-rows = []
-for l in (L - 1, 0):                                                   # coarse, then fine
-    d = directions.components[l, c, 0]
-    lat = editing.move(codes[src].expand(len(alphas)), c, l, d, alphas)
-    rows.append(list(gen(labels[src][None].expand(len(alphas), -1, -1), lat)))
-other = next(i for i in range(1, len(test)) if bool((labels[i] == c).any()))
-lat = editing.interpolate(codes[src], codes[other], torch.linspace(0, 1, 7), classes=[c])
-rows.append(list(gen(labels[src][None].expand(7, -1, -1), lat)))
-figure = grid(rows, min_tile=128)
+other = edit_figures.material_editing_figure(nets, labels, codes, directions, names, src, c,
+                                             out_dir / "material_editing.png")   # the photo interpolated to
 print(f"class {names[c]}: sd of its encoded codes along PC1 at layer {L - 1}: {directions.std[L - 1, c, 0]:.3f}, "
       "at layer 0: "
       f"{directions.std[0, c, 0]:.3f} ({int(directions.count[0, c])} codes); interpolation towards photo {other}")
@@ -184,10 +135,6 @@ print(f"collapsed latent layers (KL < {COLLAPSE_KL}):", collapsed_layers(posteri
 diagnostics = layer_diagnostics(nets, images, labels)                  # KL, active units, classes visible per layer
 print("inactive latent layers (KL below it or no active unit):", diagnostics.inactive or "none")
 display(diagnostics.table().round(3))
-save_grid(figure, out_dir / "material_editing.png", [f"{a:+.0f}" for a in alphas.tolist()],
-          [f"layer {L - 1} (coarse), PC1", "layer 0 (fine), PC1", f"to photo {other}, t = 0..1"],
-          f"material editing of {names[c]} in test photo {src}: moved along the first principal direction by -3..+3 "
-          "code units");
 
 # %% [markdown]
 # ### One layer at a time
@@ -196,17 +143,7 @@ save_grid(figure, out_dir / "material_editing.png", [f"{a:+.0f}" for a in alphas
 # the colour and the shallow ones the texture.
 
 # %%
-g = torch.Generator().manual_seed(SEED)
-cols = []
-for l in range(L):                                                     # one column per layer
-    lat = editing.resample(codes[src].expand(4), [c], [l], g)
-    cols.append(gen(labels[src][None].expand(4, -1, -1), lat))
-figure = grid([[cols[l][r] for l in range(L)] for r in range(4)], min_tile=128)
-save_grid(figure, out_dir / "layerwise_resampling.png",
-          [f"layer {l} (enc. {nets.spec.layers[l]})" + (" fine" if l == 0 else " coarse" if l == L - 1 else "")
-           for l in range(L)],
-          [f"draw {r + 1}" for r in range(4)],
-          f"{names[c]} in test photo {src} resampled at one latent layer per column");
+edit_figures.layerwise_resampling_figure(nets, labels, codes, names, src, c, SEED, out_dir / "layerwise_resampling.png")
 
 # %% [markdown]
 # ## Measured: edit locality and what each layer controls
