@@ -35,8 +35,9 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "training": ("smis.backbones", "smis.losses", "smis.objective", "smis.options", "smis.build", "smis.checkpoint",
                  "smis.runlog", "smis.train", "smis.imle", "smis.official", "smis.capabilities", "smis.sampling"),
     "measuring": ("smis.metrics", "smis.segmenter", "smis.real_segmenters", "smis.factors", "smis.diagnostics"),
-    "evaluation": ("smis.evaluate", "smis.tables", "smis.comparison", "smis.curves", "smis.models", "smis.study"),
-    "editing": ("smis.editing", "smis.edit_measures", "smis.widgets"),
+    "evaluation": ("smis.evaluate", "smis.tables", "smis.comparison", "smis.curves", "smis.models", "smis.study",
+                   "smis.findings"),
+    "editing": ("smis.editing", "smis.edit_measures", "smis.edit_figures", "smis.widgets"),
     "top": ("smis.reproduce.*", "smis.weight_fixtures", "smis"),   # smis: the package, re-exports load_official
 }
 BELOW_MEASURING = ("base", "data", "networks", "training", "measuring")
