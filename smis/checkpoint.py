@@ -69,6 +69,12 @@ def check_format(ck, path: str | Path) -> dict:
     return ck
 
 
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """[(step, path)] of run_dir/checkpoints/step_*.pt, sorted by step."""
+    found = [(p.stem.partition("_")[2], p) for p in (Path(run_dir) / "checkpoints").glob("step_*.pt")]
+    return sorted((int(step), p) for step, p in found if step.isdigit())
+
+
 class Checkpointer:
     """The checkpoints of one run: run_dir/checkpoints/step_XXXXXXXX.pt, the newest `keep_last` kept."""
 
@@ -81,7 +87,7 @@ class Checkpointer:
 
     def list(self) -> list[Path]:
         """The run's checkpoints, oldest first."""
-        return sorted(self.dir.glob("step_*.pt"))
+        return [path for _, path in list_checkpoints(self.dir.parent)]
 
     def latest(self) -> Path | None:
         ckpts = self.list()
