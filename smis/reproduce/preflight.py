@@ -119,13 +119,13 @@ def _inputs_of(stem: str,   # a notebook's stem (NN_topic)
     """The notebook's declaration of its inputs; SystemExit naming the fix for a notebook without one."""
     if stem not in NOTEBOOK_INPUTS:
         raise SystemExit(f"notebook {stem} declares no inputs, so the preflight cannot check what it reads. Fix: add "
-                         f"its entry to NOTEBOOK_INPUTS in smis/reproduce/profiles.py (its dataset, model and run "
-                         f"parameters), or leave it out with --only.")
+                         "its entry to NOTEBOOK_INPUTS in smis/reproduce/profiles.py (its dataset, model and run "
+                         "parameters), or leave it out with --only.")
     return NOTEBOOK_INPUTS[stem]
 
 
 def _trains(decl: NotebookInputs, p: dict) -> bool:
-    """Whether the notebook trains with parameters `p` (then it reads the dataset's train split)."""
+    """Whether the notebook trains with parameters `p` (then it reads the dataset's train split, and no models)."""
     return bool(decl.trains_run) or bool(decl.trains_if and p.get(decl.trains_if))
 
 
@@ -136,7 +136,7 @@ def _dataset_of(decl: NotebookInputs, p: dict) -> tuple[str, str]:
     return fmt, (p.get(decl.data_root) or "") if decl.data_root else ""
 
 
-def _dataset_reads(decl: NotebookInputs, p: dict) -> list[tuple[str, str, str]]:
+def _declared_dataset_reads(decl: NotebookInputs, p: dict) -> list[tuple[str, str, str]]:
     """(format, root, split) of every real dataset split the notebook declared by `decl` reads with parameters `p`."""
     fmt, root = _dataset_of(decl, p)
     if not decl.dataset or (fmt == "synthscenes" and not root):   # no dataset, or SynthScenes made on the fly
@@ -381,15 +381,15 @@ def preflight(profile: str,                            # the profile's name (a p
     declared = {stem: _inputs_of(stem) for stem in full}
     reads: dict = {}
     for stem, p in full.items():
-        for fmt, root, split in _dataset_reads(declared[stem], p):
+        for fmt, root, split in _declared_dataset_reads(declared[stem], p):
             reads.setdefault((fmt, root), {}).setdefault(split, set()).add(stem)
     inputs, n_train = _check_datasets(reads, sample, strict)
-    trains = {str(resolve(p[d.trains_run]).resolve()): (stem, p) for stem, p in full.items()
-              for d in [declared[stem]] if d.trains_run and p.get(d.trains_run)}
+    trains = {str(resolve(p[declared[stem].trains_run]).resolve()): (stem, p) for stem, p in full.items()
+              if declared[stem].trains_run and p.get(declared[stem].trains_run)}
     models: dict = {}                                        # (name, source) -> (dataset, root, notebooks)
     for stem, p in full.items():
         decl = declared[stem]
-        if decl.models and not (decl.trains_if and p.get(decl.trains_if)):
+        if decl.models and not _trains(decl, p):             # a notebook that trains loads no models
             only = str(p.get(decl.only_models, "")) if decl.only_models else ""
             wanted = [v.strip() for v in only.split(",") if v.strip()]
             for name, source in parse_models(p[decl.models]).items():
