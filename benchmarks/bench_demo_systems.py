@@ -24,7 +24,7 @@ from common import machine_info, write_json
 from smis import comparison as cmp
 from smis import evaluate as ev
 from smis.capabilities import capabilities
-from smis.reproduce import DEMO_MODELS, DEMO_SYSTEMS
+from smis.reproduce.profiles import DEMO_MODELS, DEMO_SYSTEMS
 from smis.study import load_study
 
 

@@ -263,3 +263,34 @@ def clvae():
 def data():
     """(SynthScenes test set at 64x64, its first 4 indices)."""
     return ev.test_set("synthscenes", "", "test", 64, 4)
+
+
+# -- a tiny notebook for the smis.reproduce tests --------------------------------------------------
+
+ECHO_PARAMS = 'SMOKE = False\nA: \"Union[int, list]\" = 0\nB = ""\nRUN_DIR = ""'
+
+
+def _write_echo_notebook(folder, stem="98_echo", params=ECHO_PARAMS):
+    """A notebook declaring `params` and OUT_DIR that writes its upper-case globals and thread settings
+    to OUT_DIR/params.json."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "smis", "display_name": "Python (smis)", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params + '\nOUT_DIR = ""')
+    cell.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell("import json, os, pathlib\np = pathlib.Path(OUT_DIR); p.mkdir(parents=True)\n"
+                                     "(p / 'params.json').write_text(json.dumps({**{k: v for k, v in "
+                                     "dict(globals()).items() if k.isupper()}, "
+                                     "'BLAS': os.environ.get('OPENBLAS_NUM_THREADS'), "
+                                     "'OMP': os.environ.get('OMP_NUM_THREADS'), "
+                                     "'WAIT': os.environ.get('OMP_WAIT_POLICY')}))")
+    nb.cells = [cell, body]
+    folder.mkdir(exist_ok=True)
+    nbformat.write(nb, folder / f"{stem}.ipynb")
+
+
+@pytest.fixture
+def echo_notebook():
+    """echo_notebook(folder, stem="98_echo", params=ECHO_PARAMS) writes folder/<stem>.ipynb (_write_echo_notebook)."""
+    return _write_echo_notebook

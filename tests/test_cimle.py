@@ -331,20 +331,22 @@ def test_edits_cimle_cannot_do_say_so_and_name_the_fix(run_dir):
 def test_gta5_profile_lists_cimle_with_its_command_and_estimate(tmp_path, capsys):
     """Table 4 compares GauGAN-VAE, cIMLE and Ours: the gta5 profile's notebook 04 reads the three, and its preflight
     names the cIMLE run, the command that trains it and the GPU hours of cIMLE's schedule (not the preset's)."""
-    from smis import reproduce
     from smis.models import parse_models
-    assert list(parse_models(reproduce.PROFILES["gta5"]["04_diversity_rq2"]["MODELS"])) == ["clvae", "gaugan_vae",
+    from smis.reproduce.cli import main
+    from smis.reproduce.plan import training_hours
+    from smis.reproduce.profiles import PROFILES
+    assert list(parse_models(PROFILES["gta5"]["04_diversity_rq2"]["MODELS"])) == ["clvae", "gaugan_vae",
                                                                                           "cimle"]
     run = tmp_path / "runs" / "gta5_cimle"
     models = f"clvae:official:gta5:{tmp_path}/w,gaugan_vae:{{out}}/runs/gta5_gaugan_vae,cimle:{run}"
 
     def check() -> str:
-        reproduce.main(["--profile", "gta5", "--check", "--out", str(tmp_path / "out"), "--set",
-                        f"DATA_ROOT={tmp_path}/gta5", f"04.MODELS={models}"])
+        main(["--profile", "gta5", "--check", "--out", str(tmp_path / "out"), "--set",
+              f"DATA_ROOT={tmp_path}/gta5", f"04.MODELS={models}"])
         return capsys.readouterr().out
 
-    hours = reproduce.training_hours("gta5", 160_000, "cimle")
-    assert hours["fp32"] > reproduce.training_hours("gta5", 160_000)["fp32"]     # the CRN costs more per image
+    hours = training_hours("gta5", 160_000, "cimle")
+    assert hours["fp32"] > training_hours("gta5", 160_000)["fp32"]     # the CRN costs more per image
     line = [x for x in check().splitlines() if "run cimle" in x][0]
     assert line.strip().startswith(f"MISSING  run cimle: {run}: no such folder (the full schedule: 160,000 steps, "
                                    f"~{hours['fp32']:.1f} h on one H100")

@@ -170,12 +170,12 @@ def test_notebook_04_smoke_with_every_system(tmp_path):
     style-guided synthesis with its reason, not a crash."""
     import json
 
-    from smis import reproduce
+    from smis.reproduce.cli import main
 
     models = ",".join(write_tiny_model(v, tmp_path / f"{v}.pt")
                       for v in ("clvae", "gaugan_vae", "gaugan_vae_lowkl", "groupdnet", "cimle"))
-    reproduce.main(["--profile", "smoke", "--only", "04", "--out", str(tmp_path / "run"),
-                    "--set", f"MODELS={json.dumps(models)}"])
+    main(["--profile", "smoke", "--only", "04", "--out", str(tmp_path / "run"),
+          "--set", f"MODELS={json.dumps(models)}"])
     out = tmp_path / "run" / "smoke" / "04_diversity_rq2"
     t2 = pd.read_csv(out / "table2_diversity_top1.csv", index_col=0)
     assert list(t2.index[:5]) == ["clvae", "gaugan_vae", "gaugan_vae_lowkl", "groupdnet", "cimle"]

@@ -350,26 +350,26 @@ def test_paper_profile_preflight_lists_groupdnet(tmp_path, capsys):
     """ade20k: the published GroupDNet files, checked like the CLVAE ones (a file of another dataset's
     GroupDNet and a truncated file are invalid); deepfashion: a run on the profile's 16-class data, the
     published 8-class model named as not applying, with the training command and its estimate."""
-    from smis import reproduce
+    from smis.reproduce.cli import main
+    from smis.reproduce.profiles import GROUPDNET_ROW, PROFILES
 
     folder = tmp_path / "gdn"
     folder.mkdir()
     torch.save(random_state(reference("deepfashion")["netE"], 0), folder / "latest_net_E.pth")   # DeepFashion's E
     torch.save({"x": torch.zeros(1000)}, tmp_path / "whole.pth")
     (folder / "latest_net_G.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:500])        # truncated
-    rc = reproduce.main(["--profile", "ade20k", "--check", "--out", str(tmp_path / "out"), "--set",
-                         f"DATA_ROOT={tmp_path / 'none'}", f"04.MODELS=groupdnet:groupdnet:ade20k:{folder}"])
+    rc = main(["--profile", "ade20k", "--check", "--out", str(tmp_path / "out"), "--set",
+               f"DATA_ROOT={tmp_path / 'none'}", f"04.MODELS=groupdnet:groupdnet:ade20k:{folder}"])
     text = capsys.readouterr().out
     assert rc == 1
     g = [line for line in text.splitlines() if "published GroupDNet generator (ade20k)" in line]
     e = [line for line in text.splitlines() if "published GroupDNet encoder (ade20k)" in line]
     assert len(g) == 1 and g[0].strip().startswith("INVALID") and "truncated or corrupt" in g[0]
     assert len(e) == 1 and e[0].strip().startswith("INVALID") and "the published deepfashion GroupDNet encoder" in e[0]
-    assert "ade20k" in reproduce.GROUPDNET_ROW and "groupdnet:" in reproduce.PROFILES["ade20k"]["04_diversity_rq2"][
-        "MODELS"]
+    assert "ade20k" in GROUPDNET_ROW and "groupdnet:" in PROFILES["ade20k"]["04_diversity_rq2"]["MODELS"]
 
-    rc = reproduce.main(["--profile", "deepfashion", "--check", "--out", str(tmp_path / "out"), "--set",
-                         f"DATA_ROOT={tmp_path / 'none'}"])
+    rc = main(["--profile", "deepfashion", "--check", "--out", str(tmp_path / "out"), "--set",
+               f"DATA_ROOT={tmp_path / 'none'}"])
     text = capsys.readouterr().out
     run = [line.strip() for line in text.splitlines() if "run groupdnet:" in line]
     assert rc == 1 and len(run) == 1 and run[0].startswith("MISSING  run groupdnet: outputs/runs/deepfashion_groupdnet")

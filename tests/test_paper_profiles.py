@@ -13,12 +13,16 @@ import pandas as pd
 import pytest
 import torch
 
-from smis import reproduce
+from smis.reproduce import profiles
+from smis.reproduce.cli import main
+from smis.reproduce.plan import plan_profile
+from smis.reproduce.preflight import Input, PreflightFailed, preflight
+from smis.reproduce.runner import run_profile
 from smis.utils import project_root
 
 ROOT = project_root()
-PAPER = reproduce.PAPER_PROFILES
-ABLATIONS = reproduce.ABLATIONS.split(",")[1:]                # the variants besides clvae that notebook 05 reads
+PAPER = profiles.PAPER_PROFILES
+ABLATIONS = profiles.ABLATIONS.split(",")[1:]                # the variants besides clvae that notebook 05 reads
 TINY = ["ngf=8", "nef=8", "ndf=8", "spade_hidden=16", "z_dim=8"]   # preset fields of the 2-step test runs
 EVAL_SPLIT = {"ade20k": "val", "deepfashion": "test", "gta5": "test"}
 
@@ -56,8 +60,8 @@ def test_check_names_every_missing_input(tmp_path, capsys, profile):
     """With no dataset, no published weights and no ablation runs, --check exits 1 and names each of them (the
     folder, latest_net_G.pth and latest_net_E.pth, every run), and creates nothing."""
     data = tmp_path / "data" / profile
-    rc = reproduce.main(["--profile", profile, "--check", "--out", str(tmp_path / "out"), "--set",
-                         *_inputs(profile, tmp_path / "weights", tmp_path / "runs", data)])
+    rc = main(["--profile", profile, "--check", "--out", str(tmp_path / "out"), "--set",
+               *_inputs(profile, tmp_path / "weights", tmp_path / "runs", data)])
     text = capsys.readouterr().out
     assert rc == 1
     missing = _lines(text, "MISSING")
@@ -92,9 +96,9 @@ def test_paper_run_stops_before_any_notebook_when_inputs_are_missing(tmp_path, c
     """A paper profile runs the preflight first: missing inputs stop it with PreflightFailed (main: exit 1)
     before its folder exists, so no notebook starts."""
     sets = _inputs("gta5", tmp_path / "weights", tmp_path / "runs", tmp_path / "gta5")
-    with pytest.raises(reproduce.PreflightFailed, match=r"(?s)latest_net_G\.pth: not found.*a run stops before"):
-        reproduce.run_profile("gta5", out_root=tmp_path / "out", overrides=sets, log=lambda *a: None)
-    assert reproduce.main(["--profile", "gta5", "--out", str(tmp_path / "out"), "--set", *sets]) == 1
+    with pytest.raises(PreflightFailed, match=r"(?s)latest_net_G\.pth: not found.*a run stops before"):
+        run_profile("gta5", out_root=tmp_path / "out", overrides=sets, log=lambda *a: None)
+    assert main(["--profile", "gta5", "--out", str(tmp_path / "out"), "--set", *sets]) == 1
     assert "STOPPED before the first notebook" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -111,8 +115,8 @@ def test_check_passes_when_every_input_is_in_place(tmp_path, capsys, ade20k_root
         _finished_run(runs / f"ade20k_{v}", v, "ade20k", schedule, 32)
 
     def check(data=ade20k_root, weights_dir=weights) -> tuple[int, str]:
-        rc = reproduce.main(["--profile", "ade20k", "--check", "--out", str(tmp_path / "out"), "--set",
-                             *_inputs("ade20k", weights_dir, runs, data)])
+        rc = main(["--profile", "ade20k", "--check", "--out", str(tmp_path / "out"), "--set",
+                   *_inputs("ade20k", weights_dir, runs, data)])
         return rc, capsys.readouterr().out
 
     rc, text = check()
@@ -166,8 +170,8 @@ def test_check_reports_a_broken_dataset_split(tmp_path, capsys, ade20k_root):
     shutil.copytree(ade20k_root, data)
     label = sorted((data / "annotations" / "training").glob("*.png"))[0]
     label.unlink()
-    rc = reproduce.main(["--profile", "ade20k", "--only", "01", "--check", "--out", str(tmp_path / "out"),
-                         "--set", f"DATA_ROOT={data}"])
+    rc = main(["--profile", "ade20k", "--only", "01", "--check", "--out", str(tmp_path / "out"),
+               "--set", f"DATA_ROOT={data}"])
     text = capsys.readouterr().out
     assert rc == 1
     invalid = _lines(text, "INVALID  dataset ade20k, split train")
@@ -176,10 +180,10 @@ def test_check_reports_a_broken_dataset_split(tmp_path, capsys, ade20k_root):
     assert f"ok       dataset ade20k, split val: {data}: 3 pairs" in text
 
 
-def _segmenter_input(profile: str, tmp_path: Path, root: Path, segmenter: str | None) -> reproduce.Input:
+def _segmenter_input(profile: str, tmp_path: Path, root: Path, segmenter: str | None) -> Input:
     sets = [f"DATA_ROOT={root}"] + ([f"SEGMENTER={segmenter}"] if segmenter is not None else [])
-    _, plan = reproduce.plan_profile(profile, ["03", "04"], tmp_path, overrides=sets)
-    found = [i for i in reproduce.preflight(profile, plan, sample=1).inputs if i.what.startswith("segmenter")]
+    _, plan = plan_profile(profile, ["03", "04"], tmp_path, overrides=sets)
+    found = [i for i in preflight(profile, plan, sample=1).inputs if i.what.startswith("segmenter")]
     assert len(found) == 1, found
     assert found[0].used_by == ("03_reconstruction_rq1", "04_diversity_rq2")
     return found[0]
@@ -214,7 +218,7 @@ def test_check_names_the_segmenter_its_file_and_scales(tmp_path, ade20k_root, se
 
 def test_check_of_the_demo_profile_reads_the_shipped_models(capsys):
     """A non-paper profile is not judged against the paper's schedules: the demo's shipped models are in place."""
-    assert reproduce.main(["--profile", "demo", "--check"]) == 0
+    assert main(["--profile", "demo", "--check"]) == 0
     text = capsys.readouterr().out
     assert "ok       model clvae: checkpoints/synthscenes_clvae.pt" in text
     assert "ok       model gaugan_vae: checkpoints/synthscenes_gaugan_vae.pt" in text
@@ -227,33 +231,16 @@ def test_check_of_the_demo_profile_reads_the_shipped_models(capsys):
 # GPU estimates
 
 
-def test_gpu_estimates_come_from_the_measured_speed():
-    """The speeds are the measured ones (benchmarks), the hours follow from them and the cost ratio, and the
-    preflight's estimate for notebook 02's run is the schedule's images at that speed."""
-    measured = json.loads((ROOT / "benchmarks" / "results" / "train_step_ade20k_cuda.json").read_text())
-    fp32 = [r for r in measured["results"] if r["batch"] == 16 and r["config"] == "fp32"][0]
-    assert round(fp32["images_per_s"], 1) == reproduce.H100_ADE20K_IMAGES_PER_S["fp32"]
-    assert f"**{reproduce.H100_ADE20K_IMAGES_PER_S['bf16']}**" in (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    cpu = json.loads((ROOT / "benchmarks" / "results" / "train_step_ade20k_cpu_b1.json").read_text())
-    assert cpu["results"][0]["images_per_s"] == reproduce.CPU_ADE20K_IMAGES_PER_S
-    h = reproduce.training_hours("ade20k", round(60.8 * 3600))
-    assert h["fp32"] == pytest.approx(1.0) and h["bf16"] == pytest.approx(60.8 / 88.7)
-    assert reproduce.training_hours("deepfashion", 1000)["fp32"] == pytest.approx(
-        2.29 * reproduce.training_hours("ade20k", 1000)["fp32"])
-    assert reproduce.training_hours("no_such_preset", 1000) is None
-    assert set(reproduce.COST_VS_ADE20K) == set(__import__("smis.config", fromlist=["PRESETS"]).PRESETS)
-
-
 def test_estimate_of_the_run_notebook_02_trains(tmp_path, ade20k_root):
     """ADE20K fixture (3 training pairs), preset batch 32, 200 epochs: 200 steps of 32 images."""
-    _, plan = reproduce.plan_profile("ade20k", ["02"], tmp_path, overrides=[f"DATA_ROOT={ade20k_root}"])
-    report = reproduce.preflight("ade20k", plan)
+    _, plan = plan_profile("ade20k", ["02"], tmp_path, overrides=[f"DATA_ROOT={ade20k_root}"])
+    report = preflight("ade20k", plan)
     todo = [i for i in report.inputs if i.state == "todo"]
     assert len(todo) == 1 and todo[0].used_by == ("02_train",)
     assert todo[0].gpu_hours["fp32"] == pytest.approx(200 * 32 / 60.8 / 3600)
     assert report.complete and report.gpu_hours()["fp32"] == todo[0].gpu_hours["fp32"]
-    _, plan = reproduce.plan_profile("ade20k", ["02"], tmp_path, overrides=[f"DATA_ROOT={ade20k_root}", "02.STEPS=10"])
-    partial = reproduce.preflight("ade20k", plan)
+    _, plan = plan_profile("ade20k", ["02"], tmp_path, overrides=[f"DATA_ROOT={ade20k_root}", "02.STEPS=10"])
+    partial = preflight("ade20k", plan)
     assert not partial.complete and partial.runnable
     assert "STEPS=10 is short of the preset's schedule (200 steps)" in partial.to_text()
 
@@ -303,7 +290,7 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, segmenter
     if folder is not None:
         sets.append(f"SEGMENTER={folder}@64")
     said = []
-    out = reproduce.run_profile(profile, out_root=tmp_path / "out", overrides=sets, log=said.append)
+    out = run_profile(profile, out_root=tmp_path / "out", overrides=sets, log=said.append)
     assert any("WARNING: some inputs are partial" in s for s in said)
     report = (out / "REPORT.md").read_text()
     assert "PARTIAL  run no_classwise" in report and "partial: 2 of" in report   # the report says what it rests on
@@ -340,7 +327,7 @@ def test_paper_profile_end_to_end(tmp_path, request, official_weights, segmenter
     else:
         assert "info     segmenter for mask mIoU (deepfashion, optional): none: no standard segmenter" in report
     state = json.loads((out / ".completed.json").read_text())
-    assert set(state) == set(reproduce.PROFILES[profile])
+    assert set(state) == set(profiles.PROFILES[profile])
     assert (out / "02_train" / "samples_this_run.png").stat().st_size > 1000
     assert json.loads((out / "runs" / f"{profile}_gaugan_vae" / "config.json").read_text())["preset"] == profile
 

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from smis import progress as P
-from smis import reproduce
+from smis.reproduce.runner import run_profile
 
 
 def test_line_counts_and_closes_once(capfd, monkeypatch):
@@ -45,8 +45,8 @@ def test_executed_notebook_keeps_final_state_and_console_sees_progress(tmp_path,
         "for i in Progress(range(13), desc='scoring'):\n    time.sleep(0.1)\nprint('after the loop')")]
     (tmp_path / "nbs").mkdir()
     nbformat.write(nb, tmp_path / "nbs" / "97_bar.ipynb")
-    out = reproduce.run_profile("p", out_root=tmp_path / "out", profiles={"p": {"97_bar": {}}},
-                                notebook_dir=tmp_path / "nbs", log=lambda *a: None)
+    out = run_profile("p", out_root=tmp_path / "out", profiles={"p": {"97_bar": {}}},
+                      notebook_dir=tmp_path / "nbs", log=lambda *a: None)
     cell = nbformat.read(out / "97_bar.ipynb", as_version=4).cells[-1]
     shown = [o["data"]["text/plain"] for o in cell["outputs"] if o["output_type"] == "display_data"]
     assert len(shown) == 1 and re.fullmatch(r"scoring: #{20} 13/13 \(100 %\) \[00:0[1-9]\]", shown[0]), shown
