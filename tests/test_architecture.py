@@ -4,6 +4,7 @@ rule catches its violation on a small generated tree."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 import pytest
@@ -106,3 +107,34 @@ def test_the_command_prints_the_floors_and_exits_1_on_a_violation(tree, capsys):
     assert check_imports.main(["--root", str(tree), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "VIOLATION: smis.utils (floor base) imports smis.train (floor training)" in out and "base (" not in out
+
+
+README = (project_root() / "README.md").read_text()
+
+
+def test_readme_floor_table_is_the_scripts_table():
+    """README's Architecture table lists, floor by floor, exactly the modules of FLOORS and the floors below its own
+    that MAY_IMPORT allows."""
+    section = README.split("## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3 and cells[0] in check_imports.FLOORS:
+            rows[cells[0]] = cells
+    assert set(rows) == set(check_imports.FLOORS)
+    for floor, names in check_imports.FLOORS.items():
+        listed = set(re.findall(r"`([^`]+)`", rows[floor][1]))
+        assert listed == {n if n == "smis" else n.removeprefix("smis.") for n in names}, floor
+        below = {f for f in re.findall(r"[a-z]+", rows[floor][2].split("(")[0])}
+        assert below == set(check_imports.MAY_IMPORT[floor]) - {floor}, floor
+
+
+def test_readme_layout_names_every_module_and_script():
+    """Every file of smis/ (each package's modules too) and of scripts/ is named in README's Layout block."""
+    layout = README.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    root = project_root()
+    files = [p for p in (root / "smis").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    files += [p for p in (root / "scripts").iterdir() if p.suffix in (".py", ".sh")]
+    assert len(files) > 60
+    missing = [str(p.relative_to(root)) for p in files if p.name not in layout]
+    assert missing == [], f"README's Layout does not name {missing}: describe each in one line"
