@@ -294,3 +294,34 @@ def _write_echo_notebook(folder, stem="98_echo", params=ECHO_PARAMS):
 def echo_notebook():
     """echo_notebook(folder, stem="98_echo", params=ECHO_PARAMS) writes folder/<stem>.ipynb (_write_echo_notebook)."""
     return _write_echo_notebook
+
+
+# -- the README's smoke profile, run once per session (tests/test_readme.py checks the command,
+# tests/test_reproduce_runner.py what it wrote) ---------------------------------------------------------------
+import subprocess  # noqa: E402
+
+SMOKE_COMMAND = "python -m smis.reproduce --profile smoke"     # the README's command, run with --out <tmp>
+
+
+@dataclass
+class SmokeRun:
+    root: Path                        # the --out folder
+    out: Path                         # root / "smoke": the profile's folder
+    process: subprocess.CompletedProcess
+    repo_changes: list[str]           # paths under the repository's outputs/ and data/ the run changed (none expected)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, repo_snapshot) -> SmokeRun:
+    """SMOKE_COMMAND with `--out <tmp>` in a subprocess of this environment's Python, once per session (it takes a
+    minute): the run's folder, the finished process and what it changed in the repository."""
+    import shlex
+    import sys
+
+    root = tmp_path_factory.mktemp("smoke_run")
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+           "PYTHONPATH": str(REPO), "SMIS_VENV": str(Path(sys.executable).parents[1])}
+    before = repo_snapshot()
+    r = subprocess.run(shlex.split(SMOKE_COMMAND) + ["--out", str(root)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=1800)
+    return SmokeRun(root, root / "smoke", r, repo_snapshot.changes(before, repo_snapshot()))

@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import SMOKE_COMMAND
 import torch
 
 from smis.utils import project_root
@@ -133,17 +135,17 @@ def test_lab_command_serves_jupyterlab():
 
 
 @pytest.mark.slow
-def test_reproduce_smoke_command(tmp_path, repo_snapshot):
-    cmd = next(c for c, t in COVERED.items() if t == "test_reproduce_smoke_command")
-    before = repo_snapshot()
-    r = subprocess.run(shlex.split(cmd) + ["--out", str(tmp_path)], cwd=ROOT, env=env(), capture_output=True, text=True,
-                       timeout=1800)
+def test_reproduce_smoke_command(smoke_run):
+    """The README's smoke command (run once per session by conftest.smoke_run, whose output
+    tests/test_reproduce_runner.py checks in detail) with `--out <tmp>`."""
+    assert next(c for c, t in COVERED.items() if t == "test_reproduce_smoke_command") == SMOKE_COMMAND
+    r = smoke_run.process
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    report = (tmp_path / "smoke" / "REPORT.md").read_text()
+    report = (smoke_run.out / "REPORT.md").read_text()
     for nb in ("01_prepare_data", "03_reconstruction_rq1", "04_diversity_rq2", "05_ablations",
                "06_interactive_editing"):
         assert f"## {nb}" in report, nb
-    assert repo_snapshot.changes(before, repo_snapshot()) == []    # everything under --out (no outputs/smoke/data)
+    assert smoke_run.repo_changes == []    # everything under --out (no outputs/smoke/data)
 
 
 @pytest.mark.slow

@@ -45,8 +45,10 @@ def test_repo_snapshot_names_changed_paths(tmp_path, repo_snapshot):
 
 
 @pytest.mark.slow
-def test_smoke_profile_end_to_end(tmp_path):
-    out = run_profile("smoke", out_root=tmp_path, log=lambda *a: None)
+def test_smoke_profile_end_to_end(smoke_run):
+    """What the README's smoke command (conftest.smoke_run, shared with test_readme) wrote, then --resume."""
+    assert smoke_run.process.returncode == 0, smoke_run.process.stdout[-3000:] + smoke_run.process.stderr[-3000:]
+    out = smoke_run.out
     report = (out / "REPORT.md").read_text()
     assert "## 01_prepare_data" in report and "factor_recovery" in report
     for name in ["samples.png", "label_statistics.png", "one_mask_many_images.png", "factor_recovery.csv"]:
@@ -89,7 +91,7 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert set(state) == set(PROFILES["smoke"])
     # --resume skips what is done
     said = []
-    run_profile("smoke", out_root=tmp_path, resume=True, log=said.append)
+    run_profile("smoke", out_root=smoke_run.root, resume=True, log=said.append)
     assert sum("skipped" in s for s in said) == len(PROFILES["smoke"])
 
 
