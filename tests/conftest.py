@@ -263,3 +263,20 @@ def clvae():
 def data():
     """(SynthScenes test set at 64x64, its first 4 indices)."""
     return ev.test_set("synthscenes", "", "test", 64, 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_study():
+    """smis.study.Study of tiny clvae, gaugan (no encoder) and clvae_L3 on the first 3 SynthScenes test masks at
+    64x64: EfficientNet-Lite0 LPIPS and FD, the shipped segmenter (test_study, test_eval_figures)."""
+    from smis.metrics import LPIPS
+    from smis.models import load_segmenter_for
+    from smis.study import Study
+
+    test, indices = ev.test_set("synthscenes", "", "test", 64, 3)
+    models = {v: tiny(v) for v in ("clvae", "gaugan", "clvae_L3")}
+    for nets in models.values():
+        nets.meta = {"step": 0}                       # what an exported model records (smis.models.trained)
+    return Study(models, test, indices, LPIPS("effnet", device="cpu"),
+                 ev.real_frechet(test, indices, "effnet", "cpu", 3, progress=False),
+                 load_segmenter_for("synthscenes", "auto", "cpu"), torch.device("cpu"), batch=3)
