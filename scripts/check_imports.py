@@ -36,7 +36,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
                  "smis.runlog", "smis.train", "smis.imle", "smis.official", "smis.capabilities", "smis.sampling"),
     "measuring": ("smis.metrics", "smis.segmenter", "smis.real_segmenters", "smis.factors", "smis.diagnostics"),
     "evaluation": ("smis.evaluate", "smis.tables", "smis.comparison", "smis.curves", "smis.models", "smis.study",
-                   "smis.findings"),
+                   "smis.findings", "smis.eval_figures"),
     "editing": ("smis.editing", "smis.edit_measures", "smis.edit_figures", "smis.widgets"),
     "top": ("smis.reproduce.*", "smis.weight_fixtures", "smis"),   # smis: the package, re-exports load_official
 }

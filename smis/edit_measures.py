@@ -5,7 +5,8 @@ layer table, the paper's layer-wise split and the "What we learnt" lines of note
     layer_factor_effects   colour vs texture (and shading) change when one layer's code is resampled
     editing_report         over a test set: editable_cases -> locality_summary, layer_effects (per layer)
     layer_table / layer_factor_summary / layer_split   the per-layer table, its plain rows, the paper's split
-    read_layer_experiment / experiment_summary / experiment_markdown / versus_line   scripts/layer_experiment.py's JSON
+    read_layer_experiment / experiment_summary / experiment_markdown / experiment_lines / versus_line
+                           scripts/layer_experiment.py's JSON
     locality_table / findings   the tables and "What we learnt" lines of notebook 06
 
 Per-layer shares come with 95 % Wilson intervals (`smis.stats.wilson_interval`); whether a layer is used at all
@@ -499,6 +500,25 @@ def experiment_markdown(experiment: dict,        # read_layer_experiment(...)
                          + ", ".join(f"{short[c]} {r[c]}" for c in cols))
         where = f"{layer} ({blocks})" if isinstance(blocks, str) and blocks else str(layer)
         lines.append(f"| {where} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def experiment_lines(experiment: dict,           # read_layer_experiment(...)
+                     ) -> str:
+    """Per model of the layer-wise experiment (notebook 06): its file, step and options (none: the paper's
+    objective) and inactive latent layers, the sentence `layer_split` built from its table, and for a model
+    compared with a reference the verdict: what it is worse on (95 % intervals off 0), whether every layer is
+    active, and whether it was shipped."""
+    lines = []
+    for name, m in experiment["models"].items():
+        options = " ".join(m.get("options") or []) or "the paper's objective"
+        lines.append(f"{name}: {m['model']} (step {m['step']}; {options}); inactive latent layers: "
+                     f"{m['inactive_layers'] or 'none'}\n  {experiment['splits'][name]['sentence']}")
+        if "verdict" in m:
+            v = m["verdict"]
+            lines.append(f"  minus {m['versus']['reference']}: worse on {v['worse_on'] or 'nothing'} (95 % intervals "
+                         f"off 0); all layers active: {v['all_layers_active']} -> "
+                         f"{'shipped' if v['ship'] else 'not shipped'}")
     return "\n".join(lines)
 
 

@@ -7,24 +7,36 @@ mask-fidelity segmenter, set up by one call (notebooks 03, 04 and 05).
                                 study.fd_real, study.segmenter) for name, nets in study.models.items()}
     table = study.add_ceiling(diversity_table(res))     # + the segmenter's mIoU on the real images
     study.columns.diversity                             # "diversity (lpips_effnet)": the tables' score columns
+
+The loops of notebooks 03-05 over the study's models are its methods: `evaluate_prior` (every model, K prior
+samples per mask), `evaluate_reconstruction` (every model with an encoder), `evaluate_ablations` (both per
+variant), `evaluate_style` (style-guided synthesis against its chance level, every model that can), and the tables
+built from them that need the study (`factor_rows` with the real images' row, `ablation_table`).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 
+from smis.capabilities import UnsupportedEdit, require_edit
 from smis.checkpoint import object_factor_of
-from smis.evaluate import Columns, evaluation_layout, real_frechet, real_mask_fidelity, test_set
+from smis.evaluate import (Columns, PriorEval, PriorOptions, ReconEval, evaluate_prior, evaluate_reconstruction,
+                           evaluate_style, evaluation_layout, load_pairs, real_frechet, real_mask_fidelity, test_set)
+from smis.factors import factor_rows
 from smis.metrics import LPIPS, FrechetDistance
 from smis.models import load_networks, load_segmenter_for, parse_models, trained
 from smis.networks import Networks
 from smis.segmenter import Segmenter
 from smis.real_segmenters import not_measured
-from smis.tables import CEILING, MIOU, miou_columns
+from smis.tables import (ABLATION_LABELS, CEILING, COLOUR_IN, MIOU, TEXTURE_IN, diversity_table, factor_table,
+                         miou_columns, reconstruction_table)
 from smis.utils import pick_device
+from smis.viz import to_uint8
 
 STAND_IN_NOTE = "lpips_effnet / fd_effnet are EfficientNet-Lite0 stand-ins, not the paper's LPIPS / FID."
 
@@ -103,6 +115,103 @@ class Study:
                      f"{self.fd_real.name} | mask fidelity: "
                      + getattr(self.segmenter, "source", self.fidelity_note or "none (no segmenter for this dataset)"))
         return "\n".join(lines)
+
+    def latent_structure(self) -> str:
+        """One line per model: its latent layers, codes per layer, encoder depth and generator size (notebook 05's
+        variants side by side)."""
+        return "\n".join(f"{v}: {len(nets.spec.layers)} latent layers, K = {nets.spec.code_classes} codes per layer, "
+                         f"encoder depth {nets.E.depth}, {sum(p.numel() for p in nets.G.parameters()) / 1e6:.2f} M G "
+                         "parameters" for v, nets in self.models.items())
+
+    # -----------------------------------------------------------------------------------------
+    # The evaluation loops over the study's models (printing each model's line as it finishes)
+
+    def evaluate_prior(self, options: PriorOptions) -> dict[str, PriorEval]:
+        """`smis.evaluate.evaluate_prior` of every model on the study's masks, FD and segmenter (notebook 04),
+        printing each model's wall time."""
+        results = {}
+        for name, nets in self.models.items():
+            results[name] = evaluate_prior(nets, self.dataset, self.indices, self.metric, options, self.fd_real,
+                                           self.segmenter)
+            print(f"{name}: {results[name].seconds:.0f} s")
+        return results
+
+    def evaluate_reconstruction(self, keep: int = 0) -> dict[str, ReconEval]:
+        """`smis.evaluate.evaluate_reconstruction` of every model with an encoder (notebook 03; `keep`: the first
+        reconstructions kept for the figure), with FD and mask fidelity; printing each model's wall time, or that it
+        has no encoder and is skipped (gaugan, cimle: they cannot reconstruct)."""
+        results = {}
+        for name, nets in self.models.items():
+            if nets.E is None:
+                print(f"{name}: no encoder, skipped")
+                continue
+            t0 = time.perf_counter()
+            results[name] = evaluate_reconstruction(nets, self.dataset, self.indices, self.metric, self.fd_real,
+                                                    batch=self.batch, keep=keep, segmenter=self.segmenter)
+            print(f"{name}: {time.perf_counter() - t0:.1f} s")
+        return results
+
+    def evaluate_ablations(self, options: PriorOptions) -> tuple[dict[str, PriorEval], dict[str, ReconEval]]:
+        """Notebook 05's scores of every variant, one variant after the other: its prior samples
+        (`evaluate_prior` with FD and segmenter) and its reconstructions (GT-similarity only, one kept).
+        Returns ({variant: PriorEval}, {variant: ReconEval})."""
+        prior, recon = {}, {}
+        for v, nets in self.models.items():
+            prior[v] = evaluate_prior(nets, self.dataset, self.indices, self.metric, options, self.fd_real,
+                                      self.segmenter)
+            recon[v] = evaluate_reconstruction(nets, self.dataset, self.indices, self.metric, None, batch=self.batch,
+                                               keep=1)
+        return prior, recon
+
+    def evaluate_style(self, n_pairs: int, seed: int = 0) -> dict[str, pd.DataFrame]:
+        """Style-guided synthesis on the first `n_pairs` masks, each with the previous test image as its reference
+        (the first with the last): per model that can do it, `smis.evaluate.evaluate_style` guided
+        ("NAME: guided") and with plain prior samples of the same seeds ("NAME: prior (chance)"), the rows of
+        `smis.tables.style_table`. A model without an encoder is skipped with a printed line naming why
+        (`smis.capabilities.require_edit`)."""
+        targets = self.indices[:n_pairs]
+        refs = list(np.roll(np.array(targets), 1))          # each mask's reference is another test image
+        rows = {}
+        for name, nets in self.models.items():
+            try:
+                require_edit(nets, "style-guided synthesis")
+            except UnsupportedEdit as e:                  # no encoder (gaugan, cimle): skipped, with the reason
+                print(f"{name}: skipped: {e}")
+                continue
+            rows[f"{name}: guided"] = evaluate_style(nets, self.dataset, targets, refs, seed, True, self.batch)
+            rows[f"{name}: prior (chance)"] = evaluate_style(nets, self.dataset, targets, refs, seed, False,
+                                                             self.batch)
+        return rows
+
+    def factor_rows(self, results: Mapping[str, PriorEval]) -> dict[str, pd.DataFrame]:
+        """The rows of `smis.tables.factor_table`: "real test images" (the factor estimator on the real images of
+        the study's masks: the ceiling), then every model's samples (`results`, evaluated with factors)."""
+        real_img, real_lab = load_pairs(self.dataset, self.indices)
+        rows = {"real test images": factor_rows(to_uint8(real_img), real_lab.numpy())}
+        rows.update({k: r.factors for k, r in results.items()})
+        return rows
+
+    def ablation_table(self,
+                       prior: Mapping[str, PriorEval],     # variant -> prior samples (`evaluate_ablations`)
+                       recon: Mapping[str, ReconEval],     # variant -> reconstructions, same variants
+                       train_steps: int = 0,               # > 0: the variants were trained here for this many steps
+                       train_seconds: Mapping[str, float] | None = None,   # variant -> its training wall time
+                       ) -> pd.DataFrame:
+        """Table 5: per variant its diversity table row, its reconstruction scores (prefixed "reconstruction "),
+        the real images' mask mIoU (row "real", `add_ceiling`), on SynthScenes the factor rates, and with
+        `train_steps` the steps and seconds trained; rows named by `smis.tables.ABLATION_LABELS` plus the variant
+        key ("full (L = 6) [clvae]"), index named "variant"."""
+        table = diversity_table(prior).join(
+            reconstruction_table(recon).drop(columns="images").add_prefix("reconstruction "))
+        self.add_ceiling(table, "real")
+        if all(r.factors is not None for r in prior.values()):
+            table = table.join(factor_table({v: r.factors for v, r in prior.items()})[[COLOUR_IN, TEXTURE_IN]])
+        if train_steps > 0:
+            table["training steps"] = train_steps
+            table["training s"] = pd.Series(dict(train_seconds or {})).round(0)
+        table.index = [ABLATION_LABELS.get(v, v) + (f" [{v}]" if v in self.models else "") for v in table.index]
+        table.index.name = "variant"
+        return table
 
 
 def load_study(models: str | Mapping[str, str],   # "NAME:source,..." (smis.models.parse_models) or {name: source}

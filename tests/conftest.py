@@ -325,3 +325,20 @@ def smoke_run(tmp_path_factory, repo_snapshot) -> SmokeRun:
     r = subprocess.run(shlex.split(SMOKE_COMMAND) + ["--out", str(root)], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=1800)
     return SmokeRun(root, root / "smoke", r, repo_snapshot.changes(before, repo_snapshot()))
+
+
+@pytest.fixture(scope="module")
+def tiny_study():
+    """smis.study.Study of tiny clvae, gaugan (no encoder) and clvae_L3 on the first 3 SynthScenes test masks at
+    64x64: EfficientNet-Lite0 LPIPS and FD, the shipped segmenter (test_study, test_eval_figures)."""
+    from smis.metrics import LPIPS
+    from smis.models import load_segmenter_for
+    from smis.study import Study
+
+    test, indices = ev.test_set("synthscenes", "", "test", 64, 3)
+    models = {v: tiny(v) for v in ("clvae", "gaugan", "clvae_L3")}
+    for nets in models.values():
+        nets.meta = {"step": 0}                       # what an exported model records (smis.models.trained)
+    return Study(models, test, indices, LPIPS("effnet", device="cpu"),
+                 ev.real_frechet(test, indices, "effnet", "cpu", 3, progress=False),
+                 load_segmenter_for("synthscenes", "auto", "cpu"), torch.device("cpu"), batch=3)

@@ -3,6 +3,7 @@ the editing report as the composition of its steps, the layer table, split and e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -227,6 +228,22 @@ def test_layer_experiment_counts_only_losses_whose_interval_is_off_zero():
     rows.loc["mask mIoU"] = [-0.2, -0.01]
     rows.loc["top-1 GT-similarity (lpips_effnet)"] = [-0.1, 0.3]
     assert mod.worse(rows) == ["diversity (lpips_effnet)", "mask mIoU"]
+
+
+def test_experiment_lines_name_each_models_options_split_and_verdict():
+    exp = edit_measures.read_layer_experiment(Path(__file__).resolve().parents[1] / "docs" / "layer_experiment.json")
+    lines = edit_measures.experiment_lines(exp).splitlines()
+    names = list(exp["models"])
+    assert lines[0].startswith(f"{names[0]}: {exp['models'][names[0]]['model']} (step ")
+    assert lines[1] == "  " + exp["splits"][names[0]]["sentence"]
+    compared = [n for n, m in exp["models"].items() if "verdict" in m]
+    assert len(lines) == 2 * len(names) + len(compared)
+    m = exp["models"][compared[0]]
+    assert lines[-1].startswith(f"  minus {m['versus']['reference']}: worse on ")
+    assert lines[-1].endswith("-> shipped" if m["verdict"]["ship"] else "-> not shipped")
+    for name, m in exp["models"].items():                          # its options, or the paper's objective
+        line = next(line for line in lines if line.startswith(f"{name}: "))
+        assert (" ".join(m.get("options") or []) or "the paper's objective") in line
 
 
 def test_read_layer_experiment_gives_tables_splits_and_paired_rows(tmp_path):

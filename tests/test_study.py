@@ -63,3 +63,60 @@ def test_metrics_note_is_the_caption_part_shared_by_notebooks_03_to_05():
     assert Study({}, None, [], *names("lpips_alex", "fid"), None, "cpu").metrics_note() == ""
     noted = Study({}, None, [], *names("lpips_effnet", "fd_effnet"), None, "cpu", fidelity_note="not measured (x)")
     assert noted.metrics_note() == "Mask mIoU not measured (x). " + STAND_IN_NOTE + " "
+
+
+# ---- the study's evaluation loops and tables (notebooks 03-05), on tiny untrained models ----
+
+def test_evaluate_prior_and_reconstruction_loop_over_the_models_and_print_each(tiny_study, capsys):
+    s = tiny_study
+    options = ev.PriorOptions(k=2, seed=1, chunk=3, keep=1)
+    results = s.evaluate_prior(options)
+    assert list(results) == ["clvae", "gaugan", "clvae_L3"]
+    want = ev.evaluate_prior(s.models["clvae_L3"], s.dataset, s.indices, s.metric, options, s.fd_real, s.segmenter,
+                             progress=False)
+    pd.testing.assert_frame_equal(results["clvae_L3"].per_image, want.per_image)
+    assert results["gaugan"].k == 1 and results["clvae"].fd == pytest.approx(want.fd, rel=0.5)
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == ["clvae", "gaugan", "clvae_L3"]
+    recon = s.evaluate_reconstruction(keep=2)
+    assert list(recon) == ["clvae", "clvae_L3"] and recon["clvae"].examples.shape[0] == 2
+    assert recon["clvae"].fd is not None and recon["clvae"].confusion is not None      # FD and mask fidelity
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "gaugan: no encoder, skipped" and out[0].startswith("clvae: ") and out[0].endswith(" s")
+
+
+def test_evaluate_style_skips_models_without_an_encoder_and_takes_the_previous_mask_as_reference(tiny_study, capsys):
+    rows = tiny_study.evaluate_style(3, seed=0)
+    assert list(rows) == ["clvae: guided", "clvae: prior (chance)", "clvae_L3: guided", "clvae_L3: prior (chance)"]
+    pairs = rows["clvae: guided"][["index", "reference"]].drop_duplicates()
+    assert dict(zip(pairs["index"], pairs["reference"])) == {0: 2, 1: 0, 2: 1}
+    assert capsys.readouterr().out.startswith("gaugan: skipped: GauGAN (variant 'gaugan') cannot do style-guided")
+
+
+def test_ablation_table_names_the_variants_and_adds_the_ceiling_factors_and_training(tiny_study, capsys):
+    s = tiny_study
+    variants = {v: s.models[v] for v in ("clvae", "clvae_L3")}
+    ablation = Study(variants, s.dataset, s.indices, s.metric, s.fd_real, s.segmenter, s.device, s.batch)
+    prior, recon = ablation.evaluate_ablations(ev.PriorOptions(k=2, chunk=3, factors=True, keep=1))
+    assert list(prior) == list(recon) == ["clvae", "clvae_L3"] and recon["clvae"].fd is None
+    table = ablation.ablation_table(prior, recon, 2, {"clvae": 3.4, "clvae_L3": 7.6})
+    assert list(table.index) == ["full (L = 6) [clvae]", "L = 3 [clvae_L3]", "real test images (mIoU ceiling)"]
+    assert table.index.name == "variant"
+    assert table.loc["L = 3 [clvae_L3]", "reconstruction GT-similarity (lpips_effnet)"] == pytest.approx(
+        recon["clvae_L3"].per_image.iloc[:, 0].mean())
+    assert table.loc["real test images (mIoU ceiling)", tables.MIOU] == pytest.approx(ablation.ceiling()[tables.MIOU])
+    assert list(table.columns[-4:]) == [tables.COLOUR_IN, tables.TEXTURE_IN, "training steps", "training s"]
+    assert table["training s"].tolist()[:2] == [3.0, 8.0] and (table["training steps"].iloc[:2] == 2).all()
+    loaded = ablation.ablation_table(prior, recon)                  # loaded models: no training columns
+    assert "training steps" not in loaded.columns
+    lines = ablation.latent_structure().splitlines()
+    assert lines[0].startswith("clvae: 5 latent layers, K = 10 codes per layer, encoder depth 6, ")
+    assert lines[1].startswith("clvae_L3: 2 latent layers, K = 10 codes per layer, encoder depth 3, ")
+
+
+def test_factor_rows_put_the_real_images_first(tiny_study):
+    results = tiny_study.evaluate_prior(ev.PriorOptions(k=2, chunk=3, factors=True, keep=0))
+    rows = tiny_study.factor_rows(results)
+    assert list(rows) == ["real test images", "clvae", "gaugan", "clvae_L3"]
+    assert set(rows["real test images"]["image"]) == {0, 1, 2}            # one row per class region of each image
+    real = tables.factor_table(rows).loc["real test images"]
+    assert real[tables.COLOUR_IN] > 90 and real[tables.TEXTURE_IN] > 90  # the estimator on real images: the ceiling

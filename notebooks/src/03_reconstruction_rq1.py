@@ -32,17 +32,13 @@ OUT_DIR = "outputs/demo/03_reconstruction_rq1"  # figures and tables
 SMOKE = False             # tiny and fast (CI)
 
 # %%
-import time
-
 from IPython.display import Markdown
 
-from smis import evaluate as ev
+from smis import eval_figures
 from smis import tables
 from smis.findings import reconstruction_findings
-from smis.metrics import plot_score_histograms
 from smis.study import load_study
 from smis.utils import resolve
-from smis.viz import example_grid, save_grid
 
 if SMOKE:
     N_TEST, N_SHOW, BATCH = 6, 3, 6
@@ -50,7 +46,7 @@ out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 study = load_study(MODELS, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE, FD_BACKBONE, SEGMENTER,
                    DEVICE, BATCH)
-test, indices, metric, cols = study.dataset, study.indices, study.metric, study.columns
+indices, metric, cols = study.indices, study.metric, study.columns
 print(study.summary())
 
 # %% [markdown]
@@ -61,16 +57,7 @@ print(study.summary())
 # `gaugan` has no encoder and is left out: it cannot reconstruct.
 
 # %%
-results, seconds = {}, {}
-for name, nets in study.models.items():
-    if nets.E is None:
-        print(f"{name}: no encoder, skipped")
-        continue
-    t0 = time.perf_counter()
-    results[name] = ev.evaluate_reconstruction(nets, test, indices, metric, study.fd_real, batch=BATCH, keep=N_SHOW,
-                                               segmenter=study.segmenter)
-    seconds[name] = time.perf_counter() - t0
-    print(f"{name}: {seconds[name]:.1f} s")
+results = study.evaluate_reconstruction(keep=N_SHOW)   # {name: ReconEval}; prints each model's seconds or skip
 
 # %% [markdown]
 # ## Table 1: reconstruction
@@ -97,22 +84,14 @@ table1
 # Columns after the ground truth follow the table's rows.
 
 # %%
-image, label = ev.load_pairs(test, indices[:N_SHOW])
-figure = example_grid(label, image, [r.examples for r in results.values()], test.info.palette)
-save_grid(figure, out_dir / "fig6_reconstructions.png", ["mask", "real"] + [f"{k} recon." for k in results],
-          [f"test pair {i}" for i in indices[:N_SHOW]], "reconstructions G(M, E(M, I)) with the encoder's means")
+eval_figures.reconstruction_figure(study, results, N_SHOW, out_dir / "fig6_reconstructions.png")
 
 # %% [markdown]
 # ## Per-image scores
 # The spread matters as much as the mean: a variant can be close on most images and fail on a few.
 
 # %%
-col = cols.gt_similarity
-plot_score_histograms({k: r.per_image[col].to_numpy() for k, r in results.items()},
-                      out_dir / "reconstruction_histogram.png", xlabel=col)
-for k, r in results.items():
-    print(f"{k}: median {r.per_image[col].median():.3f}, worst image {r.per_image[col].idxmax()} "
-          f"({r.per_image[col].max():.3f})")
+print(eval_figures.reconstruction_histogram(results, cols.gt_similarity, out_dir / "reconstruction_histogram.png"))
 
 # %% [markdown]
 # Above: each variant's median GT-similarity and its worst test pair; the histogram is saved beside the tables.

@@ -58,19 +58,17 @@ OUT_DIR = "outputs/demo/04_diversity_rq2"  # figures and tables
 SMOKE = False             # tiny and fast (CI)
 
 # %%
-import numpy as np
 from IPython.display import Markdown, display
 
 from smis import comparison as cmp
+from smis import eval_figures
 from smis import evaluate as ev
 from smis import tables
-from smis.capabilities import UnsupportedEdit, require_edit
-from smis.factors import COLOUR_TOLERANCE, factor_rows
+from smis.factors import COLOUR_TOLERANCE
 from smis.findings import diversity_claim, diversity_findings
-from smis.metrics import plot_score_histograms
 from smis.study import load_study
 from smis.utils import resolve
-from smis.viz import example_grid, per_class_figure, save_grid, to_uint8
+from smis.viz import per_class_figure
 
 if SMOKE:
     N_TEST, K, N_STYLE, N_SHOW, N_SHOW_SAMPLES, MASKS_PER_BATCH, N_COMPARE_SAMPLES = 4, 3, 4, 2, 3, 2, 2
@@ -78,7 +76,7 @@ out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 study = load_study(MODELS, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE, FD_BACKBONE, SEGMENTER,
                    DEVICE, BATCH)
-test, indices, metric, cols, models = study.dataset, study.indices, study.metric, study.columns, study.models
+test, indices, metric, cols = study.dataset, study.indices, study.metric, study.columns
 FACTORS = FACTORS and DATASET == "synthscenes"
 print(study.summary())
 print(f"K = {K} samples per mask")
@@ -94,10 +92,7 @@ print(f"K = {K} samples per mask")
 # %%
 options = ev.PriorOptions(k=K, seed=SEED, masks_per_batch=MASKS_PER_BATCH, chunk=BATCH, per_class=PER_CLASS,
                           factors=FACTORS, keep=N_SHOW)
-results = {}
-for name, nets in models.items():
-    results[name] = ev.evaluate_prior(nets, test, indices, metric, options, study.fd_real, study.segmenter)
-    print(f"{name}: {results[name].seconds:.0f} s")
+results = study.evaluate_prior(options)          # {name: PriorEval}; prints each model's seconds
 
 # %% [markdown]
 # ## Tables 2-4: diversity and Top-1 GT-similarity
@@ -155,13 +150,7 @@ if cmp.REFERENCE in results and len(results) > 1:
 # Each row: mask | ground truth | the first samples of that mask. Rows are the same masks and seeds for every variant.
 
 # %%
-image, label = ev.load_pairs(test, indices[:N_SHOW])
-for name, r in results.items():
-    figure = example_grid(label, image, [r.examples[:, :N_SHOW_SAMPLES]], test.info.palette)
-    n = min(N_SHOW_SAMPLES, r.k)
-    save_grid(figure, out_dir / f"fig7_samples_{name}.png", ["mask", "real"] + [f"sample {j + 1}" for j in range(n)],
-              [f"test mask {i}" for i in indices[:N_SHOW]],
-              f"{name} ({study.trained(name)}): {n} prior samples per mask, seeds shared by every variant")
+fig7 = eval_figures.prior_samples_figures(study, results, N_SHOW, N_SHOW_SAMPLES, out_dir)   # {name: PNG}
 
 # %% [markdown]
 # ### Every system side by side
@@ -169,22 +158,15 @@ for name, r in results.items():
 # (GauGAN draws one image per mask).
 
 # %%
-compared = {name: r.examples[:, :N_COMPARE_SAMPLES] for name, r in results.items() if r.examples is not None}
-figure = example_grid(label, image, list(compared.values()), test.info.palette)
-save_grid(figure, out_dir / "fig_all_systems.png",
-          ["mask", "real"] + [f"{name} {j + 1}" for name, x in compared.items() for j in range(x.shape[1])],
-          [f"test mask {i}" for i in indices[:N_SHOW]],
-          f"Every system on the same masks and seeds ({min(N_COMPARE_SAMPLES, K)} prior samples each)")
+eval_figures.all_systems_figure(study, results, N_SHOW, N_COMPARE_SAMPLES, K, out_dir / "fig_all_systems.png")
 
 # %% [markdown]
 # ## Fig. 10: per-image scores
 # Histograms of the per-mask diversity and Top-1 GT-similarity of every variant on shared bins.
 
 # %%
-for col, stem in ((cols.diversity, "fig10_hist_diversity"), (cols.top1, "fig10_hist_top1_GTsimilarity")):
-    plot_score_histograms({k: r.per_image[col].to_numpy() for k, r in results.items()}, out_dir / f"{stem}.png",
-                          xlabel=col)
-    print(stem, {k: round(float(r.per_image[col].median()), 3) for k, r in results.items()})
+print(eval_figures.score_histograms(results, {cols.diversity: out_dir / "fig10_hist_diversity.png",
+                                              cols.top1: out_dir / "fig10_hist_top1_GTsimilarity.png"}))
 
 # %% [markdown]
 # ## Which classes vary
@@ -216,10 +198,7 @@ if PER_CLASS:
 # %%
 factors = None
 if FACTORS:
-    real_img, real_lab = ev.load_pairs(test, indices)
-    rows = {"real test images": factor_rows(to_uint8(real_img), real_lab.numpy())}
-    rows.update({k: r.factors for k, r in results.items()})
-    factors = tables.factor_table(rows)
+    factors = tables.factor_table(study.factor_rows(results))   # the real test images first: the ceiling
     tables.write_table(factors, out_dir, "factors_in_distribution",
                        f"Share of class regions whose estimated colour is within {COLOUR_TOLERANCE} (RGB) of one of "
                        "the class's colour modes under some tint and brightness, and whose texture kind is one of the "
@@ -236,22 +215,11 @@ if FACTORS:
 # %%
 style = None
 if FACTORS:
-    targets = indices[:N_STYLE]
-    refs = list(np.roll(np.array(targets), 1))          # each mask's reference is another test image
-    style_rows = {}
-    for name, nets in models.items():
-        try:
-            require_edit(nets, "style-guided synthesis")
-        except UnsupportedEdit as e:                  # no encoder (gaugan, cimle): skipped, with the reason
-            print(f"{name}: skipped: {e}")
-            continue
-        style_rows[f"{name}: guided"] = ev.evaluate_style(nets, test, targets, refs, SEED, True, BATCH)
-        style_rows[f"{name}: prior (chance)"] = ev.evaluate_style(nets, test, targets, refs, SEED, False, BATCH)
-    style = tables.style_table(style_rows)
+    style = tables.style_table(study.evaluate_style(N_STYLE, SEED))   # prints the models that cannot, and why
     tables.write_table(style, out_dir, "style_guided_factors",
-                       f"Style-guided synthesis on {len(targets)} mask / reference pairs: share of shared class "
-                       "regions whose estimated colour mode / texture kind equals the reference's; prior rows use no "
-                       "reference.")
+                       f"Style-guided synthesis on {len(indices[:N_STYLE])} mask / reference pairs: share of shared "
+                       "class regions whose estimated colour mode / texture kind equals the reference's; prior rows use"
+                       " no reference.")
     display(style)
 
 # %% [markdown]

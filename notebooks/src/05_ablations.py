@@ -52,10 +52,9 @@ OUT_DIR = "outputs/demo/05_ablations"  # figures and tables
 SMOKE = False             # tiny and fast (CI)
 
 # %%
-import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
+from smis import eval_figures
 from smis import evaluate as ev
 from smis import tables
 from smis.config import TINY
@@ -63,10 +62,8 @@ from smis.findings import ablation_findings
 from smis.models import parse_models
 from smis.networks import VARIANTS as REGISTRY
 from smis.study import load_study
-from smis.tables import ABLATION_LABELS
 from smis.train import TrainConfig, train_variants
 from smis.utils import pick_device, resolve
-from smis.viz import example_grid, save_grid
 
 overrides = {}
 if SMOKE:  # tiny networks, a couple of steps
@@ -97,16 +94,14 @@ if TRAIN_STEPS > 0:
     sources = {v: run for v, (run, _) in runs.items()}
     train_seconds = {v: s for v, (_, s) in runs.items()}
 else:
-    sources = parse_models(MODELS)
+    sources, train_seconds = parse_models(MODELS), {}
     missing = [v for v in variants if v not in sources]
     if missing:
         raise ValueError(f"MODELS lacks {missing}; give NAME:path for every variant in VARIANTS")
 study = load_study({v: sources[v] for v in variants}, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE,
                    FD_BACKBONE, SEGMENTER, device, BATCH)
-test, indices, metric, cols, models = study.dataset, study.indices, study.metric, study.columns, study.models
-for v, nets in models.items():
-    print(f"{v}: {len(nets.spec.layers)} latent layers, K = {nets.spec.code_classes} codes per layer, encoder depth "
-          f"{nets.E.depth}, {sum(p.numel() for p in nets.G.parameters()) / 1e6:.2f} M G parameters")
+indices, metric, cols, models = study.indices, study.metric, study.columns, study.models
+print(study.latent_structure())
 print(study.summary())
 
 # %% [markdown]
@@ -117,26 +112,13 @@ print(study.summary())
 # %%
 factors = DATASET == "synthscenes"
 options = ev.PriorOptions(k=K, seed=SEED, chunk=BATCH, per_class=False, factors=factors, keep=1)
-prior, recon = {}, {}
-for v, nets in models.items():
-    prior[v] = ev.evaluate_prior(nets, test, indices, metric, options, study.fd_real, study.segmenter)
-    recon[v] = ev.evaluate_reconstruction(nets, test, indices, metric, None, batch=BATCH, keep=1)
+prior, recon = study.evaluate_ablations(options)      # {variant: PriorEval}, {variant: ReconEval}
 
 # %% [markdown]
 # ## Table 5
 
 # %%
-table5 = tables.diversity_table(prior).join(
-    tables.reconstruction_table(recon).drop(columns="images").add_prefix("reconstruction "))
-study.add_ceiling(table5, "real")
-if factors:
-    table5 = table5.join(tables.factor_table({v: r.factors for v, r in prior.items()})[[tables.COLOUR_IN,
-                                                                                         tables.TEXTURE_IN]])
-if TRAIN_STEPS > 0:
-    table5["training steps"] = TRAIN_STEPS
-    table5["training s"] = pd.Series(train_seconds).round(0)
-table5.index = [ABLATION_LABELS.get(v, v) + (f" [{v}]" if v in models else "") for v in table5.index]
-table5.index.name = "variant"
+table5 = study.ablation_table(prior, recon, TRAIN_STEPS, train_seconds)   # Table 5's rows and columns
 how = (f"all trained here from scratch for the same short schedule ({TRAIN_STEPS} steps, batch {TRAIN_BATCH}, "
        f"{PRESET} preset, {device}, seed {TRAIN_SEED}): far from converged, and one training seed only, so "
        "differences between rows can be training noise" if TRAIN_STEPS > 0
@@ -185,14 +167,7 @@ print("observed order by mean diversity:", " > ".join(observed))
 # Rows: variants (in the table's order); columns: mask | ground truth | samples.
 
 # %%
-image, label = ev.load_pairs(test, indices[:1])
-rows = torch.cat([prior[v].examples[:1, :N_SHOW_SAMPLES] for v in variants])       # (V, n, 3, H, W)
-figure = example_grid(label.expand(len(variants), -1, -1), image.expand(len(variants), -1, -1, -1), [rows],
-                      test.info.palette)
-save_grid(figure, out_dir / "fig11_ablation_samples.png",
-          ["mask", "real"] + [f"sample {j + 1}" for j in range(rows.shape[1])],
-          [ABLATION_LABELS.get(v, v) for v in variants],
-          f"test mask {indices[0]}: the same prior seeds through every variant")
+eval_figures.ablation_samples_figure(study, prior, variants, N_SHOW_SAMPLES, out_dir / "fig11_ablation_samples.png")
 
 # %% [markdown]
 # ## What we learnt

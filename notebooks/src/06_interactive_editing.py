@@ -216,14 +216,7 @@ if LAYER_EXPERIMENT:
                 "The layer-wise experiment (" + (experiment["command"] or "") + "): per model and latent layer "
                 "(0 = fine ... 4 = coarse) its KL, active units, and the share of single-layer edits that changed "
                 "each factor, % with 95 % Wilson intervals.")
-    for name, m in experiment["models"].items():
-        options = " ".join(m.get("options") or []) or "the paper's objective"
-        print(f"{name}: {m['model']} (step {m['step']}; {options}); inactive latent layers: "
-              f"{m['inactive_layers'] or 'none'}\n  {experiment['splits'][name]['sentence']}")
-        if "verdict" in m:
-            v = m["verdict"]
-            print(f"  minus {m['versus']['reference']}: worse on {v['worse_on'] or 'nothing'} (95 % intervals off 0); "
-                  f"all layers active: {v['all_layers_active']} -> {'shipped' if v['ship'] else 'not shipped'}")
+    print(edit_measures.experiment_lines(experiment))   # per model: options, inactive layers, split, verdict
     for name, v in experiment["versus"].items():
         display(v.round(3))
     display(summary)
