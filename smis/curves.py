@@ -13,6 +13,9 @@ notebook 02 and the README show. Each class-code model's row also holds its late
 (`smis.diagnostics.layer_diagnostics` on the same masks' photos: KL, active units, classes visible per layer;
 `layer_diagnostics_table`); rows scored before these existed get them filled in from their checkpoint when it is
 still there, and show NaN otherwise.
+
+    plateau, layer_kl, by_step = training_curves("checkpoints/synthscenes_curves.json", "training_curves.png")
+    layer_diagnostics_by_run("docs/layer_experiment_curves.json")   # {header: table} per run (notebook 06)
 """
 from __future__ import annotations
 
@@ -33,11 +36,16 @@ from smis.metrics import LPIPS
 from smis.models import load_segmenter_for
 from smis.tables import COLOUR_IN, MIOU, TEXTURE_IN, miou_columns
 from smis.checkpoint import checkpoint_step, list_checkpoints, load_model, object_factor_of
+from smis.utils import resolve
 from smis.viz import save_figure, to_uint8
 
 SCORES = ("diversity", "FD", COLOUR_IN, TEXTURE_IN, MIOU)
 FLAT_SHARE = 0.25      # a score has flattened when its last-quarter change is at most this share of the run's range
 DIAGNOSTICS = ("KL", "active units", "active share", "classes visible")   # per latent layer: "<name> layer <l>"
+# what notebook 02 prints above clvae's layer_diagnostics_table
+LAYER_DIAGNOSTICS_NOTE = ("clvae: each latent layer (0 = fine ... 4 = coarse) at each checkpoint: KL (near 0 = "
+                          "collapsed), active units, active share, classes visible at its block size (NaN: a row "
+                          "scored before these were measured)")
 
 
 def run_object_factor(run_dir: str | Path) -> bool:
@@ -251,3 +259,36 @@ def curves_figure(rows: pd.DataFrame, path: str | Path | None = None, title: str
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def read_curves(path: str | Path,          # scripts/eval_curves.py's JSON: {"rows": [...], "real": {...}}
+                ) -> tuple[pd.DataFrame, dict | None]:
+    """The rows (checkpoint_scores) and the real images' scores (None when absent) of a curves file."""
+    data = json.loads(resolve(path).read_text())
+    return pd.DataFrame(data["rows"]), data.get("real")
+
+
+def training_curves(path: str | Path | None,         # a curves file (read_curves); "" / None / missing: none
+                    figure: str | Path,              # the curves figure (curves_figure) written here
+                    variant: str = "clvae",          # the variant whose latent layers are tabled
+                    ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
+    """Notebook 02's "Did the shipped models train long enough?": from the curves file, the figure (saved at
+    `figure`), the plateau table without the signed changes, `variant`'s KL per latent layer (`layer_kl_table`)
+    and its diagnostics at every checkpoint (`layer_diagnostics_table`). Without a file it says how to make one
+    and returns (None, None, None)."""
+    if not path or not resolve(path).is_file():
+        print(f"no curves file at {str(path or '')!r}: score a set of runs with "
+              "`python scripts/eval_curves.py --runs ...`")
+        return None, None, None
+    rows, real = read_curves(path)
+    curves_figure(rows, figure, real=real)
+    return plateau_table(rows, changes=False), layer_kl_table(rows, variant), layer_diagnostics_table(rows, variant)
+
+
+def layer_diagnostics_by_run(path: str | Path,   # a curves file (read_curves) of class-code runs
+                             ) -> dict[str, pd.DataFrame]:
+    """Every run's latent-layer diagnostics at each checkpoint (`layer_diagnostics_table`), keyed by the line
+    notebook 06 prints above it ("<run>: each latent layer at each checkpoint: ..."), in the file's order."""
+    rows, _ = read_curves(path)
+    return {f"{run}: each latent layer at each checkpoint: KL, active units, active share, classes visible":
+            layer_diagnostics_table(rows, run) for run in rows["variant"].unique()}

@@ -12,7 +12,10 @@ examples (or the per-image scores) of the study's models on its test masks, save
     print(reconstruction_histogram(recon, study.columns.gt_similarity, out / "reconstruction_histogram.png"))
     ablation_samples_figure(study, prior, variants, 6, out / "fig11_ablation_samples.png")   # Fig. 11
 
-Rows are the study's first test masks (`study.indices`), the same masks and seeds for every model.
+Rows are the study's first test masks (`study.indices`), the same masks and seeds for every model. Notebook 02's
+samples of the run it trained, beside the shipped model's, need no study:
+
+    training_samples_figures(trainer.nets, "clvae", trainer.step, label, image, indices, palette, out, shipped)
 """
 from __future__ import annotations
 
@@ -23,8 +26,12 @@ import torch
 
 from smis.evaluate import PriorEval, ReconEval, load_pairs
 from smis.metrics import plot_score_histograms
+from smis.models import load_networks
+from smis.networks import Networks
+from smis.sampling import sample_prior
 from smis.study import Study
 from smis.tables import ABLATION_LABELS
+from smis.utils import resolve
 from smis.viz import example_grid, save_grid
 
 
@@ -95,6 +102,37 @@ def ablation_samples_figure(study: Study,
     return save_grid(figure, path, ["mask", "real"] + [f"sample {j + 1}" for j in range(rows.shape[1])],
                      [ABLATION_LABELS.get(v, v) for v in variants],
                      f"test mask {study.indices[0]}: the same prior seeds through every variant")
+
+
+def training_samples_figures(nets: Networks,                 # the model just trained (in eval mode)
+                             variant: str,                   # its variant, for the title
+                             step: int,                      # the steps it trained, for the title
+                             label: torch.Tensor,            # (B, H, W) test masks, on the model's device
+                             image: torch.Tensor,            # (B, 3, H, W) their real images in [-1, 1]
+                             seeds: Sequence[int],           # one prior seed per mask (the masks' test indices)
+                             palette: Sequence[Sequence[int]],   # (C, 3) mask colours
+                             out_dir: str | Path,            # figures written as samples_this_run.png, ...
+                             shipped: str | Path = "",       # the shipped model to compare with; "": none
+                             preset: str = "synthscenes",    # the run's preset: the shipped models are SynthScenes'
+                             ) -> dict[str, Path]:
+    """Notebook 02's samples: per model, a row per mask: mask | real | four samples from the prior
+    (`smis.sampling.sample_prior`, the same seeds for every model; `gaugan` has one). First the model just trained
+    (samples_this_run.png), then the shipped model `shipped` (samples_demo_model.png) when it is a file and the run
+    is on the SynthScenes preset; otherwise says so. Returns {figure title: PNG path}."""
+    models = {f"{variant} after {step} steps (this run)": (nets, "samples_this_run.png")}
+    if shipped and resolve(shipped).is_file() and preset == "synthscenes":
+        demo = load_networks(shipped, label.device)
+        models[f"shipped {demo.variant}, {demo.meta['step']} steps"] = (demo, "samples_demo_model.png")
+    else:
+        print(f"no shipped model at {str(shipped)!r} (or another preset): train one with "
+              "`python scripts/train_demo_models.py`.")
+    paths = {}
+    for title, (model, name) in models.items():
+        samples = sample_prior(model, label, k=4, seeds=seeds)      # (B, 4, 3, H, W); gaugan: 1 sample
+        columns = ["mask", "real"] + [f"sample {j + 1}" for j in range(samples.shape[1])]
+        paths[title] = Path(out_dir) / name
+        save_grid(example_grid(label, image, [samples], palette), paths[title], columns, title=title)
+    return paths
 
 
 def score_histograms(results: Mapping[str, PriorEval | ReconEval],   # model -> per-image scores

@@ -120,6 +120,16 @@ def shipped_provenance(folder: str | Path = "checkpoints",   # where the exporte
     return {v: json.loads(path.read_text()) for v in VARIANTS if (path := folder / f"{dataset}_{v}.json").is_file()}
 
 
+def shipped_steps(folder: str | Path = "checkpoints",   # where the exported models lie
+                  dataset: str = "synthscenes",          # their file names' prefix
+                  ) -> str:
+    """The line naming each shipped model's training steps (`shipped_provenance`), notebook 02's first printout
+    about them."""
+    return (f"the shipped models' training steps ({folder}/{dataset}_<variant>.json): "
+            + (", ".join(f"{v} {p['steps']}" for v, p in shipped_provenance(folder, dataset).items())
+               or "no shipped models"))
+
+
 def trained(nets: Networks) -> str:
     """How a model was trained, for captions: "N steps", or "the authors' published weights"."""
     source = str((nets.meta.get("provenance") or {}).get("source", ""))

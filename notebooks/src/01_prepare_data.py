@@ -27,16 +27,15 @@ DATA_FORMAT = ""      # its format: ade20k, deepfashion, gta5, cityscapes or fol
 SMOKE = False         # tiny and fast (CI)
 
 # %%
-import numpy as np
 from IPython.display import Markdown, display
 
 from smis.data import make_dataset, synthetic
-from smis.data.check import check_dataset, plot_class_histogram, plot_samples
-from smis.data.stats import label_histograms, plot_label_statistics
+from smis.data.check import check_dataset, plot_class_histogram, plot_samples, sample_pairs
+from smis.data.stats import classes_per_image, label_histograms, plot_label_statistics
 from smis.findings import data_findings
 from smis.tables import write_table
 from smis.utils import resolve
-from smis.viz import colorize, grid, save_png, show, to_uint8
+from smis.viz import save_png, show
 
 if SMOKE:
     SIZE, N_TRAIN, N_TEST = 64, 24, 8
@@ -66,9 +65,7 @@ print(len(train), "train,", len(test), "test;", info.num_classes, "classes:", ",
 # Eight training samples, each pair the image and its label map drawn with the class palette.
 
 # %%
-samples = [train[i] for i in range(8)]
-pairs = [[to_uint8(s["image"]), colorize(s["label"], info.palette)] for s in samples]
-figure = grid([pairs[i] + pairs[i + 1] for i in range(0, 8, 2)])
+figure = sample_pairs(train, n=8)
 save_png(figure, out_dir / "samples.png")
 show(figure, "SynthScenes: image | mask", scale=1.5 if SIZE <= 64 else 1.0);
 
@@ -78,11 +75,7 @@ show(figure, "SynthScenes: image | mask", scale=1.5 if SIZE <= 64 else 1.0);
 # appearance factors: this is the diversity the class- and layer-wise VAE must learn to produce from one mask.
 
 # %%
-img, label, record = synthetic.generate(0, SIZE, SEED, "train")
-rng = np.random.default_rng(1)
-classes = sorted(int(k) for k in record["classes"])
-variants = [synthetic.render(label, synthetic.sample_factors(rng, classes, SIZE, SIZE)) for _ in range(5)]
-figure = grid([[colorize(label, info.palette), img] + variants])
+figure = synthetic.factor_draws(0, SIZE, SEED, n=5)
 save_png(figure, out_dir / "one_mask_many_images.png")
 show(figure, "mask | dataset image | 5 other factor draws", scale=1.5 if SIZE <= 64 else 1.0);
 
@@ -92,8 +85,7 @@ show(figure, "mask | dataset image | 5 other factor draws", scale=1.5 if SIZE <=
 # %%
 hist = label_histograms(train)
 fig = plot_label_statistics(hist, info.class_names, out_dir / "label_statistics.png")
-per_image = (hist > 0).sum(1)
-print(f"classes per image: min {per_image.min()}, mean {per_image.mean():.2f}, max {per_image.max()}")
+print(classes_per_image(hist))
 
 # %% [markdown]
 # Above: the share of all training pixels that each class covers, how many classes an image holds, and that

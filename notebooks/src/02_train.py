@@ -44,22 +44,19 @@ SMOKE = False                  # a few tiny CPU steps
 # `SMOKE` shrinks the networks and the run to a few CPU seconds; `FRESH = False` continues `RUN_DIR`.
 
 # %%
-import json
-
 import pandas as pd
 from IPython.display import Markdown, display
 
-from smis import curves
+from smis import curves, eval_figures
 from smis import evaluate as ev
 from smis.config import TINY
 from smis.diagnostics import layer_diagnostics
 from smis.findings import training_findings
-from smis.models import load_networks, shipped_provenance
+from smis.models import shipped_steps
 from smis.progress import Progress
-from smis.sampling import sample_prior
 from smis.train import TrainConfig, Trainer
 from smis.utils import resolve
-from smis.viz import LiveLossPlot, example_grid, save_figure, save_grid
+from smis.viz import LiveLossPlot, save_figure
 
 overrides = {}
 if SMOKE:
@@ -119,17 +116,8 @@ losses.tail()
 test, indices = ev.test_set(DATASET, DATA_ROOT, SPLIT, trainer.preset.image_size, n=4)
 image, label = ev.load_pairs(test, indices, trainer.device)
 trainer.nets.eval()   # sample in inference mode; `fit` switches back to training mode
-models = {f"{VARIANT} after {trainer.step} steps (this run)": (trainer.nets, "samples_this_run.png")}
-if DEMO_MODEL and resolve(DEMO_MODEL).is_file() and PRESET == "synthscenes":
-    demo = load_networks(DEMO_MODEL, trainer.device)
-    models[f"shipped {demo.variant}, {demo.meta['step']} steps"] = (demo, "samples_demo_model.png")
-else:
-    print(f"no shipped model at {DEMO_MODEL!r} (or another preset): train one with "
-          "`python scripts/train_demo_models.py`.")
-for title, (nets, name) in models.items():
-    samples = sample_prior(nets, label, k=4, seeds=indices)   # (4 masks, 4 samples, 3, H, W); gaugan: 1 sample
-    columns = ["mask", "real"] + [f"sample {j + 1}" for j in range(samples.shape[1])]
-    save_grid(example_grid(label, image, [samples], test.info.palette), out_dir / name, columns, title=title)
+eval_figures.training_samples_figures(trainer.nets, VARIANT, trainer.step, label, image, indices, test.info.palette,
+                                      out_dir, DEMO_MODEL, PRESET);   # this run's model, then the shipped one
 
 # %% [markdown]
 # Above: one figure per model, a row per mask (its colour-coded mask, the real image, the samples); each
@@ -163,24 +151,15 @@ else:
 # are the real images.
 
 # %%
-print("the shipped models' training steps (checkpoints/synthscenes_<variant>.json):",
-      ", ".join(f"{v} {p['steps']}" for v, p in shipped_provenance().items()) or "no shipped models")
-curve_data = json.loads(resolve(CURVES).read_text()) if CURVES and resolve(CURVES).is_file() else None
-plateau = layer_kl = None
-if curve_data is None:
-    print(f"no curves file at {CURVES!r}: score a set of runs with `python scripts/eval_curves.py --runs ...`")
-else:
-    rows = pd.DataFrame(curve_data["rows"])
-    curves.curves_figure(rows, out_dir / "training_curves.png", real=curve_data.get("real"))
-    plateau = curves.plateau_table(rows, changes=False)
+print(shipped_steps())
+plateau, layer_kl, by_step = curves.training_curves(CURVES, out_dir / "training_curves.png")   # None: no file
+if plateau is not None:
     display(plateau.round(3))
-    layer_kl = curves.layer_kl_table(rows, "clvae")
-    print("clvae: each latent layer (0 = fine ... 4 = coarse) at each checkpoint: KL (near 0 = collapsed), active "
-          "units, active share, classes visible at its block size (NaN: a row scored before these were measured)")
-    display(curves.layer_diagnostics_table(rows, "clvae").round(3))
+    print(curves.LAYER_DIAGNOSTICS_NOTE)
+    display(by_step.round(3))
 
 # %% [markdown]
-# Above: the shipped models' training steps (`smis.models.shipped_provenance`); per variant, its steps and
+# Above: the shipped models' training steps (`smis.models.shipped_steps`); per variant, its steps and
 # checkpoints in the curves and, per score, the value at the last checkpoint and its change
 # over the last quarter as a share of the run's range (flattened: at most `curves.FLAT_SHARE`); then the
 # diagnostics of each of clvae's latent layers at every checkpoint; and one panel per score against the training

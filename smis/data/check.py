@@ -33,6 +33,7 @@ from smis.data.base import (DatasetError, DatasetInfo, files_by_stem, read_image
                             require_dirs)
 from smis.data.folder import folder_info
 from smis.utils import atomic_path, atomic_write_json
+from smis.viz import colorize, grid, to_uint8
 
 PROBLEM_KINDS = ("missing_split", "empty_split", "unpaired", "unreadable", "id_out_of_range", "size_mismatch",
                  "nothing_checked")
@@ -364,6 +365,17 @@ def plot_samples(dataset, n: int = 6, path=None, seed: int = 0):
     if path is not None:
         _save(fig, path)
     return fig
+
+
+def sample_pairs(dataset,            # a smis.data dataset (sample dicts with "image" and "label")
+                 n: int = 8,         # its first n samples
+                 per_row: int = 2,   # image | mask pairs side by side in a row
+                 ) -> np.ndarray:
+    """The first `n` samples as image | colour-coded mask pairs (the dataset's palette), `per_row` pairs a row:
+    one uint8 (H', W', 3) grid (notebook 01's "Masks and images"; `smis.viz.save_png` / `show` it)."""
+    pairs = [[to_uint8(s["image"]), colorize(s["label"], dataset.info.palette)]
+             for s in (dataset[i] for i in range(n))]
+    return grid([sum(pairs[i:i + per_row], []) for i in range(0, n, per_row)])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from PIL import Image
 
 from smis.data.base import DatasetError, DatasetInfo, as_hw
 from smis.progress import Progress
+from smis.viz import colorize, grid
 
 TEXTURES = ("flat", "stripes", "checker", "noise")
 SHAPES = ("disc", "ring", "box", "diamond", "triangle")  # shape formulas used by "thing" classes
@@ -327,6 +328,23 @@ def generate(index: int, size=128, seed: int = 0, split: str = "train", object_f
             record["classes"][str(c)]["shading"] = shading[c]
         record["shading_amplitude"] = SHADE_AMPLITUDE
     return render(label, record), label, record
+
+
+def factor_draws(index: int = 0,       # the training image whose mask is drawn
+                 size=128,             # image side (or (H, W))
+                 seed: int = 0,        # dataset seed
+                 n: int = 5,           # other draws of the appearance factors
+                 draw_seed: int = 1,   # seed of those draws
+                 ) -> np.ndarray:
+    """One mask, many images: the colour-coded mask of training image `index`, its dataset image, then the same
+    layout rendered with `n` other draws of the appearance factors (`sample_factors`, one generator seeded
+    `draw_seed`). One uint8 (H', W', 3) grid row (notebook 01's "One mask, many images")."""
+    image, label, record = generate(index, size, seed, "train")
+    rng = np.random.default_rng(draw_seed)
+    classes = sorted(int(k) for k in record["classes"])
+    H, W = label.shape
+    variants = [render(label, sample_factors(rng, classes, H, W)) for _ in range(n)]
+    return grid([[colorize(label, PALETTE), image] + variants])
 
 
 def synthscenes_arrays(split: str = "train",         # "train", "test" or "val"
