@@ -110,6 +110,34 @@ def parse_models(spec: str) -> dict[str, str]:
     return out
 
 
+def parse_variants(spec: str,             # "clvae,no_classwise,...": notebook 05's VARIANTS
+                   ) -> list[str]:
+    """The variant names of a comma-separated list, each checked against smis.networks.VARIANTS."""
+    variants = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"VARIANTS names unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    return variants
+
+
+def variants_plan(variants: list[str],     # parse_variants(...)
+                  train_steps: int = 0,    # > 0: each is trained for this many steps; 0: loaded
+                  ) -> str:
+    """Notebook 05's first line: the variants and whether they are trained here or loaded."""
+    return f"variants: {variants}; {'train ' + str(train_steps) + ' steps each' if train_steps else 'load checkpoints'}"
+
+
+def variant_sources(variants: list[str],   # the variants to load (parse_variants)
+                    spec: str,             # "NAME:source,...": notebook 05's MODELS (parse_models)
+                    ) -> dict[str, str]:
+    """`parse_models(spec)`, checked to give a source for every variant in `variants` (it may name more)."""
+    sources = parse_models(spec)
+    missing = [v for v in variants if v not in sources]
+    if missing:
+        raise ValueError(f"MODELS lacks {missing}; give NAME:path for every variant in VARIANTS")
+    return sources
+
+
 def shipped_provenance(folder: str | Path = "checkpoints",   # where the exported models lie
                        dataset: str = "synthscenes",          # their file names' prefix: <dataset>_<variant>.pt
                        ) -> dict[str, dict]:

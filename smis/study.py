@@ -106,6 +106,66 @@ class Study:
         EfficientNet-Lite0 stand-ins, STAND_IN_NOTE, each sentence followed by a space; "" when neither applies."""
         return self.fidelity_caption() + (STAND_IN_NOTE + " " if self.stand_ins else "")
 
+    def reconstruction_caption(self,
+                               results: Mapping[str, ReconEval],   # model -> reconstructions (Table 1's rows)
+                               dataset: str,                       # smis.data.DATASETS key, as the caption names it
+                               split: str,                         # the evaluation split
+                               ) -> str:
+        """Table 1's caption (notebook 03): what is reconstructed on how many pairs, the metrics, mask mIoU with a
+        segmenter, `metrics_note()` and the models reconstructed with their training."""
+        return (f"Table 1 style: reconstruction G(M, E(M, I)) with encoder means on {len(self.indices)} {dataset} "
+                f"{split} pairs. GT-similarity = {self.metric.name} to the ground truth (lower is closer); FD = "
+                f"{self.fd_real.name} of the reconstructions to the real test images (lower is better); ±95% = "
+                "half-width of the 95 % interval over images. "
+                + ("mask mIoU = the segmenter's labels of each reconstruction against its mask (95 % bootstrap "
+                   "interval over images); the real-image row is the ceiling. " if self.segmenter is not None else "")
+                + self.metrics_note()
+                + "Models: " + self.models_caption(results) + ".")
+
+    def diversity_caption(self,
+                          dataset: str,     # smis.data.DATASETS key, as the caption names it
+                          split: str,       # the evaluation split
+                          k: int,           # prior samples per mask
+                          seed: int,        # seed of the prior codes
+                          ) -> str:
+        """Tables 2-4's caption (notebook 04): masks, K and seed, the scores' definitions, mask mIoU with a
+        segmenter, `metrics_note()` and every model with its training."""
+        return (f"Tables 2-4 style on {dataset} ({len(self.indices)} {split} masks, K = {k} prior samples each, seed "
+                f"{seed}): diversity = mean pairwise {self.metric.name} of a mask's samples (higher is more varied); "
+                f"top-1 GT-similarity = {self.metric.name} to the ground truth of the sample nearest to it in L1 "
+                f"(lower is closer); FD = {self.fd_real.name} of one sample per mask to the real images. std over "
+                "masks; ±95% = half-width of the 95 % interval of the mean over masks. "
+                + ("mask mIoU = mIoU of the segmenter's labels of every sample against its mask (higher follows the "
+                   "mask; 95 % bootstrap interval over masks); its real-image row is the ceiling. "
+                   if self.segmenter is not None else "")
+                + self.metrics_note()
+                + "Models: " + self.models_caption() + ".")
+
+    def ablation_caption(self,
+                         dataset: str,                    # smis.data.DATASETS key, as the caption names it
+                         split: str,                      # the evaluation split
+                         k: int,                          # prior samples per mask
+                         sources: Mapping[str, object],   # variant -> the model file or run folder it was loaded from
+                         train_steps: int = 0,            # > 0: every variant was trained here for this many steps
+                         train_batch: int = 0,            # ... with this batch,
+                         preset: str = "",                # ... preset
+                         train_seed: int = 0,             # ... and seed (on the study's device)
+                         ) -> str:
+        """Table 5's caption (notebook 05): masks and K, how the models came about (trained here: the schedule and
+        that one short run per variant is noisy; loaded: each source with its steps), the scores' metrics, mask mIoU
+        with a segmenter and `metrics_note()`."""
+        how = (f"all trained here from scratch for the same short schedule ({train_steps} steps, batch {train_batch}, "
+               f"{preset} preset, {self.device}, seed {train_seed}): far from converged, and one training seed only, "
+               "so differences between rows can be training noise" if train_steps > 0
+               else "loaded from checkpoints: " + ", ".join(f"{name}={source} ({self.models[name].meta.get('step')} "
+                                                            "steps)" for name, source in sources.items()))
+        return (f"Table 5 style ablation on {dataset} ({len(self.indices)} {split} masks, K = {k}); models {how}. "
+                "Diversity (higher: more varied), top-1 and reconstruction GT-similarity (lower: closer) in "
+                f"{self.metric.name}; FD in {self.fd_real.name}; ±95% = half-width of the 95 % interval over masks"
+                + ("; mask mIoU = the segmenter's labels of the samples against their masks (95 % bootstrap interval)"
+                   if self.segmenter is not None else "") + "."
+                + (" " + self.metrics_note().rstrip() if self.metrics_note() else ""))
+
     def summary(self) -> str:
         """One line per model (variant, training) and one for the metrics, for the notebook's first output."""
         lines = [f"{name}: variant {nets.variant}, {trained(nets)}"

@@ -46,7 +46,7 @@ out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 study = load_study(MODELS, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE, FD_BACKBONE, SEGMENTER,
                    DEVICE, BATCH)
-indices, metric, cols = study.indices, study.metric, study.columns
+cols = study.columns
 print(study.summary())
 
 # %% [markdown]
@@ -67,14 +67,7 @@ results = study.evaluate_reconstruction(keep=N_SHOW)   # {name: ReconEval}; prin
 
 # %%
 table1 = study.add_ceiling(tables.reconstruction_table(results))
-caption = (f"Table 1 style: reconstruction G(M, E(M, I)) with encoder means on {len(indices)} {DATASET} {SPLIT} pairs. "
-           f"GT-similarity = {metric.name} to the ground truth (lower is closer); FD = {study.fd_real.name} of the "
-           "reconstructions to the real test images (lower is better); ±95% = half-width of the 95 % interval over "
-           "images. "
-           + ("mask mIoU = the segmenter's labels of each reconstruction against its mask (95 % bootstrap interval "
-              "over images); the real-image row is the ceiling. " if study.segmenter is not None else "")
-           + study.metrics_note()
-           + "Models: " + study.models_caption(results) + ".")
+caption = study.reconstruction_caption(results, DATASET, SPLIT)
 tables.write_table(table1, out_dir, "table1_reconstruction", caption)
 print(caption)
 table1

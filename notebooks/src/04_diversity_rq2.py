@@ -100,16 +100,7 @@ results = study.evaluate_prior(options)          # {name: PriorEval}; prints eac
 
 # %%
 table2 = study.add_ceiling(tables.diversity_table(results))   # + the segmenter on the real images of the same masks
-caption = (f"Tables 2-4 style on {DATASET} ({len(indices)} {SPLIT} masks, K = {K} prior samples each, seed {SEED}): "
-           f"diversity = mean pairwise {metric.name} of a mask's samples (higher is more varied); top-1 "
-           f"GT-similarity = {metric.name} to the ground truth of the sample nearest to it in L1 (lower is closer); "
-           f"FD = {study.fd_real.name} of one sample per mask to the real images. std over masks; ±95% = half-width "
-           "of the 95 % interval of the mean over masks. "
-           + ("mask mIoU = mIoU of the segmenter's labels of every sample against its mask (higher follows the mask; "
-              "95 % bootstrap interval over masks); its real-image row is the ceiling. "
-              if study.segmenter is not None else "")
-           + study.metrics_note()
-           + "Models: " + study.models_caption() + ".")
+caption = study.diversity_caption(DATASET, SPLIT, K, SEED)
 tables.write_table(table2, out_dir, "table2_diversity_top1", caption)
 print(caption)
 table2

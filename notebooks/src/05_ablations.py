@@ -59,8 +59,7 @@ from smis import evaluate as ev
 from smis import tables
 from smis.config import TINY
 from smis.findings import ablation_findings
-from smis.models import parse_models
-from smis.networks import VARIANTS as REGISTRY
+from smis.models import parse_variants, variant_sources, variants_plan
 from smis.study import load_study
 from smis.train import TrainConfig, train_variants
 from smis.utils import pick_device, resolve
@@ -73,11 +72,8 @@ if SMOKE:  # tiny networks, a couple of steps
 out_dir = resolve(OUT_DIR)
 out_dir.mkdir(parents=True, exist_ok=True)
 device = pick_device(DEVICE)
-variants = [v.strip() for v in VARIANTS.split(",") if v.strip()]
-unknown = [v for v in variants if v not in REGISTRY]
-if unknown:
-    raise ValueError(f"VARIANTS names unknown variants {unknown}; choose from {sorted(REGISTRY)}")
-print(f"variants: {variants}; {'train ' + str(TRAIN_STEPS) + ' steps each' if TRAIN_STEPS else 'load checkpoints'}")
+variants = parse_variants(VARIANTS)                   # raises on a name smis.networks.VARIANTS lacks
+print(variants_plan(variants, TRAIN_STEPS))
 
 # %% [markdown]
 # ## Train (demo) or load (paper profiles)
@@ -94,13 +90,10 @@ if TRAIN_STEPS > 0:
     sources = {v: run for v, (run, _) in runs.items()}
     train_seconds = {v: s for v, (_, s) in runs.items()}
 else:
-    sources, train_seconds = parse_models(MODELS), {}
-    missing = [v for v in variants if v not in sources]
-    if missing:
-        raise ValueError(f"MODELS lacks {missing}; give NAME:path for every variant in VARIANTS")
+    sources, train_seconds = variant_sources(variants, MODELS), {}   # raises when MODELS lacks a variant
 study = load_study({v: sources[v] for v in variants}, DATASET, DATA_ROOT, SPLIT, N_TEST, DATA_SEED, LPIPS_BACKBONE,
                    FD_BACKBONE, SEGMENTER, device, BATCH)
-indices, metric, cols, models = study.indices, study.metric, study.columns, study.models
+indices, metric, cols = study.indices, study.metric, study.columns
 print(study.latent_structure())
 print(study.summary())
 
@@ -119,17 +112,7 @@ prior, recon = study.evaluate_ablations(options)      # {variant: PriorEval}, {v
 
 # %%
 table5 = study.ablation_table(prior, recon, TRAIN_STEPS, train_seconds)   # Table 5's rows and columns
-how = (f"all trained here from scratch for the same short schedule ({TRAIN_STEPS} steps, batch {TRAIN_BATCH}, "
-       f"{PRESET} preset, {device}, seed {TRAIN_SEED}): far from converged, and one training seed only, so "
-       "differences between rows can be training noise" if TRAIN_STEPS > 0
-       else "loaded from checkpoints: " + ", ".join(f"{k}={s} ({models[k].meta.get('step')} steps)"
-                                                    for k, s in sources.items()))
-caption = (f"Table 5 style ablation on {DATASET} ({len(indices)} {SPLIT} masks, K = {K}); models {how}. "
-           f"Diversity (higher: more varied), top-1 and reconstruction GT-similarity (lower: closer) in {metric.name}; "
-           f"FD in {study.fd_real.name}; ±95% = half-width of the 95 % interval over masks"
-           + ("; mask mIoU = the segmenter's labels of the samples against their masks (95 % bootstrap interval)"
-              if study.segmenter is not None else "") + "."
-           + (" " + study.metrics_note().rstrip() if study.metrics_note() else ""))
+caption = study.ablation_caption(DATASET, SPLIT, K, sources, TRAIN_STEPS, TRAIN_BATCH, PRESET, TRAIN_SEED)
 tables.write_table(table5, out_dir, "table5_ablations", caption)
 print(caption)
 table5
