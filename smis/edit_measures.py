@@ -37,7 +37,7 @@ from smis.checkpoint import load_model, object_factor_of
 from smis.data import make_dataset
 from smis.data.base import as_hw
 from smis.data.synthetic import estimate_factors
-from smis.diagnostics import COLLAPSE_KL, collapsed_layers
+from smis.diagnostics import COLLAPSE_KL, LayerDiagnostics, collapsed_layers
 from smis.editing import case_mask, encode_dataset, resample_cases, resample_where
 from smis.networks import Latents, Networks
 from smis.networks.latents import check_class_ids, check_label, code_mask
@@ -538,6 +538,54 @@ def locality_table(reports: dict[str, dict]) -> pd.DataFrame:
     t = pd.DataFrame({k: {**r["locality"], "cases": r["cases"]} for k, r in reports.items()}).T
     t.index.name = "model"
     return t[["cases", "inside", "near", "area", "change", "inside_median"]]
+
+
+def measure_edits(nets: Networks,                  # the class-code model (clvae) edited
+                  dataset,                         # its encoded test photos (SynthScenes test split)
+                  labels: torch.Tensor,            # (M, H, W) their masks
+                  codes: Latents,                  # (M, ...) their encoder means
+                  n_eval: int,                     # the first n_eval photos (at most M) are edited
+                  seed: int,                       # seed of each report's generator
+                  posteriors: dict[str, np.ndarray],   # diagnostics.layer_posteriors over the same photos
+                  diagnostics: LayerDiagnostics,   # diagnostics.layer_diagnostics over the same photos
+                  baseline: Networks | None = None,    # a model without class codes (gaugan_vae); None: none
+                  object_factor: bool = False,     # the photos carry the object-scale factor (shading measured)
+                  ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Notebook 06's measurements: `editing_report` of `nets` (key "clvae") and of `baseline` (key "gaugan_vae",
+    its codes encoded from the same photos) over the first `n_eval` photos, each drawing from a generator seeded
+    `seed`; the locality table (`locality_table`) and the layer table (`layer_table` with the posteriors, joined with
+    the diagnostics' active units, units and classes visible), both rounded to 3 decimals. Returns
+    (report, locality, layers); `locality_caption` and `layer_effects_caption` describe the tables."""
+    n = min(n_eval, len(dataset))
+    report = {"clvae": editing_report(nets, labels[:n], codes[:n], torch.Generator().manual_seed(seed),
+                                      object_factor=object_factor)}
+    if baseline is not None:
+        _, _, base_codes = encode_dataset(baseline, dataset, n=n)
+        report["gaugan_vae"] = editing_report(baseline, labels[:n], base_codes, torch.Generator().manual_seed(seed),
+                                              object_factor=object_factor)
+    locality = locality_table(report).round(3)
+    layers = layer_table(nets, report["clvae"], posteriors)
+    layers = layers.join(diagnostics.table()[["active units", "units", "classes visible"]]).round(3)
+    return report, locality, layers
+
+
+def locality_caption(report: dict) -> str:
+    """The locality table's caption (notebook 06): how many photos were edited (`measure_edits`' report)."""
+    return (f"Edit locality over every class of {report['clvae']['images']} test photos: share of the pixel change of "
+            "an object edit inside the object, within 2 px of it, and the object's share of the image.")
+
+
+def layer_effects_caption(n_photos: int,     # the encoded test photos the posteriors and diagnostics read
+                          ) -> str:
+    """The layer table's caption (notebook 06): what each column of `measure_edits`' layer table means."""
+    return ("Each latent layer (0 = fine ... L-1 = coarse): the encoder layer it comes from, the generator blocks it "
+            "feeds, what resampling one class's code at that layer alone changes in that class's region (colour shift "
+            "in RGB [0, 1]; share of edits whose estimated colour mode / texture kind (on object-factor data: shading "
+            "direction) changed, with its 95 % Wilson interval over the edits (lo, hi) and the edits where it was "
+            "estimable (n), and the factor the layer moves most; |log2| change of high-frequency "
+            f"energy), and the layer's KL and mean |mu| over {n_photos} encoded test photos (near 0: collapsed), its "
+            "active units (of the measurable class-code dimensions, `units`) and the share of classes visible at its "
+            "block size.")
 
 
 def findings(reports: dict[str, dict],            # {"clvae": editing_report, optional "gaugan_vae": baseline's}

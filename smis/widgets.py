@@ -416,6 +416,28 @@ class Editor:
         """mask | before | after as one (H, 3W + 4, 3) uint8 image."""
         return grid([[self.mask, self.before, self.after]])
 
+    def drag(self,
+             cls: int,                                # the class to edit (an id in the photo's mask)
+             layer: int = 0,                          # the latent layer (0 = finest)
+             values: Sequence[float] | None = None,   # the slider's successive values; None: 30 from -2.5 to +2.5
+             slider: int = 0,                         # which principal direction's slider
+             ) -> np.ndarray:
+        """Drive the editor from Python as a browser drag does: select `cls` and `layer`, then set the slider to
+        each of `values` in turn (one timed update each, `latency_table`). Returns the panel after the drag
+        (`panel`)."""
+        self.cls.value, self.layer.value = cls, layer
+        for v in np.linspace(-2.5, 2.5, 30) if values is None else values:
+            self.sliders[slider].value = float(v)
+        return self.panel()
+
+    def undo_line(self,
+                  codes: Latents,     # the photo's own codes (encoder means) the undo should bring back
+                  ) -> str:
+        """Click undo and say what it did: the status line and whether the editor's class codes equal `codes`'s
+        again ("undone | codes restored: True")."""
+        self.undo_button.click()
+        return f"{self.status.value} | codes restored: {torch.equal(self.latents.zc, codes.zc)}"
+
     def latency_table(self) -> pd.DataFrame:
         """The slider updates timed so far (`timings`, end to end: edit, generator, PNG encoding) as one row:
         median and 90th percentile in ms, the number of updates and the torch threads, rounded to 0.1."""

@@ -31,10 +31,7 @@ SMOKE = False         # tiny and fast (CI)
 # meaningless images) and says so first.
 
 # %%
-import json
-
 import numpy as np
-import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
@@ -167,28 +164,11 @@ edit_figures.layerwise_resampling_figure(nets, labels, codes, names, src, c, SEE
 # Both are written as CSV and Markdown under `OUT_DIR`, with the whole report as `editing_report.json`.
 
 # %%
-n_eval = min(N_EVAL, len(test))
-report = {"clvae": edit_measures.editing_report(nets, labels[:n_eval], codes[:n_eval],
-                                               torch.Generator().manual_seed(SEED), object_factor=OBJECT_FACTOR)}
-if BASELINE:
-    base = load_or_untrained(BASELINE, "gaugan_vae", seed=SEED)
-    _, _, base_codes = editing.encode_dataset(base, test, n=n_eval)
-    report["gaugan_vae"] = edit_measures.editing_report(base, labels[:n_eval], base_codes,
-                                                  torch.Generator().manual_seed(SEED), object_factor=OBJECT_FACTOR)
-locality = edit_measures.locality_table(report).round(3)
-write_table(locality, out_dir, "edit_locality",
-            f"Edit locality over every class of {n_eval} test photos: share of the pixel change of an object edit "
-            "inside the object, within 2 px of it, and the object's share of the image.")
-layers = edit_measures.layer_table(nets, report["clvae"], posteriors)
-layers = layers.join(diagnostics.table()[["active units", "units", "classes visible"]]).round(3)
-write_table(layers, out_dir, "layer_effects",
-    "Each latent layer (0 = fine ... L-1 = coarse): the encoder layer it comes from, the generator blocks it feeds, "
-    "what resampling one class's code at that layer alone changes in that class's region (colour shift in RGB "
-    "[0, 1]; share of edits whose estimated colour mode / texture kind (on object-factor data: shading direction) "
-    "changed, with its 95 % Wilson interval over the edits (lo, hi) and the edits where it was estimable (n), and "
-    "the factor the layer moves most; |log2| change of high-frequency "
-    f"energy), and the layer's KL and mean |mu| over {len(test)} encoded test photos (near 0: collapsed), its active "
-    "units (of the measurable class-code dimensions, `units`) and the share of classes visible at its block size.")
+base = load_or_untrained(BASELINE, "gaugan_vae", seed=SEED) if BASELINE else None
+report, locality, layers = edit_measures.measure_edits(nets, test, labels, codes, N_EVAL, SEED, posteriors, diagnostics,
+                                                       base, OBJECT_FACTOR)   # the reports and their two tables
+write_table(locality, out_dir, "edit_locality", edit_measures.locality_caption(report))
+write_table(layers, out_dir, "layer_effects", edit_measures.layer_effects_caption(len(test)))
 atomic_write_json(report, out_dir / "editing_report.json")
 display(locality)
 layers
@@ -221,10 +201,9 @@ if LAYER_EXPERIMENT:
         display(v.round(3))
     display(summary)
 if LAYER_EXPERIMENT and LAYER_CURVES:                 # item 1's diagnostics at every checkpoint of both runs
-    curve_rows = pd.DataFrame(json.loads(resolve(LAYER_CURVES).read_text())["rows"])
-    for run in curve_rows["variant"].unique():
-        print(f"{run}: each latent layer at each checkpoint: KL, active units, active share, classes visible")
-        display(curves.layer_diagnostics_table(curve_rows, run).round(3))
+    for line, table in curves.layer_diagnostics_by_run(LAYER_CURVES).items():   # one table per run
+        print(line)
+        display(table.round(3))
 
 # %% [markdown]
 # ## The live editor
@@ -258,10 +237,7 @@ display(editor.widget)
 # %%
 probe = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, directions=directions,
                index=src, seed=SEED, out_dir=out_dir / "editor", diagnostics=diagnostics)
-probe.cls.value, probe.layer.value = edit_classes[0], 0
-for v in np.linspace(-2.5, 2.5, 30):
-    probe.sliders[0].value = float(v)
-panel = probe.panel()
+panel = probe.drag(edit_classes[0], layer=0, values=np.linspace(-2.5, 2.5, 30))   # 30 timed slider updates
 save_png(panel, out_dir / "editor_panel.png")
 latency = probe.latency_table()
 write_table(latency, out_dir, "editor_latency", "Editor slider update, end to end (edit, generator, PNG encoding).")
@@ -269,8 +245,7 @@ display(latency)
 if (summary := benchmark_summary()) is not None:
     print(summary)
 show(panel, "editor: mask | before | after (+2.5 along PC1 at layer 0)", scale=scale)
-probe.undo_button.click()                                             # back to the photo's own codes
-print(probe.status.value, "| codes restored:", torch.equal(probe.latents.zc, codes[src].zc))
+print(probe.undo_line(codes[src]))                                    # undo: back to the photo's own codes
 
 # %% [markdown]
 # ## What we learnt
