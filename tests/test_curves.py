@@ -110,3 +110,23 @@ def test_plateau_findings_and_layer_kl_finding():
     assert "at step 1: 1.000, 0.010, 0.010, 0.010, 0.010; at step 4: 4.000, 0.010" in line
     assert line.endswith("stay collapsed however long it trains.")
     assert curves.layer_kl_finding(kl, collapsed=0.005).endswith("Coarser layers carry information by the end.")
+
+
+def test_training_curves_and_layer_diagnostics_by_run_read_a_curves_file(tmp_path, capsys):
+    assert curves.training_curves("", tmp_path / "c.png") == (None, None, None)
+    assert "no curves file at ''" in capsys.readouterr().out and not (tmp_path / "c.png").exists()
+    shipped = project_root() / "checkpoints" / "synthscenes_curves.json"
+    plateau, layer_kl, by_step = curves.training_curves(shipped, tmp_path / "c.png")
+    rows, real = curves.read_curves(shipped)
+    pd.testing.assert_frame_equal(plateau, curves.plateau_table(rows, changes=False))
+    pd.testing.assert_frame_equal(layer_kl, curves.layer_kl_table(rows, "clvae"))
+    pd.testing.assert_frame_equal(by_step, curves.layer_diagnostics_table(rows, "clvae"))
+    assert (tmp_path / "c.png").stat().st_size > 0 and real is not None
+    experiment = project_root() / "docs" / "layer_experiment_curves.json"
+    by_run = curves.layer_diagnostics_by_run(experiment)
+    runs = list(curves.read_curves(experiment)[0]["variant"].unique())
+    assert len(runs) == 2 and [k.split(":")[0] for k in by_run] == runs
+    assert all(k.endswith(": each latent layer at each checkpoint: KL, active units, active share, classes visible")
+               for k in by_run)
+    for run, table in zip(runs, by_run.values()):
+        pd.testing.assert_frame_equal(table, curves.layer_diagnostics_table(curves.read_curves(experiment)[0], run))

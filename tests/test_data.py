@@ -157,3 +157,20 @@ def test_palette_colorize():
     ds = make_dataset("synthscenes", None, "test", size=64, length=2)
     rgb = ds.info.colorize(ds[0]["label"])
     assert rgb.shape == (64, 64, 3) and tuple(rgb[0, 0]) == PALETTE[int(ds[0]["label"][0, 0])]
+
+
+def test_classes_per_image_line_counts_the_classes_present_in_each_image():
+    from smis.data.stats import classes_per_image
+    hist = np.array([[5, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 9]])       # 2, 4 and 1 classes present
+    assert classes_per_image(hist) == "classes per image: min 1, mean 2.33, max 4"
+
+
+def test_sample_pairs_tiles_image_and_mask_pairs_in_rows():
+    from smis.data.check import sample_pairs
+    from smis.viz import colorize, to_uint8
+    ds = make_dataset("synthscenes", None, "test", size=64, length=4)   # a test split: no random flip
+    g = sample_pairs(ds, n=4, per_row=2)
+    assert g.shape == (2 * 64 + 2, 4 * 64 + 3 * 2, 3) and g.dtype == np.uint8   # 2 rows of 4 tiles, 2 px between
+    s = ds[3]                                                                   # row 1, second pair: tiles 2 and 3
+    assert np.array_equal(g[66:130, 132:196], to_uint8(s["image"]))
+    assert np.array_equal(g[66:130, 198:262], colorize(s["label"], ds.info.palette))

@@ -292,3 +292,22 @@ def test_measurements_refuse_float_labels_and_classes_absent_from_the_mask():
     with pytest.raises(ValueError, match=r"layer_factor_effects: class 0 is absent from the mask of sample 1"):
         edit_measures.layer_factor_effects(fake_nets("factors"), four, fake_latents(2), torch.tensor([0, 0]),
                                            torch.tensor([0, 1]))
+
+
+def test_measure_edits_is_notebook_06s_reports_and_tables(nets):
+    from smis.data import make_dataset
+    ds = make_dataset("synthscenes", None, "test", size=64, length=5)
+    images, labels, mu = editing.encode_dataset(nets, ds, batch_size=5)
+    post = diagnostics.layer_posteriors(nets, images, labels, batch_size=5)
+    diag = diagnostics.layer_diagnostics(nets, images, labels)
+    report, locality, layers = edit_measures.measure_edits(nets, ds, labels, mu, 3, 0, post, diag, baseline=nets)
+    alone = edit_measures.editing_report(nets, labels[:3], mu[:3], torch.Generator().manual_seed(0))
+    assert list(report) == ["clvae", "gaugan_vae"] and report["clvae"] == alone and report["gaugan_vae"]["images"] == 3
+    pd.testing.assert_frame_equal(locality, edit_measures.locality_table(report).round(3))
+    want = edit_measures.layer_table(nets, alone, post).join(diag.table()[["active units", "units",
+                                                                           "classes visible"]]).round(3)
+    pd.testing.assert_frame_equal(layers, want)
+    report, _, _ = edit_measures.measure_edits(nets, ds, labels, mu, 50, 0, post, diag)   # at most the photos given
+    assert list(report) == ["clvae"] and report["clvae"]["images"] == 5
+    assert edit_measures.locality_caption(report).startswith("Edit locality over every class of 5 test photos: ")
+    assert "mean |mu| over 200 encoded test photos" in edit_measures.layer_effects_caption(200)

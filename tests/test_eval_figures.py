@@ -71,3 +71,26 @@ def test_score_histograms_write_one_figure_per_score_and_return_the_medians(tiny
     assert first.startswith("div {'clvae': ") and "'gaugan': 0.0" in first     # no latents: diversity 0
     assert second == "t " + str({k: round(float(r.per_image[cols.top1].median()), 3) for k, r in prior.items()})
     assert (tmp_path / "div.png").is_file() and (tmp_path / "t.png").is_file()
+
+
+def test_training_samples_figures_this_run_then_the_shipped_model_or_say_why_not(tiny_study, tmp_path, capsys):
+    from smis.evaluate import load_pairs
+    from smis.utils import resolve
+    nets = tiny_study.models["clvae"]
+    image, label = load_pairs(tiny_study.dataset, tiny_study.indices[:2])
+    palette = tiny_study.dataset.info.palette
+    paths = eval_figures.training_samples_figures(nets, "clvae", 7, label, image, [0, 1], palette, tmp_path,
+                                                  shipped="", preset="synthscenes")
+    assert list(paths) == ["clvae after 7 steps (this run)"] and "no shipped model at ''" in capsys.readouterr().out
+    raw = np.asarray(Image.open(tmp_path / "samples_this_run_raw.png"))
+    assert raw.shape[:2] == (2 * 128 + 2, 6 * 128 + 5 * 2)            # 2 masks x (mask, real, 4 samples)
+    shipped = "checkpoints/synthscenes_gaugan.pt"
+    assert resolve(shipped).is_file()
+    paths = eval_figures.training_samples_figures(nets, "clvae", 7, label, image, [0, 1], palette, tmp_path,
+                                                  shipped=shipped)
+    assert list(paths)[1].startswith("shipped gaugan, ") and capsys.readouterr().out == ""
+    raw = np.asarray(Image.open(tmp_path / "samples_demo_model_raw.png"))
+    assert raw.shape[:2] == (2 * 128 + 2, 3 * 128 + 2 * 2)            # gaugan: one sample per mask
+    eval_figures.training_samples_figures(nets, "clvae", 7, label, image, [0, 1], palette, tmp_path,
+                                          shipped=shipped, preset="ade20k")
+    assert "(or another preset)" in capsys.readouterr().out

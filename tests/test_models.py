@@ -63,3 +63,22 @@ def test_shipped_provenance_reads_the_json_beside_each_shipped_model(tmp_path):
     (tmp_path / "synthscenes_curves.json").write_text('{"rows": []}')
     assert models.shipped_provenance(tmp_path) == {"no_layerwise": {"steps": 12}}
     assert models.shipped_provenance(tmp_path, "ade20k") == {}
+
+
+def test_shipped_steps_line_names_each_shipped_models_steps(tmp_path):
+    line = models.shipped_steps()
+    shipped = models.shipped_provenance()
+    assert line.startswith("the shipped models' training steps (checkpoints/synthscenes_<variant>.json): ")
+    assert f"clvae {shipped['clvae']['steps']}" in line and line.count(",") == len(shipped) - 1
+    assert models.shipped_steps(tmp_path).endswith("json): no shipped models")
+
+
+def test_parse_variants_and_variant_sources_raise_with_the_parameter_to_fix():
+    assert models.parse_variants(" clvae, no_classwise,,") == ["clvae", "no_classwise"]
+    with pytest.raises(ValueError, match=r"VARIANTS names unknown variants \['bogus'\]; choose from \["):
+        models.parse_variants("clvae,bogus")
+    assert models.variants_plan(["clvae"], 2) == "variants: ['clvae']; train 2 steps each"
+    assert models.variants_plan(["clvae"]) == "variants: ['clvae']; load checkpoints"
+    assert models.variant_sources(["clvae"], "clvae:a.pt,gaugan:b.pt") == {"clvae": "a.pt", "gaugan": "b.pt"}
+    with pytest.raises(ValueError, match=r"MODELS lacks \['no_classwise'\]; give NAME:path for every variant"):
+        models.variant_sources(["clvae", "no_classwise"], "clvae:a.pt,no_classwise:")

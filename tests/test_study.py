@@ -120,3 +120,31 @@ def test_factor_rows_put_the_real_images_first(tiny_study):
     assert set(rows["real test images"]["image"]) == {0, 1, 2}            # one row per class region of each image
     real = tables.factor_table(rows).loc["real test images"]
     assert real[tables.COLOUR_IN] > 90 and real[tables.TEXTURE_IN] > 90  # the estimator on real images: the ceiling
+
+
+def test_captions_of_tables_1_2_and_5_name_the_run_the_metrics_and_the_models():
+    names = (SimpleNamespace(name="lpips_alex"), SimpleNamespace(name="fid"))
+    nets = {"clvae": SimpleNamespace(meta={"step": 80}), "gaugan_vae": SimpleNamespace(meta={"step": 30})}
+    plain = Study(nets, None, [4, 5, 6], *names, None, torch.device("cpu"))
+    seg = Study(nets, None, [4, 5, 6], *names, SimpleNamespace(source="s.pt"), torch.device("cpu"))
+    recon = plain.reconstruction_caption({"clvae": None}, "synthscenes", "test")
+    assert recon.startswith("Table 1 style: reconstruction G(M, E(M, I)) with encoder means on 3 synthscenes test")
+    assert "GT-similarity = lpips_alex" in recon and "FD = fid of" in recon and "mask mIoU" not in recon
+    assert recon.endswith("Models: clvae (80 steps).")
+    assert "the real-image row is the ceiling. Models: " in seg.reconstruction_caption(nets, "ade20k", "val")
+    div = plain.diversity_caption("synthscenes", "test", 20, 3)
+    assert div.startswith("Tables 2-4 style on synthscenes (3 test masks, K = 20 prior samples each, seed 3): ")
+    assert div.endswith("Models: clvae (80 steps), gaugan_vae (30 steps).") and "mask mIoU" not in div
+    assert "its real-image row is the ceiling. Models:" in seg.diversity_caption("synthscenes", "test", 20, 3)
+    loaded = plain.ablation_caption("synthscenes", "test", 10, {"clvae": "a.pt", "gaugan_vae": "runs/b"})
+    assert loaded == ("Table 5 style ablation on synthscenes (3 test masks, K = 10); models loaded from checkpoints: "
+                      "clvae=a.pt (80 steps), gaugan_vae=runs/b (30 steps). Diversity (higher: more varied), top-1 and "
+                      "reconstruction GT-similarity (lower: closer) in lpips_alex; FD in fid; ±95% = half-width of the "
+                      "95 % interval over masks.")
+    trained = seg.ablation_caption("synthscenes", "test", 3, {}, 2, 4, "synthscenes", 1)
+    assert "(2 steps, batch 4, synthscenes preset, cpu, seed 1): far from converged" in trained
+    assert trained.endswith("over masks; mask mIoU = the segmenter's labels of the samples against their masks "
+                            "(95 % bootstrap interval).")
+    effnet = Study(nets, None, [4], SimpleNamespace(name="lpips_effnet"), SimpleNamespace(name="fd_effnet"), None,
+                   "cpu")
+    assert effnet.ablation_caption("synthscenes", "test", 3, {}, 2).endswith(". " + STAND_IN_NOTE)

@@ -155,3 +155,15 @@ def test_factor_recovery_scores_every_region_of_a_written_split(tmp_path):
     assert ((summary >= 0) & (summary <= 1)).all().all() and summary.loc["all", "colour ok"] > 0.5
     with pytest.raises(synthetic.DatasetError, match="does not exist"):
         synthetic.factor_recovery(root, "val")
+
+
+def test_factor_draws_keep_the_mask_and_redraw_the_appearance():
+    image, label, _ = generate(0, 64, 0, "train")
+    g = synthetic.factor_draws(0, 64, 0, n=3, draw_seed=1)
+    assert g.shape == (64, 5 * 64 + 4 * 2, 3)                          # mask | image | 3 draws, 2 px between
+    tiles = [g[:, 66 * j:66 * j + 64] for j in range(5)]
+    assert np.array_equal(tiles[0], np.asarray(synthetic.PALETTE, np.uint8)[label])
+    assert np.array_equal(tiles[1], image)
+    assert not any(np.array_equal(t, image) for t in tiles[2:])             # other draws of the factors
+    assert np.array_equal(g, synthetic.factor_draws(0, 64, 0, n=3, draw_seed=1))       # deterministic
+    assert not np.array_equal(g, synthetic.factor_draws(0, 64, 0, n=3, draw_seed=2))

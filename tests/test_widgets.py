@@ -322,3 +322,20 @@ def test_editor_layer_factors_hook_takes_the_summary_and_checks_the_diagnostics(
     short = LayerDiagnostics(*(np.ones(3),) * 4, images=3)
     with pytest.raises(ValueError, match="3 latent layers but the model has 5"):
         Editor(nets, images, labels, info.class_names, info.palette, codes=codes, out_dir=tmp_path, diagnostics=short)
+
+
+def test_drag_moves_the_slider_through_every_value_and_undo_line_says_the_codes_came_back(setup, tmp_path):
+    nets, images, labels, codes, info = setup
+    ed = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, seed=7, out_dir=tmp_path)
+    by_hand = Editor(nets, images, labels, info.class_names, info.palette, codes=codes, seed=7, out_dir=tmp_path)
+    c, l = pick_pca_selection(ed)
+    panel = ed.drag(c, l, values=[-1.0, 0.5, 2.0])
+    by_hand.cls.value, by_hand.layer.value = c, l
+    for v in (-1.0, 0.5, 2.0):
+        by_hand.sliders[0].value = v
+    assert np.array_equal(panel, by_hand.panel()) and ed.sliders[0].value == 2.0
+    assert ed.latency_table()["updates"].iloc[0] == 3
+    assert not torch.equal(ed.latents.zc, codes[0].zc)
+    assert ed.undo_line(codes[0]) == "undone | codes restored: True"
+    ed.drag(c, l)                                                          # the default: 30 updates to +2.5
+    assert ed.latency_table()["updates"].iloc[0] == 33 and ed.sliders[0].value == 2.5
