@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # smis workbook entry point.
 #   bash run.sh demo     set up, then run the workbook's demo on the built-in SynthScenes dataset
-#   bash run.sh test     set up, then run the whole test suite (extra args go to pytest)
+#   bash run.sh test     set up, then run the whole test suite on SMIS_TEST_WORKERS (default 2) pytest-xdist workers
+#                        (extra args go to pytest)
 #   bash run.sh lab      set up, then start JupyterLab on the notebooks
 #   bash run.sh lint     set up, then lint the code (ruff, settings in pyproject.toml)
 #   bash run.sh setup    only create / reuse the environment
@@ -45,11 +46,11 @@ cmd=${1:-help}
 case "$cmd" in
   setup) setup; echo "[smis] environment ready: $VENV" ;;
   demo) setup; exec python -m smis.reproduce --profile demo "$@" ;;
-  test) setup; exec python -m pytest -m "slow or not slow" "$@" ;;
+  test) setup; exec python -m pytest -m "slow or not slow" -n "${SMIS_TEST_WORKERS:-2}" --dist worksteal "$@" ;;
   lint) setup; exec ruff check "$@" ;;
   lab)
     setup; unset MPLBACKEND
     root_flag=(); [ "$(id -u)" -eq 0 ] && root_flag=(--allow-root)  # containers and CI run as root
     exec jupyter lab --notebook-dir="$ROOT" "${root_flag[@]}" "$@" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

@@ -8,6 +8,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Tests use tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waiting when the
 # machine is busy (benchmarks/RESULTS.md, "Measurements formerly in comments").
 torch.set_num_threads(1)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `bash run.sh test` runs two pytest-xdist workers, one per core: the notebooks, scripts and trainings the tests
+    # start in subprocesses take one thread too (two workers' subprocesses spinning two OpenMP threads each on two
+    # cores slow every job down).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 # The user's results and datasets: no test may write here (tests write under tmp_path).
@@ -37,6 +42,25 @@ class RepoSnapshot:
     @staticmethod
     def changes(before: dict, after: dict) -> list[str]:
         return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+
+
+LONGEST_FIRST = ("test_main_demo_command",)       # the README's demo: ~8 of the suite's ~20 minutes
+LONGEST_LAST = ("test_paper_profile_end_to_end", "test_smoke_profile_end_to_end", "test_reproduce_smoke_command")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist workers (`-n`, `--dist worksteal`): the demo first, so that one worker starts it at once
+    while the other runs the rest, and the other whole-profile runs last, so that whichever worker is free first
+    takes them over (worksteal hands an idle worker the tail of the other's queue). Without workers: unchanged."""
+    if not getattr(config.option, "numprocesses", None):
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    last = {name: i for i, name in enumerate(LONGEST_LAST)}
+
+    def key(item):
+        name = item.originalname or item.name
+        return (0, rank[name]) if name in rank else (2, last[name]) if name in last else (1, 0)
+    items.sort(key=key)                 # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
