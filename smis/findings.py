@@ -8,7 +8,7 @@ one function per notebook, each returning Markdown bullets that the notebook joi
     diversity_findings(study, results, table2, "gaugan_vae", k=20, paired=paired, ...)   # 04: Tables 2-4 and more
     ablation_findings(ordering, observed, versus, study.columns, train_steps=0)         # 05: Table 5's pairs
 
-Notebook 06's findings are `smis.editing.findings` (the editing stack). Every number is formatted here as the
+Notebook 06's findings are `smis.edit_measures.findings` (the editing stack). Every number is formatted here as the
 notebooks printed it, so a run's findings read the same whichever notebook version wrote them.
 """
 from __future__ import annotations
