@@ -52,7 +52,7 @@ def pytest_collection_modifyitems(config, items):
     """With pytest-xdist workers (`-n`, `--dist worksteal`): the demo first, so that one worker starts it at once
     while the other runs the rest, and the other whole-profile runs last, so that whichever worker is free first
     takes them over (worksteal hands an idle worker the tail of the other's queue). Without workers: unchanged."""
-    if not getattr(config.option, "numprocesses", None):
+    if not hasattr(config, "workerinput"):     # the xdist controller schedules what its workers collected
         return
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     last = {name: i for i, name in enumerate(LONGEST_LAST)}
