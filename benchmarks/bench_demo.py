@@ -1,5 +1,5 @@
-"""The demo (`python -m smis.reproduce --profile demo`), old code against new: per-notebook wall time and
-whether every number of every table stayed the same (issue 26).
+"""The demo (`python -m smis.reproduce --profile demo`), old code against new: per-notebook wall time,
+whether every number of every table stayed the same (issue 26), and whether every file is the same (issue 24).
 
     python benchmarks/bench_demo.py --old e82ef9a --rounds 1            # runs both, interleaved (~20 min a round)
     python benchmarks/bench_demo.py --runs OLD_RUN NEW_RUN             # only compare two finished runs
@@ -11,13 +11,18 @@ both. Each run writes under a temporary `--out`; the notebook times are the runs
 tables: every CSV a notebook writes (`NN_topic/*.csv`), number by number, the largest relative difference
 per table (0 = identical); rows and columns only the new run has (more systems) are listed and the old ones
 compared, and so are tables only the new run has. Timing tables (`editor_latency`) are listed but are
-measurements of speed, not results. Writes benchmarks/results/NAME (default demo_ab_cpu.json) with the
-machine (CPU model, load).
+measurements of speed, not results. The files (`compare_files`): REPORT.md without its wall-time line and
+timing columns, every table (CSV, Markdown) and JSON a notebook wrote byte for byte (timing tables aside), every
+figure (PNG) byte for byte, the text each executed notebook printed (times, progress bars' elapsed and remaining
+times, timing columns and the run's folder masked) and the README results block `scripts/demo_results.py`
+renders from each run (its timings line aside). Writes benchmarks/results/NAME (default demo_ab_cpu.json) with
+the machine (CPU model, load).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -25,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import torch
@@ -80,6 +86,90 @@ def compare_tables(old: Path, new: Path) -> dict[str, dict]:
     return out
 
 
+TIMES = re.compile(r"\[\d\d:\d\d(?:<[\d:?]+)?\]|\b\d+(?:\.\d+)? ?(?:s|ms|min)\b|in \d+ s|/tmp/\S+|[\d.]+ ?it/s|"
+                   r"ips=[\d.]+|\d+\.\d+ images/s")
+
+
+TIMING_COLUMNS = ("images_per_s", "median_ms", "p90_ms")     # measured times in a printed or written table
+
+
+def mask_timing_columns(text: str) -> str:
+    """`text` with the values under a TIMING_COLUMNS header replaced by #: in Markdown tables (by cell) and in
+    printed DataFrames (by the column's right edge, where pandas aligns the values)."""
+    lines, masked_cells, edges = text.splitlines(), None, None
+    for i, line in enumerate(lines):
+        if line.startswith("|"):
+            cells = line.split("|")
+            if any(c.strip() in TIMING_COLUMNS for c in cells):
+                masked_cells = [j for j, c in enumerate(cells) if c.strip() in TIMING_COLUMNS]
+            elif masked_cells and not set(line) <= set("|-: "):
+                lines[i] = "|".join("#" if j in masked_cells else c for j, c in enumerate(cells))
+            continue
+        masked_cells = None
+        found = [m.end() for name in TIMING_COLUMNS for m in re.finditer(rf"\b{name}\b", line)]
+        if found:
+            edges = found
+        elif edges and line.strip():
+            lines[i] = re.sub(r"\S+", lambda m: "#" if m.end() in edges else m.group(0), line)
+        else:
+            edges = None
+    return "\n".join(lines)
+
+
+def report_text(run: Path) -> str:
+    text = "\n".join(line for line in (run / "REPORT.md").read_text().splitlines()
+                     if not line.startswith("Wall time of the last run"))
+    return mask_timing_columns(text.replace(str(run), "<run>"))
+
+
+def printed(nb_path: Path) -> str:
+    """What an executed notebook showed as text, run-dependent parts masked (times, timing columns, its run's
+    folder)."""
+    out = []
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        for o in cell.get("outputs", []):
+            text = o.get("text") or o.get("data", {}).get("text/markdown") or o.get("data", {}).get("text/plain") or ""
+            out.append(TIMES.sub("#", mask_timing_columns("".join(text).replace(str(nb_path.parent), "<run>"))))
+    return "\n".join(out)
+
+
+def readme_block(run: Path) -> str:
+    """The README results block scripts/demo_results.py renders from `run`, without its first (timings) line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        readme = Path(tmp) / "README.md"
+        readme.write_text((ROOT / "README.md").read_text())
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_results.py"), str(run), "--readme", str(readme),
+                        "--json", str(Path(tmp) / "d.json")], check=True, capture_output=True, cwd=ROOT)
+        block = readme.read_text().split("<!-- demo-results:start -->\n", 1)[1].split("<!-- demo-results:end -->")[0]
+    return block.split("\n", 1)[1]
+
+
+def compare_files(old: Path, new: Path) -> dict:
+    kinds: dict[str, dict] = {}
+
+    def add(kind: str, name: str, same: bool) -> None:
+        k = kinds.setdefault(kind, {"compared": 0, "differ": []})
+        k["compared"] += 1
+        if not same:
+            k["differ"].append(name)
+
+    add("REPORT.md (wall-time line aside)", "REPORT.md", report_text(old) == report_text(new))
+    for pattern, kind in (("[0-9][0-9]_*/**/*.csv", "tables (csv)"), ("[0-9][0-9]_*/**/*.md", "tables (md)"),
+                          ("[0-9][0-9]_*/**/*.json", "json"), ("[0-9][0-9]_*/**/*.png", "figures (png)")):
+        names = sorted({str(p.relative_to(old)) for p in old.glob(pattern)} |
+                       {str(p.relative_to(new)) for p in new.glob(pattern)})
+        for name in names:
+            if Path(name).stem in TIMING_TABLES:
+                continue
+            a, b = old / name, new / name
+            add(kind, name, a.exists() and b.exists() and a.read_bytes() == b.read_bytes())
+    for nb in sorted(old.glob("[0-9][0-9]_*.ipynb")):
+        add("printed text of the notebooks (times masked)", nb.name,
+            (new / nb.name).exists() and printed(nb) == printed(new / nb.name))
+    add("README results block (timings line aside)", "README.md", readme_block(old) == readme_block(new))
+    return kinds
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--old", help="git revision of the old code (run here, extracted with git archive)")
@@ -126,6 +216,7 @@ def main(argv=None) -> int:
                        "speedup": statistics.median(old) / statistics.median(new)}
     result["per_notebook_median"] = summary
     result["tables"] = compare_tables(old_run, new_run)
+    result["files"] = compare_files(old_run, new_run)
     print(f"{'notebook':<26}{'old s':>9}{'new s':>9}{'speedup':>9}")
     for nb, s in summary.items():
         print(f"{nb:<26}{s['old_s']:>9.1f}{s['new_s']:>9.1f}{s['speedup']:>9.2f}")
@@ -137,6 +228,10 @@ def main(argv=None) -> int:
         flag = " (timing)" if t["timing_table"] else "" if t["same_shape"] and t["text_cells_equal"] else " SHAPE/TEXT"
         added = f" (+ {', '.join(t['added_in_new'])})" if t["added_in_new"] else ""
         print(f"{key:<52}{t['numbers']:>8}{t['max_rel_diff']:>14.2e}{flag}{added}")
+    print()
+    for kind, k in result["files"].items():
+        print(f"{kind}: {k['compared']} compared, {len(k['differ'])} differ" +
+              (": " + ", ".join(k["differ"]) if k["differ"] else ""))
     write_json(result, a.name)
     return 0
 
