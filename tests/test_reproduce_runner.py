@@ -212,11 +212,11 @@ def test_train_notebook_fresh_and_continue(tmp_path):
     stamp = (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns
     assert run(False, 4) == first  # continued: already at its last step, nothing retrained
     assert (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns == stamp
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is False
-    run(True, 4, CHANNELS_LAST=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is True   # the default
+    run(True, 4, CHANNELS_LAST=False)
     assert (tmp_path / "run" / "checkpoints" / first[-1]).stat().st_mtime_ns != stamp  # started anew
     # the parameter reaches the trainer
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is True
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is False
     assert (tmp_path / "out" / "samples_this_run.png").exists()
     # FRESH = True while another process holds the run (issue 25): refused, naming it; nothing deleted
     files = sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("*"))
