@@ -370,11 +370,16 @@ def plot_samples(dataset, n: int = 6, path=None, seed: int = 0):
 def sample_pairs(dataset,            # a smis.data dataset (sample dicts with "image" and "label")
                  n: int = 8,         # its first n samples
                  per_row: int = 2,   # image | mask pairs side by side in a row
+                 seed: int = 0,      # torch's generator for a training split's random flips and crops
                  ) -> np.ndarray:
     """The first `n` samples as image | colour-coded mask pairs (the dataset's palette), `per_row` pairs a row:
-    one uint8 (H', W', 3) grid (notebook 01's "Masks and images"; `smis.viz.save_png` / `show` it)."""
-    pairs = [[to_uint8(s["image"]), colorize(s["label"], dataset.info.palette)]
-             for s in (dataset[i] for i in range(n))]
+    one uint8 (H', W', 3) grid (notebook 01's "Masks and images"; `smis.viz.save_png` / `show` it). A training
+    split's augmentation draws from torch's global generator: it is seeded with `seed` in a fork of it, so the
+    figure is the same in every run and the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pairs = [[to_uint8(s["image"]), colorize(s["label"], dataset.info.palette)]
+                 for s in (dataset[i] for i in range(n))]
     return grid([sum(pairs[i:i + per_row], []) for i in range(0, n, per_row)])
 
 
