@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -61,6 +62,24 @@ def published_order(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str
     return out
 
 
+def _write_random_weights(folder: Path,                 # where latest_net_G.pth and latest_net_E.pth go
+                          variant: str,                 # smis.networks.VARIANTS name of the published networks
+                          preset,                       # their configuration (smis.config.Preset)
+                          seed: int,                    # same seed, same weights
+                          order: Callable[[dict], dict],   # state dict -> the published files' key order
+                          ) -> tuple[Path, Path]:
+    """(G path, E path): `variant`'s randomly initialised G and E (seeded in a fork of torch's generator, so the
+    caller's random state is left alone), each saved atomically as a plain state dict in `order`."""
+    folder = Path(folder)
+    paths = (folder / WEIGHT_FILES[0], folder / WEIGHT_FILES[1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nets = build_networks(variant, preset, discriminator=False)
+    for module, path in zip((nets.G, nets.E), paths):
+        atomic_torch_save(order(module.state_dict()), path)
+    return paths
+
+
 def write_official_weights(folder: Path,        # where latest_net_G.pth and latest_net_E.pth go
                            dataset: str,        # one of smis.official.OFFICIAL_DATASETS
                            seed: int = 0,       # same seed, same weights
@@ -74,15 +93,7 @@ def write_official_weights(folder: Path,        # where latest_net_G.pth and lat
     """
     if dataset not in OFFICIAL_DATASETS:
         raise ValueError(f"dataset={dataset!r} has no published checkpoint. Fix: use one of {OFFICIAL_DATASETS}.")
-    folder = Path(folder)
-    paths = (folder / WEIGHT_FILES[0], folder / WEIGHT_FILES[1])
-    with torch.random.fork_rng(devices=[]):                           # the caller's RNG state is left alone
-        torch.manual_seed(seed)
-        nets = build_networks("clvae", get_preset(dataset), discriminator=False)
-    for module, path in zip((nets.G, nets.E), paths):
-        state = module.state_dict()                                     # an OrderedDict, as the authors saved
-        atomic_torch_save(published_order(state), path)
-    return paths
+    return _write_random_weights(folder, "clvae", get_preset(dataset), seed, published_order)
 
 
 def write_groupdnet_weights(folder: Path,        # where latest_net_G.pth and latest_net_E.pth go
@@ -97,14 +108,7 @@ def write_groupdnet_weights(folder: Path,        # where latest_net_G.pth and la
     """
     if dataset not in GROUPDNET_DATASETS:
         raise ValueError(f"dataset={dataset!r} has no published GroupDNet. Fix: use one of {GROUPDNET_DATASETS}.")
-    folder = Path(folder)
-    paths = (folder / WEIGHT_FILES[0], folder / WEIGHT_FILES[1])
-    with torch.random.fork_rng(devices=[]):                           # the caller's RNG state is left alone
-        torch.manual_seed(seed)
-        nets = build_networks("groupdnet", groupdnet_preset(dataset), discriminator=False)
-    for module, path in zip((nets.G, nets.E), paths):
-        atomic_torch_save(module.state_dict(), path)
-    return paths
+    return _write_random_weights(folder, "groupdnet", groupdnet_preset(dataset), seed, lambda state: state)
 
 
 # ---------------------------------------------------------------------------------------------
