@@ -35,7 +35,7 @@ from smis.build import build  # noqa: E402
 from smis.data import make_dataset  # noqa: E402
 from smis.losses import PerceptualLoss  # noqa: E402
 from smis.options import TrainConfig  # noqa: E402
-from smis.train import TrainStep, schedule  # noqa: E402
+from smis.train import TrainStep, configure_backends, schedule  # noqa: E402
 from smis.utils import atomic_write_json, atomic_write_text, cpu_model, pick_device  # noqa: E402
 
 __all__ = ["machine", "machine_info", "sync", "voronoi_masks", "results_path", "write_json", "write_text",
@@ -239,7 +239,8 @@ def _random_vgg19_file() -> Path:
 
 def make_train_step(preset: str, batch: int, device: torch.device, *, variant: str = "clvae",
                     overrides: dict | None = None, perceptual: str = "vgg19", precision: str = "fp32",
-                    channels_last: bool = False, fused_adam: bool = False, compile: bool = False):
+                    channels_last: bool = False, fused_adam: bool = False, compile: bool = False,
+                    keep_freed_memory: bool = True):
     """(`smis.train.TrainStep`, description of its perceptual network): one training iteration on exactly
     the parts training builds (`smis.build.build`) for `preset` at `batch` with the given speed options.
     No data set: the benchmark feeds its own fixed batch (`fixed_batch`). `perceptual` picks the network
@@ -247,7 +248,9 @@ def make_train_step(preset: str, batch: int, device: torch.device, *, variant: s
     cfg = TrainConfig(variant=variant, preset=preset, preset_overrides=dict(overrides or {}), batch_size=batch,
                       perceptual={"none": "none", "effnet": "effnet"}.get(perceptual, "auto"), device=str(device),
                       precision=precision, channels_last=channels_last, fused_adam=fused_adam, compile=compile,
+                      keep_freed_memory=keep_freed_memory,
                       tensorboard=False, progress=False, steps=10**6)
+    configure_backends(device, cfg)                 # as Trainer does (cuDNN autotuning, the CPU allocator)
     parts = build(cfg, device, perceptual=lambda: perceptual_loss(perceptual, device))
     parts.nets.train()
     total, decay = schedule(cfg, parts.preset, batch, batch)

@@ -115,7 +115,11 @@ class PerceptualLoss(nn.Module):
 
     With `fold_bn` (default) both images go through a copy of the extractor whose eval-mode batch norms are
     folded into the preceding convs (EfficientNet-Lite0: 49 of them): the same loss up to float rounding
-    (~1e-6 relative), checked against the original when the copy is built, without the BN passes."""
+    (~1e-6 relative), checked against the original when the copy is built, without the BN passes.
+
+    On the CPU the extractor runs in float32 even inside a bf16 autocast region (`autocast_cpu=False`): oneDNN's
+    bf16 depthwise stride-2 convolutions (EfficientNet-Lite0's) are 10-20x slower than float32 ones there, so the
+    SynthScenes bf16 step is 1.03x faster with the perceptual net in float32 (benchmarks/RESULTS.md, issue 26)."""
 
     def __init__(self,
                  extractor: nn.Module,              # maps (B, 3, H, W) in [-1, 1] to a list of feature maps
@@ -123,10 +127,11 @@ class PerceptualLoss(nn.Module):
                                                     # if it has them, else VGG_WEIGHTS for 5 maps, else all 1
                  fold_bn: bool = True,              # run a copy with its batch norms folded into the convs
                                                     # (smis.backbones.fold_batchnorm; same function, fewer ops)
+                 autocast_cpu: bool = False,        # let a CPU autocast region reach the extractor (bf16 convs)
                  ):
         super().__init__()
         self.extractor = extractor.eval().requires_grad_(False)
-        self.fold_bn = fold_bn
+        self.fold_bn, self.autocast_cpu = fold_bn, autocast_cpu
         self._folded = FoldedCache()                # rebuilt whenever the extractor's tensors change
         if weights is None:
             weights = getattr(extractor, "layer_weights", None)
@@ -138,6 +143,9 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if fake.device.type == "cpu" and not self.autocast_cpu and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):                  # float32 extractor (see the class)
+                return self.forward(fake.float(), real.float())
         net = self._folded.get(self.extractor, real) if self.fold_bn else self.extractor
         ff = net(fake)
         with torch.no_grad():

@@ -1,7 +1,9 @@
 """The training objective (Eq. 7 with the KL of Eq. 18) as pure functions returning loss dicts.
 
     fake, kl, layer_kl = GeneratorStep(G, E, spec)(label, image, eps)     # G(M, mu + eps sigma), KL (Eq. 18)
-    pred_fake, pred_real = split_batch(D(cat([label, label]), cat([fake, image])), len(label))
+    pred_fake = D(label, fake)                                             # the G step: D frozen
+    with torch.no_grad(), frozen_spectral_norm(D):                         # real: FM targets, D's weights as for
+        pred_real = D(label, image)                                        # the fakes (smis.networks.ops)
     g = generator_losses(pred_fake, pred_real, fake, image, kl, LossWeights.of(preset))   # -> g["g_total"]
     reg, logged = KLOptions(free_bits=0.5).regularizer(kl, layer_kl, len(label), step)   # against collapse
     g = generator_losses(..., kl_reg=reg)                                  # g_total with lambda_KL R

@@ -52,14 +52,15 @@ from smis.checkpoint import CKPT_FORMAT, Checkpointer, rng_state, set_rng_state
 from smis.config import get_preset
 from smis.data import DatasetError, collate, make_dataset
 from smis.networks import VARIANTS, Latents, LatentSpec, Networks
+from smis.networks.ops import frozen_spectral_norm
 from smis.objective import KLOptions, discriminator_losses, generator_losses, split_batch
 from smis.options import (RESUME_MAY_CHANGE, ResumeMismatch, TrainConfig, add_config_arguments, parse_assignments,
                           parse_overrides, resume_conflicts)
 from smis.rundir import RunDirBusy, RunDirLock, clear_run, remove_stale_temporaries
 from smis.runlog import RunLog
 from smis.sampling import sample_prior
-from smis.utils import (CheckpointError, atomic_write_json, device_name, pick_device, plain_data, resolve,
-                        show_tracebacks)
+from smis.utils import (CheckpointError, atomic_write_json, device_name, keep_freed_memory, pick_device, plain_data,
+                        resolve, show_tracebacks)
 from smis.viz import colorize
 
 
@@ -173,9 +174,12 @@ def configure_backends(device: torch.device, cfg: TrainConfig) -> None:
     fixed, so the first step's search buys faster kernels for every later step, at the price of a slower
     first step whose trial workspaces take whatever memory is free (measured: benchmarks/RESULTS.md,
     "cuDNN autotuning (`smis.train.configure_backends`)"). TF32 convolutions stay at torch's default (on).
-    No effect on the CPU."""
+    On the CPU, glibc's malloc keeps freed memory for reuse (`cfg.keep_freed_memory`, `smis.utils.
+    keep_freed_memory`): the same numbers, ~10k fewer page faults a step."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
+    elif device.type == "cpu" and cfg.keep_freed_memory:
+        keep_freed_memory()
 
 
 def make_train_dataset(cfg: TrainConfig, preset) -> torch.utils.data.Dataset:
@@ -247,8 +251,9 @@ class TrainStep:
         nets.D.requires_grad_(False)
         with parts.autocast():
             fake, kl, layer_kl = parts.g_model(label, image, eps)           # layer_kl (L,): KL_l summed over the batch
-            pred_fake, pred_real = split_batch(parts.d_plain(torch.cat([label, label]), torch.cat([fake, image])),
-                                               len(label))                 # D not updated here
+            pred_fake = parts.d_plain(label, fake)                          # D not updated here
+            with torch.no_grad(), frozen_spectral_norm(nets.D):            # FM's targets: no backward through them,
+                pred_real = parts.d_plain(label, image)                     # and D's weights of the fake pass
             # KL: per-rank sum; DDP averages gradients, so x world = the global sum
             reg, kl_logs = self.kl_options.regularizer(kl, layer_kl, len(label), self.step)
             g = generator_losses(pred_fake, pred_real, fake, image, kl * self.world, parts.weights, parts.perceptual,

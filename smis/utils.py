@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import ctypes
+import ctypes.util
 import os
 import pickle
 import platform
@@ -43,6 +45,46 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None and str(device) != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX tiles), where bf16 autocast speeds up
+    training (the AMD EPYC here: 1.4-1.5x on SynthScenes); without them oneDNN emulates bf16 and autocast is
+    slower than float32 (0.77x on the Intel Xeon without them, benchmarks/RESULTS.md)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(bool(c()) for c in checks if c is not None)
+
+
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_KEEP = {M_MMAP_THRESHOLD: 1 << 30,     # blocks up to 1 GiB come from the heap, not from fresh mmap'd pages
+               M_TRIM_THRESHOLD: 1 << 31,     # freed heap memory is kept for reuse up to 2 GiB, not trimmed
+               M_TOP_PAD: 64 << 20}           # grow the heap 64 MiB at a time
+_malloc_tuned: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks for reuse (process-wide, once); True if it took effect.
+
+    By default glibc serves every block above its mmap threshold (128 KiB, adapting up to 32 MiB) with fresh
+    mmap'd pages and returns them to the OS on free, so a CPU training step, which allocates and frees thousands
+    of feature-map-sized tensors, pays a page fault (and the kernel's zeroing) for every 4 KiB it touches anew:
+    ~10,000 faults a step at SynthScenes' batch 8, 1.2x of its fp32 step (benchmarks/RESULTS.md, issue 26).
+    With MALLOC_KEEP the heap holds the step's peak and reuses it. The values computed are unchanged (same
+    kernels on the same data; only where the buffers live). False, doing nothing, off glibc (macOS, musl,
+    Windows)."""
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        name = ctypes.util.find_library("c") if platform.system() == "Linux" else None
+        try:
+            libc = ctypes.CDLL(name) if name else None
+            mallopt = getattr(libc, "mallopt", None) if libc is not None and hasattr(libc, "gnu_get_libc_version") \
+                else None
+        except OSError:
+            mallopt = None
+        _malloc_tuned = bool(mallopt) and all(mallopt(param, value) == 1 for param, value in MALLOC_KEEP.items())
+    return _malloc_tuned
 
 
 @contextmanager

@@ -110,6 +110,25 @@ def test_perceptual_loss_by_hand():
     assert not loss.extractor.training
 
 
+def test_perceptual_loss_stays_float32_inside_a_cpu_autocast_region_unless_asked():
+    """bf16 autocast does not reach the extractor on the CPU (its bf16 depthwise convs are slow there): the loss
+    and the fake's gradient are the float32 ones; with autocast_cpu=True the convs run in bf16."""
+    ext = TinyExtractor()
+    x, y = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    grads = {}
+    for name, loss, autocast in (("fp32", PerceptualLoss(ext), False), ("kept", PerceptualLoss(ext), True),
+                                 ("bf16", PerceptualLoss(ext, autocast_cpu=True), True)):
+        fake = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            value = loss(fake, y)
+        value.backward()
+        grads[name] = (value.detach(), fake.grad)
+    assert grads["kept"][0].dtype == torch.float32
+    assert torch.equal(grads["kept"][0], grads["fp32"][0]) and torch.equal(grads["kept"][1], grads["fp32"][1])
+    assert not torch.equal(grads["bf16"][0], grads["fp32"][0])          # bf16 convs: other roundings
+    assert grads["bf16"][0].item() == pytest.approx(grads["fp32"][0].item(), rel=2e-2)
+
+
 def test_perceptual_weights_default_and_errors():
     ext = TinyExtractor()
     x, y = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)

@@ -10,6 +10,9 @@ from smis.config import PRESETS, get_preset
 from smis.losses import d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_divergence, PerceptualLoss
 from smis.networks import (BLOCK_LAYER, VARIANTS, Latents, LatentSpec, build_networks, classwise_max_pool,
                            cse_map, one_hot, resize_labels)
+from torch import nn
+
+from smis.networks.ops import frozen_spectral_norm, spectral_norm
 from smis.networks.latents import check_class_ids, check_label, check_layer_ids, code_mask
 
 TINY = dict(ngf=4, nef=4, ndf=4, spade_hidden=8, z_dim=8, z_dim_local=4)
@@ -542,3 +545,26 @@ def test_ids_and_label_maps_follow_one_rule():
         check_label(label - 1, None)
     assert check_label(label[0].to(torch.uint8), 10, allow_2d=True).dtype == torch.long
     assert check_label(label[0].to(torch.uint8), 10, allow_2d=True).shape == (1, 64, 64)
+
+
+def test_frozen_spectral_norm_reuses_the_last_training_forwards_weight_and_restores_modes():
+    torch.manual_seed(0)
+    net = nn.Sequential(spectral_norm(nn.Conv2d(3, 4, 3)), nn.InstanceNorm2d(4), spectral_norm(nn.Conv2d(4, 2, 1)))
+    net.train()
+    net[1].eval()                                                       # a non-SN layer's own mode is kept
+    x = torch.randn(2, 3, 8, 8)
+    y = net(x)                                                          # training forward: one power iteration
+    u = [m.weight_u.clone() for m in (net[0], net[2])]
+    w = [m.weight.detach().clone() for m in (net[0], net[2])]
+    with torch.no_grad(), frozen_spectral_norm(net):
+        y2 = net(x)
+        assert not net[0].training and not net[2].training and not net[1].training
+    assert torch.equal(y2, y.detach())                                  # the same normalised weights
+    assert all(torch.equal(m.weight_u, a) for m, a in zip((net[0], net[2]), u))      # no power iteration
+    assert all(torch.equal(m.weight.detach(), a) for m, a in zip((net[0], net[2]), w))
+    assert net[0].training and net[2].training and not net[1].training  # modes restored, eval layer untouched
+    net(x)
+    assert not torch.equal(net[0].weight_u, u[0])                       # training forwards iterate again
+    with pytest.raises(RuntimeError), frozen_spectral_norm(net):
+        raise RuntimeError("inside")
+    assert net[0].training and net[2].training                          # restored after an error too

@@ -301,3 +301,48 @@ def test_train_variants_trains_each_in_its_own_folder_and_reuses_finished_runs(t
     before = (tmp_path / "runs" / "clvae_s1_b2" / "checkpoints" / "step_00000001.pt").stat().st_mtime_ns
     T.train_variants(["clvae"], tmp_path / "runs", base, log=said.append)           # finished: reused, not retrained
     assert (tmp_path / "runs" / "clvae_s1_b2" / "checkpoints" / "step_00000001.pt").stat().st_mtime_ns == before
+
+
+def test_g_step_runs_d_on_the_real_images_apart_with_the_fake_passs_weights(tmp_path):
+    """The G step runs D(real) without gradients after D(fake), spectral norm frozen (smis.networks.ops.
+    frozen_spectral_norm): the losses and G/E gradients of SPADE's one D call on cat([fake, real]), and D's
+    power-iteration state after the step where that call and the D step leave it."""
+    t = T.Trainer(cfg(tmp_path))
+    step, parts = t.train_step, t.train_step.parts
+    nets = parts.nets
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, parts.preset.num_classes, (2, *parts.preset.image_size), generator=g)
+    image = torch.rand(2, 3, *parts.preset.image_size, generator=g) * 2 - 1
+    state = {k: {n: v.clone() for n, v in m.state_dict().items()} for k, m in (("g", parts.gstep), ("d", nets.D))}
+
+    # SPADE's step, written out: one D call on the concatenated batch, then the D step's call
+    eps = T.latent_noise(nets.spec, 2, 0, step.cfg.seed, 2, 0, parts.device)
+    nets.D.requires_grad_(False)
+    fake, kl, _ = parts.gstep(label, image, eps)
+    pred_fake, pred_real = objective.split_batch(nets.D(torch.cat([label, label]), torch.cat([fake, image])), 2)
+    ref = objective.generator_losses(pred_fake, pred_real, fake, image, kl, parts.weights, parts.perceptual)
+    ref["g_total"].backward()
+    ref_grads = [p.grad.clone() for p in parts.gstep.parameters() if p.grad is not None]
+    nets.D(torch.cat([label, label]), torch.cat([fake.detach(), image]))
+    ref_u = [b.clone() for n, b in nets.D.named_buffers() if n.endswith("weight_u")]
+    nets.D.requires_grad_(True)
+
+    parts.gstep.load_state_dict(state["g"])
+    nets.D.load_state_dict(state["d"])
+    losses = step(image, label)
+    for k in ("g_gan", "g_fm", "kl", "g_total"):
+        assert losses[k] == pytest.approx(float(ref[k].detach()), rel=1e-5, abs=1e-7), k
+    grads = [p.grad for p in parts.gstep.parameters() if p.grad is not None]
+    assert len(grads) == len(ref_grads) > 10
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * b.abs().max().item()) for a, b in zip(grads, ref_grads))
+    u = [b for n, b in nets.D.named_buffers() if n.endswith("weight_u")]
+    assert len(u) == len(ref_u) > 0 and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(u, ref_u))
+
+
+def test_the_cpu_allocator_keeps_freed_memory_when_the_config_says_so(monkeypatch):
+    calls = []
+    monkeypatch.setattr(T, "keep_freed_memory", lambda: calls.append(1) or True)
+    T.configure_backends(torch.device("cpu"), T.parse_args(["--no-keep-freed-memory"])[0])
+    assert calls == []
+    T.configure_backends(torch.device("cpu"), T.TrainConfig())
+    assert calls == [1]

@@ -6,6 +6,8 @@ Label maps are `(B, H, W)` int64 class ids in `[0, C)`.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -385,6 +387,23 @@ def leaky_relu_(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
 def spectral_norm(module: nn.Module) -> nn.Module:
     """PyTorch's standard spectral norm (state keys weight_orig, weight_u, weight_v)."""
     return nn.utils.spectral_norm(module)
+
+
+@contextmanager
+def frozen_spectral_norm(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, `module`'s spectral-normed layers skip the power iteration (the eval-mode path of
+    torch's hook): they divide by sigma = u^T W v with the u, v that the last training-mode forward left, so a
+    second forward in the same step sees exactly the normalised weights of the first. The training step uses it
+    to run D on the real images without gradients after D on the fakes (one power iteration per step, as one
+    call on the concatenated batch has). Only the layers' flags change (no other layer's mode); restored after."""
+    layers = [m for m in module.modules() if hasattr(m, "weight_u") and m.training]
+    for m in layers:
+        m.training = False
+    try:
+        yield module
+    finally:
+        for m in layers:
+            m.training = True
 
 
 def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
