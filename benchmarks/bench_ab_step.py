@@ -11,6 +11,7 @@ compute the same function agree to float tolerance).
 Variant syntax `<code>:<opt>+<opt>...` with code `base` or `new` and options:
     fp32            nothing changed (the default trainer: NCHW, single-tensor Adam on CPU, eager)
     channels_last   `--channels-last`          fused_adam   fused Adam
+    system_malloc   `--no-keep-freed-memory` (new code only): glibc's default allocator behaviour
     bf16            bf16 autocast              dense        G.piecewise_cond = False (new code only)
     perceptual_half the perceptual network sees fake and real avg-pooled 2x: a different objective (fewer
                     FLOPs), measured as a separate lever, not an option of smis.train
@@ -29,6 +30,8 @@ in this machine's 23 GB): give at most 5 per run, and repeat the reference varia
         --variants base:channels_last+fused_adam new:channels_last+fused_adam --rounds 5 --steps 10
     python benchmarks/bench_ab_step.py --preset synthscenes --batch 8 --perceptual effnet \
         --variants new:variant=clvae new:variant=groupdnet --rounds 5 --steps 5 --tag groupdnet_vs_clvae
+    python benchmarks/bench_ab_step.py ... --threads 1 --copies 2     # two processes per variant at once (the
+                                                                      # shipped trainings' layout on 2 cores)
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TRAINER_OPTS = {"channels_last": {"channels_last": True}, "fused_adam": {"fused_adam": True},
-                "bf16": {"precision": "bf16"}, "fp32": {}}
+                "bf16": {"precision": "bf16"}, "fp32": {}, "system_malloc": {"keep_freed_memory": False}}
 FLAGS = ("dense", "perceptual_half")
 
 
@@ -166,13 +169,18 @@ def start(v: dict, a) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
 
 
-def ask(p: subprocess.Popen, n: int) -> dict:
-    p.stdin.write(f"{n}\n")
-    p.stdin.flush()
-    line = p.stdout.readline()
-    if not line:
-        raise RuntimeError(f"worker {p.args} died; run it by hand to see its error")
-    return json.loads(line)
+def ask(procs: list[subprocess.Popen], n: int) -> list[dict]:
+    """`n` steps of every worker in `procs`, all at the same time (copies of one variant); their replies."""
+    for p in procs:
+        p.stdin.write(f"{n}\n")
+        p.stdin.flush()
+    replies = []
+    for p in procs:
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {p.args} died; run it by hand to see its error")
+        replies.append(json.loads(line))
+    return replies
 
 
 def main(argv=None) -> dict:
@@ -195,6 +203,9 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first, per variant")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
+    p.add_argument("--copies", type=int, default=1,
+                   help="workers per variant stepping at the same time (2 with --threads 1: the shipped layout, two "
+                        "trainings of one thread each on a 2-core CPU); images/s counts every copy's images")
     p.add_argument("--tag", default="", help="suffix of the default JSON name")
     p.add_argument("--out",
                    help="JSON path (default $OUT or benchmarks/results / ab_step_<preset>_<device>[_tag].json)")
@@ -220,26 +231,31 @@ def main(argv=None) -> dict:
     result = {"benchmark": "smis.train.TrainStep, variants interleaved round by round (A B A B ...)",
               "config": {"preset": a.preset, "variant": a.variant, "batch": a.batch[0], "overrides": a.set,
                          "perceptual": a.perceptual, "warmup": a.warmup, "rounds": a.rounds, "steps_per_round": a.steps,
+                         "copies": a.copies,
                          "base_commit": base_commit, "new_commit": new_commit + " + working tree"},
               "machine_at_start": machine_info(device), "variants": []}
-    procs = []
+    procs = []                                                         # every worker, for the cleanup
     try:
         for v in variants:                                             # one at a time: builds do not overlap
-            proc = start(v, a)
-            procs.append(proc)
-            ready = json.loads(proc.stdout.readline() or "null") if proc.stdout else None
-            if not ready:
-                raise RuntimeError(f"worker for {v['name']} failed to start")
-            v.update(ready=ready, times=[], cpu=[], round_medians=[])
-            print(f"{v['name']}: ready ({ready['smis']}, {ready['threads']} threads)", flush=True)
+            copies = []
+            for _ in range(a.copies):
+                proc = start(v, a)
+                procs.append(proc)
+                copies.append(proc)
+                ready = json.loads(proc.stdout.readline() or "null") if proc.stdout else None
+                if not ready:
+                    raise RuntimeError(f"worker for {v['name']} failed to start")
+            v.update(ready=ready, times=[], cpu=[], round_medians=[], procs=copies)
+            print(f"{v['name']}: ready ({ready['smis']}, {ready['threads']} threads, {a.copies} cop"
+                  f"{'y' if a.copies == 1 else 'ies'})", flush=True)
             if a.warmup:
-                ask(proc, a.warmup)
+                ask(copies, a.warmup)
         for r in range(a.rounds):
-            for v, proc in zip(variants, procs):
-                got = ask(proc, a.steps)
-                times = got["times"]
+            for v in variants:
+                got = ask(v["procs"], a.steps)                         # copies step at the same time
+                times = [t for g in got for t in g["times"]]
                 v["times"] += times
-                v["cpu"] += got["cpu"]
+                v["cpu"] += [c for g in got for c in g["cpu"]]
                 v["round_medians"].append(statistics.median(times))
             print(f"round {r + 1}: " + ", ".join(f"{v['name']} {v['round_medians'][-1]:.3f} s" for v in variants),
                   flush=True)
@@ -262,7 +278,7 @@ def main(argv=None) -> dict:
         rows.append({"variant": v["name"], "threads": v["ready"]["threads"], "smis": v["ready"]["smis"],
                      "perceptual": v["ready"]["perceptual"], "median_s": statistics.median(v["times"]),
                      "min_s": min(v["times"]), "round_medians_s": v["round_medians"], "times_s": v["times"],
-                     "images_per_s": a.batch[0] / statistics.median(v["times"]),
+                     "images_per_s": a.copies * a.batch[0] / statistics.median(v["times"]),   # all copies
                      "cpu_s_per_step": statistics.median(v["cpu"]),       # process CPU time (spin-waits included)
                      "speedup_vs_first": statistics.median(ratios), "speedup_per_round": ratios,
                      "first_step_losses": first, "first_losses_max_rel_diff_vs_first": loss_diff})
@@ -270,7 +286,7 @@ def main(argv=None) -> dict:
     result["machine"] = machine_info(device)
     atomic_write_json(result, name)
     m = result["machine"]
-    print(f"\ntraining step A/B, {a.preset} batch {a.batch[0]}, {m['device']}, "
+    print(f"\ntraining step A/B, {a.preset} batch {a.batch[0]}, {a.copies} process(es) per variant, {m['device']}, "
           f"load {result['machine_at_start']['load_avg_1_5_15']} -> {m['load_avg_1_5_15']}, {m['date_utc']} UTC")
     print(f"| variant | threads | s/step (median) | min | CPU s/step | images/s | x {ref['name']} (median of rounds) "
           f"| first-step losses vs {ref['name']} |")

@@ -29,12 +29,13 @@ sys.path.insert(0, str(HERE))
 LOSSES = ("g_total", "g_gan", "g_fm", "g_perceptual", "kl", "d_hinge")
 
 
-def train(run_dir: Path, precision: str, seed: int, steps: int) -> float:
-    """One `python -m smis.train` run; its wall time in seconds."""
+def train(run_dir: Path, precision: str, seed: int, steps: int, extra: list[str] = ()) -> float:
+    """One `python -m smis.train` run (`extra`: more of its flags); its wall time in seconds."""
     cmd = [sys.executable, "-m", "smis.train", "--variant", "clvae", "--preset", "synthscenes", "--steps", str(steps),
            "--no-lr-decay", "--batch-size", "8", "--data-length", "4000", "--data-seed", "0", "--seed", str(seed),
            "--run-dir", str(run_dir), "--threads", "1", "--ckpt-every", str(steps), "--log-every", "1",
-           "--no-tensorboard", "--no-progress", "--channels-last", "--image-every", "0", "--precision", precision]
+           "--no-tensorboard", "--no-progress", "--channels-last", "--image-every", "0", "--precision", precision,
+           *extra]
     t0 = time.perf_counter()
     with open(run_dir.with_suffix(".log"), "w") as log:
         rc = subprocess.call(cmd, cwd=HERE.parent, stdout=log, stderr=subprocess.STDOUT)
@@ -62,6 +63,8 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", default=None, help="where the runs go (default: a temporary folder)")
     p.add_argument("--existing", action="store_true", help="compare the runs already in --runs")
     p.add_argument("--out", help="JSON path (default benchmarks/results/precision_losses_cpu.json)")
+    p.add_argument("--bf16-flags", default="", help="more smis.train flags of the bf16 runs only, e.g. '--fused-adam' "
+                   "(the fast configuration of scripts/train_demo_models.py)")
     a = p.parse_args(argv)
     from common import machine_info, pick_device, results_path
     from smis.utils import atomic_write_json
@@ -72,7 +75,8 @@ def main(argv=None) -> dict:
     start = machine_info(pick_device("cpu"))
     if not a.existing:
         with ThreadPoolExecutor(a.jobs) as pool:
-            futures = {n: pool.submit(train, runs / f"{n[0]}_s{n[1]}", *n, a.steps) for n in names}
+            futures = {n: pool.submit(train, runs / f"{n[0]}_s{n[1]}", *n, a.steps,
+                                      a.bf16_flags.split() if n[0] == "bf16" else []) for n in names}
             walls = {f"{n[0]}_s{n[1]}": round(f.result(), 1) for n, f in futures.items()}
     data = {n: read_losses(runs / f"{n[0]}_s{n[1]}", a.steps) for n in names}
     rows = {}
@@ -91,7 +95,7 @@ def main(argv=None) -> dict:
               "config": {"steps": a.steps, "window": a.window, "runs": str(runs), "existing": a.existing,
                          "command_of_each_run": "python -m smis.train --variant clvae --preset synthscenes --steps "
                          f"{a.steps} --no-lr-decay --batch-size 8 --data-length 4000 --seed S --threads 1 "
-                         "--channels-last --precision P ..."},
+                         "--channels-last --precision P ...", "bf16_flags": a.bf16_flags},
               "wall_s": walls, "losses": rows, "machine_at_start": start,
               "machine": machine_info(pick_device("cpu"))}
     out = a.out or str(results_path("precision_losses_cpu.json"))

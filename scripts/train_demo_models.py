@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smis.checkpoint import export_model, list_checkpoints  # noqa: E402
-from smis.utils import cpu_model, safe_load  # noqa: E402
+from smis.utils import cpu_has_fast_bf16, cpu_model, safe_load  # noqa: E402
 
 VARIANTS = ["clvae", "gaugan_vae", "gaugan", "no_classwise", "no_layerwise", "clvae_L3", "clvae_L5", "gaugan_vae_lowkl",
             "groupdnet", "cimle"]
@@ -69,8 +69,15 @@ def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int,
             "--run-dir", str(run_dir), "--threads", str(threads), "--ckpt-every", str(ckpt_every),
             "--keep-last", str(steps // ckpt_every + 1), "--image-every", str(ckpt_every), "--log-every", "25",
             "--no-progress"] + (["--channels-last"] if channels_last else []) + (
-            ["--precision", precision] if precision != "fp32" else []) + flags
+            ["--precision", precision] if precision != "fp32" else []) + (
+            ["--fused-adam"] if precision == "bf16" else []) + flags
 
+
+
+def precision_of(choice: str) -> str:
+    """--precision's value: "auto" -> bf16 where this CPU multiplies bf16 natively (smis.utils.cpu_has_fast_bf16),
+    else fp32."""
+    return ("bf16" if cpu_has_fast_bf16() else "fp32") if choice == "auto" else choice
 
 
 def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: list[str], a) -> Path:
@@ -91,7 +98,7 @@ def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: lis
         "python": platform.python_version(),
         "perceptual": cfg["resolved"]["perceptual"], "params": cfg["resolved"]["params"],
         "curve_checkpoints": [int(p.stem.split("_")[1]) for p in ckpts],
-        "storage": "fp16 (loaded back as fp32)", "precision": a.precision,
+        "storage": "fp16 (loaded back as fp32)", "precision": precision_of(a.precision),
     }
     out = out_dir / f"synthscenes_{variant}.pt"
     export_model(ckpts[-1], out, half=True, extra={"provenance": provenance})
@@ -99,8 +106,7 @@ def export(variant: str, cmd: list[str], run_dir: Path, out_dir: Path, argv: lis
     return out
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=VARIANTS, choices=TRAINABLE)
     p.add_argument("--steps", type=int, default=None, help="steps of every run (default: STEPS, else 3000)")
@@ -111,13 +117,20 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-channels-last", action="store_true",
                    help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16 autocast: ~1.5x faster on a CPU with AVX512-BF16 (benchmarks/RESULTS.md, issue 26); "
-                        "the shipped models are fp32")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="bf16: autocast + fused Adam, 1.46x the step, 1.39x the loop (two runs at a time) on a CPU "
+                        "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; clvae's score curves "
+                        "within fp32's seed noise (benchmarks/RESULTS.md, issue 26; the other variants unmeasured). "
+                        "auto: bf16 on such a CPU, else fp32. Default fp32: the shipped models")
     p.add_argument("--runs", default="outputs/runs", help="where the training runs go")
     p.add_argument("--out", default="checkpoints", help="where the exported models go")
     p.add_argument("--resume", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = parser().parse_args(argv)
     runs, out_dir = (ROOT / a.runs).resolve(), (ROOT / a.out).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +147,7 @@ def main(argv=None):
             steps, every = schedule(v, a.steps)
             run_dir = runs / f"demo_{v}"
             cmd = command(v, steps, every, a.batch_size, a.threads, run_dir, a.data_seed, a.seed,
-                          not a.no_channels_last, a.precision) + (["--resume"] if a.resume else [])
+                          not a.no_channels_last, precision_of(a.precision)) + (["--resume"] if a.resume else [])
             print(f"[demo] training {v}: {' '.join(cmd[1:])}", flush=True)
             with open(runs / f"demo_{v}.log", "a") as log:
                 rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -1,5 +1,6 @@
 """The shipped demo models: small, documented, and their samples follow the mask and vary per class."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,23 @@ def test_shipped_models_share_data_schedule_and_seed_and_match_the_script_defaul
     # cIMLE: gaugan_vae's wall clock (its step costs differently), within the spread of loaded two-at-a-time runs
     assert 0.8 < metas["cimle"]["wall_time_s"] / metas["gaugan_vae"]["wall_time_s"] < 1.25
     assert min(m["steps"] for m in metas.values()) >= 3000
+
+
+def test_train_demo_models_precision_choices(monkeypatch):
+    """fp32 by default (the shipped models); bf16 brings fused Adam; auto follows the CPU's native bf16."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tdm", project_root() / "scripts" / "train_demo_models.py")
+    tdm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tdm)
+    cmd = lambda precision: tdm.command("clvae", 100, 20, 8, 1, Path("r"), 0, 0, True, precision)
+    assert "--precision" not in cmd("fp32") and "--fused-adam" not in cmd("fp32")
+    bf16 = cmd("bf16")
+    assert bf16[bf16.index("--precision") + 1] == "bf16" and "--fused-adam" in bf16
+    for fast, expect in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(tdm, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert tdm.precision_of("auto") == expect and tdm.precision_of("fp32") == "fp32"
+    assert tdm.parser().parse_args([]).precision == "fp32"
 
 
 @pytest.mark.parametrize("variant", LATENT)

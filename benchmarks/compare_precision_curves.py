@@ -1,0 +1,93 @@
+"""Do full trainings in the fast configuration land within fp32's run-to-run noise? The training curves' scores
+(`scripts/eval_curves.py`: diversity, FD, colour / texture in class, mask mIoU at every kept checkpoint) of fp32
+runs with two seeds against runs of the candidate (bf16 autocast + fused Adam) with the same seeds.
+
+    noise = |fp32 seed 0 - fp32 seed 1|        per checkpoint: two seeds of the unchanged configuration
+    gap   = |fast seed s - fp32 seed s|        per checkpoint and seed (same init, data order and latent noise)
+
+A score is within the noise when its gap, averaged over the checkpoints (and both seeds), is at most its noise
+averaged over the checkpoints; the last checkpoint's values are listed too. Two seeds are a coarse noise estimate:
+read the table, not only the verdicts. Writes a JSON with the machine and each run's command.
+
+    python benchmarks/compare_precision_curves.py \\
+        --fp32 checkpoints/synthscenes_curves.json runs/curves_fp32_s1.json \\
+        --fast runs/curves_bf16_s0.json runs/curves_bf16_s1.json --variant clvae
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from smis.curves import SCORES  # noqa: E402
+
+
+def curve(path: Path, variant: str) -> dict[int, dict[str, float]]:
+    """{step: {score: value}} of `variant`'s rows in an eval_curves JSON."""
+    rows = [r for r in json.loads(Path(path).read_text())["rows"] if r["variant"] == variant]
+    if not rows:
+        raise SystemExit(f"{path}: no rows of variant {variant!r}; score the run with scripts/eval_curves.py first")
+    return {int(r["step"]): {s: float(r[s]) for s in SCORES} for r in rows}
+
+
+def compare(fp32: list[dict], fast: list[dict]) -> dict:
+    """Per score: noise and gap per checkpoint, their means over the checkpoints, the last checkpoint's values."""
+    steps = sorted(set.intersection(*(set(c) for c in fp32 + fast)))
+    if not steps:
+        raise SystemExit("the runs share no checkpoint step; evaluate them at the same steps")
+    out = {}
+    for s in SCORES:
+        noise = [abs(fp32[0][t][s] - fp32[1][t][s]) for t in steps]
+        gap = [abs(fast[i][t][s] - fp32[i][t][s]) for i in range(len(fast)) for t in steps]
+        last = steps[-1]
+        out[s] = {"steps": steps,
+                  "fp32": [[round(c[t][s], 5) for t in steps] for c in fp32],
+                  "fast": [[round(c[t][s], 5) for t in steps] for c in fast],
+                  "noise_per_checkpoint": [round(v, 5) for v in noise],
+                  "gap_per_checkpoint": [round(v, 5) for v in gap],
+                  "mean_noise": statistics.fmean(noise), "mean_gap": statistics.fmean(gap),
+                  "last_fp32": [c[last][s] for c in fp32], "last_fast": [c[last][s] for c in fast],
+                  "within_noise": statistics.fmean(gap) <= statistics.fmean(noise)}
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--fp32", nargs=2, required=True, metavar="JSON", help="eval_curves JSONs: fp32 seed 0, seed 1")
+    p.add_argument("--fast", nargs="+", required=True, metavar="JSON",
+                   help="eval_curves JSONs of the candidate, seed 0 [then seed 1]")
+    p.add_argument("--variant", default="clvae")
+    p.add_argument("--out", default=str(HERE / "results" / "precision_curves_cpu.json"))
+    a = p.parse_args(argv)
+    from common import machine_info, pick_device
+    from smis.utils import atomic_write_json
+    if len(a.fast) > 2:
+        raise SystemExit("--fast takes the candidate's seed 0 and seed 1 at most, in that order")
+    fp32 = [curve(Path(f), a.variant) for f in a.fp32]
+    fast = [curve(Path(f), a.variant) for f in a.fast]
+    rows = compare(fp32, fast)
+    result = {"benchmark": "training curves' scores: fast configuration vs fp32, against fp32's seed noise",
+              "variant": a.variant, "fp32_jsons": a.fp32, "fast_jsons": a.fast,
+              "commands": {f: json.loads(Path(f).read_text()).get("command") for f in a.fp32 + a.fast},
+              "scores": rows, "machine": machine_info(pick_device("cpu"))}
+    atomic_write_json(result, a.out)
+    print(f"{a.variant}: mean over checkpoints {rows[SCORES[0]]['steps']} of |fp32 s0 - fp32 s1| (noise) and of "
+          "|fast - fp32| at the same seed (gap)")
+    print("| score | noise | gap | within noise | last: fp32 s0, s1 | last: fast |")
+    print("|---|---|---|---|---|---|")
+    for s, r in rows.items():
+        print(f"| {s} | {r['mean_noise']:.4g} | {r['mean_gap']:.4g} | {'yes' if r['within_noise'] else 'NO'} | "
+              + ", ".join(f"{v:.4g}" for v in r["last_fp32"]) + " | " + ", ".join(f"{v:.4g}" for v in r["last_fast"])
+              + " |")
+    print(f"wrote {a.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
