@@ -1,13 +1,13 @@
 """Do full trainings in the fast configuration land within fp32's run-to-run noise? The training curves' scores
 (`scripts/eval_curves.py`: diversity, FD, colour / texture in class, mask mIoU at every kept checkpoint) of fp32
-runs with two seeds against runs of the candidate (bf16 autocast + fused Adam) with the same seeds.
+runs with two or more seeds against runs of the candidate (bf16 autocast + fused Adam) with the same seeds.
 
-    noise = |fp32 seed 0 - fp32 seed 1|        per checkpoint: two seeds of the unchanged configuration
+    noise = |fp32 seed i - fp32 seed j|        per checkpoint and pair of seeds of the unchanged configuration
     gap   = |fast seed s - fp32 seed s|        per checkpoint and seed (same init, data order and latent noise)
 
-A score is within the noise when its gap, averaged over the checkpoints (and both seeds), is at most its noise
-averaged over the checkpoints; the last checkpoint's values are listed too. Two seeds are a coarse noise estimate:
-read the table, not only the verdicts. Writes a JSON with the machine and each run's command.
+A score is within the noise when its gap, averaged over the checkpoints (and seeds), is at most its noise averaged
+over the checkpoints (and pairs); the last checkpoint's values are listed too. A few seeds are a coarse noise
+estimate: read the table, not only the verdicts. Writes a JSON with the machine and each run's command.
 
     python benchmarks/compare_precision_curves.py \\
         --fp32 checkpoints/synthscenes_curves.json runs/curves_fp32_s1.json \\
@@ -16,6 +16,7 @@ read the table, not only the verdicts. Writes a JSON with the machine and each r
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -43,7 +44,7 @@ def compare(fp32: list[dict], fast: list[dict]) -> dict:
         raise SystemExit("the runs share no checkpoint step; evaluate them at the same steps")
     out = {}
     for s in SCORES:
-        noise = [abs(fp32[0][t][s] - fp32[1][t][s]) for t in steps]
+        noise = [abs(a[t][s] - b[t][s]) for a, b in itertools.combinations(fp32, 2) for t in steps]
         gap = [abs(fast[i][t][s] - fp32[i][t][s]) for i in range(len(fast)) for t in steps]
         last = steps[-1]
         out[s] = {"steps": steps,
@@ -59,16 +60,18 @@ def compare(fp32: list[dict], fast: list[dict]) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--fp32", nargs=2, required=True, metavar="JSON", help="eval_curves JSONs: fp32 seed 0, seed 1")
+    p.add_argument("--fp32", nargs="+", required=True, metavar="JSON",
+                   help="eval_curves JSONs of fp32 runs, seed 0, seed 1, ... (two at least)")
     p.add_argument("--fast", nargs="+", required=True, metavar="JSON",
-                   help="eval_curves JSONs of the candidate, seed 0 [then seed 1]")
+                   help="eval_curves JSONs of the candidate, seed 0, seed 1, ... (at most as many as --fp32)")
     p.add_argument("--variant", default="clvae")
     p.add_argument("--out", default=str(HERE / "results" / "precision_curves_cpu.json"))
     a = p.parse_args(argv)
     from common import machine_info, pick_device
     from smis.utils import atomic_write_json
-    if len(a.fast) > 2:
-        raise SystemExit("--fast takes the candidate's seed 0 and seed 1 at most, in that order")
+    if len(a.fp32) < 2 or len(a.fast) > len(a.fp32):
+        raise SystemExit("give two fp32 runs at least (--fp32 seed 0, seed 1, ...) and at most as many --fast runs, "
+                         "in the same seed order")
     fp32 = [curve(Path(f), a.variant) for f in a.fp32]
     fast = [curve(Path(f), a.variant) for f in a.fast]
     rows = compare(fp32, fast)
@@ -77,9 +80,9 @@ def main(argv=None) -> dict:
               "commands": {f: json.loads(Path(f).read_text()).get("command") for f in a.fp32 + a.fast},
               "scores": rows, "machine": machine_info(pick_device("cpu"))}
     atomic_write_json(result, a.out)
-    print(f"{a.variant}: mean over checkpoints {rows[SCORES[0]]['steps']} of |fp32 s0 - fp32 s1| (noise) and of "
+    print(f"{a.variant}: mean over checkpoints {rows[SCORES[0]]['steps']} of |fp32 si - fp32 sj| (noise) and of "
           "|fast - fp32| at the same seed (gap)")
-    print("| score | noise | gap | within noise | last: fp32 s0, s1 | last: fast |")
+    print("| score | noise | gap | within noise | last: fp32 seeds | last: fast seeds |")
     print("|---|---|---|---|---|---|")
     for s, r in rows.items():
         print(f"| {s} | {r['mean_noise']:.4g} | {r['mean_gap']:.4g} | {'yes' if r['within_noise'] else 'NO'} | "
