@@ -92,7 +92,7 @@ class TrainConfig:
     fused_adam: bool | None = option(None, "fused Adam; default: on CUDA only")
     keep_freed_memory: bool = option(True, "CPU on Linux: glibc keeps freed memory for reuse instead of returning "
                                      "it to the OS (smis.utils.keep_freed_memory: ~10k fewer page faults a step, "
-                                     "1.2x on SynthScenes fp32); the same numbers either way")
+                                     "1.07x the SynthScenes fp32 step); the same numbers either way")
     compile: bool = option(False, "torch.compile G, E and D")
     cudnn_benchmark: bool = option(True, "CUDA: autotune conv algorithms on the first step (shapes are fixed); "
                                    "--no-cudnn-benchmark: less memory at step 1, slower steps")

@@ -70,7 +70,8 @@ def keep_freed_memory() -> bool:
     By default glibc serves every block above its mmap threshold (128 KiB, adapting up to 32 MiB) with fresh
     mmap'd pages and returns them to the OS on free, so a CPU training step, which allocates and frees thousands
     of feature-map-sized tensors, pays a page fault (and the kernel's zeroing) for every 4 KiB it touches anew:
-    ~10,000 faults a step at SynthScenes' batch 8, 1.2x of its fp32 step (benchmarks/RESULTS.md, issue 26).
+    ~11,000 faults a step at SynthScenes' batch 8; keeping them makes its fp32 step 1.07x faster (A/B,
+    benchmarks/RESULTS.md, issue 26).
     With MALLOC_KEEP the heap holds the step's peak and reuses it. The values computed are unchanged (same
     kernels on the same data; only where the buffers live). False, doing nothing, off glibc (macOS, musl,
     Windows)."""
