@@ -103,6 +103,42 @@ def test_on_the_fly_dataset_equals_files_on_disk(tmp_path):
     assert [r["index"] for r in records] == [0, 1, 2]
 
 
+def test_render_cache_returns_the_same_tensors_and_skips_rendering(monkeypatch):
+    """Epochs after the first read renders back from memory: the same tensors as rendering anew, copies that a
+    caller may change, a byte budget that stops the cache filling, and no cache in a pickled copy (workers)."""
+    import pickle
+    calls = []
+    real_generate = synthetic.generate
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: calls.append(a[0]) or real_generate(*a, **k))
+    fresh = synthetic.SynthScenes(size=64, length=6, seed=1, cache_mb=0)
+    cached = synthetic.SynthScenes(size=64, length=6, seed=1)
+    for _ in range(3):                                              # three epochs
+        for i in range(6):
+            a, b = fresh[i], cached[i]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+            assert b["image"].dtype == torch.float32 and b["label"].dtype == torch.int64
+    assert len(calls) == 3 * 6 + 6                                  # fresh: every time; cached: once per index
+    item = cached[2]
+    item["label"].zero_()
+    item["image"].fill_(0.5)
+    again = cached[2]
+    assert torch.equal(again["label"], fresh[2]["label"]) and torch.equal(again["image"], fresh[2]["image"])
+    one = (64 * 64 * 3 + 64 * 64) / 2**20                           # one 64x64 sample, MiB
+    small = synthetic.SynthScenes(size=64, length=6, seed=1, cache_mb=2.5 * one)
+    calls.clear()
+    for _ in range(2):
+        for i in range(6):
+            small[i]
+    assert sorted(calls) == [0, 1, 2, 2, 3, 3, 4, 4, 5, 5]          # two fit; the others render each time
+    assert small._cached_bytes <= small.cache_bytes
+    copy = pickle.loads(pickle.dumps(cached))
+    assert copy._cache == {} and len(cached._cache) == 6
+    calls.clear()
+    assert torch.equal(copy[4]["image"], fresh[4]["image"]) and calls == [4, 4]
+    with pytest.raises(ValueError, match="cache_mb=-1"):
+        synthetic.SynthScenes(size=64, cache_mb=-1)
+
+
 def test_write_is_idempotent_and_atomic(tmp_path, monkeypatch):
     root = synthetic.write_synthscenes(tmp_path / "ss", 4, 2, 64, progress=False)
     stamp = (root / "train" / "images" / "000000.png").stat().st_mtime_ns

@@ -14,13 +14,15 @@ from smis.data.synthetic import SynthScenes
 
 
 def make_synthscenes_dataset(root=None, split: str = "train", train: bool | None = None, size=64, length: int = 1000,
-                             seed: int = 0, flip: bool = True, object_factor: bool = False, **folder_kwargs):
+                             seed: int = 0, flip: bool = True, object_factor: bool = False, cache_mb: float = 256,
+                             **folder_kwargs):
     """SynthScenes: generated on the fly when `root` is None (`object_factor`: with the object-scale
-    factor), else read from a folder written by `python -m smis.data.synthetic --out ROOT`."""
+    factor; `cache_mb`: renders kept in memory, see `SynthScenes`), else read from a folder written by
+    `python -m smis.data.synthetic --out ROOT`."""
     train = (split == "train") if train is None else train
     if root is None:
         return SynthScenes(size=size, length=length, split=split, seed=seed, flip=flip and train,
-                           object_factor=object_factor)
+                           object_factor=object_factor, cache_mb=cache_mb)
     return make_folder_dataset(root, split, train=train, size=size, flip=flip, name="synthscenes", **folder_kwargs)
 
 

@@ -507,7 +507,13 @@ def _remove_ramp(lum: np.ndarray,       # (H, W) luminance
 
 
 class SynthScenes(torch.utils.data.Dataset):
-    """SynthScenes generated on the fly (no files needed), deterministic from (seed, split, index)."""
+    """SynthScenes generated on the fly (no files needed), deterministic from (seed, split, index).
+
+    Renders are kept in memory as uint8 (image and label, 16 KiB a 64x64 sample) up to `cache_mb`, so every
+    epoch after the first reads them back instead of rendering again: the same tensors (generation is
+    deterministic), without its ~0.9 ms per 64x64 image, which is ~3 % of a SynthScenes training step on one CPU
+    core (benchmarks/RESULTS.md, issue 26). A training run of the shipped schedule sees each image 16 times.
+    The cache is per process: DataLoader workers fill their own, and pickling the dataset leaves it out."""
 
     def __init__(
         self,
@@ -517,27 +523,51 @@ class SynthScenes(torch.utils.data.Dataset):
         seed: int = 0,        # dataset seed
         flip: bool = False,   # random horizontal flip (training augmentation)
         object_factor: bool = False,  # add the object-scale shading factor (opt-in; module docstring)
+        cache_mb: float = 256,  # renders kept in memory, MiB (4000 64x64 samples: 62.5); 0: render every time
     ):
         self.size = as_hw(size)
         _check_size(*self.size)
         if split not in SPLIT_IDS:
             raise ValueError(f"unknown split {split!r}; SynthScenes has {sorted(SPLIT_IDS)}")
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb={cache_mb!r}: give the MiB of renders to keep in memory, >= 0 (0: none)")
         self.length, self.split, self.seed, self.flip = int(length), split, int(seed), flip
         self.object_factor = bool(object_factor)
         self.info = info(self.size)
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}    # index -> (image (H, W, 3), label (H, W)) uint8
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return self.length
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": {}, "_cached_bytes": 0}     # workers fill their own
+
     def factors(self, index: int) -> dict:
         return generate(index, self.size, self.seed, self.split, self.object_factor)[2]
+
+    def _render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image (H, W, 3), label (H, W)) uint8 of `index`, from the cache or rendered (and kept if it fits)."""
+        hit = self._cache.get(index)
+        if hit is not None:
+            return hit
+        img, label, _ = generate(index, self.size, self.seed, self.split, self.object_factor)
+        pair = (img, label.astype(np.uint8))                           # NUM_CLASSES < 256: exact
+        size = img.nbytes + pair[1].nbytes
+        if self._cached_bytes + size <= self.cache_bytes:
+            for a in pair:
+                a.flags.writeable = False                               # callers get copies (below)
+            self._cache[index] = pair
+            self._cached_bytes += size
+        return pair
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        img, label, _ = generate(index, self.size, self.seed, self.split, self.object_factor)
-        image = torch.from_numpy(img).permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # (3, H, W)
-        lbl = torch.from_numpy(label)                                                    # (H, W)
+        img, label = self._render(index)
+        image = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)).div_(127.5).sub_(1.0)  # (3, H, W)
+        lbl = torch.from_numpy(label.astype(np.int64))                                            # (H, W), a copy
         if self.flip and bool(torch.rand(()) < 0.5):
             image, lbl = image.flip(-1), lbl.flip(-1)
         return {"image": image, "label": lbl, "index": index, "path": f"synthscenes://{self.split}/{index:06d}"}
