@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from smis.backbones import ImageFeatureCache
 from smis.config import Preset, get_preset
-from smis.losses import make_perceptual_loss
+from smis.losses import PerceptualLoss, make_perceptual_loss
 from smis.networks import VARIANTS, Networks, build_networks
 from smis.objective import GeneratorStep, LossWeights
 from smis.options import TrainConfig
@@ -107,6 +108,8 @@ def build(cfg: TrainConfig,                                   # the run's option
         name = str(loss_net.backbone)
         if cfg.channels_last:
             loss_net = loss_net.to(memory_format=torch.channels_last)
+        if device.type == "cpu" and cfg.perceptual_cache_mb > 0 and isinstance(loss_net, PerceptualLoss):
+            loss_net.real_cache = ImageFeatureCache(int(cfg.perceptual_cache_mb * 2**20))   # real images seen before
 
     g_model: nn.Module = gstep
     d_model: nn.Module = nets.D

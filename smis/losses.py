@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smis.backbones import FoldedCache, crn_distance_extractor, perceptual_extractor
+from smis.backbones import FoldedCache, ImageFeatureCache, crn_distance_extractor, perceptual_extractor
 from smis.networks.latents import Latents
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,11 @@ class PerceptualLoss(nn.Module):
 
     On the CPU the extractor runs in float32 even inside a bf16 autocast region (`autocast_cpu=False`): oneDNN's
     bf16 depthwise stride-2 convolutions (EfficientNet-Lite0's) are 10-20x slower than float32 ones there, so the
-    SynthScenes bf16 step is 1.03x faster with the perceptual net in float32 (benchmarks/RESULTS.md, issue 26)."""
+    SynthScenes bf16 step is 1.03x faster with the perceptual net in float32 (benchmarks/RESULTS.md, issue 26).
+
+    With `real_cache_mb` > 0 the real images' maps come from an `ImageFeatureCache` of that size on the CPU (the
+    training step sets it from `TrainConfig.perceptual_cache_mb`): a run that sees each image many times skips
+    the extractor's pass on the ones it has seen (the same maps: tests/test_losses.py)."""
 
     def __init__(self,
                  extractor: nn.Module,              # maps (B, 3, H, W) in [-1, 1] to a list of feature maps
@@ -128,11 +132,13 @@ class PerceptualLoss(nn.Module):
                  fold_bn: bool = True,              # run a copy with its batch norms folded into the convs
                                                     # (smis.backbones.fold_batchnorm; same function, fewer ops)
                  autocast_cpu: bool = False,        # let a CPU autocast region reach the extractor (bf16 convs)
+                 real_cache_mb: float = 0,          # MiB of the real images' maps kept on the CPU; 0: none
                  ):
         super().__init__()
         self.extractor = extractor.eval().requires_grad_(False)
         self.fold_bn, self.autocast_cpu = fold_bn, autocast_cpu
         self._folded = FoldedCache()                # rebuilt whenever the extractor's tensors change
+        self.real_cache = ImageFeatureCache(int(real_cache_mb * 2**20)) if real_cache_mb > 0 else None
         if weights is None:
             weights = getattr(extractor, "layer_weights", None)
         self.weights = None if weights is None else tuple(float(w) for w in weights)
@@ -149,7 +155,7 @@ class PerceptualLoss(nn.Module):
         net = self._folded.get(self.extractor, real) if self.fold_bn else self.extractor
         ff = net(fake)
         with torch.no_grad():
-            fr = net(real)
+            fr = self.real_cache(net, real) if self.real_cache is not None and real.device.type == "cpu" else net(real)
         weights = self.weights
         if weights is None:
             weights = VGG_WEIGHTS if len(ff) == len(VGG_WEIGHTS) else (1.0,) * len(ff)

@@ -25,8 +25,8 @@ from smis.utils import plain_data
 # Options that may differ when a run is resumed (recorded in config.json); every other option must
 # equal the checkpoint's, or the resumed run would silently be another experiment.
 RESUME_MAY_CHANGE = ("run_dir", "data_root", "steps", "device", "channels_last", "fused_adam", "keep_freed_memory",
-                     "compile", "cudnn_benchmark", "num_workers", "log_every", "image_every", "ckpt_every", "keep_last",
-                     "tensorboard", "progress")
+                     "perceptual_cache_mb", "compile", "cudnn_benchmark", "num_workers", "log_every", "image_every",
+                     "ckpt_every", "keep_last", "tensorboard", "progress")
 
 
 def option(default, help: str, **extra):
@@ -93,6 +93,10 @@ class TrainConfig:
     keep_freed_memory: bool = option(True, "CPU on Linux: glibc keeps freed memory for reuse instead of returning "
                                      "it to the OS (smis.utils.keep_freed_memory: ~10k fewer page faults a step, "
                                      "1.07x the SynthScenes fp32 step); the same numbers either way")
+    perceptual_cache_mb: float = option(1024, "CPU: MiB of the real images' perceptual feature maps kept for the "
+                                        "next time an image (or its flip) comes round (smis.backbones."
+                                        "ImageFeatureCache; 110 KiB a 64x64 image with EfficientNet-Lite0); the "
+                                        "same numbers, one extractor pass fewer per image seen before; 0: off")
     compile: bool = option(False, "torch.compile G, E and D")
     cudnn_benchmark: bool = option(True, "CUDA: autotune conv algorithms on the first step (shapes are fixed); "
                                    "--no-cudnn-benchmark: less memory at step 1, slower steps")
@@ -118,6 +122,8 @@ class TrainConfig:
         for name in ("steps", "batch_size"):
             need(getattr(self, name) is None or (is_int(getattr(self, name)) and getattr(self, name) >= 1), name,
                  "must be an integer >= 1 (or None: the preset's)")
+        need(isinstance(self.perceptual_cache_mb, (int, float)) and not isinstance(self.perceptual_cache_mb, bool)
+             and self.perceptual_cache_mb >= 0, "perceptual_cache_mb", "must be a number of MiB >= 0 (0: off)")
         need(isinstance(self.decay_start, (int, float)) and 0 <= self.decay_start <= 1, "decay_start",
              "is the fraction of the run before the decay starts: give a number in [0, 1]")
         need(self.kl_weight is None or (isinstance(self.kl_weight, (int, float)) and self.kl_weight >= 0), "kl_weight",

@@ -346,3 +346,23 @@ def test_the_cpu_allocator_keeps_freed_memory_when_the_config_says_so(monkeypatc
     assert calls == []
     T.configure_backends(torch.device("cpu"), T.TrainConfig())
     assert calls == [1]
+
+
+def test_training_reads_the_real_images_perceptual_maps_back_from_the_cache(tmp_path):
+    """Three epochs of 4 SynthScenes images (flips on): with the perceptual cache (the CPU default) the losses of
+    every step are those without it, and from the second epoch on most real images' maps come from the cache."""
+    runs = {}
+    for name, mb in (("off", 0), ("on", 1024)):
+        t = T.Trainer(cfg(tmp_path / name, perceptual="effnet", data_length=4, steps=6, perceptual_cache_mb=mb,
+                          channels_last=True))
+        cache = t.train_step.parts.perceptual.real_cache
+        assert (cache is None) == (mb == 0)
+        run = t.fit()
+        runs[name] = list(csv.DictReader(open(run / "losses.csv")))
+    assert cache.hits + cache.misses == 6 * 2 and cache.misses <= 8 and cache.hits >= 4    # 4 images x 2 flips
+    assert [r["step"] for r in runs["on"]] == [r["step"] for r in runs["off"]] == [str(s) for s in range(1, 7)]
+    for off, on in zip(runs["off"], runs["on"]):
+        for k in ("g_perceptual", "g_total", "d_hinge"):
+            assert float(on[k]) == pytest.approx(float(off[k]), rel=1e-5, abs=1e-6), (off["step"], k)
+    with pytest.raises(ValueError, match="perceptual_cache_mb"):
+        cfg(tmp_path, perceptual_cache_mb=-1)
