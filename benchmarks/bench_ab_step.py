@@ -12,6 +12,9 @@ Variant syntax `<code>:<opt>+<opt>...` with code `base` or `new` and options:
     fp32            nothing changed (the default trainer: NCHW, single-tensor Adam on CPU, eager)
     channels_last   `--channels-last`          fused_adam   fused Adam
     system_malloc   `--no-keep-freed-memory` (new code only): glibc's default allocator behaviour
+    no_perceptual_cache  `--perceptual-cache-mb 0` (new code only): the perceptual net runs on the real images
+                    every step. Without it the new code's fixed batch hits the cache from the second step on
+                    (a training run: from its second epoch, ~7 in 8 real images at the shipped schedule)
     bf16            bf16 autocast              dense        G.piecewise_cond = False (new code only)
     perceptual_half the perceptual network sees fake and real avg-pooled 2x: a different objective (fewer
                     FLOPs), measured as a separate lever, not an option of smis.train
@@ -47,7 +50,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TRAINER_OPTS = {"channels_last": {"channels_last": True}, "fused_adam": {"fused_adam": True},
-                "bf16": {"precision": "bf16"}, "fp32": {}, "system_malloc": {"keep_freed_memory": False}}
+                "bf16": {"precision": "bf16"}, "fp32": {}, "system_malloc": {"keep_freed_memory": False},
+                "no_perceptual_cache": {"perceptual_cache_mb": 0}}
 FLAGS = ("dense", "perceptual_half")
 
 
@@ -77,6 +81,8 @@ def parse_variant(spec: str, default_threads: int | None) -> dict:
                              f"{list(FLAGS)}, t<threads>, variant=NAME, env:NAME=VALUE, pkg.mod.attr=VALUE")
     if code == "base" and "dense" in out["flags"]:
         raise SystemExit(f"variant {spec!r}: dense switches a code path of the new code only")
+    if code == "base" and {"keep_freed_memory", "perceptual_cache_mb"} & set(out["trainer"]):
+        raise SystemExit(f"variant {spec!r}: system_malloc and no_perceptual_cache are options of the new code only")
     return out
 
 

@@ -240,15 +240,17 @@ def _random_vgg19_file() -> Path:
 def make_train_step(preset: str, batch: int, device: torch.device, *, variant: str = "clvae",
                     overrides: dict | None = None, perceptual: str = "vgg19", precision: str = "fp32",
                     channels_last: bool = False, fused_adam: bool = False, compile: bool = False,
-                    keep_freed_memory: bool = True):
+                    keep_freed_memory: bool = True, perceptual_cache_mb: float = 1024):
     """(`smis.train.TrainStep`, description of its perceptual network): one training iteration on exactly
     the parts training builds (`smis.build.build`) for `preset` at `batch` with the given speed options.
     No data set: the benchmark feeds its own fixed batch (`fixed_batch`). `perceptual` picks the network
-    (see `perceptual_loss`: VGG19's shape with random weights when its ImageNet file is absent)."""
+    (see `perceptual_loss`: VGG19's shape with random weights when its ImageNet file is absent). On a fixed batch
+    the perceptual cache (`perceptual_cache_mb`, on by default on the CPU as in training) hits from the second
+    step on: every real image seen before; `perceptual_cache_mb=0` times the pass on new images."""
     cfg = TrainConfig(variant=variant, preset=preset, preset_overrides=dict(overrides or {}), batch_size=batch,
                       perceptual={"none": "none", "effnet": "effnet"}.get(perceptual, "auto"), device=str(device),
                       precision=precision, channels_last=channels_last, fused_adam=fused_adam, compile=compile,
-                      keep_freed_memory=keep_freed_memory,
+                      keep_freed_memory=keep_freed_memory, perceptual_cache_mb=perceptual_cache_mb,
                       tensorboard=False, progress=False, steps=10**6)
     configure_backends(device, cfg)                 # as Trainer does (cuDNN autotuning, the CPU allocator)
     parts = build(cfg, device, perceptual=lambda: perceptual_loss(perceptual, device))
