@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from smis.build import AUTOCAST_DTYPES
+from smis.build import AUTOCAST_DTYPES, load_optimizer, make_adam
 from smis.checkpoint import Checkpointer
 from smis.config import Preset, get_preset
 from smis.data import collate
@@ -110,7 +110,7 @@ class IMLEParts:
 
     def load_state_dict(self, ck: dict) -> None:
         self.nets.G.load_state_dict(ck["G"])
-        self.opt.load_state_dict(ck["opt_g"])
+        load_optimizer(self.opt, ck["opt_g"])
         self.scaler.load_state_dict(ck["scaler"])
 
 
@@ -128,8 +128,7 @@ def build_imle(cfg: TrainConfig,                              # the run's option
     if cfg.channels_last:
         nets = nets.to(memory_format=torch.channels_last)
     fused = (device.type == "cuda") if cfg.fused_adam is None else cfg.fused_adam
-    opt = torch.optim.Adam(nets.G.parameters(), lr=settings.lr, betas=(0.9, 0.999), eps=1e-8,
-                           **({"fused": True} if fused else {}))
+    opt = make_adam(nets.G.parameters(), settings.lr, (0.9, 0.999), fused, eps=1e-8)
     if distance is None:
         distance = make_imle_distance(device, prefer="vgg19" if cfg.perceptual == "auto" else "efficientnet_lite0")
     g_model = torch.compile(nets.G) if cfg.compile else nets.G
