@@ -165,10 +165,15 @@ class ImageFeatureCache:
     real passes repeat an earlier one. Each image is keyed by a blake2b digest of its float values; its maps are
     one row of a slab per map (allocated once for `max_bytes`; pages are touched as rows fill), gathered with one
     `index_select` per map. Images not seen before run through the network together and are stored while the
-    budget lasts; a change of network (its tensors, in place or replaced), input shape, dtype or autocast state
-    clears the cache. The result equals `net(images)` wherever the network's output for an image does not depend
-    on the batch it runs in (oneDNN's channels_last convolutions on the CPU: bitwise, `tests/test_losses.py`);
-    elsewhere it differs by float rounding. Meant for the CPU (the digest reads the images on the host).
+    budget lasts; a change of network (its tensors, in place or replaced), input shape, layout, dtype or autocast
+    state clears the cache.
+
+    Exact or off: a cached map equals a computed one only if the network's output for an image does not depend on
+    the batch it runs in. The first batch of two or more images checks that, bit for bit, against every smaller
+    batch of its images; where it does not hold (oneDNN picks other kernels by batch size for NCHW inputs on this
+    CPU, for instance), the cache turns itself off and every call runs the network. Where it holds (channels_last
+    here), the maps, losses and a resumed run are those without the cache, bit for bit (tests/test_losses.py,
+    tests/test_train.py). Meant for the CPU (the digest reads the images on the host).
 
         cache = ImageFeatureCache(max_bytes=2**30)
         with torch.no_grad():
@@ -183,6 +188,7 @@ class ImageFeatureCache:
 
     def clear(self) -> None:
         self.signature, self.net = None, None
+        self.exact: bool | None = None             # the network is batch-invariant (None: not checked yet)
         self.rows: dict[bytes, int] = {}           # image digest -> row of the slabs
         self.slabs: list[torch.Tensor] | None = None     # per map (capacity, C_l, H_l, W_l)
         self.formats: list[torch.memory_format] = []     # the network's layout of each map
@@ -197,7 +203,17 @@ class ImageFeatureCache:
     def _signature(self, net: nn.Module, images: torch.Tensor) -> tuple:
         kind = images.device.type
         autocast = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind)
-        return FoldedCache._key(net), tuple(images.shape[1:]), images.dtype, images.device, autocast
+        return (FoldedCache._key(net), tuple(images.shape[1:]), tuple(images.stride()[1:]), images.dtype,
+                images.device, autocast)
+
+    @staticmethod
+    def _batch_invariant(net: nn.Module, images: torch.Tensor, maps: list[torch.Tensor]) -> bool:
+        """Whether net(images[:k]) is maps[:k] bit for bit for every k < B (sub-batches as __call__ takes them)."""
+        for k in range(1, len(images)):
+            part = net(images[list(range(k))])
+            if not all(torch.equal(m[:k], p) for m, p in zip(maps, part)):
+                return False
+        return True
 
     def __call__(self,
                  net: nn.Module,                   # frozen: maps (B, 3, H, W) to a list of feature maps
@@ -207,7 +223,21 @@ class ImageFeatureCache:
         if signature != self.signature or net is not self.net:
             self.clear()
             self.signature, self.net = signature, net
+        if self.exact is False:
+            return list(net(images))
         keys = self._digests(images)
+        if self.exact is None and len(images) > 1:                     # the first batch: check, then store it
+            maps = list(net(images))
+            self.exact = self._batch_invariant(net, images, maps)
+            if not self.exact:
+                log.info("%s's maps depend on the batch they run in (%s input): the feature cache is off",
+                         type(net).__name__, "channels_last" if images.is_contiguous(
+                             memory_format=torch.channels_last) and not images.is_contiguous() else "NCHW")
+                self.rows, self.slabs = {}, None
+                return maps
+            self.misses += len(keys)
+            self._store(keys, maps)
+            return maps
         rows = [self.rows.get(k) for k in keys]
         miss = [i for i, r in enumerate(rows) if r is None]
         self.hits += len(keys) - len(miss)
@@ -220,6 +250,7 @@ class ImageFeatureCache:
         if len(miss) == len(keys):
             return new
         hit = [i for i, r in enumerate(rows) if r is not None]         # some of each: put the rows together
+
         def to(v):
             return torch.tensor(v, device=self.slabs[0].device)
         out = []

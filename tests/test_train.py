@@ -349,8 +349,9 @@ def test_the_cpu_allocator_keeps_freed_memory_when_the_config_says_so(monkeypatc
 
 
 def test_training_reads_the_real_images_perceptual_maps_back_from_the_cache(tmp_path):
-    """Three epochs of 4 SynthScenes images (flips on): with the perceptual cache (the CPU default) the losses of
-    every step are those without it, and from the second epoch on most real images' maps come from the cache."""
+    """Three epochs of 4 SynthScenes images (flips on), EfficientNet-Lite0, channels_last: with the perceptual cache
+    (the CPU default) every logged loss is that of the run without it, bit for bit. Where the extractor's maps
+    are batch-invariant on this CPU the cache serves the repeats (from the second epoch on); elsewhere it is off."""
     runs = {}
     for name, mb in (("off", 0), ("on", 1024)):
         t = T.Trainer(cfg(tmp_path / name, perceptual="effnet", data_length=4, steps=6, perceptual_cache_mb=mb,
@@ -359,11 +360,14 @@ def test_training_reads_the_real_images_perceptual_maps_back_from_the_cache(tmp_
         assert (cache is None) == (mb == 0)
         run = t.fit()
         runs[name] = list(csv.DictReader(open(run / "losses.csv")))
-    assert cache.hits + cache.misses == 6 * 2 and cache.misses <= 8 and cache.hits >= 4    # 4 images x 2 flips
     assert [r["step"] for r in runs["on"]] == [r["step"] for r in runs["off"]] == [str(s) for s in range(1, 7)]
     for off, on in zip(runs["off"], runs["on"]):
-        for k in ("g_perceptual", "g_total", "d_hinge"):
-            assert float(on[k]) == pytest.approx(float(off[k]), rel=1e-5, abs=1e-6), (off["step"], k)
+        assert {k: v for k, v in on.items() if k != "images_per_s"} == {k: v for k, v in off.items()
+                                                                          if k != "images_per_s"}
+    if cache.exact:                                                     # 4 images x 2 flips at most
+        assert cache.hits + cache.misses == 6 * 2 and cache.misses <= 8 and cache.hits >= 4
+    else:
+        assert cache.hits == 0 and cache.rows == {}
     with pytest.raises(ValueError, match="perceptual_cache_mb"):
         cfg(tmp_path, perceptual_cache_mb=-1)
 
