@@ -95,8 +95,9 @@ class TrainConfig:
                                      "1.07x the SynthScenes fp32 step); the same numbers either way")
     perceptual_cache_mb: float = option(1024, "CPU: MiB of the real images' perceptual feature maps kept for the "
                                         "next time an image (or its flip) comes round (smis.backbones."
-                                        "ImageFeatureCache; 110 KiB a 64x64 image with EfficientNet-Lite0); the "
-                                        "same numbers, one extractor pass fewer per image seen before; 0: off")
+                                        "ImageFeatureCache; 110 KiB a 64x64 image with EfficientNet-Lite0): one "
+                                        "extractor pass fewer per image seen before, the same numbers bit for bit "
+                                        "(it turns itself off where the extractor's maps depend on the batch); 0: off")
     compile: bool = option(False, "torch.compile G, E and D")
     cudnn_benchmark: bool = option(True, "CUDA: autotune conv algorithms on the first step (shapes are fixed); "
                                    "--no-cudnn-benchmark: less memory at step 1, slower steps")
