@@ -58,7 +58,8 @@ def compare_checkpoints(old: Path, new: Path) -> list[dict]:
         keys = sorted(set(a) | set(b))
         differ = [k for k in keys if k not in a or k not in b or a[k].shape != b[k].shape
                   or not torch.equal(a[k], b[k])]
-        out.append({"checkpoint": ck.name, "tensors": len(keys), "differing": len(differ), "first_differing": differ[:10]})
+        out.append({"checkpoint": ck.name, "tensors": len(keys), "differing": len(differ),
+                    "first_differing": differ[:10]})
     return out
 
 
