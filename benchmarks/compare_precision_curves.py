@@ -9,6 +9,12 @@ A score is within the noise when its gap, averaged over the checkpoints (and see
 over the checkpoints (and pairs); the last checkpoint's values are listed too. A few seeds are a coarse noise
 estimate: read the table, not only the verdicts. Writes a JSON with the machine and each run's command.
 
+A permutation test asks the same question as a p-value: each run is summarised by its score's mean over the
+checkpoints (and, separately, its last checkpoint); the statistic is mean(fast runs) - mean(fp32 runs); p is the
+share of all ways of labelling |fast| of the pooled runs "fast" whose statistic is at least as far from 0 as the
+observed one (two-sided, exact: 252 labellings for 5 + 5 runs, so p >= 0.008; 20 for 3 + 3, p >= 0.1). It
+ignores the seed pairing (two runs with one seed share the initialisation, not the trajectory).
+
     python benchmarks/compare_precision_curves.py \\
         --fp32 checkpoints/synthscenes_curves.json runs/curves_fp32_s1.json \\
         --fast runs/curves_bf16_s0.json runs/curves_bf16_s1.json --variant clvae
@@ -37,6 +43,21 @@ def curve(path: Path, variant: str) -> dict[int, dict[str, float]]:
     return {int(r["step"]): {s: float(r[s]) for s in SCORES} for r in rows}
 
 
+def permutation_test(fp32: list[float], fast: list[float]) -> dict:
+    """Two-sided exact permutation test of mean(fast) - mean(fp32) over every labelling of the pooled values."""
+    pooled, k = fp32 + fast, len(fast)
+    observed = statistics.fmean(fast) - statistics.fmean(fp32)
+    stats = []
+    for pick in itertools.combinations(range(len(pooled)), k):
+        chosen = set(pick)
+        stats.append(statistics.fmean([pooled[i] for i in pick])
+                     - statistics.fmean([v for i, v in enumerate(pooled) if i not in chosen]))
+    extreme = sum(abs(t) >= abs(observed) - 1e-12 for t in stats)
+    sd = statistics.stdev(fp32) if len(fp32) > 1 else float("nan")
+    return {"difference": observed, "p": extreme / len(stats), "labellings": len(stats),
+            "fp32_run_sd": sd, "difference_in_fp32_sds": observed / sd if sd > 0 else float("nan")}
+
+
 def compare(fp32: list[dict], fast: list[dict]) -> dict:
     """Per score: noise and gap per checkpoint, their means over the checkpoints, the last checkpoint's values."""
     steps = sorted(set.intersection(*(set(c) for c in fp32 + fast)))
@@ -54,7 +75,12 @@ def compare(fp32: list[dict], fast: list[dict]) -> dict:
                   "gap_per_checkpoint": [round(v, 5) for v in gap],
                   "mean_noise": statistics.fmean(noise), "mean_gap": statistics.fmean(gap),
                   "last_fp32": [c[last][s] for c in fp32], "last_fast": [c[last][s] for c in fast],
-                  "within_noise": statistics.fmean(gap) <= statistics.fmean(noise)}
+                  "within_noise": statistics.fmean(gap) <= statistics.fmean(noise),
+                  "permutation_mean_over_checkpoints": permutation_test(
+                      [statistics.fmean(c[t][s] for t in steps) for c in fp32],
+                      [statistics.fmean(c[t][s] for t in steps) for c in fast]),
+                  "permutation_last_checkpoint": permutation_test([c[last][s] for c in fp32],
+                                                                  [c[last][s] for c in fast])}
     return out
 
 
@@ -88,6 +114,13 @@ def main(argv=None) -> dict:
         print(f"| {s} | {r['mean_noise']:.4g} | {r['mean_gap']:.4g} | {'yes' if r['within_noise'] else 'NO'} | "
               + ", ".join(f"{v:.4g}" for v in r["last_fp32"]) + " | " + ", ".join(f"{v:.4g}" for v in r["last_fast"])
               + " |")
+    print("\npermutation test, fast - fp32 over runs (exact, two-sided):")
+    print("| score | mean over checkpoints: difference (fp32 run SDs), p | last checkpoint: difference (SDs), p |")
+    print("|---|---|---|")
+    for s, r in rows.items():
+        m, last = r["permutation_mean_over_checkpoints"], r["permutation_last_checkpoint"]
+        print(f"| {s} | {m['difference']:+.4g} ({m['difference_in_fp32_sds']:+.2f}), p = {m['p']:.3f} | "
+              f"{last['difference']:+.4g} ({last['difference_in_fp32_sds']:+.2f}), p = {last['p']:.3f} |")
     print(f"wrote {a.out}")
     return result
 
