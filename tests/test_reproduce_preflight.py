@@ -41,7 +41,9 @@ def test_notebook_06_reads_its_two_model_files(tmp_path):
                                                         ("model baseline", ("06_interactive_editing",))]
     _, plan = plan_profile("demo", ["06"], tmp_path, overrides=['06.BASELINE=""', f"06.MODEL={tmp_path}/none.pt"])
     report = preflight("demo", plan)
-    assert _what(report, "missing") == [("run model", ("06_interactive_editing",))]
+    assert _what(report, "missing") == [("model model", ("06_interactive_editing",))]
+    missing = [i for i in report.inputs if i.state == "missing"][0]
+    assert "train_demo_models.py" in missing.detail and "--run-dir" not in missing.detail     # a file, not a run
     assert not [w for w, _ in _what(report) if "baseline" in w]
 
 

@@ -250,6 +250,11 @@ def _run_input(name: str, source: str, dataset: str, root: str, n_train: int | N
     fix = (f"python -m smis.train --variant {name} --preset {dataset} --dataset {dataset} "
            f"--data-root {root or '<root>'} "
            f"--run-dir {source}" if name in VARIANTS else "train it with python -m smis.train --run-dir " + source)
+    if path.suffix == ".pt":             # a model file (the demo's shipped models), not a run folder
+        label = f"model {name}"
+        fix = (f"restore the shipped file (git checkout -- {source}) or train the demo models again "
+               f"(python scripts/train_demo_models.py{f' --variants {name}' if name in VARIANTS else ''}), "
+               "or point the parameter at your exported model or run folder")
     try:
         preset = get_preset(dataset)
     except KeyError:
