@@ -74,16 +74,17 @@ def make_adam(params,                                # the parameters (an iterab
               fused: bool,                           # torch's fused kernel (not bitwise the others' numbers)
               **kw,                                  # more torch.optim.Adam options (eps)
               ) -> torch.optim.Adam:
-    """Adam with an explicit implementation: fused, else foreach. On the CPU torch's default is its per-tensor
-    loop; foreach computes the same numbers (bitwise: tests/test_train.py) ~1.7x faster (SynthScenes' 6.6 M
-    parameters, channels_last: 44 -> 25 ms a step on one loaded core; benchmarks/RESULTS.md, issue 26)."""
-    return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas),
-                            **({"fused": True} if fused else {"foreach": True}), **kw)
+    """Adam, fused or torch's default implementation (on the CPU a per-tensor loop). foreach computes the loop's
+    numbers bit for bit but is slower on the CPU once glibc keeps freed memory (smis.utils.keep_freed_memory):
+    SynthScenes' 6.6 M channels_last parameters, one core, 18.9 ms loop vs 25.4 foreach vs 7.6 fused a step
+    (`benchmarks/bench_adam.py`, benchmarks/RESULTS.md, issue 26)."""
+    return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **({"fused": True} if fused else {}),
+                            **kw)
 
 
 def load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
     """opt.load_state_dict(state), keeping opt's implementation (foreach / fused): torch restores those flags
-    from the file too, so a run resumed from a checkpoint of older code or other options would keep them."""
+    from the file too, so a run resumed with `--fused-adam` changed (a RESUME_MAY_CHANGE option) kept the old one."""
     impl = [{k: g.get(k) for k in ("foreach", "fused")} for g in opt.param_groups]
     opt.load_state_dict(state)
     for group, flags in zip(opt.param_groups, impl):
