@@ -77,8 +77,8 @@ def main(argv=None) -> dict:
                          "equals_loop_bitwise": same if impl == "foreach" else (impl == "loop" or fused_diff == 0),
                          "max_abs_diff_vs_loop": 0.0 if impl != "fused" else fused_diff})
     result = {"benchmark": "Adam implementations, one optimiser step of G+E and of D", "preset": a.preset,
-              "threads": a.threads, "allocator": allocator, "rounds": a.rounds, "steps_per_round": a.steps, "rows": rows,
-              "machine": machine_info(torch.device("cpu"))}
+              "threads": a.threads, "allocator": allocator, "rounds": a.rounds, "steps_per_round": a.steps,
+              "rows": rows, "machine": machine_info(torch.device("cpu"))}
     m = result["machine"]
     print(f"Adam on {a.preset} clvae's {rows[0]['parameters']:,} parameters (G+E and D steps), {a.threads} thread(s), "
           f"allocator {allocator}, {m['device']}, load {m['load_avg_1_5_15']}, {m['date_utc']} UTC")
