@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
                 times[impl].append((time.perf_counter() - t) / a.steps)
         flat = {impl: [q for ps in copies[impl].values() for q in ps] for impl in IMPLS}
         same = all(torch.equal(x, y) for x, y in zip(flat["loop"], flat["foreach"]))
-        fused_diff = max(float((x - y).abs().max()) for x, y in zip(flat["loop"], flat["fused"]))
+        fused_diff = max(float((x.detach() - y.detach()).abs().max()) for x, y in zip(flat["loop"], flat["fused"]))
         n = sum(q.numel() for q in flat["loop"])
         for impl in IMPLS:
             ms = statistics.median(times[impl]) * 1e3

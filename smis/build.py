@@ -76,7 +76,7 @@ def make_adam(params,                                # the parameters (an iterab
               ) -> torch.optim.Adam:
     """Adam, fused or torch's default implementation (on the CPU a per-tensor loop). foreach computes the loop's
     numbers bit for bit but is slower on the CPU once glibc keeps freed memory (smis.utils.keep_freed_memory):
-    SynthScenes' 6.6 M channels_last parameters, one core, 18.9 ms loop vs 25.4 foreach vs 7.6 fused a step
+    SynthScenes' 6.6 M channels_last parameters, one quiet core, 11.2 ms loop vs 12.6 foreach vs 7.4 fused a step
     (`benchmarks/bench_adam.py`, benchmarks/RESULTS.md, issue 26)."""
     return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), **({"fused": True} if fused else {}),
                             **kw)
