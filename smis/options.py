@@ -85,7 +85,7 @@ class TrainConfig:
     seed: int = option(0, "seed of the weight init, noise, data order and augmentation")
     flip: bool = option(True, "random horizontal flips")
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
-    precision: str = option("fp32", "fp32, bf16 (autocast; GPU, or a CPU with AVX512-BF16 / AMX: 1.5x on "
+    precision: str = option("fp32", "fp32, bf16 (autocast; GPU, or a CPU with AVX512-BF16 / AMX: 1.47x on "
                             "SynthScenes, benchmarks/RESULTS.md) or fp16 (autocast + GradScaler)",
                             choices=("fp32", "bf16", "fp16"))
     channels_last: bool = option(False, "NHWC memory format for convolutions")
