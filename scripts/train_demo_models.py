@@ -119,8 +119,8 @@ def parser() -> argparse.ArgumentParser:
                    help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
                    help="bf16: autocast + fused Adam, 1.47x the step and the loop (two runs at a time) on a CPU "
-                        "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; over five clvae seeds its "
-                        "score curves are not all within fp32's seed noise (mask mIoU, colour, texture; "
+                        "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; over five clvae seeds "
+                        "its score curves are not all within fp32's seed noise (mask mIoU, colour, texture; "
                         "benchmarks/RESULTS.md, issue 26; the other variants unmeasured). "
                         "auto: bf16 on such a CPU, else fp32. Default fp32: the shipped models")
     p.add_argument("--runs", default="outputs/runs", help="where the training runs go")
