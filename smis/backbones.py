@@ -166,7 +166,8 @@ class ImageFeatureCache:
     one row of a slab per map (allocated once for `max_bytes`; pages are touched as rows fill), gathered with one
     `index_select` per map. Images not seen before run through the network together and are stored while the
     budget lasts; a change of network (its tensors, in place or replaced), input shape, layout, dtype or autocast
-    state clears the cache.
+    state clears the cache. Told how many distinct images a run shows (`expected_images`), a budget for fewer than a
+    quarter of them turns the cache off at the first batch (VGG19's maps of a 256x256 image take 32 MiB).
 
     Exact or off: a cached map equals a computed one only if the network's output for an image does not depend on
     the batch it runs in. The first batch of two or more images checks that, bit for bit, against every smaller
@@ -180,15 +181,20 @@ class ImageFeatureCache:
             maps = cache(net, real)                    # == net(real), a list of (B, C_l, H_l, W_l)
     """
 
-    def __init__(self, max_bytes: int):            # memory for the stored maps, bytes
+    def __init__(self,
+                 max_bytes: int,                   # memory for the stored maps, bytes
+                 expected_images: int | None = None,   # distinct images a run will show (training: data x flips);
+                                                   # a budget for fewer than a quarter of them turns the cache off
+                 ):
         if max_bytes < 0:
             raise ValueError(f"max_bytes={max_bytes}: give the bytes the cached feature maps may take, >= 0")
-        self.max_bytes = int(max_bytes)
+        self.max_bytes, self.expected_images = int(max_bytes), expected_images
         self.clear()
 
     def clear(self) -> None:
         self.signature, self.net = None, None
         self.exact: bool | None = None             # the network is batch-invariant (None: not checked yet)
+        self.too_small = False                     # the budget holds too few of expected_images: off
         self.rows: dict[bytes, int] = {}           # image digest -> row of the slabs
         self.slabs: list[torch.Tensor] | None = None     # per map (capacity, C_l, H_l, W_l)
         self.formats: list[torch.memory_format] = []     # the network's layout of each map
@@ -223,7 +229,7 @@ class ImageFeatureCache:
         if signature != self.signature or net is not self.net:
             self.clear()
             self.signature, self.net = signature, net
-        if self.exact is False:
+        if self.exact is False or self.too_small:
             return list(net(images))
         keys = self._digests(images)
         if self.exact is None and len(images) > 1:                     # the first batch: check, then store it
@@ -266,6 +272,12 @@ class ImageFeatureCache:
         if self.slabs is None:
             row_bytes = sum(m[0].numel() * m.element_size() for m in maps)
             self.capacity = self.max_bytes // max(1, row_bytes)
+            if self.expected_images and 4 * self.capacity < self.expected_images:
+                log.info("the feature cache holds %d of %d images' maps (%.1f MiB each): off; give it %.0f MiB for "
+                         "all of them", self.capacity, self.expected_images, row_bytes / 2**20,
+                         self.expected_images * row_bytes / 2**20)
+                self.too_small, self.rows = True, {}
+                return
             self.slabs = [m.new_empty((self.capacity, *m.shape[1:])) for m in maps]
             self.formats = [torch.channels_last if m.dim() == 4 and not m.is_contiguous()
                             and m.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format

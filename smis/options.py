@@ -97,7 +97,8 @@ class TrainConfig:
                                         "next time an image (or its flip) comes round (smis.backbones."
                                         "ImageFeatureCache; 110 KiB a 64x64 image with EfficientNet-Lite0): one "
                                         "extractor pass fewer per image seen before, the same numbers bit for bit "
-                                        "(it turns itself off where the extractor's maps depend on the batch); 0: off")
+                                        "(it turns itself off where the extractor's maps depend on the batch, or "
+                                        "when it holds under a quarter of the run's images); 0: off")
     compile: bool = option(False, "torch.compile G, E and D")
     cudnn_benchmark: bool = option(True, "CUDA: autotune conv algorithms on the first step (shapes are fixed); "
                                    "--no-cudnn-benchmark: less memory at step 1, slower steps")

@@ -317,6 +317,9 @@ class Trainer:
         self.local_batch = self.batch // self.world
         self.dataset = make_train_dataset(cfg, self.preset) if dataset is None else dataset
         self.parts = build(cfg, self.device, self.world) if parts is None else parts
+        cache = getattr(self.parts.perceptual, "real_cache", None)
+        if cache is not None:                   # the distinct real images of the run: its data, flipped or not
+            cache.expected_images = len(self.dataset) * (2 if cfg.flip else 1)
         self.checkpoints = Checkpointer(self.run_dir, cfg.keep_last, self.device)
         total, decay = schedule(cfg, self.preset, len(self.dataset), self.batch)
         self.train_step = TrainStep(cfg, self.parts, total, decay, self.batch, self.rank, self.world, self.checkpoints)

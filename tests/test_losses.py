@@ -180,6 +180,14 @@ def test_feature_cache_reads_back_the_maps_of_images_seen_before():
             assert all(torch.equal(g, w) for g, w in zip(cache(net, pool[b]), PixelExtractor()(pool[b])))
     assert cache.capacity == 3 and sorted(cache.rows.values()) == [0, 1, 2]
     assert net.seen == 5 + (1 + 2 + 3 + 4) + 2 + 1                     # 3 and 4 again, then 9
+    # told how many distinct images the run shows: a budget for fewer than a quarter of them is off from the start
+    for expected, on in ((12, True), (13, False)):
+        net, cache = PixelExtractor(), ImageFeatureCache(max_bytes=3 * one + one // 2, expected_images=expected)
+        with torch.no_grad():
+            for b in ([0, 1, 2], [0, 1, 2]):
+                assert all(torch.equal(g, w) for g, w in zip(cache(net, pool[b]), PixelExtractor()(pool[b])))
+        assert cache.too_small is not on and (len(cache.rows) == 3) == on
+        assert net.seen == (3 + 1 + 2 if on else 3 + 1 + 2 + 3)         # off: the second batch runs again
     with pytest.raises(ValueError, match="max_bytes=-1"):
         ImageFeatureCache(-1)
 

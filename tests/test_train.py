@@ -358,6 +358,7 @@ def test_training_reads_the_real_images_perceptual_maps_back_from_the_cache(tmp_
                           channels_last=True))
         cache = t.train_step.parts.perceptual.real_cache
         assert (cache is None) == (mb == 0)
+        assert cache is None or cache.expected_images == 4 * 2          # the data, flipped and not
         run = t.fit()
         runs[name] = list(csv.DictReader(open(run / "losses.csv")))
     assert [r["step"] for r in runs["on"]] == [r["step"] for r in runs["off"]] == [str(s) for s in range(1, 7)]
