@@ -121,9 +121,10 @@ class PerceptualLoss(nn.Module):
     bf16 depthwise stride-2 convolutions (EfficientNet-Lite0's) are 10-20x slower than float32 ones there, so the
     SynthScenes bf16 step is 1.03x faster with the perceptual net in float32 (benchmarks/RESULTS.md, issue 26).
 
-    With `real_cache_mb` > 0 the real images' maps come from an `ImageFeatureCache` of that size on the CPU (the
-    training step sets it from `TrainConfig.perceptual_cache_mb`): a run that sees each image many times skips
-    the extractor's pass on the ones it has seen (the same maps: tests/test_losses.py)."""
+    With `real_cache_mb` > 0 (or a `real_cache` set afterwards: `smis.build.build` sets one from
+    `TrainConfig.perceptual_cache_mb` on the CPU) the real images' maps come from an `ImageFeatureCache` there: a run
+    that sees each image many times skips the extractor's pass on the ones it has seen (the same maps bit for bit,
+    or the cache is off: tests/test_losses.py)."""
 
     def __init__(self,
                  extractor: nn.Module,              # maps (B, 3, H, W) in [-1, 1] to a list of feature maps
