@@ -68,9 +68,8 @@ def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int,
             "--batch-size", str(batch), "--data-length", "4000", "--data-seed", str(data_seed), "--seed", str(seed),
             "--run-dir", str(run_dir), "--threads", str(threads), "--ckpt-every", str(ckpt_every),
             "--keep-last", str(steps // ckpt_every + 1), "--image-every", str(ckpt_every), "--log-every", "25",
-            "--no-progress"] + (["--channels-last"] if channels_last else []) + (
-            ["--precision", precision] if precision != "fp32" else []) + (
-            ["--fused-adam"] if precision == "bf16" else []) + flags
+            "--no-progress", "--fused-adam"] + (["--channels-last"] if channels_last else []) + (
+            ["--precision", precision] if precision != "fp32" else []) + flags
 
 
 

@@ -190,6 +190,29 @@ def test_default_threshold_mixes_dense_and_gathered_spades_with_the_same_result(
     assert (outs[0] - outs[1]).abs().max() < 1e-5
 
 
+
+def test_sparse_maps_gather_below_the_mac_threshold_and_busy_maps_stay_dense(monkeypatch):
+    """Under GATHER_MIN_MACS a SPADE gathers only where the map has few distinct 3x3 neighbourhoods (SynthScenes'
+    64x64 mask: large regions), and convolves a map of small cells; both give the dense path's modulation."""
+    from smis.networks import spade
+    monkeypatch.undo()                                                  # the module's thresholds, not the fixture's 0
+    sp = SPADE(32, 10, "batch", 32).eval()                              # running stats: both calls normalise alike
+    x = torch.randn(8, 32, 64, 64)
+    assert spade.GATHER_SPARSE_MACS <= sp.dense_macs(x) < spade.GATHER_MIN_MACS
+    calls, modulation = [], SPADE.modulation
+    monkeypatch.setattr(SPADE, "modulation", lambda self, *a: calls.append(1) or modulation(self, *a))
+    for cell, gathers in ((16, True), (2, False)):      # 16-pixel cells: 1 bag in 45 pixels; 2-pixel cells: 1 in 1.5
+        label = blob_label(8, 64, 64, 10, cell=cell, seed=cell)
+        cond = PiecewiseMap(label, None, 10)
+        assert (cond.plan().bags.shape[0] * spade.GATHER_SPARSE_RATIO <= label.numel()) == gathers
+        calls.clear()
+        with torch.no_grad():
+            out = sp(x, cond)
+            assert bool(calls) == gathers
+            ref = sp(x, cond.dense())                                   # a dense map: always the convolutions
+        assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
+
+
 # Noise floor of the first training steps' losses, measured 2026-11-30 on a 2-core AMD EPYC (tiny
 # SynthScenes preset below, batch 4, SPADE convs re-initialised at gain 1, dense path): changing only the
 # CPU kernels' summation order (1 vs 2 torch threads) moves step 1's losses by <= 2.2e-7 relative and step

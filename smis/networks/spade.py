@@ -21,7 +21,9 @@ from smis.networks.ops import (PiecewiseMap, bag_sum, gather_bags, leaky_relu_, 
                               tap_table)
 
 NORMS = ("syncbatch", "batch", "instance")
-GATHER_MIN_MACS = 1e9        # piecewise maps by gathers when the dense mlp convs would cost this many MACs or more
+GATHER_MIN_MACS = 1e9        # piecewise maps by gathers when the dense mlp convs would cost this many MACs or more,
+GATHER_SPARSE_MACS = 2e8     # ... or this many when the map has few distinct 3x3 neighbourhoods:
+GATHER_SPARSE_RATIO = 8      #     at most pixels / GATHER_SPARSE_RATIO of them (SynthScenes' 64x64 one-hot mask)
 GATHER_MODULATION = True     # gamma / beta of piecewise maps by a second gather (False: convs of the gathered ReLU)
 GATHER_RATIO = 2             # ... when the distinct neighbourhoods number at most pixels / GATHER_RATIO
 
@@ -58,7 +60,7 @@ class SPADE(nn.Module):
                 ) -> torch.Tensor:
         # cond is resized to (h, w) with legacy nearest (a PiecewiseMap: its label, the same pixels)
         normalized = self.param_free_norm(x)
-        if isinstance(cond, PiecewiseMap) and self.dense_macs(x) >= GATHER_MIN_MACS:
+        if isinstance(cond, PiecewiseMap) and self.gathers_pay(cond, x):
             gamma, beta = self.modulation(cond.resized(x.shape[-2:]), x)
         else:                                                           # small convs: gathers would not pay
             if isinstance(cond, PiecewiseMap):
@@ -73,6 +75,21 @@ class SPADE(nn.Module):
         """Multiply-adds of mlp_shared + mlp_gamma + mlp_beta as convolutions at x's size."""
         conv = self.mlp_shared[0]
         return x.numel() // x.shape[1] * 9 * conv.out_channels * (conv.in_channels + 2 * x.shape[1])
+
+    def gathers_pay(self, cond: PiecewiseMap, x: torch.Tensor) -> bool:
+        """Whether `modulation` (gathers) beats the dense convs for this map at x's size: always from
+        GATHER_MIN_MACS on (ADE20K's fine blocks at batch 1), and from GATHER_SPARSE_MACS on where the map has at
+        most pixels / GATHER_SPARSE_RATIO distinct 3x3 neighbourhoods (the plan is cached and reused by
+        `modulation`). Measured on a 2-core AMD EPYC, 1 thread (benchmarks/RESULTS.md, issue 26): SynthScenes' 64x64
+        one-hot mask at batch 8 has 1 bag in 13 pixels and its three SPADEs (0.4-0.7 GMAC each) gather 2.4x faster
+        than they convolve; its 32x32 CSE maps, 1 in 4, are slower gathered (the step 0.95x)."""
+        macs = self.dense_macs(x)
+        if macs >= GATHER_MIN_MACS:
+            return True
+        if macs < GATHER_SPARSE_MACS:
+            return False
+        B, _, h, w = x.shape
+        return cond.resized((h, w)).plan().bags.shape[0] * GATHER_SPARSE_RATIO <= B * h * w
 
     def modulation(self, cond: PiecewiseMap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(gamma, beta), each (B, ch, h, w), of a piecewise-constant map at x's size, by gathers.
