@@ -360,8 +360,10 @@ def inference(*tensors: torch.Tensor) -> bool:
 
 
 def modulate(normalized: torch.Tensor,          # (B, ch, h, w) parameter-free normalised features
-             gamma: torch.Tensor,               # (B, ch, h, w) scale map
+             gamma: torch.Tensor,               # (B, ch, h, w) scale map; 1 + gamma with plus_one=False
              beta: torch.Tensor,                # (B, ch, h, w) shift map
+             plus_one: bool = True,             # False: `gamma` already holds 1 + gamma (SPADE's gathers add 1 per
+                                                # bag row instead of per pixel: the same floats, one pass fewer)
              ) -> torch.Tensor:
     """SPADE's normalized * (1 + gamma) + beta (Park et al. 2019, Eq. 1) -> (B, ch, h, w).
 
@@ -373,10 +375,13 @@ def modulate(normalized: torch.Tensor,          # (B, ch, h, w) parameter-free n
     if (inference(normalized, gamma, beta) and 1 not in normalized.shape
             and gamma.shape == normalized.shape == beta.shape
             and (normalized.is_contiguous() or normalized.is_contiguous(memory_format=torch.channels_last))):
-        out = gamma.add_(1) if gamma._base is None and gamma.stride() == normalized.stride() else \
-            torch.add(gamma, 1, out=torch.empty_like(normalized))
+        fresh = gamma._base is None and gamma.stride() == normalized.stride()
+        if plus_one:
+            out = gamma.add_(1) if fresh else torch.add(gamma, 1, out=torch.empty_like(normalized))
+        else:
+            out = gamma if fresh else torch.empty_like(normalized).copy_(gamma)
         return out.mul_(normalized).add_(beta)
-    return normalized * (1 + gamma) + beta
+    return normalized * ((1 + gamma) if plus_one else gamma) + beta
 
 
 def leaky_relu_(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:

@@ -61,7 +61,8 @@ class SPADE(nn.Module):
         # cond is resized to (h, w) with legacy nearest (a PiecewiseMap: its label, the same pixels)
         normalized = self.param_free_norm(x)
         if isinstance(cond, PiecewiseMap) and self.gathers_pay(cond, x):
-            gamma, beta = self.modulation(cond.resized(x.shape[-2:]), x)
+            scale, beta = self.modulation(cond.resized(x.shape[-2:]), x)              # scale = 1 + gamma
+            return modulate(normalized, scale, beta, plus_one=False)
         else:                                                           # small convs: gathers would not pay
             if isinstance(cond, PiecewiseMap):
                 cond = cond.dense(self.mlp_shared[0].weight.dtype)     # (B, cond_ch, H', W'), once per map
@@ -92,7 +93,8 @@ class SPADE(nn.Module):
         return cond.resized((h, w)).plan().bags.shape[0] * GATHER_SPARSE_RATIO <= B * h * w
 
     def modulation(self, cond: PiecewiseMap, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gamma, beta), each (B, ch, h, w), of a piecewise-constant map at x's size, by gathers.
+        """(1 + gamma, beta), each (B, ch, h, w), of a piecewise-constant map at x's size, by gathers (1 is added
+        to the bag rows before they are gathered: the same floats as adding it per pixel).
 
         mlp_shared's conv + ReLU is a function of each pixel's 3x3 label neighbourhood: one row per
         distinct neighbourhood (bag), A (U, hidden). mlp_gamma / mlp_beta read A through a second 3x3
@@ -110,11 +112,11 @@ class SPADE(nn.Module):
             bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias])           # (2 ch,)
             plan2 = cond.plan2()
             rows = bag_sum(tap_table(weight, bias, A, U), plan2)       # (V, 2 ch)
-            return gather_bags(rows[:, :ch], plan2, B, h, w), gather_bags(rows[:, ch:], plan2, B, h, w)
+            return gather_bags(1 + rows[:, :ch], plan2, B, h, w), gather_bags(rows[:, ch:], plan2, B, h, w)
         actv = gather_bags(A, plan, B, h, w)                            # (B, hidden, h, w), channels_last strides
         if not x.is_contiguous(memory_format=torch.channels_last):
             actv = actv.contiguous()                                    # NCHW like x
-        return self.mlp_gamma(actv), self.mlp_beta(actv)
+        return 1 + self.mlp_gamma(actv), self.mlp_beta(actv)
 
 
 class SPADEResBlock(nn.Module):
