@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -183,8 +184,9 @@ class ImageFeatureCache:
 
     def __init__(self,
                  max_bytes: int,                   # memory for the stored maps, bytes
-                 expected_images: int | None = None,   # distinct images a run will show (training: data x flips);
-                                                   # a budget for fewer than a quarter of them turns the cache off
+                 expected_images: float | None = None,   # distinct images a run will show (training: data x flips,
+                                                   # math.inf with random crops); a budget for fewer than a quarter
+                                                   # of them turns the cache off
                  ):
         if max_bytes < 0:
             raise ValueError(f"max_bytes={max_bytes}: give the bytes the cached feature maps may take, >= 0")
@@ -229,6 +231,7 @@ class ImageFeatureCache:
         if signature != self.signature or net is not self.net:
             self.clear()
             self.signature, self.net = signature, net
+            self.too_small = self.expected_images == math.inf           # random crops: off without a look
         if self.exact is False or self.too_small:
             return list(net(images))
         keys = self._digests(images)
@@ -273,9 +276,9 @@ class ImageFeatureCache:
             row_bytes = sum(m[0].numel() * m.element_size() for m in maps)
             self.capacity = self.max_bytes // max(1, row_bytes)
             if self.expected_images and 4 * self.capacity < self.expected_images:
-                log.info("the feature cache holds %d of %d images' maps (%.1f MiB each): off; give it %.0f MiB for "
+                log.info("the feature cache holds %d of %s images' maps (%.1f MiB each): off; give it %.0f MiB for "
                          "all of them", self.capacity, self.expected_images, row_bytes / 2**20,
-                         self.expected_images * row_bytes / 2**20)
+                         self.expected_images * row_bytes / 2**20)     # inf: random crops, no budget is enough
                 self.too_small, self.rows = True, {}
                 return
             self.slabs = [m.new_empty((self.capacity, *m.shape[1:])) for m in maps]

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from smis.build import TrainingParts, build
 from smis.checkpoint import CKPT_FORMAT, Checkpointer, rng_state, set_rng_state
 from smis.config import get_preset
-from smis.data import DatasetError, collate, make_dataset
+from smis.data import DatasetError, collate, distinct_training_images, make_dataset
 from smis.networks import VARIANTS, Latents, LatentSpec, Networks
 from smis.networks.ops import frozen_spectral_norm
 from smis.objective import KLOptions, discriminator_losses, generator_losses, split_batch
@@ -319,7 +319,7 @@ class Trainer:
         self.parts = build(cfg, self.device, self.world) if parts is None else parts
         cache = getattr(self.parts.perceptual, "real_cache", None)
         if cache is not None:                   # the distinct real images of the run: its data, flipped or not
-            cache.expected_images = len(self.dataset) * (2 if cfg.flip else 1)
+            cache.expected_images = distinct_training_images(self.dataset, cfg.flip)    # inf with random crops
         self.checkpoints = Checkpointer(self.run_dir, cfg.keep_last, self.device)
         total, decay = schedule(cfg, self.preset, len(self.dataset), self.batch)
         self.train_step = TrainStep(cfg, self.parts, total, decay, self.batch, self.rank, self.world, self.checkpoints)

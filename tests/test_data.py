@@ -1,11 +1,12 @@
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from smis.data import DATASETS, DatasetError, collate, make_dataset
+from smis.data import DATASETS, DatasetError, collate, distinct_training_images, make_dataset
 from smis.data.base import PairTransform, rgb_to_ids
 from smis.data.synthetic import PALETTE, generate
 
@@ -151,6 +152,22 @@ def test_folder_training_crop(tmp_path):
     assert ds[0]["image"].shape == (3, 32, 32)
     loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate)
     assert next(iter(loader))["label"].shape == (2, 32, 32)
+
+
+
+def test_distinct_training_images_counts_flips_and_is_unbounded_with_random_crops(tmp_path):
+    """What sizes the perceptual-map cache: data x flips, or math.inf where training crops at random positions."""
+    make_folder(tmp_path, n=3, size=(48, 48))
+    cropped = make_dataset("folder", tmp_path, "train", size=32, load_size=40)        # random 32x32 crops of 40x40
+    plain = make_dataset("folder", tmp_path, "train", size=32)                        # a resize: one view per file
+    same = make_dataset("folder", tmp_path, "train", size=32, load_size=32)           # crop = load size: one position
+    assert cropped.transform.random_crops and not plain.transform.random_crops and not same.transform.random_crops
+    assert distinct_training_images(cropped, flip=True) == math.inf
+    assert distinct_training_images(plain, flip=True) == 6 and distinct_training_images(same, flip=False) == 3
+    synth = make_dataset("synthscenes", None, "train", size=64, length=5)
+    assert distinct_training_images(synth, flip=True) == 10
+    test_split = make_dataset("folder", tmp_path, "train", size=32, load_size=40, train=False)   # centre crops
+    assert distinct_training_images(test_split, flip=False) == 3
 
 
 def test_palette_colorize():

@@ -188,6 +188,12 @@ def test_feature_cache_reads_back_the_maps_of_images_seen_before():
                 assert all(torch.equal(g, w) for g, w in zip(cache(net, pool[b]), PixelExtractor()(pool[b])))
         assert cache.too_small is not on and (len(cache.rows) == 3) == on
         assert net.seen == (3 + 1 + 2 if on else 3 + 1 + 2 + 3)         # off: the second batch runs again
+    # random crops: the images a run shows are unbounded, no budget holds a quarter of them
+    net, cache = PixelExtractor(), ImageFeatureCache(max_bytes=2**30, expected_images=math.inf)
+    with torch.no_grad():
+        for b in ([0, 1, 2], [0, 1, 2]):
+            cache(net, pool[b])
+    assert cache.too_small and not cache.rows and net.seen == 2 * 3           # no batch check either
     with pytest.raises(ValueError, match="max_bytes=-1"):
         ImageFeatureCache(-1)
 

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from smis.data.ade20k import make_ade20k_dataset
-from smis.data.base import DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform, collate
+from smis.data.base import (DatasetError, DatasetInfo, PairedSegmentationDataset, PairTransform, collate,
+                            distinct_training_images)
 from smis.data.cityscapes import make_cityscapes_dataset
 from smis.data.deepfashion import make_deepfashion_dataset
 from smis.data.folder import make_folder_dataset
@@ -45,5 +46,5 @@ def make_dataset(name: str, root=None, split: str = "train", **kwargs):
 
 
 __all__ = ["DATASETS", "DatasetError", "DatasetInfo", "PairTransform", "PairedSegmentationDataset", "SynthScenes",
-           "collate", "make_ade20k_dataset", "make_cityscapes_dataset", "make_dataset", "make_deepfashion_dataset",
+           "collate", "distinct_training_images", "make_ade20k_dataset", "make_cityscapes_dataset", "make_dataset", "make_deepfashion_dataset",
            "make_folder_dataset", "make_gta5_dataset"]

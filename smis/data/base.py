@@ -6,6 +6,8 @@ and carries a `DatasetInfo` (class count, names, palette, dontcare id).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -189,6 +191,13 @@ class PairTransform:
     pad_fill: tuple[int, int, int] = (255, 255, 255)  # image fill colour for the padding
     pad_label: int = 0                         # label id for the padding
 
+    @property
+    def random_crops(self) -> bool:
+        """Whether training draws the crop's position at random: a crop smaller than the resized image (a crop
+        equal to load_size has one position; without load_size the file's own size is unknown here)."""
+        return (self.train and self.crop_size is not None
+                and (self.load_size is None or tuple(self.load_size) != tuple(self.crop_size)))
+
     def __call__(self, image: Image.Image, label: np.ndarray, generator: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         lab = Image.fromarray(label.astype(np.int32), mode="I")
@@ -250,6 +259,18 @@ def as_hw(size: int | Sequence[int] | None) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------------------------------------
 # The dataset
+
+
+def distinct_training_images(dataset: torch.utils.data.Dataset,   # a training set
+                             flip: bool,                          # random horizontal flips on
+                             ) -> float:
+    """How many distinct images a training run over `dataset` can show: its length, twice that with flips, and
+    math.inf where its PairTransform crops at random positions (the real data sets at the paper's load / crop
+    sizes), where images rarely repeat. Caches of per-image results size themselves by it."""
+    transform = getattr(dataset, "transform", None)
+    if isinstance(transform, PairTransform) and transform.random_crops:
+        return math.inf
+    return len(dataset) * (2 if flip else 1)
 
 
 class PairedSegmentationDataset(torch.utils.data.Dataset):
