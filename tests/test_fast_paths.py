@@ -193,7 +193,8 @@ def test_default_threshold_mixes_dense_and_gathered_spades_with_the_same_result(
 
 def test_sparse_maps_gather_below_the_mac_threshold_and_busy_maps_stay_dense(monkeypatch):
     """Under GATHER_MIN_MACS a SPADE gathers only where the map has few distinct 3x3 neighbourhoods (SynthScenes'
-    64x64 mask: large regions), and convolves a map of small cells; both give the dense path's modulation."""
+    64x64 mask: large regions), and convolves a map of small cells; both give the dense path's modulation. Under
+    bf16 autocast it convolves (the rule is for float32 on a CPU, where it was measured)."""
     from smis.networks import spade
     monkeypatch.undo()                                                  # the module's thresholds, not the fixture's 0
     sp = SPADE(32, 10, "batch", 32).eval()                              # running stats: both calls normalise alike
@@ -210,6 +211,10 @@ def test_sparse_maps_gather_below_the_mac_threshold_and_busy_maps_stay_dense(mon
             out = sp(x, cond)
             assert bool(calls) == gathers
             ref = sp(x, cond.dense())                                   # a dense map: always the convolutions
+            calls.clear()
+            with torch.autocast("cpu", dtype=torch.bfloat16):          # bf16: the dense convs, as before the rule
+                sp(x, cond)
+            assert not calls
         assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
 
 

@@ -22,7 +22,7 @@ from smis.networks.ops import (PiecewiseMap, bag_sum, gather_bags, leaky_relu_, 
 
 NORMS = ("syncbatch", "batch", "instance")
 GATHER_MIN_MACS = 1e9        # piecewise maps by gathers when the dense mlp convs would cost this many MACs or more,
-GATHER_SPARSE_MACS = 2e8     # ... or this many when the map has few distinct 3x3 neighbourhoods:
+GATHER_SPARSE_MACS = 2e8     # ... or (CPU, float32) this many when the map has few distinct 3x3 neighbourhoods:
 GATHER_SPARSE_RATIO = 8      #     at most pixels / GATHER_SPARSE_RATIO of them (SynthScenes' 64x64 one-hot mask)
 GATHER_MODULATION = True     # gamma / beta of piecewise maps by a second gather (False: convs of the gathered ReLU)
 GATHER_RATIO = 2             # ... when the distinct neighbourhoods number at most pixels / GATHER_RATIO
@@ -79,15 +79,18 @@ class SPADE(nn.Module):
 
     def gathers_pay(self, cond: PiecewiseMap, x: torch.Tensor) -> bool:
         """Whether `modulation` (gathers) beats the dense convs for this map at x's size: always from
-        GATHER_MIN_MACS on (ADE20K's fine blocks at batch 1), and from GATHER_SPARSE_MACS on where the map has at
-        most pixels / GATHER_SPARSE_RATIO distinct 3x3 neighbourhoods (the plan is cached and reused by
-        `modulation`). Measured on a 2-core AMD EPYC, 1 thread (benchmarks/RESULTS.md, issue 26): SynthScenes' 64x64
-        one-hot mask at batch 8 has 1 bag in 13 pixels and its three SPADEs (0.4-0.7 GMAC each) gather 2.4x faster
-        than they convolve; its 32x32 CSE maps, 1 in 4, are slower gathered (the step 0.95x)."""
+        GATHER_MIN_MACS on (ADE20K's fine blocks at batch 1), and on a CPU in float32 from GATHER_SPARSE_MACS on
+        where the map has at most pixels / GATHER_SPARSE_RATIO distinct 3x3 neighbourhoods (the plan is cached and
+        reused by `modulation`). Measured on a 2-core AMD EPYC, 1 thread (benchmarks/RESULTS.md, issue 26):
+        SynthScenes' 64x64 one-hot mask at batch 8 has 1 bag in 13 pixels and its three SPADEs (0.4-0.7 GMAC each)
+        gather 2.4-2.8x faster than they convolve (the step 1.10x); its 32x32 CSE maps, 1 bag in 4 pixels, are
+        slower gathered (the step 0.95x). Under autocast (bf16 convolutions, twice as fast) the step gained nothing,
+        so bf16 keeps the dense convs there, and its numbers; on a GPU it is unmeasured."""
         macs = self.dense_macs(x)
         if macs >= GATHER_MIN_MACS:
             return True
-        if macs < GATHER_SPARSE_MACS:
+        kind = x.device.type
+        if macs < GATHER_SPARSE_MACS or kind != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled(kind):
             return False
         B, _, h, w = x.shape
         return cond.resized((h, w)).plan().bags.shape[0] * GATHER_SPARSE_RATIO <= B * h * w
