@@ -7,8 +7,11 @@ Defaults (issue 14, CPU): 64x64, batch 8, one data set and seed for all; clvae a
 and so the comparison systems gaugan_vae_lowkl (GauGAN-VAE*) and groupdnet (issue 21); cIMLE (`--variants
 cimle`) 7,000, the same wall clock; every other variant 3,000 (`STEPS`). `EXPERIMENTS` names the layer-wise
 experiment's runs (issue 22: clvae on the object-scale factor data, each option against latent collapse).
-Each run checkpoints at `CURVE_POINTS` evenly spaced steps and keeps them all, so `scripts/eval_curves.py`
-can show whether diversity, FD, colour rate and mask fidelity flattened.
+fp32 runs keep the per-tensor Adam loop: the nine clvae runs with fused Adam (issue 26: bf16's five, the SPADE
+gathers' four) all ended with a higher FD than the seven without it (benchmarks/RESULTS.md); bf16 brings fused Adam.
+Each run checkpoints at `CURVE_POINTS` evenly spaced
+steps and keeps them all, so `scripts/eval_curves.py` can show whether diversity, FD, colour rate and mask
+fidelity flattened.
 
 Each model is trained with `python -m smis.train` (the project's own command), exported with fp16 storage to
 `checkpoints/synthscenes_<variant>.pt`, and described by a JSON beside it recording the exact command, data
@@ -68,8 +71,9 @@ def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int,
             "--batch-size", str(batch), "--data-length", "4000", "--data-seed", str(data_seed), "--seed", str(seed),
             "--run-dir", str(run_dir), "--threads", str(threads), "--ckpt-every", str(ckpt_every),
             "--keep-last", str(steps // ckpt_every + 1), "--image-every", str(ckpt_every), "--log-every", "25",
-            "--no-progress", "--fused-adam"] + (["--channels-last"] if channels_last else []) + (
-            ["--precision", precision] if precision != "fp32" else []) + flags
+            "--no-progress"] + (["--channels-last"] if channels_last else []) + (
+            ["--precision", precision] if precision != "fp32" else []) + (
+            ["--fused-adam"] if precision == "bf16" else []) + flags
 
 
 
@@ -117,7 +121,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-channels-last", action="store_true",
                    help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                   help="bf16: autocast + fused Adam, 1.47x the step and the loop (two runs at a time) on a CPU "
+                   help="bf16: autocast + fused Adam, 1.46x the code before issue 26's step and 1.39-1.47x "
+                        "its loop (two runs at a time; fp32: 1.24x the step) on a CPU "
                         "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; over five clvae seeds "
                         "its score curves are not all within fp32's seed noise (mask mIoU, colour, texture; "
                         "benchmarks/RESULTS.md, issue 26; the other variants unmeasured). "
