@@ -46,5 +46,5 @@ def make_dataset(name: str, root=None, split: str = "train", **kwargs):
 
 
 __all__ = ["DATASETS", "DatasetError", "DatasetInfo", "PairTransform", "PairedSegmentationDataset", "SynthScenes",
-           "collate", "distinct_training_images", "make_ade20k_dataset", "make_cityscapes_dataset", "make_dataset", "make_deepfashion_dataset",
-           "make_folder_dataset", "make_gta5_dataset"]
+           "collate", "distinct_training_images", "make_ade20k_dataset", "make_cityscapes_dataset", "make_dataset",
+           "make_deepfashion_dataset", "make_folder_dataset", "make_gta5_dataset"]

@@ -7,7 +7,6 @@ and carries a `DatasetInfo` (class count, names, palette, dontcare id).
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
