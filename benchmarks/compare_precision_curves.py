@@ -91,6 +91,7 @@ def main(argv=None) -> dict:
     p.add_argument("--fast", nargs="+", required=True, metavar="JSON",
                    help="eval_curves JSONs of the candidate, seed 0, seed 1, ... (at most as many as --fp32)")
     p.add_argument("--variant", default="clvae")
+    p.add_argument("--device", default="cpu", help="the device the runs trained and were scored on (recorded)")
     p.add_argument("--out", default=str(HERE / "results" / "precision_curves_cpu.json"))
     a = p.parse_args(argv)
     from common import machine_info, pick_device
@@ -104,7 +105,7 @@ def main(argv=None) -> dict:
     result = {"benchmark": "training curves' scores: fast configuration vs fp32, against fp32's seed noise",
               "variant": a.variant, "fp32_jsons": a.fp32, "fast_jsons": a.fast,
               "commands": {f: json.loads(Path(f).read_text()).get("command") for f in a.fp32 + a.fast},
-              "scores": rows, "machine": machine_info(pick_device("cpu"))}
+              "scores": rows, "machine": machine_info(pick_device(a.device))}
     atomic_write_json(result, a.out)
     print(f"{a.variant}: mean over checkpoints {rows[SCORES[0]]['steps']} of |fp32 si - fp32 sj| (noise) and of "
           "|fast - fp32| at the same seed (gap)")

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=64, help="SynthScenes test masks")
     p.add_argument("--k", type=int, default=4, help="prior samples per mask")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="where the checkpoints are scored: cpu, cuda, ... (recorded)")
     p.add_argument("--out", default="checkpoints/synthscenes_curves.json")
     p.add_argument("--figure", default="docs/training_curves.png")
     a = p.parse_args(argv)
@@ -50,13 +51,14 @@ def main(argv=None) -> int:
         if old.get("masks") == a.n and old.get("k") == a.k:
             done = pd.DataFrame(old["rows"])
     t0 = time.time()
-    rows = checkpoint_scores(runs, a.n, a.k, done=done)
+    device = torch.device(a.device)
+    rows = checkpoint_scores(runs, a.n, a.k, done=done, device=device)
     real = real_scores(a.n, tuple(rows["size"].iloc[0]) if "size" in rows else (64, 64),
                        object_factor=any(run_object_factor(r) for r in runs.values()))
 
     cpu = cpu_model()
     atomic_write_json({"command": "python scripts/eval_curves.py " + " ".join(argv), "masks": a.n, "k": a.k,
-                       "device": device_name(torch.device("cpu")), "cpu": cpu, "torch": str(torch.__version__),
+                       "device": device_name(device), "cpu": cpu, "torch": str(torch.__version__),
                        "seconds_this_call": round(time.time() - t0, 1), "real": real, "rows": rows.to_dict("records"),
                        "plateau": plateau_table(rows).reset_index().to_dict("records")}, out)
     curves_figure(rows, resolve(a.figure), real=real)
