@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from smis import train as T
 from smis.config import TINY, get_preset
 from smis.networks import Latents, build_networks, cse_map, init_weights, one_hot
-from smis.networks.ops import PiecewiseMap, piecewise_conv3x3
+from smis.networks.ops import BagPlan, PiecewiseMap, piecewise_conv3x3
 from smis.networks.spade import SPADE
 
 ULP = 2.0 ** -23
@@ -52,6 +52,25 @@ def conv_and_grads(weight, bias, table, x_of, grad_out):
     out = x_of(*leaves)
     grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad_out.to(out.dtype))
     return [out.detach()] + list(grads)
+
+
+@pytest.mark.parametrize("B,H,W,K,cell", [(1, 1, 1, 3, 1), (2, 7, 5, 4, 2), (3, 16, 16, 10, 4), (2, 33, 17, 151, 3)])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_bag_plan_lists_each_distinct_window_once_in_lexicographic_order(B, H, W, K, cell, per_sample):
+    """BagPlan's contract, against windows read by unfold: pixel p's bag holds the tap-table rows of its 3x3
+    window (row 9 id + k for tap k, 9 K + k outside, ids offset by sample b (K + 1) with per_sample); no two bags
+    are equal; bags come in the lexicographic order of their rows (the order the gathers' backward sums in, so a
+    faster plan keeps the floats)."""
+    label = blob_label(B, H, W, K, cell)
+    plan = BagPlan(label, K, per_sample)
+    windows = F.pad(label, (1, 1, 1, 1), value=K).unfold(1, 3, 1).unfold(2, 3, 1).reshape(B * H * W, 9)
+    sample = torch.arange(B).repeat_interleave(H * W)[:, None] if per_sample else 0
+    rows = (windows + sample * (K + 1)) * 9 + torch.arange(9)                          # (B H W, 9)
+    assert torch.equal(plan.bags[plan.inv], rows)
+    assert plan.rows == (B if per_sample else 1) * 9 * (K + 1)
+    U = plan.bags.shape[0]
+    assert torch.unique(rows, dim=0).shape[0] == U and int(plan.inv.max()) == U - 1     # distinct, all used
+    assert torch.equal(torch.unique(plan.bags, dim=0), plan.bags)                      # sorted lexicographically
 
 
 @pytest.mark.parametrize("C,N,O,B,H,W,onehot", [

@@ -82,6 +82,9 @@ def cse_map(table: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return out.view(B, N, h, w)
 
 
+NEIGHBOURS = [(ky, kx) for ky in range(3) for kx in range(3) if (ky, kx) != (1, 1)]   # a 3x3 window's 8 off-centre taps
+
+
 class BagPlan:
     """How a 3x3 conv (zero padding) reads an id map (B, h, w) with ids in [0, K): its distinct neighbourhoods.
 
@@ -104,30 +107,35 @@ class BagPlan:
         B, h, w = ids.shape
         K1, dev = K + 1, ids.device
         padded = F.pad(ids, (1, 1, 1, 1), value=K)                                  # (B, h+2, w+2), K outside
-        windows = padded.unfold(1, 3, 1).unfold(2, 3, 1).reshape(B * h * w, 9)     # (Bhw, 9), k = 3 ky + kx
-        centre = ids.reshape(B * h * w)                                             # (Bhw,) = windows[:, 4]
-        tap = torch.arange(9, device=dev)                                           # (9,) row within an id's 9
-        inside = torch.arange(K, device=dev)[:, None] * 9 + tap                     # (K, 9) bag of id c inside
-        if per_sample:
-            sample = torch.arange(B, device=dev).repeat_interleave(h * w)           # (Bhw,)
-            block = torch.arange(B, device=dev)[:, None, None] * (9 * K1)           # (B, 1, 1)
-            inside = (inside + block).reshape(B * K, 9)                             # (B K, 9)
-            rows = windows * 9 + tap + (sample * 9 * K1)[:, None]                   # (Bhw, 9)
-            inv = sample * K + centre                                               # (Bhw,)
+        centre = ids.reshape(B * h * w)                                             # (Bhw,)
+        # boundary pixels: a 3x3 neighbour differs from the centre (eight shifted views: no (Bhw, 9) copy)
+        differs = torch.zeros_like(ids, dtype=torch.bool)                           # (B, h, w)
+        for ky, kx in NEIGHBOURS:
+            differs |= padded[:, ky:ky + h, kx:kx + w] != ids
+        edge = differs.reshape(-1).nonzero()[:, 0]                                  # (E,) boundary pixels
+        # their windows, read from the padded map: tap k = 3 ky + kx of pixel (b, y, x) is padded[b, y + ky, x + kx]
+        b, yx = edge.div(h * w, rounding_mode="floor"), edge.remainder(h * w)
+        start = (b * (h + 2) + yx.div(w, rounding_mode="floor")) * (w + 2) + yx.remainder(w)     # (E,)
+        offsets = torch.tensor([ky * (w + 2) + kx for ky in range(3) for kx in range(3)], device=dev)
+        windows = padded.reshape(-1)[start[:, None] + offsets]                      # (E, 9) ids
+        inside = torch.arange(K, device=dev)[:, None].expand(K, 9)                  # (K, 9) bag of id c inside
+        if per_sample:                                                              # id b (K + 1) + c: sample b's
+            inside = (inside + torch.arange(B, device=dev)[:, None, None] * K1).reshape(B * K, 9)   # (B K, 9)
+            windows = windows + (b * K1)[:, None]                                   # (E, 9)
+            inv = torch.arange(B, device=dev).repeat_interleave(h * w) * K + centre  # (Bhw,)
         else:
-            rows = windows * 9 + tap                                                # (Bhw, 9)
             inv = centre.clone()
-        edge = (windows != centre[:, None]).any(1).nonzero()[:, 0]                  # (E,) boundary pixels
         inv[edge] = inside.shape[0] + torch.arange(edge.numel(), device=dev)
-        bags = torch.cat([inside, rows[edge]])                                      # (B K + E or K + E, 9)
+        bags = torch.cat([inside, windows])                                         # (B K + E or K + E, 9) ids
         self.rows = (B if per_sample else 1) * 9 * K1                               # R, rows of the tap table
-        # keep the bags some pixel uses, one of each distinct row set (boundary pixels repeat a few patterns)
+        # keep the bags some pixel uses, one of each distinct id set (boundary pixels repeat a few patterns); ranks
+        # in the lexicographic order of the id sets, which is that of the row sets (row 9 id + k of tap k)
         used = torch.zeros(bags.shape[0], dtype=torch.bool, device=dev).index_fill_(0, inv, True)
         bags = bags[used]
-        rank, U = _row_ranks(bags, self.rows)                                       # equal rows, equal rank
+        rank, U = _row_ranks(bags, self.rows // 9)                                  # equal ids, equal rank
         first = torch.empty(U, dtype=torch.long, device=dev).scatter_(0, rank, torch.arange(rank.numel(), device=dev))
         remap = torch.full(used.shape, -1, dtype=inv.dtype, device=dev).masked_scatter_(used, rank)
-        self.bags = bags[first]                                                     # (U, 9): any row of each rank
+        self.bags = bags[first] * 9 + torch.arange(9, device=dev)                   # (U, 9) tap-table rows
         self.inv = remap[inv]                                                       # (Bhw,) in [0, U)
         self._csr: dict = {}
 

@@ -24,6 +24,7 @@ NORMS = ("syncbatch", "batch", "instance")
 GATHER_MIN_MACS = 1e9        # piecewise maps by gathers when the dense mlp convs would cost this many MACs or more,
 GATHER_SPARSE_MACS = 2e8     # ... or (CPU, float32) this many when the map has few distinct 3x3 neighbourhoods:
 GATHER_SPARSE_RATIO = 8      #     at most pixels / GATHER_SPARSE_RATIO of them (SynthScenes' 64x64 one-hot mask)
+GATHER_SPARSE_AUTOCAST = False   # ... also in bf16 (CPU autocast): the rows in bf16 (a lever under test, issue 26)
 GATHER_MODULATION = True     # gamma / beta of piecewise maps by a second gather (False: convs of the gathered ReLU)
 GATHER_RATIO = 2             # ... when the distinct neighbourhoods number at most pixels / GATHER_RATIO
 
@@ -90,7 +91,9 @@ class SPADE(nn.Module):
         if macs >= GATHER_MIN_MACS:
             return True
         kind = x.device.type
-        if macs < GATHER_SPARSE_MACS or kind != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled(kind):
+        if macs < GATHER_SPARSE_MACS or kind != "cpu":
+            return False
+        if (x.dtype != torch.float32 or torch.is_autocast_enabled(kind)) and not GATHER_SPARSE_AUTOCAST:
             return False
         B, _, h, w = x.shape
         return cond.resized((h, w)).plan().bags.shape[0] * GATHER_SPARSE_RATIO <= B * h * w
