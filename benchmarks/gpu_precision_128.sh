@@ -51,22 +51,33 @@ echo "== $(date -u +%FT%TZ) device $DEV, seeds $SEEDS, $STEPS steps (checkpoints
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee -a "$LOG"
 
-# 1. the trainings, all at once
-pids=()
-for prec in fp32 bf16; do
-  for s in $SEEDS; do
-    run="$WORK/runs/${prec}_s$s/demo_clvae"; mkdir -p "$(dirname "$run")"
-    cmd=(timeout --signal=TERM --kill-after=60 "$TRAIN_S" "$PY" -m smis.train --variant clvae --preset synthscenes "${NETS[@]}" --steps "$STEPS" --batch-size 8
-         --data-length "$DATA" --data-seed 0 --seed "$s" --run-dir "$run" --device "$DEV" --threads "$THREADS"
-         --ckpt-every "$CKPT" --keep-last 999 --log-every 50 --no-progress --channels-last --fused-adam
-         --precision "$prec")
-    echo "train: ${cmd[*]}" | tee -a "$LOG"
-    "${cmd[@]}" >"$RES/train_${prec}_s$s.log" 2>&1 &
-    pids+=($!)
+every_run() {                         # every_run <name> <command maker>: one process per (precision, seed), all at
+  local name=$1 make=$2 pids=() prec s  # once, logs in $RES/<name>_<precision>_s<seed>.log; returns when all ended
+  for prec in fp32 bf16; do
+    for s in $SEEDS; do
+      "$make" "$prec" "$s"                # sets cmd
+      echo "$name: ${cmd[*]}" | tee -a "$LOG"
+      "${cmd[@]}" >"$RES/${name}_${prec}_s$s.log" 2>&1 &
+      pids+=($!)
+    done
   done
-done
-for p in "${pids[@]}"; do wait "$p"; done
-echo "== trainings ended at t=${SECONDS}s" | tee -a "$LOG"
+  for p in "${pids[@]}"; do wait "$p"; done
+  echo "== ${name} ended at t=${SECONDS}s" | tee -a "$LOG"
+}
+train_cmd() {
+  local run="$WORK/runs/$1_s$2/demo_clvae"; mkdir -p "$(dirname "$run")"
+  cmd=(timeout --signal=TERM --kill-after=60 "$TRAIN_S" "$PY" -m smis.train --variant clvae --preset synthscenes
+       "${NETS[@]}" --steps "$STEPS" --batch-size 8 --data-length "$DATA" --data-seed 0 --seed "$2" --run-dir "$run"
+       --device "$DEV" --threads "$THREADS" --ckpt-every "$CKPT" --keep-last 999 --log-every 50 --no-progress
+       --channels-last --fused-adam --precision "$1")
+}
+score_cmd() {
+  cmd=(timeout --signal=INT "$EVAL_S" "$PY" scripts/eval_curves.py --runs "$WORK/runs/$1_s$2" --device "$DEV"
+       --threads "$THREADS" --n "$N" --k "$K" --out "$RES/curves128_$1_s$2.json" --figure "$WORK/curves128_$1_s$2.png")
+}
+
+# 1. the trainings, all at once
+every_run train train_cmd
 for f in "$RES"/train_*.log; do echo "-- $(basename "$f"): $(tail -n 1 "$f")" | tee -a "$LOG"; done
 
 # only the checkpoints on the CKPT grid are scored (a run stopped by SIGTERM saved its last step too)
@@ -77,19 +88,7 @@ for ck in "$WORK"/runs/*/demo_clvae/checkpoints/step_*.pt; do
 done
 
 # 2. the scores, every run at once
-pids=()
-for prec in fp32 bf16; do
-  for s in $SEEDS; do
-    cmd=(timeout --signal=INT "$EVAL_S" "$PY" scripts/eval_curves.py --runs "$WORK/runs/${prec}_s$s" --device "$DEV"
-         --threads "$THREADS" --n "$N" --k "$K" --out "$RES/curves128_${prec}_s$s.json"
-         --figure "$WORK/curves128_${prec}_s$s.png")
-    echo "score: ${cmd[*]}" | tee -a "$LOG"
-    "${cmd[@]}" >"$RES/score_${prec}_s$s.log" 2>&1 &
-    pids+=($!)
-  done
-done
-for p in "${pids[@]}"; do wait "$p"; done
-echo "== scores ended at t=${SECONDS}s" | tee -a "$LOG"
+every_run score score_cmd
 
 # 3. the comparison (seed order kept: fp32 s and bf16 s share the initialisation)
 fp32=(); bf16=()
