@@ -7,8 +7,9 @@ Defaults (issue 14, CPU): 64x64, batch 8, one data set and seed for all; clvae a
 and so the comparison systems gaugan_vae_lowkl (GauGAN-VAE*) and groupdnet (issue 21); cIMLE (`--variants
 cimle`) 7,000, the same wall clock; every other variant 3,000 (`STEPS`). `EXPERIMENTS` names the layer-wise
 experiment's runs (issue 22: clvae on the object-scale factor data, each option against latent collapse).
-fp32 runs keep the per-tensor Adam loop: the nine clvae runs with fused Adam (issue 26: bf16's five, the SPADE
-gathers' four) all ended with a higher FD than the seven without it (benchmarks/RESULTS.md); bf16 brings fused Adam.
+fp32 runs keep the per-tensor Adam loop: the four fp32 clvae runs with fused Adam (issue 26, the SPADE gathers) all
+ended with a higher FD than the seven without it; bf16 ends higher with or without fused Adam (nine seeds), so bf16
+brings fused Adam (benchmarks/RESULTS.md).
 Each run checkpoints at `CURVE_POINTS` evenly spaced
 steps and keeps them all, so `scripts/eval_curves.py` can show whether diversity, FD, colour rate and mask
 fidelity flattened.
@@ -121,10 +122,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-channels-last", action="store_true",
                    help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                   help="bf16: autocast + fused Adam, 1.46x the code before issue 26's step and 1.39-1.47x "
-                        "its loop (two runs at a time; fp32: 1.24x the step) on a CPU "
-                        "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; over five clvae seeds "
-                        "its score curves are not all within fp32's seed noise (mask mIoU, colour, texture; "
+                   help="bf16: autocast + fused Adam, 1.40-1.47x the code before issue 26's step and 1.48x "
+                        "its loop (two runs at a time; fp32: 1.19-1.24x the step, 1.26x the loop) on a CPU "
+                        "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; over nine clvae seeds "
+                        "(with and without fused Adam) its last FD is about one fp32 seed SD higher (p = 0.047; "
                         "benchmarks/RESULTS.md, issue 26; the other variants unmeasured). "
                         "auto: bf16 on such a CPU, else fp32. Default fp32: the shipped models")
     p.add_argument("--runs", default="outputs/runs", help="where the training runs go")
