@@ -127,12 +127,13 @@ class BagPlan:
             inv = centre.clone()
         inv[edge] = inside.shape[0] + torch.arange(edge.numel(), device=dev)
         bags = torch.cat([inside, windows])                                         # (B K + E or K + E, 9) ids
-        self.rows = (B if per_sample else 1) * 9 * K1                               # R, rows of the tap table
+        n_ids = (B if per_sample else 1) * K1                                       # ids of the tap table
+        self.rows = 9 * n_ids                                                       # R, rows of the tap table
         # keep the bags some pixel uses, one of each distinct id set (boundary pixels repeat a few patterns); ranks
         # in the lexicographic order of the id sets, which is that of the row sets (row 9 id + k of tap k)
         used = torch.zeros(bags.shape[0], dtype=torch.bool, device=dev).index_fill_(0, inv, True)
         bags = bags[used]
-        rank, U = _row_ranks(bags, self.rows // 9)                                  # equal ids, equal rank
+        rank, U = _row_ranks(bags, n_ids)                                           # equal ids, equal rank
         first = torch.empty(U, dtype=torch.long, device=dev).scatter_(0, rank, torch.arange(rank.numel(), device=dev))
         remap = torch.full(used.shape, -1, dtype=inv.dtype, device=dev).masked_scatter_(used, rank)
         self.bags = bags[first] * 9 + torch.arange(9, device=dev)                   # (U, 9) tap-table rows
