@@ -9,10 +9,8 @@ cimle`) 7,000, the same wall clock; every other variant 3,000 (`STEPS`). `EXPERI
 experiment's runs (issue 22: clvae on the object-scale factor data, each option against latent collapse).
 fp32 runs keep the per-tensor Adam loop: the four fp32 clvae runs with fused Adam (issue 26, the SPADE gathers) all
 ended with a higher FD than the seven without it; bf16 ends higher with or without fused Adam (nine seeds), so bf16
-brings fused Adam (benchmarks/RESULTS.md).
-Each run checkpoints at `CURVE_POINTS` evenly spaced
-steps and keeps them all, so `scripts/eval_curves.py` can show whether diversity, FD, colour rate and mask
-fidelity flattened.
+brings fused Adam (benchmarks/RESULTS.md). Each run checkpoints at `CURVE_POINTS` evenly spaced steps and keeps
+them all, so `scripts/eval_curves.py` can show whether diversity, FD, colour rate and mask fidelity flattened.
 
 Each model is trained with `python -m smis.train` (the project's own command), exported with fp16 storage to
 `checkpoints/synthscenes_<variant>.pt`, and described by a JSON beside it recording the exact command, data
