@@ -24,7 +24,26 @@ from smis.objective import GeneratorStep, LossWeights
 from smis.options import TrainConfig
 from smis.utils import pick_device
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "bf16-g": torch.bfloat16, "fp16": torch.float16}
+FLOAT32_NETS = {"bf16-g": ("E", "D")}      # the networks a precision keeps in float32 inside its autocast region
+
+
+class Float32Forward(nn.Module):
+    """`module` called in float32 inside an autocast region: autocast off, floating tensor arguments cast to float32.
+
+    `--precision bf16-g` wraps D's calls in it (not D itself: checkpoints and state dicts keep their keys). On this
+    CPU D and E (16-channel convolutions) run no faster in bf16 (benchmarks/RESULTS.md, issue 26), and feature
+    matching is an L1 of differences of D's features, which bf16 rounds to 3 significant digits.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args):
+        device = next(self.module.parameters()).device.type
+        with torch.autocast(device, enabled=False):
+            return self.module(*(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args))
 
 
 @dataclass
@@ -117,7 +136,8 @@ def build(cfg: TrainConfig,                                   # the run's option
         nets.G = nn.SyncBatchNorm.convert_sync_batchnorm(nets.G)
     if cfg.channels_last:
         nets = nets.to(memory_format=torch.channels_last)
-    gstep = GeneratorStep(nets.G, nets.E, nets.spec)
+    float32 = FLOAT32_NETS.get(cfg.precision, ())
+    gstep = GeneratorStep(nets.G, nets.E, nets.spec, e_float32="E" in float32)
     lr_g, lr_d = (preset.lr_d, preset.lr_g) if cfg.paper_text_lr else (preset.lr_g, preset.lr_d)
     fused = (device.type == "cuda") if cfg.fused_adam is None else cfg.fused_adam
     opt_g = make_adam(list(gstep.parameters()), lr_g, preset.betas, fused)
@@ -140,8 +160,10 @@ def build(cfg: TrainConfig,                                   # the run's option
         g_model = nn.parallel.DistributedDataParallel(gstep, device_ids=ids)
         d_model = nn.parallel.DistributedDataParallel(nets.D, device_ids=ids)
     d_plain: nn.Module = nets.D
+    if "D" in float32:                              # D's calls in float32 (D's modules and state dict unchanged)
+        d_model, d_plain = Float32Forward(d_model), Float32Forward(nets.D)
     if cfg.compile:
-        g_model, d_model, d_plain = torch.compile(g_model), torch.compile(d_model), torch.compile(nets.D)
+        g_model, d_model, d_plain = torch.compile(g_model), torch.compile(d_model), torch.compile(d_plain)
     return TrainingParts(preset=preset, device=device, nets=nets, gstep=gstep, g_model=g_model, d_model=d_model,
                          d_plain=d_plain, opt_g=opt_g, opt_d=opt_d, base_lr=(lr_g, lr_d),
                          scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),

@@ -136,9 +136,14 @@ class KLOptions:
 class GeneratorStep(nn.Module):
     """G and E together (one DDP unit): label + image -> fake image, KL (Eq. 18) and its latent layers' terms."""
 
-    def __init__(self, G: nn.Module, E: nn.Module | None, spec: LatentSpec):
+    def __init__(self,
+                 G: nn.Module,                       # the generator
+                 E: nn.Module | None,                # the encoder (None: gaugan)
+                 spec: LatentSpec,                   # the latents E produces
+                 e_float32: bool = False,            # E in float32 inside an autocast region (--precision bf16-g)
+                 ):
         super().__init__()
-        self.G, self.E, self.spec = G, E, spec
+        self.G, self.E, self.spec, self.e_float32 = G, E, spec, e_float32
 
     def forward(self,
                 label: torch.Tensor,                 # (B, H, W) class ids
@@ -150,7 +155,11 @@ class GeneratorStep(nn.Module):
         G(label), a KL of 0 and (0,)."""
         if self.E is None:
             return self.G(label), image.new_zeros(()), image.new_zeros((0,))
-        mu, logvar = self.E(image, label)
+        if self.e_float32:
+            with torch.autocast(image.device.type, enabled=False):
+                mu, logvar = self.E(image.float(), label)
+        else:
+            mu, logvar = self.E(image, label)
         z = Latents.reparameterize(mu, logvar, eps=eps)                 # mu + eps exp(logvar / 2)
         mu, logvar = mu.map(lambda t: t.float()), logvar.map(lambda t: t.float())
         per_layer = kl_terms(mu, logvar, classes=self.spec.class_kl)[1]  # (B, L) or None
