@@ -266,7 +266,7 @@ class TrainStep:
         # discriminator, on the same fake (detached)
         parts.opt_d.zero_grad(set_to_none=True)
         with parts.autocast():
-            pred = parts.d_model(torch.cat([label, label]), torch.cat([fake.detach(), image]))
+            pred = parts.d_model(label, torch.cat([fake.detach(), image]))     # one label batch for both halves
             d = discriminator_losses(*split_batch(pred, len(label)))
         self._check_finite(d)
         parts.scaler.scale(d["d_hinge"]).backward()
