@@ -568,3 +568,58 @@ def test_frozen_spectral_norm_reuses_the_last_training_forwards_weight_and_resto
     with pytest.raises(RuntimeError), frozen_spectral_norm(net):
         raise RuntimeError("inside")
     assert net[0].training and net[2].training                          # restored after an error too
+
+
+def test_discriminator_builds_each_labels_masks_once_with_the_floats_of_the_concatenated_input():
+    """D keeps the one-hot mask and its pool of the last label (issue 26): three calls on one label build them once;
+    D(label, cat([a, b])) gives D(cat([label, label]), cat([a, b]))'s features and gradients bit for bit, as does the
+    input written out the way D built it before (one cat, pooled whole); the masks follow an in-place change of the
+    label and are dropped when the label is freed."""
+    import gc
+    import smis.networks.discriminator as disc
+    C, B = 10, 3
+    D = build_networks("clvae", get_preset("synthscenes")).D.to(memory_format=torch.channels_last)
+    label = random_label(B, 64, 64, C, seed=3)
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(B, 3, 64, 64, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(2))
+
+    def run(fn):
+        x = torch.cat([a, b]).requires_grad_(True)
+        D.zero_grad(set_to_none=True)
+        with frozen_spectral_norm(D):
+            feats = fn(x)
+        sum(t.square().mean() for s in feats for t in s).backward()
+        return [t.detach() for s in feats for t in s], x.grad, [p.grad for p in D.parameters()]
+
+    ref = run(lambda x: written_D(D, torch.cat([label, label]), x))
+    for got in (run(lambda x: D(label, x)), run(lambda x: D(torch.cat([label, label]), x))):
+        for r, o in zip(ref, got):
+            assert len(r) == len(o) > 0 and all(torch.equal(u, v) for u, v in zip(r, o))
+
+    calls = []
+    real_one_hot = disc.one_hot
+    disc.one_hot = lambda *args: calls.append(1) or real_one_hot(*args)
+    try:
+        for _ in range(3):
+            D(label, a)                                                # the same label: built once
+        assert len(calls) == 1
+        label[0, :8] = (label[0, :8] + 1) % C                          # changed in place: built again
+        with frozen_spectral_norm(D):                                  # (no power iteration between the two)
+            moved, ref = D(label, a), written_D(D, label, a)
+        assert len(calls) == 2
+        assert torch.equal(moved[0][-1], ref[0][-1])
+    finally:
+        disc.one_hot = real_one_hot
+    del label, moved, ref
+    gc.collect()
+    assert D._maps is None                                             # freed with the label
+
+
+def written_D(D, label, x):
+    """D's features from its input built in one piece (one-hot mask + image, pooled whole)."""
+    x = torch.cat([one_hot(label, D.num_classes, x.dtype), x], 1)
+    out = []
+    for i, d in enumerate(D.scales):
+        x = x if i == 0 else F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+        out.append(d(x))
+    return out
