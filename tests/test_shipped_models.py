@@ -83,7 +83,7 @@ def test_shipped_models_share_data_schedule_and_seed_and_match_the_script_defaul
 
 
 def test_train_demo_models_precision_choices(monkeypatch):
-    """fp32 by default (the shipped models); bf16 brings fused Adam; auto follows the CPU's native bf16."""
+    """fp32 by default (the shipped models); bf16 and bf16-g bring fused Adam; auto follows the CPU's native bf16."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("tdm", project_root() / "scripts" / "train_demo_models.py")
@@ -91,8 +91,9 @@ def test_train_demo_models_precision_choices(monkeypatch):
     spec.loader.exec_module(tdm)
     cmd = lambda precision: tdm.command("clvae", 100, 20, 8, 1, Path("r"), 0, 0, True, precision)
     assert "--precision" not in cmd("fp32") and "--fused-adam" not in cmd("fp32")
-    bf16 = cmd("bf16")
-    assert bf16[bf16.index("--precision") + 1] == "bf16" and "--fused-adam" in bf16
+    for precision in ("bf16", "bf16-g"):
+        fast = cmd(precision)
+        assert fast[fast.index("--precision") + 1] == precision and "--fused-adam" in fast
     for fast, expect in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(tdm, "cpu_has_fast_bf16", lambda fast=fast: fast)
         assert tdm.precision_of("auto") == expect and tdm.precision_of("fp32") == "fp32"
