@@ -610,7 +610,7 @@ def test_discriminator_builds_each_labels_masks_once_with_the_floats_of_the_conc
         assert torch.equal(moved[0][-1], ref[0][-1])
     finally:
         disc.one_hot = real_one_hot
-    del label, moved, ref
+    label = moved = ref = None                                         # the last references to the label
     gc.collect()
     assert D._maps is None                                             # freed with the label
 

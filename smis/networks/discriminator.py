@@ -47,7 +47,8 @@ class Discriminator(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.scales = nn.ModuleList(PatchDiscriminator(num_classes + 3, ndf, n_layers) for _ in range(num_scales))
-        self._maps: tuple | None = None          # label_maps' cache: (weakref to the label, version, dtype, device, maps)
+        self._maps: tuple | None = None          # label_maps' cache: (weakref to the label, version, dtype,
+                                                 # device, maps)
 
     def label_maps(self,
                    label: torch.Tensor,         # (B, H, W) ids
@@ -86,12 +87,12 @@ class Discriminator(nn.Module):
                              f"and labels {tuple(label.shape)}: pass one label per image, or the label batch once "
                              "for k batches of its images")
         maps = self.label_maps(label, image.dtype)
-        C, out = self.num_classes, []
+        C, out, x = self.num_classes, [], image
         for i, d in enumerate(self.scales):                             # 2 scales
             mask = maps[i] if n == B else torch.cat([maps[i]] * (n // B))   # cat keeps the memory format
-            # the image channels of the last scale's input, pooled: `image` feeds one op, so its gradient is one sum
-            # (the floats of pooling the concatenated input whole, as D did before the masks were kept)
-            x = image if i == 0 else F.avg_pool2d(x[:, C:], 3, stride=2, padding=1, count_include_pad=False)
+            if i:   # the image channels of the last scale's input, pooled: `image` feeds one op, so its gradient is
+                    # one sum (the floats of pooling the concatenated input whole, as D did before the masks were kept)
+                x = F.avg_pool2d(x[:, C:], 3, stride=2, padding=1, count_include_pad=False)
             x = torch.cat([mask, x], dim=1)                            # (k B, C + 3, H / 2^i, W / 2^i)
             out.append(d(x))
         return out
