@@ -8,9 +8,10 @@ and so the comparison systems gaugan_vae_lowkl (GauGAN-VAE*) and groupdnet (issu
 cimle`) 7,000, the same wall clock; every other variant 3,000 (`STEPS`). `EXPERIMENTS` names the layer-wise
 experiment's runs (issue 22: clvae on the object-scale factor data, each option against latent collapse).
 fp32 runs keep the per-tensor Adam loop: the four fp32 clvae runs with fused Adam (issue 26, the SPADE gathers) all
-ended with a higher FD than the seven without it; bf16 ends higher with or without fused Adam (nine seeds), so bf16
-brings fused Adam (benchmarks/RESULTS.md). Each run checkpoints at `CURVE_POINTS` evenly spaced steps and keeps
-them all, so `scripts/eval_curves.py` can show whether diversity, FD, colour rate and mask fidelity flattened.
+ended with a higher FD than the seven without it; bf16 ends higher with or without fused Adam (nine seeds), and so
+does bf16-g (bf16 for G only, four seeds), so both bring fused Adam (benchmarks/RESULTS.md). Each run checkpoints at
+`CURVE_POINTS` evenly spaced steps and keeps them all, so `scripts/eval_curves.py` can show whether diversity, FD,
+colour rate and mask fidelity flattened.
 
 Each model is trained with `python -m smis.train` (the project's own command), exported with fp16 storage to
 `checkpoints/synthscenes_<variant>.pt`, and described by a JSON beside it recording the exact command, data
@@ -120,11 +121,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-channels-last", action="store_true",
                    help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "bf16-g", "auto"],
-                   help="bf16: autocast + fused Adam, 1.40-1.47x the code before issue 26's step and 1.48x "
-                        "its loop (two runs at a time; fp32: 1.19-1.24x the step, 1.26x the loop) on a CPU "
+                   help="bf16: autocast + fused Adam, 1.40-1.48x the code before issue 26's step and 1.48-1.66x "
+                        "its loop (two runs at a time; fp32: 1.19-1.24x the step, 1.26-1.36x the loop) on a CPU "
                         "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; over nine clvae seeds "
                         "(with and without fused Adam) its last FD is about one fp32 seed SD higher (p = 0.047; "
-                        "benchmarks/RESULTS.md, issue 26; the other variants unmeasured). "
+                        "benchmarks/RESULTS.md, issue 26; the other variants unmeasured). bf16-g: bf16 for G only, "
+                        "E and D in float32, as fast (1.49x / 1.53x), the same FD shift over four seeds. "
                         "auto: bf16 on such a CPU, else fp32. Default fp32: the shipped models")
     p.add_argument("--runs", default="outputs/runs", help="where the training runs go")
     p.add_argument("--out", default="checkpoints", help="where the exported models go")

@@ -87,7 +87,8 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     precision: str = option("fp32", "fp32, bf16 (autocast; GPU, or a CPU with AVX512-BF16 / AMX: 1.47x on "
                             "SynthScenes, benchmarks/RESULTS.md), bf16-g (bf16 autocast for G only: E and D in "
-                            "float32, as fast on that CPU) or fp16 (autocast + GradScaler)",
+                            "float32, as fast on that CPU, the same scores as bf16 over four seeds) or fp16 (autocast "
+                            "+ GradScaler)",
                             choices=("fp32", "bf16", "bf16-g", "fp16"))
     channels_last: bool = option(False, "NHWC memory format for convolutions")
     fused_adam: bool | None = option(None, "fused Adam; default: on CUDA only")
