@@ -51,9 +51,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TRAINER_OPTS = {"channels_last": {"channels_last": True}, "fused_adam": {"fused_adam": True},
-                "bf16": {"precision": "bf16"},
-                "bf16g": {"precision": "bf16-g"}, "fp32": {}, "system_malloc": {"keep_freed_memory": False},
-                "no_perceptual_cache": {"perceptual_cache_mb": 0}, "compile": {"compile": True}}
+                "bf16": {"precision": "bf16"}, "bf16g": {"precision": "bf16-g"}, "fp32": {},
+                "system_malloc": {"keep_freed_memory": False}, "no_perceptual_cache": {"perceptual_cache_mb": 0},
+                "compile": {"compile": True}}
 FLAGS = ("dense", "perceptual_half")
 
 
