@@ -17,6 +17,7 @@ Variant syntax `<code>:<opt>+<opt>...` with code `base` or `new` and options:
                     (a training run: from its second epoch, ~7 in 8 real images at the shipped schedule)
     bf16            bf16 autocast              dense        G.piecewise_cond = False (new code only)
     bf16g           `--precision bf16-g` (new code only): bf16 autocast for G, E and D in float32
+    bf16gc          `--precision bf16-g-coarse` (new code only): bf16g with G's full-resolution blocks in float32
     perceptual_half the perceptual network sees fake and real avg-pooled 2x: a different objective (fewer
                     FLOPs), measured as a separate lever, not an option of smis.train
     t1, t2, ...     torch threads in that worker (default: --threads)
@@ -51,7 +52,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TRAINER_OPTS = {"channels_last": {"channels_last": True}, "fused_adam": {"fused_adam": True},
-                "bf16": {"precision": "bf16"}, "bf16g": {"precision": "bf16-g"}, "fp32": {},
+                "bf16": {"precision": "bf16"}, "bf16g": {"precision": "bf16-g"},
+                "bf16gc": {"precision": "bf16-g-coarse"}, "fp32": {},
                 "system_malloc": {"keep_freed_memory": False}, "no_perceptual_cache": {"perceptual_cache_mb": 0},
                 "compile": {"compile": True}}
 FLAGS = ("dense", "perceptual_half")

@@ -24,8 +24,11 @@ from smis.objective import GeneratorStep, LossWeights
 from smis.options import TrainConfig
 from smis.utils import pick_device
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "bf16-g": torch.bfloat16, "fp16": torch.float16}
-FLOAT32_NETS = {"bf16-g": ("E", "D")}      # the networks a precision keeps in float32 inside its autocast region
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "bf16-g": torch.bfloat16, "bf16-g-coarse": torch.bfloat16,
+                   "fp16": torch.float16}
+# the networks a precision keeps in float32 inside its autocast region ("G_tail": Generator.float32_tail, G's
+# full-resolution blocks and output convolution)
+FLOAT32_NETS = {"bf16-g": ("E", "D"), "bf16-g-coarse": ("E", "D", "G_tail")}
 
 
 class Float32Forward(nn.Module):
@@ -137,6 +140,12 @@ def build(cfg: TrainConfig,                                   # the run's option
     if cfg.channels_last:
         nets = nets.to(memory_format=torch.channels_last)
     float32 = FLOAT32_NETS.get(cfg.precision, ())
+    if "G_tail" in float32:
+        if not hasattr(nets.G, "float32_tail"):
+            raise ValueError(f"--precision {cfg.precision} keeps the generator's full-resolution blocks in float32, "
+                             f"which {type(nets.G).__name__} (variant {cfg.variant!r}) does not support. Fix: "
+                             "--precision bf16-g or bf16")
+        nets.G.float32_tail = True
     gstep = GeneratorStep(nets.G, nets.E, nets.spec, e_float32="E" in float32)
     lr_g, lr_d = (preset.lr_d, preset.lr_g) if cfg.paper_text_lr else (preset.lr_g, preset.lr_d)
     fused = (device.type == "cuda") if cfg.fused_adam is None else cfg.fused_adam

@@ -87,9 +87,10 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     precision: str = option("fp32", "fp32, bf16 (autocast; GPU, or a CPU with AVX512-BF16 / AMX: 1.47x on "
                             "SynthScenes, benchmarks/RESULTS.md), bf16-g (bf16 autocast for G only: E and D in "
-                            "float32, as fast on that CPU, the same scores as bf16 over four seeds) or fp16 (autocast "
-                            "+ GradScaler)",
-                            choices=("fp32", "bf16", "bf16-g", "fp16"))
+                            "float32, as fast on that CPU, the same scores as bf16 over four seeds), bf16-g-coarse "
+                            "(bf16-g with G's full-resolution blocks and output conv in float32 too) or fp16 "
+                            "(autocast + GradScaler)",
+                            choices=("fp32", "bf16", "bf16-g", "bf16-g-coarse", "fp16"))
     channels_last: bool = option(False, "NHWC memory format for convolutions")
     fused_adam: bool | None = option(None, "fused Adam; default: on CUDA only")
     keep_freed_memory: bool = option(True, "CPU on Linux: glibc keeps freed memory for reuse instead of returning "

@@ -392,27 +392,31 @@ def test_resuming_keeps_the_runs_adam_implementation(tmp_path):
         assert bool(plain.param_groups[0]["fused"]) == (not fused)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "bf16-g"])
+@pytest.mark.parametrize("precision", ["bf16", "bf16-g", "bf16-g-coarse"])
 def test_bf16_g_runs_e_and_d_in_float32_and_g_in_bf16(tmp_path, precision):
     """--precision bf16-g (issue 26): inside the step's bf16 autocast region G's convolutions run in bf16 and E's and
-    D's in float32 (both D calls of the G step and the D step's); plain bf16 runs all three in bf16. The wrapper is
-    around D's calls, not D: a checkpoint has the fp32 run's keys and loads into an fp32 trainer."""
+    D's in float32 (both D calls of the G step and the D step's); plain bf16 runs all three in bf16. bf16-g-coarse
+    also runs G's full-resolution block and output convolution in float32, its coarse blocks still in bf16. The
+    wrapper is around D's calls, not D: a checkpoint has the fp32 run's keys and loads into an fp32 trainer."""
     t = T.Trainer(cfg(tmp_path, precision=precision, steps=2))
     nets = t.nets
     seen = {}
 
     def hook(name):
         return lambda mod, args, out: seen.setdefault(name, set()).add(out.dtype)
-    convs = {"G": nets.G.up_1.conv_0, "E": next(m for m in nets.E.modules() if isinstance(m, torch.nn.Conv2d)),
+    convs = {"G": nets.G.up_1.conv_0, "G_up_3": nets.G.up_3.conv_0, "G_img": nets.G.conv_img,
+             "E": next(m for m in nets.E.modules() if isinstance(m, torch.nn.Conv2d)),
              "D": next(m for m in nets.D.modules() if isinstance(m, torch.nn.Conv2d))}
     for name, m in convs.items():
         m.register_forward_hook(hook(name))
     t.fit()
-    low = {torch.bfloat16}
-    assert seen == {"G": low, "E": low if precision == "bf16" else {torch.float32},
-                    "D": low if precision == "bf16" else {torch.float32}}
+    low, high = {torch.bfloat16}, {torch.float32}
+    tail = high if precision == "bf16-g-coarse" else low
+    assert seen == {"G": low, "G_up_3": tail, "G_img": tail, "E": low if precision == "bf16" else high,
+                    "D": low if precision == "bf16" else high}
     saved = torch.load(t.checkpoints.latest(), map_location="cpu", weights_only=True)
     fp32 = T.Trainer(cfg(tmp_path / "fp32")).nets
+    assert not fp32.G.float32_tail                                      # an attribute of the run, not of the file
     for net in ("G", "E", "D"):
         assert list(saved[net]) == list(getattr(fp32, net).state_dict()), net          # the same keys, in order
         getattr(fp32, net).load_state_dict(saved[net])                                  # strict

@@ -15,6 +15,8 @@ it (table below) at 1/2^l of the label size, or the one-hot mask for the full-re
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,9 +35,13 @@ class Generator(nn.Module):
     `piecewise_cond` (attribute, default True): SPADE's shared conv reads the conditioning maps as
     (label, class table) pairs (`ops.PiecewiseMap`, gathers); False feeds the dense one-hot / CSE maps
     to the convolution, the unoptimised reference path (same function up to float summation order).
+    `float32_tail` (attribute, default False): inside an autocast region, run the full-resolution blocks
+    (up_3, up_4) and conv_img with autocast off, on a float32 copy of up_2's output
+    (`--precision bf16-g-coarse`); outside autocast it changes nothing.
     """
 
     piecewise_cond: bool = True
+    float32_tail: bool = False          # the full-resolution blocks and conv_img in float32 inside autocast
 
     def __init__(self,
                  spec: LatentSpec,                  # latents fed in (z_dim 0: GauGAN's mask input)
@@ -135,7 +141,10 @@ class Generator(nn.Module):
         x = self.up_0(up(x), cond("up_0"))
         x = self.up_1(up(x), cond("up_1"))
         x = self.up_2(up(x), cond("up_2"))
-        x = self.up_3(up(x), mask)
-        if self.upsampling == "most":
-            x = self.up_4(up(x), mask)
-        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))         # (B, 3, H, W)
+        with torch.autocast(label.device.type, enabled=False) if self.float32_tail else contextlib.nullcontext():
+            if self.float32_tail:                                       # float32 from here on
+                x = x.float()
+            x = self.up_3(up(x), mask)
+            if self.upsampling == "most":
+                x = self.up_4(up(x), mask)
+            return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))     # (B, 3, H, W)
