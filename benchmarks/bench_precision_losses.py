@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", help="JSON path (default benchmarks/results/precision_losses_cpu.json)")
     p.add_argument("--bf16-flags", default="", help="more smis.train flags of the bf16 runs only, e.g. '--fused-adam' "
                    "(the fast configuration of scripts/train_demo_models.py)")
-    p.add_argument("--fast-precision", default="bf16", choices=["bf16", "bf16-g", "fp32"],
+    p.add_argument("--fast-precision", default="bf16", choices=["bf16", "bf16-g", "bf16-g-coarse", "fp32"],
                    help="the candidate runs' precision (fp32: a change of code or flags, not of precision)")
     p.add_argument("--base", default=None, help="code root of the reference (fp32) runs, e.g. a git worktree of the "
                    "commit before a change; default: this checkout")

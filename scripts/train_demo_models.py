@@ -73,7 +73,7 @@ def command(variant: str, steps: int, ckpt_every: int, batch: int, threads: int,
             "--keep-last", str(steps // ckpt_every + 1), "--image-every", str(ckpt_every), "--log-every", "25",
             "--no-progress"] + (["--channels-last"] if channels_last else []) + (
             ["--precision", precision] if precision != "fp32" else []) + (
-            ["--fused-adam"] if precision in ("bf16", "bf16-g") else []) + flags
+            ["--fused-adam"] if precision.startswith("bf16") else []) + flags
 
 
 
@@ -120,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-channels-last", action="store_true",
                    help="NCHW (channels_last: ~18 %% faster on 1 CPU thread)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "bf16-g", "auto"],
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "bf16-g", "bf16-g-coarse", "auto"],
                    help="bf16: autocast + fused Adam, 1.40-1.48x the code before issue 26's step and 1.48-1.66x "
                         "its loop (two runs at a time; fp32: 1.19-1.24x the step, 1.26-1.36x the loop) on a CPU "
                         "that multiplies bf16 natively (AVX512-BF16 / AMX), slower elsewhere; over nine clvae seeds "
