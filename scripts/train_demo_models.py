@@ -127,6 +127,9 @@ def parser() -> argparse.ArgumentParser:
                         "(with and without fused Adam) its last FD is about one fp32 seed SD higher (p = 0.047; "
                         "benchmarks/RESULTS.md, issue 26; the other variants unmeasured). bf16-g: bf16 for G only, "
                         "E and D in float32, as fast (1.49x / 1.53x), the same FD shift over four seeds. "
+                        "bf16-g-coarse: bf16-g with G's full-resolution block and output convolution in float32 too, "
+                        "the fastest (1.58x / 1.55x on a Zen 4 EPYC; its four seeds: benchmarks/RESULTS.md, seventh "
+                        "pass). "
                         "auto: bf16 on such a CPU, else fp32. Default fp32: the shipped models")
     p.add_argument("--runs", default="outputs/runs", help="where the training runs go")
     p.add_argument("--out", default="checkpoints", help="where the exported models go")
