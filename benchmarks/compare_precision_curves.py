@@ -58,24 +58,26 @@ def permutation_test(fp32: list[float], fast: list[float]) -> dict:
             "fp32_run_sd": sd, "difference_in_fp32_sds": observed / sd if sd > 0 else float("nan")}
 
 
-def compare(fp32: list[dict], fast: list[dict]) -> dict:
-    """Per score: noise and gap per checkpoint, their means over the checkpoints, the last checkpoint's values."""
+def compare(fp32: list[dict], fast: list[dict], paired: bool = True) -> dict:
+    """Per score: noise and gap per checkpoint, their means over the checkpoints, the last checkpoint's values.
+    paired=False (groups of runs without matching seeds): no gap, so no "within noise" verdict; the permutation
+    tests only."""
     steps = sorted(set.intersection(*(set(c) for c in fp32 + fast)))
     if not steps:
         raise SystemExit("the runs share no checkpoint step; evaluate them at the same steps")
     out = {}
     for s in SCORES:
         noise = [abs(a[t][s] - b[t][s]) for a, b in itertools.combinations(fp32, 2) for t in steps]
-        gap = [abs(fast[i][t][s] - fp32[i][t][s]) for i in range(len(fast)) for t in steps]
+        gap = [abs(fast[i][t][s] - fp32[i][t][s]) for i in range(len(fast)) for t in steps] if paired else []
         last = steps[-1]
         out[s] = {"steps": steps,
                   "fp32": [[round(c[t][s], 5) for t in steps] for c in fp32],
                   "fast": [[round(c[t][s], 5) for t in steps] for c in fast],
                   "noise_per_checkpoint": [round(v, 5) for v in noise],
                   "gap_per_checkpoint": [round(v, 5) for v in gap],
-                  "mean_noise": statistics.fmean(noise), "mean_gap": statistics.fmean(gap),
+                  "mean_noise": statistics.fmean(noise), "mean_gap": statistics.fmean(gap) if gap else None,
                   "last_fp32": [c[last][s] for c in fp32], "last_fast": [c[last][s] for c in fast],
-                  "within_noise": statistics.fmean(gap) <= statistics.fmean(noise),
+                  "within_noise": statistics.fmean(gap) <= statistics.fmean(noise) if gap else None,
                   "permutation_mean_over_checkpoints": permutation_test(
                       [statistics.fmean(c[t][s] for t in steps) for c in fp32],
                       [statistics.fmean(c[t][s] for t in steps) for c in fast]),
@@ -90,20 +92,23 @@ def main(argv=None) -> dict:
                    help="eval_curves JSONs of fp32 runs, seed 0, seed 1, ... (two at least)")
     p.add_argument("--fast", nargs="+", required=True, metavar="JSON",
                    help="eval_curves JSONs of the candidate, seed 0, seed 1, ... (at most as many as --fp32)")
+    p.add_argument("--unpaired", action="store_true",
+                   help="the two groups' seeds do not match (e.g. pooled configurations): any number of --fast runs, "
+                        "permutation tests only (no same-seed gap)")
     p.add_argument("--variant", default="clvae")
     p.add_argument("--device", default="cpu", help="the device the runs trained and were scored on (recorded)")
     p.add_argument("--out", default=str(HERE / "results" / "precision_curves_cpu.json"))
     a = p.parse_args(argv)
     from common import machine_info, pick_device
     from smis.utils import atomic_write_json
-    if len(a.fp32) < 2 or len(a.fast) > len(a.fp32):
+    if len(a.fp32) < 2 or (len(a.fast) > len(a.fp32) and not a.unpaired):
         raise SystemExit("give two fp32 runs at least (--fp32 seed 0, seed 1, ...) and at most as many --fast runs, "
-                         "in the same seed order")
+                         "in the same seed order (or --unpaired)")
     fp32 = [curve(Path(f), a.variant) for f in a.fp32]
     fast = [curve(Path(f), a.variant) for f in a.fast]
-    rows = compare(fp32, fast)
+    rows = compare(fp32, fast, paired=not a.unpaired)
     result = {"benchmark": "training curves' scores: fast configuration vs fp32, against fp32's seed noise",
-              "variant": a.variant, "fp32_jsons": a.fp32, "fast_jsons": a.fast,
+              "variant": a.variant, "paired": not a.unpaired, "fp32_jsons": a.fp32, "fast_jsons": a.fast,
               "commands": {f: json.loads(Path(f).read_text()).get("command") for f in a.fp32 + a.fast},
               "scores": rows, "machine": machine_info(pick_device(a.device))}
     atomic_write_json(result, a.out)
@@ -112,7 +117,9 @@ def main(argv=None) -> dict:
     print("| score | noise | gap | within noise | last: fp32 seeds | last: fast seeds |")
     print("|---|---|---|---|---|---|")
     for s, r in rows.items():
-        print(f"| {s} | {r['mean_noise']:.4g} | {r['mean_gap']:.4g} | {'yes' if r['within_noise'] else 'NO'} | "
+        verdict = "-" if r["within_noise"] is None else "yes" if r["within_noise"] else "NO"
+        gap = "-" if r["mean_gap"] is None else f"{r['mean_gap']:.4g}"
+        print(f"| {s} | {r['mean_noise']:.4g} | {gap} | {verdict} | "
               + ", ".join(f"{v:.4g}" for v in r["last_fp32"]) + " | " + ", ".join(f"{v:.4g}" for v in r["last_fast"])
               + " |")
     print("\npermutation test, fast - fp32 over runs (exact, two-sided):")
